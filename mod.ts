@@ -1,0 +1,58 @@
+/**
+ * sluice: a Deno-first task runtime on Redis Streams.
+ *
+ * Producers enqueue typed jobs; workers read them as a web `ReadableStream` into a bounded
+ * pool, renew their leases, reclaim what crashed peers left behind, and shut down gracefully.
+ *
+ * @example A task, a producer and a worker
+ * ```ts
+ * import { Queue, task, Worker } from "@sluice/sluice";
+ * import { startRedis } from "@sluice/sluice/testing";
+ *
+ * await using redis = await startRedis();
+ * const add = task("add", (data: { a: number; b: number }) => data.a + data.b);
+ * await using queue = new Queue("math", { redis: redis.url });
+ * await queue.enqueue(add, { a: 2, b: 3 });
+ *
+ * const worker = new Worker("math", [add], { redis: redis.url, handleSignals: false });
+ * worker.addEventListener("completed", (e) => {
+ *   console.log(e.detail.result); // 5
+ *   worker.stop();
+ * });
+ * await worker.run();
+ * ```
+ *
+ * @module
+ */
+export * from "./src/errors.ts";
+export { task } from "./src/task.ts";
+export type {
+  AnyTask,
+  DataOf,
+  Handler,
+  JobInfo,
+  ResultOf,
+  StandardResult,
+  StandardSchemaV1,
+  Task,
+  TaskContext,
+  TaskOptions,
+} from "./src/task.ts";
+export { Queue } from "./src/queue.ts";
+export type { EnqueueItem, EnqueueOptions, JobHandle, QueueOptions } from "./src/queue.ts";
+export type { ConsumeOptions } from "./src/consume.ts";
+export { Job } from "./src/job.ts";
+export type { DeadReason } from "./src/job.ts";
+export { Pool, pool } from "./src/pool.ts";
+export type { PoolOptions } from "./src/pool.ts";
+export { Worker } from "./src/worker.ts";
+export type {
+  Middleware,
+  MiddlewareContext,
+  WorkerEventDetail,
+  WorkerEventName,
+  WorkerOptions,
+} from "./src/worker.ts";
+export type { RedisConfig } from "./src/redis.ts";
+export type { Logger } from "./src/_log.ts";
+export { WIRE_VERSION } from "./src/codec.ts";

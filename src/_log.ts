@@ -1,0 +1,22 @@
+/**
+ * Where sluice reports what it cannot throw: lost leases, reconnects, dead-lettered entries.
+ * Payloads are never logged.
+ *
+ * @module
+ */
+
+/** A logger; `console` fits. */
+export interface Logger {
+  /** Something went wrong and sluice handled it. */
+  warn(message: string): void;
+  /** Something failed; sluice keeps going. */
+  error(message: string, error?: unknown): void;
+}
+
+/** The default logger: console.warn and console.error. */
+export const consoleLogger: Logger = {
+  // deno-lint-ignore no-console
+  warn: (message) => console.warn(message),
+  // deno-lint-ignore no-console
+  error: (message, error) => console.error(message, error ?? ""),
+};

@@ -1,0 +1,44 @@
+/**
+ * Up-front option checks with messages that name the action, the rule and the value.
+ *
+ * @module
+ */
+
+/**
+ * Throws unless `value` is an integer from `min` to `max`.
+ *
+ * @throws {RangeError} "Cannot create worker: concurrency must be an integer from 1 to 100000,
+ * got 0"
+ */
+export function checkInt(
+  action: string,
+  name: string,
+  value: unknown,
+  min: number,
+  max: number,
+): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(
+      `${action}: ${name} must be an integer from ${min} to ${max}, got ${show(value)}`,
+    );
+  }
+}
+
+/** Like {@linkcode checkInt}, but `Infinity` is allowed too. */
+export function checkLimit(action: string, name: string, value: unknown, min: number): void {
+  if (value !== Infinity) checkInt(action, name, value, min, Number.MAX_SAFE_INTEGER);
+}
+
+/** The largest timer delay setTimeout honours. */
+export const MAX_MS = 2 ** 31 - 1;
+
+/** A value as it should appear in an error message. */
+export function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "function") return "a function";
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

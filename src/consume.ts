@@ -1,0 +1,483 @@
+/**
+ * The job stream: XREADGROUP on its own blocking connection, read as a web `ReadableStream`,
+ * with exact prefetch, batched lease renewal, XAUTOCLAIM reclaim and prompt abort.
+ *
+ * One loop does all reading. Each pull hands out one job: from the prefetch buffer if it has
+ * one, else from a read that asks for exactly the free room (limit minus jobs held). A job is
+ * held from the read until it is settled; a slow consumer settles nothing, so reads stop.
+ * Before a read, once per tick, the loop runs XAUTOCLAIM for idle deliveries of dead peers.
+ *
+ * @module
+ */
+import { Batcher } from "./_batch.ts";
+import { settlesWithin } from "./async.ts";
+import { decodeData, decodeFields, isFailure } from "./codec.ts";
+import { LeaseLostError, toError } from "./errors.ts";
+import { type DeadReason, Job, type Lessor, markLost } from "./job.ts";
+import type { Keys } from "./keys.ts";
+import { close, connect, type RedisConfig } from "./redis.ts";
+import type { ScriptClient } from "./scripts.ts";
+import type { Logger } from "./_log.ts";
+import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
+
+/** Options of `queue.consume()`. */
+export interface ConsumeOptions {
+  /** Ends the stream: no read is sent after it aborts, and unread prefetched jobs are released. */
+  signal?: AbortSignal;
+  /**
+   * How many jobs the stream may hold at once: read but not yet settled, the ones in your
+   * hands included. Each read asks for exactly the free room.
+   *
+   * @default {16}
+   */
+  prefetch?: number;
+  /**
+   * A delivery idle this long (ms) is presumed dead and may be claimed by another consumer.
+   * Held jobs are renewed every `idleTimeout / 3`, on a timer independent of your code; an
+   * event loop blocked longer than `idleTimeout` can lose its jobs.
+   *
+   * @default {30_000}
+   */
+  idleTimeout?: number;
+  /**
+   * A job delivered more than this many times (crash loops) goes to the dead letters with
+   * reason `delivery-limit` instead of being run again. `Infinity` turns the check off.
+   *
+   * @default {5}
+   */
+  maxDeliveries?: number;
+  /**
+   * The consumer name in the group.
+   *
+   * @default {"<host>-<pid>-<random>"}
+   */
+  consumer?: string;
+}
+
+/** @internal What a consumer needs from its queue. */
+export interface QueueContext {
+  readonly name: string;
+  readonly keys: Keys;
+  readonly group: string;
+  readonly redis: RedisConfig;
+  readonly logger: Logger;
+  client(): ScriptClient;
+  ensureGroup(force?: boolean): Promise<void>;
+}
+
+type SettleOp = { job: Job; op: string; a: string; b: string };
+
+const MAX_BLOCK_MS = 10_000;
+
+/**
+ * @internal The machinery behind `queue.consume()`. A `Worker` uses it directly, for the held
+ * set and the done promise.
+ */
+export class Consumer implements Lessor {
+  readonly name: string;
+  readonly limit: number;
+  readonly idleTimeout: number;
+  readonly maxDeliveries: number;
+  readonly readable: ReadableStream<Job>;
+  /** Every job read and not yet settled, handed out or not, by entry id. */
+  readonly held = new Map<string, Job>();
+  #ctx: QueueContext;
+  #buffer: Job[] = [];
+  #burying = 0;
+  #blocking: ScriptClient;
+  #blockingId: number | undefined;
+  #read: Promise<void> | undefined;
+  #controller: ReadableStreamDefaultController<Job> | undefined;
+  #pulling = false;
+  #stopping = false;
+  #finished = false;
+  #done = Promise.withResolvers<void>();
+  #roomWaiter: PromiseWithResolvers<void> | undefined;
+  #heldWaiter: PromiseWithResolvers<void> | undefined;
+  #tick: ReturnType<typeof setInterval>;
+  #nextReclaim = 0;
+  #reclaimCursor = "0-0";
+  #reclaims = 0;
+  #renewing = false;
+  #failures = 0;
+  #settler: Batcher<SettleOp, number>;
+
+  constructor(ctx: QueueContext, options: ConsumeOptions = {}) {
+    const {
+      signal,
+      prefetch = 16,
+      idleTimeout = 30_000,
+      maxDeliveries = 5,
+      consumer = consumerName(),
+    } = options;
+    const action = `Cannot consume ${ctx.name}`;
+    checkInt(action, "prefetch", prefetch, 1, 100_000);
+    checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
+    checkLimit(action, "maxDeliveries", maxDeliveries, 1);
+    if (typeof consumer !== "string" || consumer.length === 0 || consumer.length > 200) {
+      throw new TypeError(
+        `${action}: consumer must be a name of 1 to 200 characters, got ${show(consumer)}`,
+      );
+    }
+    this.#ctx = ctx;
+    this.name = consumer;
+    this.limit = prefetch;
+    this.idleTimeout = idleTimeout;
+    this.maxDeliveries = maxDeliveries;
+    this.#settler = new Batcher((ops) => this.#flushSettles(ops));
+    this.#blocking = connect(ctx.redis, "blocking", consumer);
+    this.#blocking.on("close", () => this.#blockingId = undefined);
+    this.#tick = setInterval(() => this.#renew(), Math.max(1, Math.floor(idleTimeout / 3)));
+    this.readable = new ReadableStream<Job>({
+      start: (controller) => {
+        this.#controller = controller;
+        this.#renew();
+      },
+      pull: async (controller) => {
+        this.#pulling = true;
+        const job = await this.#next().finally(() => this.#pulling = false);
+        if (job === undefined) this.#closeReadable();
+        else controller.enqueue(job);
+      },
+      cancel: () => {
+        this.#controller = undefined;
+        this.#stop();
+      },
+    }, { highWaterMark: 0 });
+    if (signal?.aborted) this.#stop();
+    signal?.addEventListener("abort", () => this.#stop(), { once: true });
+  }
+
+  /** Resolves when the stream has ended, every held job is settled, and the consumer retired. */
+  get done(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** True once the stream was told to stop. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /** Stops reading: no read is sent after this, and a blocking read is cut short. */
+  stop(): void {
+    this.#stop();
+  }
+
+  /** Settles every held job by releasing it, then retires. Used by `queue.close()`. */
+  async shutdown(): Promise<void> {
+    this.#stop();
+    await Promise.allSettled([...this.held.values()].map((job) => job.release()));
+    await this.#maybeFinish();
+    await this.done;
+  }
+
+  // Lessor: called by jobs.
+  settle(job: Job, op: string, a = "", b = ""): Promise<number> {
+    return this.#settler.push({ job, op, a, b });
+  }
+
+  forget(job: Job): void {
+    if (!this.held.delete(job.entryId)) return;
+    this.#roomWaiter?.resolve();
+    this.#roomWaiter = undefined;
+    if (this.held.size === 0) {
+      this.#heldWaiter?.resolve();
+      this.#heldWaiter = undefined;
+      if (this.#stopping) void this.#maybeFinish();
+    }
+  }
+
+  /** Resolves once nothing is held. */
+  empty(): Promise<void> {
+    if (this.held.size === 0) return Promise.resolve();
+    this.#heldWaiter ??= Promise.withResolvers();
+    return this.#heldWaiter.promise;
+  }
+
+  #room(): number {
+    return this.limit - this.held.size - this.#burying;
+  }
+
+  async #next(): Promise<Job | undefined> {
+    while (true) {
+      if (this.#stopping) {
+        this.#releaseBuffer();
+        return undefined;
+      }
+      const job = this.#buffer.shift();
+      if (job !== undefined) {
+        if (!job.settled) return job;
+        continue;
+      }
+      if (this.#room() <= 0) {
+        this.#roomWaiter ??= Promise.withResolvers();
+        await this.#roomWaiter.promise;
+        continue;
+      }
+      try {
+        await this.#ctx.ensureGroup();
+        if (Date.now() >= this.#nextReclaim) await this.#reclaim();
+        if (this.#buffer.length === 0 && !this.#stopping && this.#room() > 0) {
+          this.#read = this.#readOnce();
+          await this.#read.finally(() => this.#read = undefined);
+        }
+        this.#failures = 0;
+      } catch (err) {
+        await this.#recover(err);
+      }
+    }
+  }
+
+  async #readOnce(): Promise<void> {
+    const blocking = this.#blocking;
+    if (this.#blockingId === undefined) {
+      this.#blockingId = Number(await blocking.client("ID"));
+      if (this.#stopping) return;
+    }
+    const count = this.#room();
+    const block = Math.max(1, Math.min(MAX_BLOCK_MS, this.#nextReclaim - Date.now()));
+    const reply = await blocking.xreadgroup(
+      "GROUP",
+      this.#ctx.group,
+      this.name,
+      "COUNT",
+      count,
+      "BLOCK",
+      block,
+      "STREAMS",
+      this.#ctx.keys.stream,
+      ">",
+    );
+    const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
+    for (const [entryId, fields] of entries) this.#admit(entryId, 1, fields);
+  }
+
+  async #reclaim(): Promise<void> {
+    const prune = this.#reclaims++ % 10 === 0 ? "1" : "0";
+    this.#nextReclaim = Date.now() + this.#tickMs();
+    const { keys, group, logger } = this.#ctx;
+    const [cursor, claimed, deleted, buried] = await this.#ctx.client().sluiceReclaim(
+      keys.stream,
+      keys.dead,
+      keys.workers,
+      group,
+      this.name,
+      String(this.idleTimeout),
+      this.#reclaimCursor,
+      String(this.#room()),
+      this.maxDeliveries === Infinity ? "9007199254740991" : String(this.maxDeliveries),
+      prune,
+    );
+    this.#reclaimCursor = cursor;
+    if (deleted.length > 0) {
+      logger.warn(
+        `sluice: queue ${this.#ctx.name}: ${deleted.length} pending entries were trimmed from the stream before they were settled; dropped them from the pending list (${
+          deleted.slice(0, 5).join(", ")
+        }${deleted.length > 5 ? ", ..." : ""})`,
+      );
+    }
+    if (buried > 0) {
+      logger.warn(
+        `sluice: queue ${this.#ctx.name}: ${buried} jobs went to the dead letters with reason delivery-limit (delivered more than ${this.maxDeliveries} times)`,
+      );
+    }
+    for (const [entryId, deliveries, fields] of claimed) {
+      this.#admit(entryId, deliveries, fields);
+    }
+  }
+
+  /** Turns an entry into a held job, or dead-letters it if it cannot be decoded. */
+  #admit(entryId: string, deliveries: number, fields: string[]): void {
+    const decoded = decodeFields(fields);
+    let data: unknown;
+    let error: string | undefined;
+    if (isFailure(decoded)) {
+      error = decoded.error;
+    } else {
+      try {
+        data = decodeData(decoded.data);
+      } catch (err) {
+        error = `field data is not JSON: ${toError(err).message}`;
+      }
+    }
+    if (error !== undefined || isFailure(decoded)) {
+      this.#bury(entryId, deliveries, error!, "malformed");
+      return;
+    }
+    const job = new Job({
+      entryId,
+      id: decoded.id,
+      task: decoded.task,
+      data,
+      attempt: decoded.attempt,
+      deliveries,
+      enqueuedAt: decoded.enq,
+      consumer: this.name,
+    }, this);
+    this.held.set(entryId, job);
+    this.#buffer.push(job);
+  }
+
+  #bury(entryId: string, deliveries: number, error: string, reason: DeadReason): void {
+    this.#burying++;
+    const { keys, group, logger } = this.#ctx;
+    logger.warn(
+      `sluice: queue ${this.#ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${error}`,
+    );
+    this.#ctx.client().sluiceSettle(
+      keys.stream,
+      keys.dead,
+      group,
+      "dead",
+      entryId,
+      this.name,
+      String(deliveries),
+      error,
+      reason,
+    ).catch((err) =>
+      logger.error(`sluice: queue ${this.#ctx.name}: could not dead-letter ${entryId}`, err)
+    ).finally(() => {
+      this.#burying--;
+      this.#roomWaiter?.resolve();
+      this.#roomWaiter = undefined;
+    });
+  }
+
+  async #flushSettles(ops: SettleOp[]): Promise<number[]> {
+    const { keys, group } = this.#ctx;
+    const args: string[] = [group];
+    for (const { job, op, a, b } of ops) {
+      args.push(op, job.entryId, job.token.consumer, String(job.token.deliveries), a, b);
+    }
+    return await this.#ctx.client().sluiceSettle(keys.stream, keys.dead, ...args);
+  }
+
+  #renew(): void {
+    if (this.#renewing || this.#finished) return;
+    this.#renewing = true;
+    const { keys, group, logger } = this.#ctx;
+    const args = [group, this.name, String(this.idleTimeout * 3)];
+    for (const job of this.held.values()) args.push(job.entryId, String(job.token.deliveries));
+    this.#ctx.client().sluiceRenew(keys.stream, keys.workers, ...args).then((lost) => {
+      for (const entryId of lost) {
+        const job = this.held.get(entryId);
+        if (job === undefined) continue;
+        logger.warn(
+          `sluice: queue ${this.#ctx.name}: lost the lease on job ${job.id} (${entryId}); another consumer may run it`,
+        );
+        markLost(
+          job,
+          new LeaseLostError(`Lost the lease on job ${job.id}: another consumer owns it now`),
+        );
+      }
+    }, (err) => {
+      logger.error(`sluice: queue ${this.#ctx.name}: lease renewal failed`, err);
+    }).finally(() => this.#renewing = false);
+  }
+
+  async #recover(err: unknown): Promise<void> {
+    if (this.#stopping) return;
+    const message = toError(err).message;
+    if (message.includes("NOGROUP")) {
+      this.#ctx.logger.warn(
+        `sluice: queue ${this.#ctx.name}: consumer group ${this.#ctx.group} is missing (Redis restarted without persistence, or the stream was deleted); recreating it`,
+      );
+      try {
+        await this.#ctx.ensureGroup(true);
+        return;
+      } catch (again) {
+        err = again;
+      }
+    }
+    this.#failures++;
+    const wait = Math.min(50 * 2 ** Math.min(this.#failures, 6), 2_000);
+    if (this.#failures === 1 || this.#failures % 10 === 0) {
+      this.#ctx.logger.error(
+        `sluice: queue ${this.#ctx.name}: reading failed (${this.#failures} in a row), retrying in ${wait} ms`,
+        err,
+      );
+    }
+    this.#roomWaiter ??= Promise.withResolvers();
+    await settlesWithin(this.#roomWaiter.promise, wait);
+  }
+
+  #tickMs(): number {
+    return Math.max(1, Math.floor(this.idleTimeout / 3));
+  }
+
+  #stop(): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#roomWaiter?.resolve();
+    this.#roomWaiter = undefined;
+    void this.#unblock();
+    if (!this.#pulling) this.#closeReadable();
+    this.#releaseBuffer();
+  }
+
+  /** Prefetched jobs never handed out go back at once, with no attempt charged. */
+  #releaseBuffer(): void {
+    const unread = this.#buffer.splice(0);
+    Promise.allSettled(unread.map((job) => job.release())).then(() => this.#maybeFinish());
+  }
+
+  #closeReadable(): void {
+    try {
+      this.#controller?.close();
+    } catch {
+      // already closed or errored
+    }
+    this.#controller = undefined;
+  }
+
+  /**
+   * Cuts a blocking read short with CLIENT UNBLOCK, sent again until the read returns (it may
+   * not have reached Redis yet), with a disconnect as the last resort.
+   */
+  async #unblock(): Promise<void> {
+    const deadline = Date.now() + 1_000;
+    for (let read = this.#read; read !== undefined; read = this.#read) {
+      if (Date.now() > deadline || this.#blockingId === undefined) {
+        this.#blocking.disconnect();
+        return;
+      }
+      await this.#ctx.client().client("UNBLOCK", this.#blockingId).catch(() => {});
+      await settlesWithin(read, 25);
+    }
+  }
+
+  async #maybeFinish(): Promise<void> {
+    if (this.#finished || !this.#stopping || this.held.size > 0 || this.#read) return;
+    this.#finished = true;
+    clearInterval(this.#tick);
+    await this.#settler.idle();
+    const { keys, group, logger } = this.#ctx;
+    try {
+      // Anything still pending under our name (a read reply cut off by a disconnect) goes back.
+      const released = await this.#ctx.client().sluiceRetire(
+        keys.stream,
+        keys.workers,
+        group,
+        this.name,
+      );
+      if (released > 0) {
+        logger.warn(`sluice: queue ${this.#ctx.name}: released ${released} unseen deliveries`);
+      }
+    } catch (err) {
+      logger.error(`sluice: queue ${this.#ctx.name}: could not retire consumer ${this.name}`, err);
+    }
+    await close(this.#blocking);
+    this.#done.resolve();
+  }
+}
+
+function consumerName(): string {
+  let host = "host";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // no --allow-sys: the pid and random part keep the name unique
+  }
+  const random = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
+  return `${host}-${Deno.pid}-${random}`;
+}

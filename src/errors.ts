@@ -1,0 +1,151 @@
+/**
+ * Error classes thrown and reported by sluice. Each sets `name` and passes `cause`,
+ * so `err instanceof LeaseLostError` and `err.name === "LeaseLostError"` both work.
+ *
+ * @module
+ */
+
+/**
+ * The base class of every error sluice throws.
+ *
+ * @example Catch any sluice error
+ * ```ts
+ * import { SluiceError, ValidationError } from "@sluice/sluice";
+ * const err: Error = new ValidationError("Cannot enqueue: data is not JSON");
+ * console.log(err instanceof SluiceError); // true
+ * ```
+ */
+export class SluiceError extends Error {
+  /**
+   * @param message What happened: the action, the reason, the value.
+   * @param options `cause`, the underlying error.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * Data or options failed validation. At enqueue it is thrown before anything is written;
+ * at consume the job goes to the dead letters with reason `invalid-data`.
+ *
+ * @example
+ * ```ts
+ * import { ValidationError } from "@sluice/sluice";
+ * const err = new ValidationError("Cannot enqueue resize: width must be a number, got \"x\"");
+ * console.log(err.name); // "ValidationError"
+ * ```
+ */
+export class ValidationError extends SluiceError {
+  /** The schema issues, when a Standard Schema rejected the data. */
+  readonly issues: readonly { message: string; path?: readonly unknown[] }[];
+  /**
+   * @param message What failed and why.
+   * @param options `cause` and the schema `issues`, if any.
+   */
+  constructor(
+    message: string,
+    options: ErrorOptions & { issues?: readonly { message: string }[] } = {},
+  ) {
+    super(message, options);
+    this.issues = options.issues ?? [];
+  }
+}
+
+/**
+ * Thrown by a handler to send the job to the dead letters at once, skipping any attempts left.
+ *
+ * @example
+ * ```ts
+ * import { NonRetryableError, task } from "@sluice/sluice";
+ * const charge = task("charge", (data: { card: string }) => {
+ *   if (data.card === "") throw new NonRetryableError("card is empty");
+ * });
+ * console.log(charge.name); // "charge"
+ * ```
+ */
+export class NonRetryableError extends SluiceError {}
+
+/**
+ * A job ran past its timeout; its `ctx.signal` aborts with this reason.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "@sluice/sluice";
+ * console.log(new TimeoutError("job 1 timed out after 30000 ms").name); // "TimeoutError"
+ * ```
+ */
+export class TimeoutError extends SluiceError {}
+
+/**
+ * A job was cancelled; its `ctx.signal` aborts with this reason.
+ *
+ * @example
+ * ```ts
+ * import { CancelledError } from "@sluice/sluice";
+ * console.log(new CancelledError("job 1 was cancelled").name); // "CancelledError"
+ * ```
+ */
+export class CancelledError extends SluiceError {}
+
+/**
+ * This worker no longer owns the job: its lease expired and another worker claimed it, or it
+ * was settled elsewhere. The job's `signal` aborts with it, and `ack`, `retry`, `fail` and
+ * `release` reject with it without changing anything in Redis.
+ *
+ * @example
+ * ```ts
+ * import { LeaseLostError } from "@sluice/sluice";
+ * console.log(new LeaseLostError("Cannot ack job 1: lease lost").name); // "LeaseLostError"
+ * ```
+ */
+export class LeaseLostError extends SluiceError {}
+
+/**
+ * The worker is shutting down and the grace period is over; running jobs' signals abort with
+ * it, and the jobs are released to a peer.
+ *
+ * @example
+ * ```ts
+ * import { ShutdownError } from "@sluice/sluice";
+ * console.log(new ShutdownError("worker stopped").name); // "ShutdownError"
+ * ```
+ */
+export class ShutdownError extends SluiceError {}
+
+/**
+ * An entry's HMAC signature is missing or wrong.
+ *
+ * @example
+ * ```ts
+ * import { SignatureError } from "@sluice/sluice";
+ * console.log(new SignatureError("bad signature").name); // "SignatureError"
+ * ```
+ */
+export class SignatureError extends SluiceError {}
+
+/**
+ * A payload is larger than the configured limit.
+ *
+ * @example
+ * ```ts
+ * import { PayloadTooLargeError } from "@sluice/sluice";
+ * console.log(new PayloadTooLargeError("payload is 2 MiB").name); // "PayloadTooLargeError"
+ * ```
+ */
+export class PayloadTooLargeError extends SluiceError {}
+
+/** Turns anything thrown into an Error, keeping Errors as they are. */
+export function toError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  return new Error(typeof thrown === "string" ? thrown : safeString(thrown));
+}
+
+function safeString(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

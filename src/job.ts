@@ -1,0 +1,229 @@
+/**
+ * A leased delivery of one job. Settle it exactly once: `ack`, `retry`, `fail` or `release`.
+ * Each is an owner-checked script call, batched with other jobs' settles.
+ *
+ * @module
+ */
+import { LeaseLostError, SluiceError, toError } from "./errors.ts";
+import type { JobInfo } from "./task.ts";
+
+/** Dead-letter reasons. */
+export type DeadReason =
+  | "failed"
+  | "non-retryable"
+  | "delivery-limit"
+  | "unknown-task"
+  | "malformed"
+  | "invalid-data";
+
+/** @internal How a job reaches Redis; supplied by the consumer that read it. */
+export interface Lessor {
+  settle(
+    job: Job,
+    op: "ack" | "retry" | "release" | "dead",
+    a?: string,
+    b?: string,
+  ): Promise<number>;
+  forget(job: Job): void;
+}
+
+/** @internal What the consumer knows when it creates a job. */
+export interface JobInit {
+  entryId: string;
+  id: string;
+  task: string;
+  data: unknown;
+  attempt: number;
+  deliveries: number;
+  enqueuedAt: number;
+  consumer: string;
+}
+
+/** Longest error text kept in a dead letter. */
+const MAX_ERROR_TEXT = 4_096;
+
+let loseJob: (job: Job, reason: Error) => void;
+let abortJob: (job: Job, reason: unknown) => void;
+
+/**
+ * A job read from a queue, leased to this consumer until settled. Get one from
+ * `queue.consume()`; a `Worker` settles them for you.
+ *
+ * @example Settle jobs by hand
+ * ```ts
+ * import { Queue } from "@sluice/sluice";
+ * import { startRedis } from "@sluice/sluice/testing";
+ *
+ * await using redis = await startRedis();
+ * await using queue = new Queue("mail", { redis: redis.url });
+ * await queue.enqueue("send", { to: "a@example.com" });
+ * const controller = new AbortController();
+ * for await (const job of queue.consume({ signal: controller.signal })) {
+ *   console.log(job.task, job.data, job.attempt); // "send" { to: "a@example.com" } 1
+ *   await job.ack();
+ *   controller.abort();
+ * }
+ * ```
+ */
+export class Job<Data = unknown> implements JobInfo {
+  /** The job id. */
+  readonly id: string;
+  /** The task name. */
+  readonly task: string;
+  /** The decoded payload. */
+  readonly data: Data;
+  /** 1 on the first attempt, +1 on each retry. */
+  readonly attempt: number;
+  /** How many times this entry has been delivered; above 1 after a crash or a lost lease. */
+  readonly deliveries: number;
+  /** First enqueue time, ms since epoch. */
+  readonly enqueuedAt: number;
+  /** The stream entry id of this delivery. */
+  readonly entryId: string;
+  /** The fencing token: who holds this delivery. */
+  readonly token: { readonly consumer: string; readonly deliveries: number };
+  #lessor: Lessor;
+  #state: "held" | "settling" | "settled" | "lost" = "held";
+  #controller: AbortController | undefined;
+  #reason: unknown;
+
+  static {
+    loseJob = (job, reason) => job.#lose(reason);
+    abortJob = (job, reason) => job.#abort(reason);
+  }
+
+  /** @internal Jobs are made by `queue.consume()`. */
+  constructor(init: JobInit, lessor: Lessor) {
+    this.entryId = init.entryId;
+    this.id = init.id;
+    this.task = init.task;
+    this.data = init.data as Data;
+    this.attempt = init.attempt;
+    this.deliveries = init.deliveries;
+    this.enqueuedAt = init.enqueuedAt;
+    this.token = { consumer: init.consumer, deliveries: init.deliveries };
+    this.#lessor = lessor;
+  }
+
+  /**
+   * Aborts when the lease is lost (`LeaseLostError`), and when the owner aborts the job (a
+   * `Worker` does so on shutdown after the grace period, with `ShutdownError`).
+   */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#reason !== undefined) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** True once the job is settled, or its lease was lost. */
+  get settled(): boolean {
+    return this.#state === "settled" || this.#state === "lost";
+  }
+
+  /**
+   * Marks the job done: acks and deletes its entry.
+   *
+   * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
+   */
+  ack(): Promise<void> {
+    return this.#settle("ack", "ack");
+  }
+
+  /**
+   * Gives the job another attempt: re-enqueued with `attempt + 1`, atomically with the ack.
+   * The caller decides whether attempts remain; a `Worker` follows the task's retry policy.
+   *
+   * @param _error Why the attempt failed (reported in events; kept for later lifecycle work).
+   * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
+   */
+  retry(_error?: unknown): Promise<void> {
+    return this.#settle("retry", "retry");
+  }
+
+  /**
+   * Sends the job to the dead letters now, with the error text and a reason.
+   *
+   * @param error What went wrong; its message and stack are kept, trimmed to 4 KiB.
+   * @param reason The dead-letter reason.
+   * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
+   */
+  fail(error: unknown, reason: DeadReason = "failed"): Promise<void> {
+    return this.#settle("fail", "dead", errorText(error), reason);
+  }
+
+  /**
+   * Gives the job back unchanged, with no attempt charged, so another consumer runs it at once.
+   *
+   * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
+   */
+  release(): Promise<void> {
+    return this.#settle("release", "release");
+  }
+
+  async #settle(
+    action: string,
+    op: "ack" | "retry" | "release" | "dead",
+    a?: string,
+    b?: string,
+  ): Promise<void> {
+    if (this.#state === "lost") {
+      throw new LeaseLostError(`Cannot ${action} job ${this.id}: its lease was lost`, {
+        cause: this.#reason,
+      });
+    }
+    if (this.#state !== "held") {
+      throw new SluiceError(`Cannot ${action} job ${this.id}: it is already settled`);
+    }
+    this.#state = "settling";
+    let code: number;
+    try {
+      code = await this.#lessor.settle(this, op, a, b);
+    } catch (err) {
+      this.#state = "held";
+      throw err;
+    }
+    if (code === 0) {
+      const lost = new LeaseLostError(
+        `Cannot ${action} job ${this.id}: another consumer owns delivery ${this.entryId} now`,
+      );
+      this.#state = "held";
+      this.#lose(lost);
+      throw lost;
+    }
+    this.#state = "settled";
+    this.#lessor.forget(this);
+  }
+
+  #lose(reason: Error): void {
+    // A job being settled reports its own outcome; a renewal racing it must not.
+    if (this.#state !== "held") return;
+    this.#state = "lost";
+    this.#abort(reason);
+    this.#lessor.forget(this);
+  }
+
+  #abort(reason: unknown): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}
+
+/** @internal Marks a job's lease as lost: aborts its signal and forgets it. */
+export function markLost(job: Job, reason: Error): void {
+  loseJob(job, reason);
+}
+
+/** @internal Aborts a job's signal with `reason` (shutdown, timeout, cancellation). */
+export function abort(job: Job, reason: unknown): void {
+  abortJob(job, reason);
+}
+
+/** The text kept for an error: its stack (or name and message), trimmed. */
+export function errorText(thrown: unknown): string {
+  const err = toError(thrown);
+  const text = err.stack ?? `${err.name}: ${err.message}`;
+  return text.length > MAX_ERROR_TEXT ? `${text.slice(0, MAX_ERROR_TEXT)}…` : text;
+}

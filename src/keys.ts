@@ -1,0 +1,46 @@
+/**
+ * The Redis key layout. Every key of a queue carries the hash tag `{<queue>}`, so a whole queue
+ * lives on one Redis Cluster slot and every Lua script can touch all of it. No other file builds
+ * a key string.
+ *
+ * @module
+ */
+
+/** The keys of one queue. */
+export interface Keys {
+  /** Ready jobs: a stream read by the consumer group. */
+  readonly stream: string;
+  /** Dead letters: a stream of the original fields plus `error`, `reason`, `failed_at`. */
+  readonly dead: string;
+  /** Live workers: a zset of consumer name scored by heartbeat expiry (ms). */
+  readonly workers: string;
+}
+
+const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
+
+/**
+ * Builds the keys of queue `name` under `prefix`.
+ *
+ * @throws {TypeError} If the name or prefix has characters that would break the hash tag.
+ */
+export function queueKeys(name: string, prefix: string): Keys {
+  checkName("queue name", name);
+  checkName("prefix", prefix);
+  const base = `${prefix}:{${name}}`;
+  return {
+    stream: `${base}:stream`,
+    dead: `${base}:dead`,
+    workers: `${base}:workers`,
+  };
+}
+
+/** Throws a clear error unless `value` is a valid queue, task, group or prefix name. */
+export function checkName(what: string, value: unknown, action = "Cannot create queue"): void {
+  if (typeof value !== "string" || !NAME.test(value)) {
+    throw new TypeError(
+      `${action}: ${what} must be 1 to 200 characters of A-Z a-z 0-9 . _ : -, got ${
+        JSON.stringify(value) ?? String(value)
+      }`,
+    );
+  }
+}

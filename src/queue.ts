@@ -1,0 +1,307 @@
+/**
+ * The producer side, and the door to the consumer side: `enqueue`, `enqueueMany` and
+ * `consume`.
+ *
+ * @module
+ */
+import { type ConsumeOptions, Consumer, type QueueContext } from "./consume.ts";
+import { encodeData, encodeFields, uuidv7 } from "./codec.ts";
+import { toError, ValidationError } from "./errors.ts";
+import type { Job } from "./job.ts";
+import { checkName, type Keys, queueKeys } from "./keys.ts";
+import { consoleLogger, type Logger } from "./_log.ts";
+import { close, connect, DEFAULT_REDIS, type RedisConfig } from "./redis.ts";
+import type { ScriptClient } from "./scripts.ts";
+import { type AnyTask, type DataOf, type Task, validate } from "./task.ts";
+
+/** Options of {@linkcode Queue}. */
+export interface QueueOptions {
+  /**
+   * Where Redis is: a URL or ioredis options.
+   *
+   * @default {"redis://127.0.0.1:6379"}
+   */
+  redis?: RedisConfig;
+  /**
+   * The key prefix. Keys look like `<prefix>:{<queue>}:stream`.
+   *
+   * @default {"sluice"}
+   */
+  prefix?: string;
+  /**
+   * The consumer group that workers of this queue share.
+   *
+   * @default {"sluice"}
+   */
+  group?: string;
+  /**
+   * Where warnings and errors that cannot be thrown go.
+   *
+   * @default {console}
+   */
+  logger?: Logger;
+}
+
+/** Options of one enqueued job. */
+export interface EnqueueOptions {
+  /**
+   * The job id: 1 to 200 characters. Defaults to a UUIDv7, which sorts by time.
+   */
+  id?: string;
+}
+
+/** One item of {@linkcode Queue.enqueueMany}. */
+export interface EnqueueItem<Data> extends EnqueueOptions {
+  /** The job's data. */
+  data: Data;
+}
+
+/** A handle on an enqueued job. */
+export interface JobHandle {
+  /** The job id. */
+  readonly id: string;
+  /** The stream entry id it was written as. */
+  readonly entryId: string;
+}
+
+const ENQUEUE_CHUNK = 5_000;
+
+let openConsumerOf: (queue: Queue, options: ConsumeOptions) => Consumer;
+
+/** @internal The consumer behind `queue.consume()`, with its held set, for `Worker`. */
+export function openConsumer(queue: Queue, options: ConsumeOptions): Consumer {
+  return openConsumerOf(queue, options);
+}
+
+/**
+ * A queue: enqueue jobs, and read them as a stream. Holds one command connection, opened on
+ * first use; each `consume()` stream adds one blocking connection.
+ *
+ * @example Enqueue and consume
+ * ```ts
+ * import { Queue, task } from "@sluice/sluice";
+ * import { startRedis } from "@sluice/sluice/testing";
+ *
+ * await using redis = await startRedis();
+ * const resize = task("resize", (data: { url: string; width: number }) => data.width);
+ * await using queue = new Queue("images", { redis: redis.url });
+ * const handle = await queue.enqueue(resize, { url: "https://example.com/a.png", width: 100 });
+ * await queue.enqueueMany(resize, [{ data: { url: "b.png", width: 50 } }]);
+ * await queue.enqueue("resize", { url: "c.png", width: 10 }); // by name
+ * console.log(typeof handle.id); // "string"
+ * ```
+ */
+export class Queue implements AsyncDisposable {
+  /** The queue name. */
+  readonly name: string;
+  /** The Redis keys of this queue. */
+  readonly keys: Keys;
+  /** The consumer group name. */
+  readonly group: string;
+  #redis: RedisConfig;
+  #logger: Logger;
+  #client: ScriptClient | undefined;
+  #group: Promise<void> | undefined;
+  #consumers = new Set<Consumer>();
+  #closed = false;
+
+  /**
+   * @param name 1 to 200 characters of `A-Z a-z 0-9 . _ : -`.
+   * @param options Where Redis is, the key prefix and the group.
+   * @throws {TypeError} If the name, prefix or group is invalid.
+   */
+  constructor(name: string, options: QueueOptions = {}) {
+    const { redis = DEFAULT_REDIS, prefix = "sluice", group = "sluice", logger = consoleLogger } =
+      options;
+    this.keys = queueKeys(name, prefix);
+    checkName("group", group);
+    if (typeof redis !== "string" && (typeof redis !== "object" || redis === null)) {
+      throw new TypeError(
+        `Cannot create queue: redis must be a URL or ioredis options, got ${redis}`,
+      );
+    }
+    this.name = name;
+    this.group = group;
+    this.#redis = redis;
+    this.#logger = logger;
+  }
+
+  /**
+   * Enqueues one job.
+   *
+   * @param task A task (data is typed and validated by its schema) or a task name.
+   * @param data JSON-serializable data.
+   * @param options The job id.
+   * @returns A handle on the job.
+   * @throws {ValidationError} If the data fails the task's schema or is not JSON; nothing is
+   * written.
+   */
+  async enqueue<T extends AnyTask | string>(
+    task: T,
+    data: T extends AnyTask ? DataOf<T> : unknown,
+    options: EnqueueOptions = {},
+  ): Promise<JobHandle> {
+    const [handle] = await this.enqueueMany(task, [{ ...options, data }]);
+    return handle!;
+  }
+
+  /**
+   * Enqueues many jobs in pipelined round trips. Every item is validated first, so a bad item
+   * throws before anything is written.
+   *
+   * @param task A task or a task name.
+   * @param items Data and an optional id for each job.
+   * @returns One handle per item, in order.
+   * @throws {ValidationError} If any item fails validation; nothing is written.
+   */
+  async enqueueMany<T extends AnyTask | string>(
+    task: T,
+    items: Iterable<EnqueueItem<T extends AnyTask ? DataOf<T> : unknown>>,
+  ): Promise<JobHandle[]> {
+    this.#checkOpen("enqueue");
+    const name = typeof task === "string" ? task : (task as AnyTask)?.name;
+    checkName("task name", name, "Cannot enqueue");
+    const now = Date.now();
+    const entries: { id: string; fields: string[] }[] = [];
+    for (const item of items) {
+      const { id = uuidv7() } = item;
+      if (typeof id !== "string" || id.length === 0 || id.length > 200) {
+        throw new ValidationError(
+          `Cannot enqueue ${name}: id must be a string of 1 to 200 characters, got ${
+            JSON.stringify(id)
+          }`,
+        );
+      }
+      let data: unknown = item.data;
+      if (typeof task !== "string") data = await validate(`Cannot enqueue`, task as Task, data);
+      let text: string;
+      try {
+        text = encodeData(data);
+      } catch (err) {
+        throw new ValidationError(
+          `Cannot enqueue ${name}: data is not JSON-serializable: ${toError(err).message}`,
+          { cause: err },
+        );
+      }
+      entries.push({
+        id,
+        fields: encodeFields({ id, task: name, data: text, attempt: 1, enq: now }),
+      });
+    }
+    const client = this.#command();
+    const handles: JobHandle[] = [];
+    for (let i = 0; i < entries.length; i += ENQUEUE_CHUNK) {
+      const chunk = entries.slice(i, i + ENQUEUE_CHUNK);
+      if (chunk.length === 1) {
+        const entryId = await client.xadd(this.keys.stream, "*", ...chunk[0]!.fields);
+        handles.push({ id: chunk[0]!.id, entryId: entryId! });
+        continue;
+      }
+      const pipeline = client.pipeline();
+      for (const entry of chunk) pipeline.xadd(this.keys.stream, "*", ...entry.fields);
+      const results = (await pipeline.exec()) ?? [];
+      results.forEach(([err, entryId], j) => {
+        if (err) throw err;
+        handles.push({ id: chunk[j]!.id, entryId: entryId as string });
+      });
+    }
+    return handles;
+  }
+
+  /**
+   * Reads jobs as a stream. Iterate it with `for await`, or pipe it into `pool()`. Settle each
+   * job with `ack`, `retry`, `fail` or `release`.
+   *
+   * When the stream ends (its signal aborts, or you break out of the loop), no more reads are
+   * sent and prefetched jobs you never received are released at once. Jobs you hold stay
+   * leased until you settle them or close the queue.
+   *
+   * @param options Signal, prefetch, idle timeout, delivery limit.
+   * @returns A stream of leased jobs.
+   * @throws {RangeError} If an option is out of range.
+   *
+   * @example The bare loop
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   *
+   * await using redis = await startRedis();
+   * await using queue = new Queue("q", { redis: redis.url });
+   * await queue.enqueueMany("double", [1, 2, 3].map((n) => ({ data: n })));
+   * const controller = new AbortController();
+   * let sum = 0;
+   * for await (const job of queue.consume({ signal: controller.signal, prefetch: 16 })) {
+   *   sum += 2 * (job.data as number);
+   *   await job.ack();
+   *   if (sum === 12) controller.abort();
+   * }
+   * console.log(sum); // 12
+   * ```
+   */
+  consume(options: ConsumeOptions = {}): ReadableStream<Job> {
+    return this.#openConsumer(options).readable;
+  }
+
+  static {
+    openConsumerOf = (queue, options) => queue.#openConsumer(options);
+  }
+
+  #openConsumer(options: ConsumeOptions): Consumer {
+    this.#checkOpen("consume");
+    const consumer = new Consumer(this.#context(), options);
+    this.#consumers.add(consumer);
+    consumer.done.then(() => this.#consumers.delete(consumer));
+    return consumer;
+  }
+
+  /**
+   * Closes the queue: open `consume()` streams stop and release every job they hold, then the
+   * connections close. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#consumers].map((c) => c.shutdown()));
+    if (this.#client !== undefined) await close(this.#client);
+  }
+
+  /** Same as {@linkcode Queue.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #checkOpen(action: string): void {
+    if (this.#closed) throw new TypeError(`Cannot ${action}: queue ${this.name} is closed`);
+  }
+
+  #command(): ScriptClient {
+    this.#client ??= connect(this.#redis, "command", `${this.name}-${Deno.pid}`);
+    return this.#client;
+  }
+
+  #ensureGroup(force = false): Promise<void> {
+    if (this.#group === undefined || force) {
+      this.#group = this.#command()
+        .xgroup("CREATE", this.keys.stream, this.group, "0", "MKSTREAM")
+        .then(() => {}, (err) => {
+          if (!String(err?.message).includes("BUSYGROUP")) {
+            this.#group = undefined;
+            throw err;
+          }
+        });
+    }
+    return this.#group;
+  }
+
+  #context(): QueueContext {
+    return {
+      name: this.name,
+      keys: this.keys,
+      group: this.group,
+      redis: this.#redis,
+      logger: this.#logger,
+      client: () => this.#command(),
+      ensureGroup: (force) => this.#ensureGroup(force),
+    };
+  }
+}

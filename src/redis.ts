@@ -1,0 +1,64 @@
+/**
+ * Redis connections. A queue opens at most one connection per role: `command` for scripts
+ * and writes, `blocking` for XREADGROUP BLOCK (opened by a consumer), and later `subscriber`
+ * for pub/sub. So a process holds at most 3 connections per queue, whatever its concurrency.
+ *
+ * @module
+ */
+import { Redis, type RedisOptions } from "ioredis";
+import { defineScripts, type ScriptClient } from "./scripts.ts";
+
+/**
+ * Where Redis is: a `redis://` URL, or ioredis options (host, port, password, tls, sentinels,
+ * ...).
+ */
+export type RedisConfig = string | RedisOptions;
+
+/** The roles a connection can play; one connection each. */
+export type Role = "command" | "blocking" | "subscriber";
+
+/** The default Redis URL. */
+export const DEFAULT_REDIS = "redis://127.0.0.1:6379";
+
+/**
+ * Opens a lazily connecting ioredis client for one role, with sluice's scripts defined on it.
+ * Connection errors are left to the caller's error handling; ioredis reconnects with backoff.
+ */
+export function connect(config: RedisConfig, role: Role, name: string): ScriptClient {
+  const base: RedisOptions = {
+    lazyConnect: true,
+    connectionName: `sluice:${role}:${name}`,
+    // Reconnect with capped exponential backoff, forever: a worker outlives Redis restarts.
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), 2_000),
+  };
+  if (role === "blocking") {
+    // A blocking read must not be replayed after a reconnect: the read loop decides what to send.
+    base.autoResendUnfulfilledCommands = false;
+    base.maxRetriesPerRequest = 0;
+  }
+  const client = typeof config === "string"
+    ? new Redis(config, base)
+    : new Redis({ ...base, ...config, ...pick(base, "lazyConnect", "connectionName") });
+  // ioredis emits "error" on every failed reconnect; callers see failures through commands.
+  client.on("error", () => {});
+  return defineScripts(client);
+}
+
+/** Closes a client politely if it is connected, and at once otherwise. Never throws. */
+export async function close(client: Redis): Promise<void> {
+  if (client.status === "ready") {
+    try {
+      await client.quit();
+      return;
+    } catch {
+      // fall through to a hard disconnect
+    }
+  }
+  client.disconnect();
+}
+
+function pick<T extends object, K extends keyof T>(obj: T, ...keys: K[]): Pick<T, K> {
+  const out = {} as Pick<T, K>;
+  for (const key of keys) out[key] = obj[key];
+  return out;
+}

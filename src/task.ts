@@ -1,0 +1,170 @@
+/**
+ * Tasks: a name, a typed handler and options. A worker runs the tasks it is given; a producer
+ * can enqueue by task object (typed, validated) or by name.
+ *
+ * @module
+ */
+import { checkName } from "./keys.ts";
+import { ValidationError } from "./errors.ts";
+
+/**
+ * The Standard Schema v1 interface (https://standardschema.dev), declared here so any
+ * validator that implements it (zod, valibot, arktype, ...) works without a dependency.
+ */
+export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  /** The Standard Schema properties. */
+  readonly "~standard": {
+    readonly version: 1;
+    readonly vendor: string;
+    readonly validate: (
+      value: unknown,
+    ) => StandardResult<Output> | Promise<StandardResult<Output>>;
+    readonly types?: { readonly input: Input; readonly output: Output } | undefined;
+  };
+}
+
+/** The result of a Standard Schema validation. */
+export type StandardResult<Output> =
+  | { readonly value: Output; readonly issues?: undefined }
+  | {
+    readonly issues: ReadonlyArray<
+      { readonly message: string; readonly path?: ReadonlyArray<unknown> | undefined }
+    >;
+  };
+
+/** What a handler knows about the job it runs. */
+export interface JobInfo {
+  /** The job id. */
+  readonly id: string;
+  /** The task name. */
+  readonly task: string;
+  /** 1 on the first attempt, +1 on each retry. */
+  readonly attempt: number;
+  /** How many times this entry has been delivered; above 1 after a crash or a lost lease. */
+  readonly deliveries: number;
+  /** When the job was first enqueued, ms since epoch. */
+  readonly enqueuedAt: number;
+  /** The fencing token: who holds this delivery. */
+  readonly token: { readonly consumer: string; readonly deliveries: number };
+}
+
+/** The second argument of every handler. */
+export interface TaskContext<Context = unknown> {
+  /** The job being run. */
+  readonly job: JobInfo;
+  /**
+   * Aborts on a lost lease (`LeaseLostError`) and on shutdown once the grace period is over
+   * (`ShutdownError`). Pass it to fetch() and friends.
+   */
+  readonly signal: AbortSignal;
+  /** Whatever the worker's `lifespan` returned. */
+  readonly context: Context;
+}
+
+/** A task handler: data in, result out. */
+export type Handler<Data, Result, Context = unknown> = (
+  data: Data,
+  ctx: TaskContext<Context>,
+) => Result | Promise<Result>;
+
+/** Options of {@linkcode task}. */
+export interface TaskOptions<Data> {
+  /**
+   * A Standard Schema that checks data at enqueue and again before the handler runs. Data
+   * that fails it throws `ValidationError` at enqueue, and is dead-lettered with reason
+   * `invalid-data` at consume.
+   */
+  schema?: StandardSchemaV1<unknown, Data>;
+  /** Retry policy. */
+  retry?: {
+    /**
+     * How many attempts in all, the first included. 1 means no retries.
+     *
+     * @default {3}
+     */
+    attempts?: number;
+  };
+}
+
+/** A task: what `task()` returns, and what `Worker` and `Queue.enqueue` take. */
+export interface Task<Data = unknown, Result = unknown, Context = unknown> {
+  /** The task name, as written in every job entry. */
+  readonly name: string;
+  /** The handler. */
+  readonly handler: Handler<Data, Result, Context>;
+  /** The schema, if any. */
+  readonly schema: StandardSchemaV1<unknown, Data> | undefined;
+  /** Attempts in all, the first included. */
+  readonly attempts: number;
+}
+
+/** Any task, whatever its types. */
+// deno-lint-ignore no-explicit-any
+export type AnyTask = Task<any, any, any>;
+
+/** The data type of a task. */
+export type DataOf<T> = T extends Task<infer D, unknown, infer _C> ? D : never;
+/** The result type of a task. */
+export type ResultOf<T> = T extends Task<infer _D, infer R, infer _C> ? Awaited<R> : never;
+
+/**
+ * Defines a task.
+ *
+ * @param name 1 to 200 characters of `A-Z a-z 0-9 . _ : -`.
+ * @param handler Runs the job; its return value is the job's result.
+ * @param options A schema and a retry policy.
+ * @returns The task, to give to a `Worker` and to `queue.enqueue`.
+ * @throws {TypeError} If the name is invalid.
+ * @throws {RangeError} If an option is out of range.
+ *
+ * @example A typed task
+ * ```ts
+ * import { task } from "@sluice/sluice";
+ * const resize = task("resize", (data: { url: string; width: number }) => {
+ *   return { url: data.url, width: data.width };
+ * }, { retry: { attempts: 5 } });
+ * console.log(resize.name, resize.attempts); // "resize" 5
+ * ```
+ */
+export function task<Data, Result, Context = unknown>(
+  name: string,
+  handler: Handler<Data, Result, Context>,
+  options: TaskOptions<Data> = {},
+): Task<Data, Result, Context> {
+  checkName("task name", name, "Cannot define task");
+  if (typeof handler !== "function") {
+    throw new TypeError(`Cannot define task ${name}: handler must be a function, got ${handler}`);
+  }
+  const { schema, retry = {} } = options;
+  const { attempts = 3 } = retry;
+  if (!Number.isInteger(attempts) || attempts < 1) {
+    throw new RangeError(
+      `Cannot define task ${name}: retry.attempts must be an integer >= 1, got ${attempts}`,
+    );
+  }
+  if (schema !== undefined && typeof schema?.["~standard"]?.validate !== "function") {
+    throw new TypeError(`Cannot define task ${name}: schema must implement Standard Schema v1`);
+  }
+  return Object.freeze({ name, handler, schema, attempts });
+}
+
+/**
+ * Runs a task's schema on `data`, if it has one.
+ *
+ * @throws {ValidationError} Naming the action, the task and the first issue.
+ */
+export async function validate<Data>(
+  action: string,
+  task: Task<Data, unknown, unknown>,
+  data: unknown,
+): Promise<Data> {
+  if (task.schema === undefined) return data as Data;
+  const result = await task.schema["~standard"].validate(data);
+  if (result.issues === undefined) return result.value;
+  const first = result.issues[0];
+  const where = first?.path?.length ? ` at ${first.path.map(String).join(".")}` : "";
+  throw new ValidationError(
+    `${action}: data for task ${task.name} is invalid${where}: ${first?.message ?? "unknown"}`,
+    { issues: result.issues },
+  );
+}

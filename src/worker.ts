@@ -1,0 +1,467 @@
+/**
+ * The main job: `consume()` piped into `pool()`, plus dispatch by task name, middleware,
+ * events, OS signals, the grace period and the lifespan. Run it with `deno run -A worker.ts`.
+ *
+ * @module
+ */
+import { settlesWithin } from "./async.ts";
+import type { Consumer } from "./consume.ts";
+import {
+  LeaseLostError,
+  NonRetryableError,
+  ShutdownError,
+  SluiceError,
+  toError,
+} from "./errors.ts";
+import { abort, type Job } from "./job.ts";
+import { consoleLogger, type Logger } from "./_log.ts";
+import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
+import { pool } from "./pool.ts";
+import { openConsumer, Queue, type QueueOptions } from "./queue.ts";
+import { type AnyTask, type TaskContext, validate } from "./task.ts";
+
+/** Options of {@linkcode Worker}. */
+export interface WorkerOptions<Context = unknown> extends QueueOptions {
+  /**
+   * The most jobs running at once.
+   *
+   * @default {1}
+   */
+  concurrency?: number;
+  /**
+   * How many jobs to hold beyond the running ones, ready to start. Reads ask for exactly
+   * `concurrency + prefetch` minus the jobs held. 0 holds only what runs.
+   *
+   * @default {concurrency}
+   */
+  prefetch?: number;
+  /**
+   * A delivery idle this long (ms) is presumed dead and reclaimed by a peer. Held jobs are
+   * renewed every `idleTimeout / 3`. A handler that blocks the event loop for longer can lose
+   * its job: move CPU-bound work to a Web Worker.
+   *
+   * @default {30_000}
+   */
+  idleTimeout?: number;
+  /**
+   * On shutdown, how long (ms) running jobs get to finish before their signals abort with
+   * `ShutdownError`. 0 aborts them at once.
+   *
+   * @default {10_000}
+   */
+  gracePeriod?: number;
+  /**
+   * A job delivered more than this many times (a crash loop) goes to the dead letters with
+   * reason `delivery-limit`. `Infinity` turns the check off.
+   *
+   * @default {5}
+   */
+  maxDeliveries?: number;
+  /** Stops the worker gracefully when it aborts, like SIGTERM. */
+  signal?: AbortSignal;
+  /**
+   * Stop gracefully on the first SIGINT/SIGTERM; on a second one, release everything and exit
+   * the process with code 0 at once.
+   *
+   * @default {true}
+   */
+  handleSignals?: boolean;
+  /**
+   * Runs once before the first job; its value is every handler's `ctx.context`. If it is
+   * `AsyncDisposable` or `Disposable`, it is disposed after the last job, at stop.
+   */
+  lifespan?: () => Context | Promise<Context>;
+}
+
+/** The context middleware sees: the handler's context, the data, and the result once known. */
+export interface MiddlewareContext<Context = unknown> extends TaskContext<Context> {
+  /** The job data, after validation. */
+  data: unknown;
+  /** The handler's result, set when `next()` resolves; middleware may replace it. */
+  result?: unknown;
+}
+
+/** Middleware: an onion around every handler. Call `next()` once to run the inner layers. */
+export type Middleware<Context = unknown> = (
+  ctx: MiddlewareContext<Context>,
+  next: () => Promise<void>,
+) => Promise<void>;
+
+/** What each worker event carries in `detail`. */
+export interface WorkerEventDetail {
+  started: { job: Job };
+  completed: { job: Job; result: unknown };
+  retrying: { job: Job; error: Error };
+  dead: { job: Job; error: Error; reason: string };
+  cancelled: { job: Job };
+  error: { error: Error; job?: Job };
+}
+
+/** The names of worker events. */
+export type WorkerEventName = keyof WorkerEventDetail;
+
+/** How long aborted jobs get to wind down before they are released. */
+const ABORT_WAIT_MS = 1_000;
+
+/**
+ * Runs tasks from a queue: reads jobs, runs at most `concurrency` at once, settles each one,
+ * and shuts down gracefully. Extends `EventTarget`: listen for `started`, `completed`,
+ * `retrying`, `dead`, `cancelled` and `error`.
+ *
+ * @example A worker that stops itself
+ * ```ts
+ * import { Queue, task, Worker } from "@sluice/sluice";
+ * import { startRedis } from "@sluice/sluice/testing";
+ *
+ * await using redis = await startRedis();
+ * const hello = task("hello", (data: { name: string }) => `hello ${data.name}`);
+ * await using queue = new Queue("greetings", { redis: redis.url });
+ * await queue.enqueue(hello, { name: "Ada" });
+ *
+ * const worker = new Worker("greetings", [hello], {
+ *   redis: redis.url,
+ *   concurrency: 4,
+ *   handleSignals: false,
+ * });
+ * worker.addEventListener("completed", (e) => {
+ *   console.log(e.detail.result); // "hello Ada"
+ *   worker.stop();
+ * });
+ * await worker.run();
+ * ```
+ */
+export class Worker<Context = unknown> extends EventTarget implements AsyncDisposable {
+  /** The queue name. */
+  readonly name: string;
+  /** The most jobs running at once. */
+  readonly concurrency: number;
+  #queue: Queue;
+  #tasks = new Map<string, AnyTask>();
+  #options: WorkerOptions<Context>;
+  #prefetch: number;
+  #gracePeriod: number;
+  #logger: Logger;
+  #middleware: Middleware<Context>[] = [];
+  #running = new Map<Job, Promise<void>>();
+  #consumer: Consumer | undefined;
+  #context: Context | undefined;
+  #state: "idle" | "running" | "stopping" | "stopped" = "idle";
+  #stopRequested = Promise.withResolvers<void>();
+  #now = Promise.withResolvers<void>();
+  #stopped = Promise.withResolvers<void>();
+  #signalCount = 0;
+
+  /**
+   * @param name The queue to work on.
+   * @param tasks The tasks this worker runs; jobs for other tasks are dead-lettered with
+   * reason `unknown-task`.
+   * @param options Concurrency, prefetch, timeouts, signals and lifespan.
+   * @throws {RangeError} If an option is out of range.
+   * @throws {TypeError} If a task is not a task, or two share a name.
+   */
+  constructor(name: string, tasks: readonly AnyTask[], options: WorkerOptions<Context> = {}) {
+    super();
+    const {
+      concurrency = 1,
+      prefetch = concurrency,
+      idleTimeout = 30_000,
+      gracePeriod = 10_000,
+      maxDeliveries = 5,
+      logger = consoleLogger,
+    } = options;
+    const action = "Cannot create worker";
+    checkInt(action, "concurrency", concurrency, 1, 100_000);
+    checkInt(action, "prefetch", prefetch, 0, 100_000);
+    checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
+    checkInt(action, "gracePeriod", gracePeriod, 0, MAX_MS);
+    checkLimit(action, "maxDeliveries", maxDeliveries, 1);
+    if (!Array.isArray(tasks) || tasks.length === 0) {
+      throw new TypeError(
+        `Cannot create worker: tasks must be a non-empty array, got ${show(tasks)}`,
+      );
+    }
+    for (const t of tasks) {
+      if (typeof t?.name !== "string" || typeof t.handler !== "function") {
+        throw new TypeError(`Cannot create worker: ${show(t)} is not a task; make one with task()`);
+      }
+      if (this.#tasks.has(t.name)) {
+        throw new TypeError(`Cannot create worker: two tasks are named ${t.name}`);
+      }
+      this.#tasks.set(t.name, t);
+    }
+    this.#queue = new Queue(name, options);
+    this.name = name;
+    this.concurrency = concurrency;
+    this.#prefetch = prefetch;
+    this.#gracePeriod = gracePeriod;
+    this.#options = options;
+    this.#logger = logger;
+    const { signal } = options;
+    if (signal?.aborted) this.stop();
+    signal?.addEventListener("abort", () => this.stop(), { once: true });
+  }
+
+  /** How many jobs are running now. */
+  get running(): number {
+    return this.#running.size;
+  }
+
+  /** This worker's consumer name in the group, once running. */
+  get consumer(): string | undefined {
+    return this.#consumer?.name;
+  }
+
+  /**
+   * Adds middleware around every handler, outermost first.
+   *
+   * @example Time every job
+   * ```ts
+   * import { task, Worker } from "@sluice/sluice";
+   * const worker = new Worker("q", [task("noop", () => {})], { handleSignals: false });
+   * worker.use(async (ctx, next) => {
+   *   const start = performance.now();
+   *   await next();
+   *   console.log(ctx.job.task, performance.now() - start);
+   * });
+   * ```
+   */
+  use(middleware: Middleware<Context>): this {
+    if (typeof middleware !== "function") {
+      throw new TypeError(`Cannot add middleware: it must be a function, got ${show(middleware)}`);
+    }
+    this.#middleware.push(middleware);
+    return this;
+  }
+
+  /**
+   * Runs until stopped: by `stop()`, the `signal` option, or SIGINT/SIGTERM. Resolves after
+   * the graceful shutdown.
+   *
+   * @throws {TypeError} If the worker is already running.
+   */
+  async run(): Promise<void> {
+    if (this.#state === "running") {
+      throw new TypeError(`Cannot run worker ${this.name}: it is already running`);
+    }
+    if (this.#state !== "idle") return await this.#stopped.promise;
+    this.#state = "running";
+    const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
+    try {
+      if (this.#options.lifespan) this.#context = await this.#options.lifespan();
+      const consumer = openConsumer(this.#queue, {
+        prefetch: this.concurrency + this.#prefetch,
+        idleTimeout: this.#options.idleTimeout ?? 30_000,
+        maxDeliveries: this.#options.maxDeliveries ?? 5,
+      });
+      this.#consumer = consumer;
+      const sink = pool<Job>((job) => this.#execute(job), {
+        concurrency: this.concurrency,
+        onError: (error, job) => this.#report(toError(error), job as Job),
+      });
+      consumer.readable.pipeTo(sink).catch((err) => this.#report(toError(err)));
+      await this.#stopRequested.promise;
+      await this.#shutdown(consumer);
+    } finally {
+      removeSignals();
+      await this.#dispose();
+      await this.#queue.close();
+      this.#state = "stopped";
+      this.#stopped.resolve();
+    }
+  }
+
+  /**
+   * Asks for a graceful stop and resolves when `run()` has finished.
+   */
+  stop(): Promise<void> {
+    this.#stopRequested.resolve();
+    if (this.#state === "idle") {
+      this.#state = "stopped";
+      this.#queue.close().finally(() => this.#stopped.resolve());
+    }
+    return this.#stopped.promise;
+  }
+
+  /** Same as {@linkcode Worker.stop}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+
+  /** Typed listener for worker events. */
+  override addEventListener<K extends WorkerEventName>(
+    type: K,
+    listener: (event: CustomEvent<WorkerEventDetail[K]>) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | ((event: CustomEvent<never>) => void) | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    super.addEventListener(type, listener as EventListenerOrEventListenerObject | null, options);
+  }
+
+  async #shutdown(consumer: Consumer): Promise<void> {
+    this.#state = "stopping";
+    consumer.stop();
+    // Held but not started (prefetched, or waiting for a slot): give back at once.
+    await Promise.allSettled(
+      [...consumer.held.values()].filter((job) => !this.#running.has(job)).map((job) =>
+        job.release()
+      ),
+    );
+    const allDone = () => Promise.all(this.#running.values());
+    await Promise.race([settlesWithin(allDone(), this.#gracePeriod), this.#now.promise]);
+    if (this.#running.size > 0) {
+      const reason = new ShutdownError(
+        `Worker ${this.name} is shutting down and the grace period of ${this.#gracePeriod} ms is over`,
+      );
+      for (const job of this.#running.keys()) abort(job, reason);
+      await Promise.race([settlesWithin(allDone(), ABORT_WAIT_MS), this.#now.promise]);
+    }
+    await settlesWithin(consumer.shutdown(), 5_000);
+  }
+
+  async #execute(job: Job): Promise<void> {
+    if (this.#state !== "running" || job.settled) return;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#running.set(job, promise);
+    try {
+      await this.#runJob(job);
+    } catch (err) {
+      this.#report(toError(err), job);
+    } finally {
+      this.#running.delete(job);
+      resolve();
+    }
+  }
+
+  async #runJob(job: Job): Promise<void> {
+    const task = this.#tasks.get(job.task);
+    if (task === undefined) {
+      const error = new SluiceError(
+        `Cannot run job ${job.id}: worker ${this.name} has no task named ${job.task}`,
+      );
+      await job.fail(error, "unknown-task");
+      this.#emit("dead", { job, error, reason: "unknown-task" });
+      return;
+    }
+    let data: unknown;
+    try {
+      data = await validate(`Cannot run job ${job.id}`, task, job.data);
+    } catch (err) {
+      const error = toError(err);
+      await job.fail(error, "invalid-data");
+      this.#emit("dead", { job, error, reason: "invalid-data" });
+      return;
+    }
+    this.#emit("started", { job });
+    const ctx: MiddlewareContext<Context> = {
+      job,
+      data,
+      get signal() {
+        return job.signal;
+      },
+      context: this.#context as Context,
+    };
+    try {
+      await this.#compose(ctx, task);
+    } catch (err) {
+      await this.#failed(job, task, toError(err));
+      return;
+    }
+    await job.ack();
+    this.#emit("completed", { job, result: ctx.result });
+  }
+
+  async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
+    const reason = job.signal.aborted ? job.signal.reason : undefined;
+    if (reason instanceof LeaseLostError) throw reason;
+    if (reason instanceof ShutdownError) {
+      // Not the job's fault: give it back uncharged, for a peer to run.
+      await job.release();
+      return;
+    }
+    if (error instanceof NonRetryableError) {
+      await job.fail(error, "non-retryable");
+      this.#emit("dead", { job, error, reason: "non-retryable" });
+    } else if (job.attempt < task.attempts) {
+      await job.retry(error);
+      this.#emit("retrying", { job, error });
+    } else {
+      await job.fail(error, "failed");
+      this.#emit("dead", { job, error, reason: "failed" });
+    }
+  }
+
+  #compose(ctx: MiddlewareContext<Context>, task: AnyTask): Promise<void> {
+    const layers = this.#middleware;
+    const dispatch = async (i: number): Promise<void> => {
+      const layer = layers[i];
+      if (layer === undefined) {
+        ctx.result = await task.handler(ctx.data, ctx);
+        return;
+      }
+      let called = false;
+      await layer(ctx, () => {
+        if (called) throw new SluiceError("Cannot call next() twice in one middleware");
+        called = true;
+        return dispatch(i + 1);
+      });
+    };
+    return dispatch(0);
+  }
+
+  #emit<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #report(error: Error, job?: Job): void {
+    const where = job ? ` (job ${job.id})` : "";
+    if (!(error instanceof LeaseLostError)) {
+      this.#logger.error(`sluice: worker ${this.name}${where}: ${error.message}`, error);
+    }
+    this.#emit("error", job ? { error, job } : { error });
+  }
+
+  #listen(): () => void {
+    const onSignal = () => {
+      this.#signalCount++;
+      if (this.#signalCount === 1) {
+        this.stop();
+        return;
+      }
+      // A second signal: release what we hold and exit now.
+      this.#now.resolve();
+      this.#stopped.promise.finally(() => Deno.exit(0));
+    };
+    const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+    for (const sig of signals) Deno.addSignalListener(sig, onSignal);
+    return () => {
+      for (const sig of signals) Deno.removeSignalListener(sig, onSignal);
+    };
+  }
+
+  async #dispose(): Promise<void> {
+    const value = this.#context as unknown;
+    this.#context = undefined;
+    try {
+      if (isObject(value) && Symbol.asyncDispose in value) {
+        await (value as AsyncDisposable)[Symbol.asyncDispose]();
+      } else if (isObject(value) && Symbol.dispose in value) {
+        (value as Disposable)[Symbol.dispose]();
+      }
+    } catch (err) {
+      this.#report(toError(err));
+    }
+  }
+}
+
+function isObject(value: unknown): value is object {
+  return (typeof value === "object" && value !== null) || typeof value === "function";
+}
