@@ -7,6 +7,8 @@
 
 /** A logger; `console` fits. */
 export interface Logger {
+  /** Lifecycle news: a worker starting, stopping, stopped. */
+  info(message: string): void;
   /** Something went wrong and sluice handled it. */
   warn(message: string): void;
   /** Something failed; sluice keeps going. */
@@ -15,6 +17,8 @@ export interface Logger {
 
 /** The default logger: console.warn and console.error. */
 export const consoleLogger: Logger = {
+  // deno-lint-ignore no-console
+  info: (message) => console.info(message),
   // deno-lint-ignore no-console
   warn: (message) => console.warn(message),
   // deno-lint-ignore no-console

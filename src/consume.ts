@@ -15,7 +15,7 @@ import { decodeData, decodeFields, isFailure } from "./codec.ts";
 import { LeaseLostError, toError } from "./errors.ts";
 import { type DeadReason, Job, type Lessor, markLost } from "./job.ts";
 import type { Keys } from "./keys.ts";
-import { close, connect, type RedisConfig } from "./redis.ts";
+import { close, connect, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
 import type { Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
@@ -472,12 +472,6 @@ export class Consumer implements Lessor {
 }
 
 function consumerName(): string {
-  let host = "host";
-  try {
-    host = Deno.hostname();
-  } catch {
-    // no --allow-sys: the pid and random part keep the name unique
-  }
   const random = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
-  return `${host}-${Deno.pid}-${random}`;
+  return `${processName()}-${random}`;
 }

@@ -10,7 +10,7 @@ import { toError, ValidationError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
-import { close, connect, DEFAULT_REDIS, type RedisConfig } from "./redis.ts";
+import { close, connect, DEFAULT_REDIS, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
 import { type AnyTask, type DataOf, type Task, validate } from "./task.ts";
 
@@ -275,7 +275,7 @@ export class Queue implements AsyncDisposable {
   }
 
   #command(): ScriptClient {
-    this.#client ??= connect(this.#redis, "command", `${this.name}-${Deno.pid}`);
+    this.#client ??= connect(this.#redis, "command", `${this.name}:${processName()}`);
     return this.#client;
   }
 

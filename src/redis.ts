@@ -17,6 +17,17 @@ export type RedisConfig = string | RedisOptions;
 /** The roles a connection can play; one connection each. */
 export type Role = "command" | "blocking" | "subscriber";
 
+/** `<host>-<pid>`: names this process in consumer and connection names. */
+export function processName(): string {
+  let host = "host";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // no --allow-sys: the pid (and a consumer's random part) keep names apart
+  }
+  return `${host}-${Deno.pid}`;
+}
+
 /** The default Redis URL. */
 export const DEFAULT_REDIS = "redis://127.0.0.1:6379";
 

@@ -265,6 +265,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       removeSignals();
       await this.#dispose();
       await this.#queue.close();
+      this.#logger.info(`sluice: worker ${this.name} stopped`);
       this.#state = "stopped";
       this.#stopped.resolve();
     }
@@ -309,6 +310,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   async #shutdown(consumer: Consumer): Promise<void> {
     this.#state = "stopping";
     consumer.stop();
+    this.#logger.info(
+      `sluice: worker ${this.name} (${consumer.name}) stopping: ${this.#running.size} running, grace period ${this.#gracePeriod} ms`,
+    );
     // Held but not started (prefetched, or waiting for a slot): give back at once.
     await Promise.allSettled(
       [...consumer.held.values()].filter((job) => !this.#running.has(job)).map((job) =>
