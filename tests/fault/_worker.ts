@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * A worker process for fault tests. It runs task "sleep" and prints one JSON line per event
  * on stdout, so tests wait on what happened instead of on the clock.
