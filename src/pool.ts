@@ -84,7 +84,11 @@ class PoolState<T> {
       try {
         await this.#handler(item);
       } catch (err) {
-        this.#onError(err, item);
+        try {
+          this.#onError(err, item);
+        } catch {
+          // A failing error callback must not take the pool down with an unhandled rejection.
+        }
       }
     })();
     this.running.add(run);

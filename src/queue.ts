@@ -103,6 +103,7 @@ export class Queue implements AsyncDisposable {
   #client: ScriptClient | undefined;
   #group: Promise<void> | undefined;
   #consumers = new Set<Consumer>();
+  #writes = new Set<Promise<unknown>>();
   #closed = false;
 
   /**
@@ -188,6 +189,16 @@ export class Queue implements AsyncDisposable {
         fields: encodeFields({ id, task: name, data: text, attempt: 1, enq: now }),
       });
     }
+    const write = this.#write(entries);
+    this.#writes.add(write);
+    try {
+      return await write;
+    } finally {
+      this.#writes.delete(write);
+    }
+  }
+
+  async #write(entries: { id: string; fields: string[] }[]): Promise<JobHandle[]> {
     const client = this.#command();
     const handles: JobHandle[] = [];
     for (let i = 0; i < entries.length; i += ENQUEUE_CHUNK) {
@@ -262,6 +273,8 @@ export class Queue implements AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all([...this.#consumers].map((c) => c.shutdown()));
+    // Enqueues already under way finish first, so none is cut off by the disconnect.
+    await Promise.allSettled(this.#writes);
     if (this.#client !== undefined) await close(this.#client);
   }
 

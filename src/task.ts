@@ -162,9 +162,15 @@ export async function validate<Data>(
   const result = await task.schema["~standard"].validate(data);
   if (result.issues === undefined) return result.value;
   const first = result.issues[0];
-  const where = first?.path?.length ? ` at ${first.path.map(String).join(".")}` : "";
+  const where = first?.path?.length ? ` at ${first.path.map(segment).join(".")}` : "";
   throw new ValidationError(
     `${action}: data for task ${task.name} is invalid${where}: ${first?.message ?? "unknown"}`,
     { issues: result.issues },
   );
+}
+
+/** A Standard Schema path segment is a key, or an object holding one. */
+function segment(part: unknown): string {
+  if (typeof part === "object" && part !== null && "key" in part) return String(part.key);
+  return String(part);
 }

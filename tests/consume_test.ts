@@ -226,13 +226,21 @@ Deno.test("idle deliveries of a dead consumer are reclaimed, past maxDeliveries 
   await db.xclaim(queue.keys.stream, "sluice", "ghost", 0, bEntry!);
   const controller = new AbortController();
   const seen: Job[] = [];
-  for await (
-    const job of queue.consume({ signal: controller.signal, idleTimeout: 200, maxDeliveries: 2 })
-  ) {
-    seen.push(job);
-    await job.ack();
-    controller.abort();
-  }
+  const loop = (async () => {
+    const options = { signal: controller.signal, idleTimeout: 200, maxDeliveries: 2 };
+    for await (const job of queue.consume(options)) {
+      seen.push(job);
+      await job.ack();
+    }
+  })();
+  // "b" was claimed again after "a", so it may go idle a tick later.
+  await waitForRedis(async () => (await db.xlen(queue.keys.dead)) === 1, "b dead-lettered");
+  await waitForRedis(
+    async () => seen.length === 1 && (await db.xlen(queue.keys.stream)) === 0,
+    "a",
+  );
+  controller.abort();
+  await loop;
   assert.deepEqual(seen.map((j) => [j.id, j.deliveries]), [["a", 2]]);
   const dead = await db.xrange(queue.keys.dead, "-", "+");
   const fields = dead[0]![1];
