@@ -7,8 +7,8 @@
 
 /** A logger; `console` fits. */
 export interface Logger {
-  /** Lifecycle news: a worker starting, stopping, stopped. */
-  info(message: string): void;
+  /** Lifecycle news: a worker stopping, stopped. Optional. */
+  info?(message: string): void;
   /** Something went wrong and sluice handled it. */
   warn(message: string): void;
   /** Something failed; sluice keeps going. */

@@ -14,9 +14,9 @@
  *
  * @example Wait, but stop early on abort
  * ```ts
- * import { delay } from "@sluice/sluice";
+ * import { delay } from "./async.ts";
  * const signal = AbortSignal.timeout(5);
- * await delay(1_000, { signal }).catch((err) => console.log(err.name)); // "TimeoutError"
+ * await delay(1_000, { signal }).catch((err: Error) => console.log(err.name)); // "TimeoutError"
  * ```
  */
 export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -36,36 +36,17 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
 }
 
 /**
- * Races `promise` against `signal`: rejects with `signal.reason` as soon as it aborts. The
- * promise itself is not cancelled; its outcome is ignored after the abort.
- *
- * @param promise The work to wait for.
- * @param signal Aborts the wait.
- * @returns The promise's value.
- *
- * @example
- * ```ts
- * import { abortable } from "@sluice/sluice";
- * const never = new Promise<never>(() => {});
- * const err = await abortable(never, AbortSignal.abort(new Error("stop"))).catch((e) => e);
- * console.log(err.message); // "stop"
- * ```
- */
-export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  const { promise: aborted, reject } = Promise.withResolvers<never>();
-  const onAbort = () => reject(signal.reason);
-  signal.addEventListener("abort", onAbort, { once: true });
-  return Promise.race([promise, aborted]).finally(() =>
-    signal.removeEventListener("abort", onAbort)
-  );
-}
-
-/**
  * Waits until `promise` settles or `ms` passes, whichever comes first; never rejects.
  * The timer is cleared either way.
  *
  * @returns true if the promise settled in time.
+ *
+ * @example
+ * ```ts
+ * import { settlesWithin } from "./async.ts";
+ * console.log(await settlesWithin(Promise.resolve(), 10)); // true
+ * console.log(await settlesWithin(new Promise(() => {}), 10)); // false
+ * ```
  */
 export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;

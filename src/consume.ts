@@ -13,7 +13,7 @@ import { Batcher } from "./_batch.ts";
 import { settlesWithin } from "./async.ts";
 import { decodeData, decodeFields, isFailure } from "./codec.ts";
 import { LeaseLostError, toError } from "./errors.ts";
-import { type DeadReason, Job, type Lessor, markLost } from "./job.ts";
+import { type DeadReason, isLeased, Job, type Lessor, markLost, reclaimed } from "./job.ts";
 import type { Keys } from "./keys.ts";
 import { close, connect, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
@@ -68,6 +68,10 @@ export interface QueueContext {
 type SettleOp = { job: Job; op: string; a: string; b: string };
 
 const MAX_BLOCK_MS = 10_000;
+/** Most deliveries per renewal or settle script call; bigger sets are split. */
+const CHUNK = 1_000;
+/** How long a shutdown waits on Redis before it gives up and lets leases lapse. */
+const SHUTDOWN_WAIT_MS = 5_000;
 
 /**
  * @internal The machinery behind `queue.consume()`. A `Worker` uses it directly, for the held
@@ -86,6 +90,9 @@ export class Consumer implements Lessor {
   #burying = 0;
   #blocking: ScriptClient;
   #blockingId: number | undefined;
+  /** One loop iteration talking to Redis (group check, reclaim, read), while under way. */
+  #busy: Promise<void> | undefined;
+  /** The blocking read, while under way. */
   #read: Promise<void> | undefined;
   #controller: ReadableStreamDefaultController<Job> | undefined;
   #pulling = false;
@@ -93,7 +100,6 @@ export class Consumer implements Lessor {
   #finished = false;
   #done = Promise.withResolvers<void>();
   #roomWaiter: PromiseWithResolvers<void> | undefined;
-  #heldWaiter: PromiseWithResolvers<void> | undefined;
   #tick: ReturnType<typeof setInterval>;
   #nextReclaim = 0;
   #reclaimCursor = "0-0";
@@ -163,12 +169,15 @@ export class Consumer implements Lessor {
     this.#stop();
   }
 
-  /** Settles every held job by releasing it, then retires. Used by `queue.close()`. */
-  async shutdown(): Promise<void> {
+  /**
+   * Releases every held job, then retires. If Redis does not answer within `wait` ms, it gives
+   * up on the rest: their leases lapse and peers reclaim them after idleTimeout.
+   */
+  async shutdown(wait: number = SHUTDOWN_WAIT_MS): Promise<void> {
     this.#stop();
-    await Promise.allSettled([...this.held.values()].map((job) => job.release()));
-    await this.#maybeFinish();
-    await this.done;
+    const releases = [...this.held.values()].map((job) => job.release());
+    await settlesWithin(Promise.allSettled(releases), wait);
+    await this.#finish(wait);
   }
 
   // Lessor: called by jobs.
@@ -177,21 +186,16 @@ export class Consumer implements Lessor {
   }
 
   forget(job: Job): void {
-    if (!this.held.delete(job.entryId)) return;
-    this.#roomWaiter?.resolve();
-    this.#roomWaiter = undefined;
-    if (this.held.size === 0) {
-      this.#heldWaiter?.resolve();
-      this.#heldWaiter = undefined;
-      if (this.#stopping) void this.#maybeFinish();
-    }
+    // Only this very job: after a self-reclaim the entry id may be held by the same Job again.
+    if (this.held.get(job.entryId) !== job) return;
+    this.held.delete(job.entryId);
+    this.#wake();
+    if (this.held.size === 0 && this.#stopping) void this.#maybeFinish();
   }
 
-  /** Resolves once nothing is held. */
-  empty(): Promise<void> {
-    if (this.held.size === 0) return Promise.resolve();
-    this.#heldWaiter ??= Promise.withResolvers();
-    return this.#heldWaiter.promise;
+  #wake(): void {
+    this.#roomWaiter?.resolve();
+    this.#roomWaiter = undefined;
   }
 
   #room(): number {
@@ -214,17 +218,24 @@ export class Consumer implements Lessor {
         await this.#roomWaiter.promise;
         continue;
       }
-      try {
-        await this.#ctx.ensureGroup();
-        if (Date.now() >= this.#nextReclaim) await this.#reclaim();
-        if (this.#buffer.length === 0 && !this.#stopping && this.#room() > 0) {
-          this.#read = this.#readOnce();
-          await this.#read.finally(() => this.#read = undefined);
-        }
-        this.#failures = 0;
-      } catch (err) {
-        await this.#recover(err);
+      this.#busy = this.#fetch();
+      await this.#busy;
+      this.#busy = undefined;
+    }
+  }
+
+  /** One round: make sure the group exists, reclaim if due, else read. Never throws. */
+  async #fetch(): Promise<void> {
+    try {
+      await this.#ctx.ensureGroup();
+      if (!this.#stopping && Date.now() >= this.#nextReclaim) await this.#reclaim();
+      if (this.#buffer.length === 0 && !this.#stopping && this.#room() > 0) {
+        this.#read = this.#readOnce();
+        await this.#read.finally(() => this.#read = undefined);
       }
+      this.#failures = 0;
+    } catch (err) {
+      await this.#recover(err);
     }
   }
 
@@ -282,7 +293,17 @@ export class Consumer implements Lessor {
       );
     }
     for (const [entryId, deliveries, fields] of claimed) {
-      this.#admit(entryId, deliveries, fields);
+      const mine = this.held.get(entryId);
+      if (mine === undefined) {
+        this.#admit(entryId, deliveries, fields);
+        continue;
+      }
+      // Our own job went idle (a blocked event loop, or renewals failing) and we claimed it
+      // back: it is still ours, under a new delivery count. Keep one Job, never two.
+      reclaimed(mine, deliveries);
+      this.#ctx.logger.warn(
+        `sluice: queue ${this.#ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.idleTimeout} ms) while held; was the event loop blocked?`,
+      );
     }
   }
 
@@ -338,41 +359,54 @@ export class Consumer implements Lessor {
       logger.error(`sluice: queue ${this.#ctx.name}: could not dead-letter ${entryId}`, err)
     ).finally(() => {
       this.#burying--;
-      this.#roomWaiter?.resolve();
-      this.#roomWaiter = undefined;
+      this.#wake();
     });
   }
 
   async #flushSettles(ops: SettleOp[]): Promise<number[]> {
     const { keys, group } = this.#ctx;
-    const args: string[] = [group];
-    for (const { job, op, a, b } of ops) {
-      args.push(op, job.entryId, job.token.consumer, String(job.token.deliveries), a, b);
+    const codes: number[] = [];
+    for (let i = 0; i < ops.length; i += CHUNK) {
+      const args: string[] = [group];
+      for (const { job, op, a, b } of ops.slice(i, i + CHUNK)) {
+        args.push(op, job.entryId, this.name, String(job.deliveries), a, b);
+      }
+      codes.push(...await this.#ctx.client().sluiceSettle(keys.stream, keys.dead, ...args));
     }
-    return await this.#ctx.client().sluiceSettle(keys.stream, keys.dead, ...args);
+    return codes;
   }
 
-  #renew(): void {
+  /** One renewal per tick: every held job's lease and our heartbeat, in one script call. */
+  async #renew(): Promise<void> {
     if (this.#renewing || this.#finished) return;
     this.#renewing = true;
     const { keys, group, logger } = this.#ctx;
-    const args = [group, this.name, String(this.idleTimeout * 3)];
-    for (const job of this.held.values()) args.push(job.entryId, String(job.token.deliveries));
-    this.#ctx.client().sluiceRenew(keys.stream, keys.workers, ...args).then((lost) => {
-      for (const entryId of lost) {
-        const job = this.held.get(entryId);
-        if (job === undefined) continue;
-        logger.warn(
-          `sluice: queue ${this.#ctx.name}: lost the lease on job ${job.id} (${entryId}); another consumer may run it`,
-        );
-        markLost(
-          job,
-          new LeaseLostError(`Lost the lease on job ${job.id}: another consumer owns it now`),
-        );
+    // Jobs being settled are left out: their settle reports their fate.
+    const jobs = [...this.held.values()].filter(isLeased);
+    try {
+      for (let i = 0; i === 0 || i < jobs.length; i += CHUNK) {
+        const chunk = jobs.slice(i, i + CHUNK);
+        const sent = new Map(chunk.map((job) => [job, job.deliveries]));
+        const args = [group, this.name, String(this.idleTimeout * 3)];
+        for (const [job, deliveries] of sent) args.push(job.entryId, String(deliveries));
+        const lost = await this.#ctx.client().sluiceRenew(keys.stream, keys.workers, ...args);
+        for (const entryId of lost) {
+          const job = this.held.get(entryId);
+          // Our own reclaim may have moved the delivery count on meanwhile: still ours.
+          if (job === undefined || sent.get(job) !== job.deliveries) continue;
+          const error = new LeaseLostError(
+            `Lost the lease on job ${job.id} (${entryId}): another consumer owns it now`,
+          );
+          if (markLost(job, error)) {
+            logger.warn(`sluice: queue ${this.#ctx.name}: ${error.message}`);
+          }
+        }
       }
-    }, (err) => {
+    } catch (err) {
       logger.error(`sluice: queue ${this.#ctx.name}: lease renewal failed`, err);
-    }).finally(() => this.#renewing = false);
+    } finally {
+      this.#renewing = false;
+    }
   }
 
   async #recover(err: unknown): Promise<void> {
@@ -401,6 +435,11 @@ export class Consumer implements Lessor {
     await settlesWithin(this.#roomWaiter.promise, wait);
   }
 
+  /** Hands a job the consumer cannot settle back to Redis's care: its lease will lapse. */
+  abandon(job: Job, reason: Error): void {
+    markLost(job, reason);
+  }
+
   #tickMs(): number {
     return Math.max(1, Math.floor(this.idleTimeout / 3));
   }
@@ -408,8 +447,7 @@ export class Consumer implements Lessor {
   #stop(): void {
     if (this.#stopping) return;
     this.#stopping = true;
-    this.#roomWaiter?.resolve();
-    this.#roomWaiter = undefined;
+    this.#wake();
     void this.#unblock();
     if (!this.#pulling) this.#closeReadable();
     this.#releaseBuffer();
@@ -436,24 +474,39 @@ export class Consumer implements Lessor {
    */
   async #unblock(): Promise<void> {
     const deadline = Date.now() + 1_000;
-    for (let read = this.#read; read !== undefined; read = this.#read) {
-      if (Date.now() > deadline || this.#blockingId === undefined) {
-        this.#blocking.disconnect();
-        return;
+    for (let busy = this.#busy; busy !== undefined; busy = this.#busy) {
+      if (this.#read !== undefined) {
+        if (Date.now() > deadline || this.#blockingId === undefined) {
+          this.#blocking.disconnect();
+          return;
+        }
+        await this.#ctx.client().client("UNBLOCK", this.#blockingId).catch(() => {});
       }
-      await this.#ctx.client().client("UNBLOCK", this.#blockingId).catch(() => {});
-      await settlesWithin(read, 25);
+      await settlesWithin(busy, 25);
     }
   }
 
+  /** Finishes once stopped, nothing is held and no round trip is under way. */
   async #maybeFinish(): Promise<void> {
-    if (this.#finished || !this.#stopping || this.held.size > 0 || this.#read) return;
+    if (this.#finished || !this.#stopping || this.held.size > 0 || this.#busy) return;
+    await this.#finish(SHUTDOWN_WAIT_MS);
+  }
+
+  /**
+   * Retires the consumer: gives back anything still pending under its name (a read reply cut
+   * off by a disconnect, or jobs whose release failed), deletes the consumer and the heartbeat,
+   * and closes the blocking connection. Waits at most `wait` ms for Redis.
+   */
+  async #finish(wait: number): Promise<void> {
+    if (this.#finished) return await this.done;
     this.#finished = true;
     clearInterval(this.#tick);
-    await this.#settler.idle();
+    const abandoned = new LeaseLostError(`Consumer ${this.name} stopped`);
+    for (const job of [...this.held.values()]) markLost(job, abandoned);
     const { keys, group, logger } = this.#ctx;
-    try {
-      // Anything still pending under our name (a read reply cut off by a disconnect) goes back.
+    const retire = async () => {
+      if (this.#busy) await this.#busy;
+      await this.#settler.idle();
       const released = await this.#ctx.client().sluiceRetire(
         keys.stream,
         keys.workers,
@@ -463,8 +516,14 @@ export class Consumer implements Lessor {
       if (released > 0) {
         logger.warn(`sluice: queue ${this.#ctx.name}: released ${released} unseen deliveries`);
       }
-    } catch (err) {
-      logger.error(`sluice: queue ${this.#ctx.name}: could not retire consumer ${this.name}`, err);
+    };
+    const retired = retire().catch((err) =>
+      logger.error(`sluice: queue ${this.#ctx.name}: could not retire consumer ${this.name}`, err)
+    );
+    if (!await settlesWithin(retired, wait)) {
+      logger.error(
+        `sluice: queue ${this.#ctx.name}: Redis did not answer within ${wait} ms while stopping; jobs still pending under ${this.name} go to peers after idleTimeout`,
+      );
     }
     await close(this.#blocking);
     this.#done.resolve();

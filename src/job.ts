@@ -42,8 +42,10 @@ export interface JobInit {
 /** Longest error text kept in a dead letter. */
 const MAX_ERROR_TEXT = 4_096;
 
-let loseJob: (job: Job, reason: Error) => void;
+let loseJob: (job: Job, reason: Error) => boolean;
 let abortJob: (job: Job, reason: unknown) => void;
+let reclaimJob: (job: Job, deliveries: number) => void;
+let leasedJob: (job: Job) => boolean;
 
 /**
  * A job read from a queue, leased to this consumer until settled. Get one from
@@ -74,14 +76,12 @@ export class Job<Data = unknown> implements JobInfo {
   readonly data: Data;
   /** 1 on the first attempt, +1 on each retry. */
   readonly attempt: number;
-  /** How many times this entry has been delivered; above 1 after a crash or a lost lease. */
-  readonly deliveries: number;
   /** First enqueue time, ms since epoch. */
   readonly enqueuedAt: number;
   /** The stream entry id of this delivery. */
   readonly entryId: string;
-  /** The fencing token: who holds this delivery. */
-  readonly token: { readonly consumer: string; readonly deliveries: number };
+  #consumer: string;
+  #deliveries: number;
   #lessor: Lessor;
   #state: "held" | "settling" | "settled" | "lost" = "held";
   #controller: AbortController | undefined;
@@ -90,6 +90,8 @@ export class Job<Data = unknown> implements JobInfo {
   static {
     loseJob = (job, reason) => job.#lose(reason);
     abortJob = (job, reason) => job.#abort(reason);
+    reclaimJob = (job, deliveries) => job.#deliveries = deliveries;
+    leasedJob = (job) => job.#state === "held";
   }
 
   /** @internal Jobs are made by `queue.consume()`. */
@@ -99,10 +101,20 @@ export class Job<Data = unknown> implements JobInfo {
     this.task = init.task;
     this.data = init.data as Data;
     this.attempt = init.attempt;
-    this.deliveries = init.deliveries;
+    this.#deliveries = init.deliveries;
     this.enqueuedAt = init.enqueuedAt;
-    this.token = { consumer: init.consumer, deliveries: init.deliveries };
+    this.#consumer = init.consumer;
     this.#lessor = lessor;
+  }
+
+  /** How many times this entry has been delivered; above 1 after a crash or a lost lease. */
+  get deliveries(): number {
+    return this.#deliveries;
+  }
+
+  /** The fencing token: who holds this delivery. Every state change checks it in Redis. */
+  get token(): { readonly consumer: string; readonly deliveries: number } {
+    return { consumer: this.#consumer, deliveries: this.#deliveries };
   }
 
   /**
@@ -196,12 +208,13 @@ export class Job<Data = unknown> implements JobInfo {
     this.#lessor.forget(this);
   }
 
-  #lose(reason: Error): void {
+  #lose(reason: Error): boolean {
     // A job being settled reports its own outcome; a renewal racing it must not.
-    if (this.#state !== "held") return;
+    if (this.#state !== "held") return false;
     this.#state = "lost";
     this.#abort(reason);
     this.#lessor.forget(this);
+    return true;
   }
 
   #abort(reason: unknown): void {
@@ -211,9 +224,22 @@ export class Job<Data = unknown> implements JobInfo {
   }
 }
 
-/** @internal Marks a job's lease as lost: aborts its signal and forgets it. */
-export function markLost(job: Job, reason: Error): void {
-  loseJob(job, reason);
+/**
+ * @internal Marks a job's lease as lost: aborts its signal and forgets it. Returns false if the
+ * job was not simply held (settled, or being settled).
+ */
+export function markLost(job: Job, reason: Error): boolean {
+  return loseJob(job, reason);
+}
+
+/** @internal This consumer claimed its own held job again: the delivery count moved on. */
+export function reclaimed(job: Job, deliveries: number): void {
+  reclaimJob(job, deliveries);
+}
+
+/** @internal True while the job is held and no settle is under way. */
+export function isLeased(job: Job): boolean {
+  return leasedJob(job);
 }
 
 /** @internal Aborts a job's signal with `reason` (shutdown, timeout, cancellation). */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { settlesWithin } from "./async.ts";
+import { delay, settlesWithin } from "./async.ts";
 import type { Consumer } from "./consume.ts";
 import {
   LeaseLostError,
@@ -102,6 +102,8 @@ export type WorkerEventName = keyof WorkerEventDetail;
 
 /** How long aborted jobs get to wind down before they are released. */
 const ABORT_WAIT_MS = 1_000;
+/** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
+const SETTLE_ATTEMPTS = 5;
 
 /**
  * Runs tasks from a queue: reads jobs, runs at most `concurrency` at once, settles each one,
@@ -148,6 +150,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #state: "idle" | "running" | "stopping" | "stopped" = "idle";
   #stopRequested = Promise.withResolvers<void>();
   #now = Promise.withResolvers<void>();
+  #hurry = false;
+  /** Aborts when run() is about to return: settle retries stop then. */
+  #closing = new AbortController();
   #stopped = Promise.withResolvers<void>();
   #signalCount = 0;
 
@@ -172,6 +177,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     const action = "Cannot create worker";
     checkInt(action, "concurrency", concurrency, 1, 100_000);
     checkInt(action, "prefetch", prefetch, 0, 100_000);
+    if (concurrency + prefetch > 100_000) {
+      throw new RangeError(
+        `${action}: concurrency + prefetch must be at most 100000, got ${concurrency} + ${prefetch}`,
+      );
+    }
     checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
     checkInt(action, "gracePeriod", gracePeriod, 0, MAX_MS);
     checkLimit(action, "maxDeliveries", maxDeliveries, 1);
@@ -245,6 +255,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     }
     if (this.#state !== "idle") return await this.#stopped.promise;
     this.#state = "running";
+    // Listeners stay until run() resolves, so a late signal never meets Deno's default handler.
     const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
     try {
       if (this.#options.lifespan) this.#context = await this.#options.lifespan();
@@ -259,14 +270,16 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         onError: (error, job) => this.#report(toError(error), job as Job),
       });
       consumer.readable.pipeTo(sink).catch((err) => this.#report(toError(err)));
+      if (this.#state !== "running") consumer.stop(); // stop() came during the lifespan
       await this.#stopRequested.promise;
       await this.#shutdown(consumer);
     } finally {
-      removeSignals();
+      this.#closing.abort();
       await this.#dispose();
       await this.#queue.close();
-      this.#logger.info(`sluice: worker ${this.name} stopped`);
+      this.#logger.info?.(`sluice: worker ${this.name} stopped`);
       this.#state = "stopped";
+      removeSignals();
       this.#stopped.resolve();
     }
   }
@@ -276,7 +289,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
    */
   stop(): Promise<void> {
     this.#stopRequested.resolve();
-    if (this.#state === "idle") {
+    if (this.#state === "running") {
+      // At once, not a few microtasks later: no read may be sent after a stop.
+      this.#state = "stopping";
+      this.#consumer?.stop();
+    } else if (this.#state === "idle") {
       this.#state = "stopped";
       this.#queue.close().finally(() => this.#stopped.resolve());
     }
@@ -310,7 +327,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   async #shutdown(consumer: Consumer): Promise<void> {
     this.#state = "stopping";
     consumer.stop();
-    this.#logger.info(
+    this.#logger.info?.(
       `sluice: worker ${this.name} (${consumer.name}) stopping: ${this.#running.size} running, grace period ${this.#gracePeriod} ms`,
     );
     // Held but not started (prefetched, or waiting for a slot): give back at once.
@@ -328,11 +345,12 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       for (const job of this.#running.keys()) abort(job, reason);
       await Promise.race([settlesWithin(allDone(), ABORT_WAIT_MS), this.#now.promise]);
     }
-    await settlesWithin(consumer.shutdown(), 5_000);
+    // A second signal allows Redis one second; otherwise a few, then leases lapse to peers.
+    await consumer.shutdown(this.#hurry ? 1_000 : 5_000);
   }
 
   async #execute(job: Job): Promise<void> {
-    if (this.#state !== "running" || job.settled) return;
+    if (this.#state !== "running" || job.settled) return; // released by the shutdown
     const { promise, resolve } = Promise.withResolvers<void>();
     this.#running.set(job, promise);
     try {
@@ -351,7 +369,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       const error = new SluiceError(
         `Cannot run job ${job.id}: worker ${this.name} has no task named ${job.task}`,
       );
-      await job.fail(error, "unknown-task");
+      await this.#settle(job, () => job.fail(error, "unknown-task"));
       this.#emit("dead", { job, error, reason: "unknown-task" });
       return;
     }
@@ -360,7 +378,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       data = await validate(`Cannot run job ${job.id}`, task, job.data);
     } catch (err) {
       const error = toError(err);
-      await job.fail(error, "invalid-data");
+      await this.#settle(job, () => job.fail(error, "invalid-data"));
       this.#emit("dead", { job, error, reason: "invalid-data" });
       return;
     }
@@ -379,7 +397,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       await this.#failed(job, task, toError(err));
       return;
     }
-    await job.ack();
+    await this.#settle(job, () => job.ack());
     this.#emit("completed", { job, result: ctx.result });
   }
 
@@ -388,18 +406,46 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     if (reason instanceof LeaseLostError) throw reason;
     if (reason instanceof ShutdownError) {
       // Not the job's fault: give it back uncharged, for a peer to run.
-      await job.release();
+      await this.#settle(job, () => job.release());
       return;
     }
     if (error instanceof NonRetryableError) {
-      await job.fail(error, "non-retryable");
+      await this.#settle(job, () => job.fail(error, "non-retryable"));
       this.#emit("dead", { job, error, reason: "non-retryable" });
     } else if (job.attempt < task.attempts) {
-      await job.retry(error);
+      await this.#settle(job, () => job.retry(error));
       this.#emit("retrying", { job, error });
     } else {
-      await job.fail(error, "failed");
+      await this.#settle(job, () => job.fail(error, "failed"));
       this.#emit("dead", { job, error, reason: "failed" });
+    }
+  }
+
+  /**
+   * Settles a job, trying again while Redis is unreachable. If it still fails, the job is
+   * abandoned: its lease is no longer renewed, so a peer reclaims it after idleTimeout, and its
+   * slot is freed. A lost lease is final at once.
+   */
+  async #settle(job: Job, settle: () => Promise<void>): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await settle();
+      } catch (err) {
+        if (err instanceof LeaseLostError || job.settled) throw err;
+        if (attempt >= SETTLE_ATTEMPTS || this.#closing.signal.aborted) {
+          this.#consumer?.abandon(
+            job,
+            new LeaseLostError(`Gave up settling job ${job.id}`, { cause: err }),
+          );
+          throw err;
+        }
+        const wait = 100 * 2 ** attempt;
+        this.#logger.error(
+          `sluice: worker ${this.name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
+          err,
+        );
+        await delay(wait, { signal: this.#closing.signal }).catch(() => {});
+      }
     }
   }
 
@@ -440,9 +486,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         this.stop();
         return;
       }
-      // A second signal: release what we hold and exit now.
+      // A second signal: skip the grace period, give Redis a moment to take the jobs back,
+      // and exit 0 whatever happens.
+      this.#hurry = true;
       this.#now.resolve();
-      this.#stopped.promise.finally(() => Deno.exit(0));
+      settlesWithin(this.#stopped.promise, 2_500).finally(() => Deno.exit(0));
     };
     const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
     for (const sig of signals) Deno.addSignalListener(sig, onSignal);

@@ -167,8 +167,13 @@ export function inspect(url: string): Redis & AsyncDisposable {
 
 /** The number of entries pending in group `sluice` of a stream (0 if none). */
 export async function pendingCount(redis: Redis, stream: string): Promise<number> {
-  const summary = await redis.xpending(stream, "sluice") as [number, ...unknown[]];
-  return Number(summary[0]);
+  try {
+    const summary = await redis.xpending(stream, "sluice") as [number, ...unknown[]];
+    return Number(summary[0]);
+  } catch (err) {
+    if (String(err).includes("NOGROUP")) return 0; // no worker has created the group yet
+    throw err;
+  }
 }
 
 /** Calls of one command so far, from INFO commandstats. */

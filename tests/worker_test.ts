@@ -401,3 +401,88 @@ Deno.test("Worker rejects bad options with the action, rule and value", () => {
   // Edges that are allowed on purpose.
   new Worker("q", [noop], { prefetch: 0, gracePeriod: 0, maxDeliveries: Infinity });
 });
+
+Deno.test("a handler that blocks the event loop past idleTimeout runs once, not again and again", async () => {
+  await using redis = await startRedis();
+  let runs = 0;
+  const hog = task("hog", async () => {
+    runs++;
+    const until = Date.now() + 700; // blocks the event loop: no renewal can run
+    while (Date.now() < until) { /* busy */ }
+    // Then async work, during which the worker's reclaim sees its own idle job.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    return runs;
+  });
+  await using queue = new Queue("q", { redis: redis.url });
+  await using worker = new Worker("q", [hog], {
+    redis: redis.url,
+    idleTimeout: 200,
+    handleSignals: false,
+    logger: quiet,
+  });
+  const completed = next(worker, "completed");
+  const run = worker.run();
+  await queue.enqueue(hog, null);
+  await completed;
+  await using db = inspect(redis.url);
+  await waitForRedis(async () => (await pendingCount(db, queue.keys.stream)) === 0, "settled");
+  await worker.stop();
+  await run;
+  assert.equal(runs, 1);
+  assert.equal(await db.xlen(queue.keys.dead), 0);
+});
+
+Deno.test("stop() returns even when Redis is gone, and leaves the job for a peer", async () => {
+  await using redis = await startRedis({ persistence: "always" });
+  const started = Promise.withResolvers<void>();
+  const wait = task("wait", async (_: null, ctx) => {
+    started.resolve();
+    await new Promise((_, reject) => ctx.signal.addEventListener("abort", reject));
+  });
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.enqueue(wait, null, { id: "w" });
+  const worker = new Worker("q", [wait], {
+    redis: redis.url,
+    gracePeriod: 0,
+    handleSignals: false,
+    logger: quiet,
+  });
+  const run = worker.run();
+  await started.promise;
+  await redis.kill();
+  await worker.stop();
+  await run;
+  await redis.restart();
+  await using db = inspect(redis.url);
+  // The release could not reach Redis, so the job is still pending: a peer reclaims it.
+  assert.equal(await pendingCount(db, queue.keys.stream), 1);
+});
+
+Deno.test("a stop right after start, while a reclaim runs, leaves no consumer and no job behind", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  await queue.enqueue("noop", null, { id: "orphan" });
+  await db.xgroup("CREATE", queue.keys.stream, "sluice", "0");
+  await db.xreadgroup("GROUP", "sluice", "ghost", "COUNT", 1, "STREAMS", queue.keys.stream, ">");
+  // The ghost's delivery is long idle, so the first reclaim of any worker claims it.
+  const [entry] = await db.xrange(queue.keys.stream, "-", "+");
+  await db.call("XCLAIM", queue.keys.stream, "sluice", "ghost", "0", entry![0], "IDLE", "100000");
+  const noop = task("noop", () => {});
+  for (let i = 0; i < 5; i++) {
+    const worker = new Worker("q", [noop], {
+      redis: redis.url,
+      handleSignals: false,
+      logger: quiet,
+    });
+    const run = worker.run();
+    await worker.stop();
+    await run;
+  }
+  const consumers = await db.xinfo("CONSUMERS", queue.keys.stream, "sluice") as string[][];
+  assert.deepEqual(consumers.map((c) => c[1]).filter((n) => n !== "ghost"), []);
+  const pending = await db.xpending(queue.keys.stream, "sluice", "-", "+", 10) as unknown[][];
+  assert.ok(pending.every((p) => p[1] === "ghost"), JSON.stringify(pending));
+  const ids = (await db.xrange(queue.keys.stream, "-", "+")).map(([, f]) => f[f.indexOf("id") + 1]);
+  assert.deepEqual(ids, ["orphan"], "the job is still there, once");
+});
