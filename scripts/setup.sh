@@ -1,0 +1,22 @@
+#!/usr/bin/env sh
+# Installs what sluice's demo and tests need, if missing: Deno (from the npm registry) and
+# redis-server (from Debian's packages). Safe to run again; it changes nothing when both exist.
+set -eu
+DENO_VERSION=2.9.6
+
+if ! command -v deno >/dev/null 2>&1; then
+  echo "setup: installing deno@${DENO_VERSION} from the npm registry" >&2
+  npm install --global --no-fund --no-audit "deno@${DENO_VERSION}" >&2
+  if ! command -v deno >/dev/null 2>&1; then
+    echo "setup: deno was installed but is not on PATH; add \"$(npm prefix --global)/bin\" to PATH" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server from Debian's packages" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install --yes --no-install-recommends redis-server >&2
+fi

@@ -1,0 +1,63 @@
+/** The examples and the demo, run as a user would run them. */
+import assert from "node:assert/strict";
+import { startRedis } from "../src/testing.ts";
+import { inspect, waitForRedis } from "./_helpers.ts";
+
+const root = new URL("../", import.meta.url).pathname;
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: root,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  return { code: output.code, text };
+}
+
+Deno.test("the demo starts its own redis-server, runs every job, and exits 0", async () => {
+  const env = Deno.env.toObject();
+  delete env.REDIS_URL;
+  const { code, text } = await run(["run", "-A", "examples/demo.ts"], { ...env, DEMO_JOBS: "600" });
+  assert.equal(code, 0, text);
+  assert.match(text, /started a throwaway redis-server/);
+  const summary = text.match(/summary: 600 jobs .*: (\d+) completed, (\d+) retries, (\d+) dead/);
+  assert.ok(summary, text);
+  const [completed, retries, dead] = summary.slice(1).map(Number) as [number, number, number];
+  assert.equal(completed + dead, 600);
+  assert.ok(dead >= 1 && retries >= 1, "the demo shows retries and a dead letter");
+});
+
+Deno.test("examples/for_await.ts squares five numbers and ends", async () => {
+  await using redis = await startRedis();
+  const { code, text } = await run(["run", "-A", "examples/for_await.ts"], {
+    REDIS_URL: redis.url,
+  });
+  assert.equal(code, 0, text);
+  for (const n of [1, 2, 3, 4, 5]) assert.match(text, new RegExp(`square\\(${n}\\) = ${n * n}`));
+});
+
+Deno.test("examples/worker.ts runs what examples/producer.ts enqueues, and stops on SIGINT with 0", async () => {
+  await using redis = await startRedis();
+  const env = { NO_COLOR: "1", REDIS_URL: redis.url };
+  const worker = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "examples/worker.ts"],
+    cwd: root,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = worker.output();
+  const produced = await run(["run", "-A", "examples/producer.ts"], env);
+  assert.equal(produced.code, 0, produced.text);
+  assert.match(produced.text, /enqueued 102 jobs/);
+  await using db = inspect(redis.url);
+  await waitForRedis(async () => (await db.xlen("sluice:{demo}:stream")) === 0, "all done");
+  worker.kill("SIGINT");
+  const { code, stdout } = await output;
+  const text = new TextDecoder().decode(stdout);
+  assert.equal(code, 0, text);
+  assert.match(text, /stopped after 102 jobs/);
+});
