@@ -17,6 +17,8 @@
  */
 export class SluiceError extends Error {
   /**
+   * Makes an error; `name` is set to the class name.
+   *
    * @param message What happened: the action, the reason, the value.
    * @param options `cause`, the underlying error.
    */
@@ -41,6 +43,8 @@ export class ValidationError extends SluiceError {
   /** The schema issues, when a Standard Schema rejected the data. */
   readonly issues: readonly { message: string; path?: readonly unknown[] }[];
   /**
+   * Makes a validation error.
+   *
    * @param message What failed and why.
    * @param options `cause` and the schema `issues`, if any.
    */

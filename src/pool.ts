@@ -29,6 +29,8 @@ export class Pool<T> extends WritableStream<T> {
   #state: PoolState<T>;
 
   /**
+   * Makes a pool; {@linkcode pool} is the same, as a function.
+   *
    * @param handler Runs one item.
    * @param options The concurrency bound and the error callback.
    * @throws {RangeError} If concurrency is not an integer from 1 to 100,000.

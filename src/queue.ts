@@ -107,6 +107,8 @@ export class Queue implements AsyncDisposable {
   #closed = false;
 
   /**
+   * Makes a queue handle. Nothing connects until the first enqueue or consume.
+   *
    * @param name 1 to 200 characters of `A-Z a-z 0-9 . _ : -`.
    * @param options Where Redis is, the key prefix and the group.
    * @throws {TypeError} If the name, prefix or group is invalid.

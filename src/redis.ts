@@ -9,10 +9,32 @@ import { Redis, type RedisOptions } from "ioredis";
 import { defineScripts, type ScriptClient } from "./scripts.ts";
 
 /**
- * Where Redis is: a `redis://` URL, or ioredis options (host, port, password, tls, sentinels,
- * ...).
+ * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
+ * Sentinel's `sentinels` and `name` included. The common ones are listed.
  */
-export type RedisConfig = string | RedisOptions;
+export interface RedisConnectionOptions {
+  /** Host name. @default {"127.0.0.1"} */
+  host?: string;
+  /** Port. @default {6379} */
+  port?: number;
+  /** ACL user name. */
+  username?: string;
+  /** Password. */
+  password?: string;
+  /** Database index. @default {0} */
+  db?: number;
+  /** TLS options; `{}` turns TLS on with defaults. */
+  tls?: Record<string, unknown>;
+  /** Sentinel nodes, with `name` the master group. */
+  sentinels?: { host: string; port: number }[];
+  /** The Sentinel master group name. */
+  name?: string;
+  /** Any other ioredis option. */
+  [option: string]: unknown;
+}
+
+/** Where Redis is: a `redis://` or `rediss://` URL, or connection options. */
+export type RedisConfig = string | RedisConnectionOptions;
 
 /** The roles a connection can play; one connection each. */
 export type Role = "command" | "blocking" | "subscriber";
@@ -47,9 +69,11 @@ export function connect(config: RedisConfig, role: Role, name: string): ScriptCl
     base.autoResendUnfulfilledCommands = false;
     base.maxRetriesPerRequest = 0;
   }
-  const client = typeof config === "string"
-    ? new Redis(config, base)
-    : new Redis({ ...base, ...config, ...pick(base, "lazyConnect", "connectionName") });
+  const client = typeof config === "string" ? new Redis(config, base) : new Redis({
+    ...base,
+    ...(config as RedisOptions),
+    ...pick(base, "lazyConnect", "connectionName"),
+  });
   // ioredis emits "error" on every failed reconnect; callers see failures through commands.
   client.on("error", () => {});
   return defineScripts(client);

@@ -89,11 +89,17 @@ export type Middleware<Context = unknown> = (
 
 /** What each worker event carries in `detail`. */
 export interface WorkerEventDetail {
+  /** A handler is about to run the job. */
   started: { job: Job };
+  /** The job's handler returned and the job was acked; `result` is what it returned. */
   completed: { job: Job; result: unknown };
+  /** The handler threw and the job was re-enqueued for another attempt. */
   retrying: { job: Job; error: Error };
+  /** The job went to the dead letters; `reason` says why (`failed`, `unknown-task`, ...). */
   dead: { job: Job; error: Error; reason: string };
+  /** The job was cancelled (reserved for cancellation; not emitted yet). */
   cancelled: { job: Job };
+  /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
   error: { error: Error; job?: Job };
 }
 
@@ -157,6 +163,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #signalCount = 0;
 
   /**
+   * Makes a worker. Nothing connects until `run()`.
+   *
    * @param name The queue to work on.
    * @param tasks The tasks this worker runs; jobs for other tasks are dead-lettered with
    * reason `unknown-task`.
@@ -311,6 +319,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     listener: (event: CustomEvent<WorkerEventDetail[K]>) => void,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  /** Untyped listener, as on any `EventTarget`. */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
