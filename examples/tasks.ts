@@ -35,7 +35,7 @@ export const resize = task("image.resize", async (data: { url: string; width: nu
   await delay(2, { signal: ctx.signal });
   if (ctx.job.attempt === 1 && data.width % 10 === 7) throw new Error("flaky upstream");
   return { url: `${data.url}?w=${data.width}` };
-}, { retry: { attempts: 3 } });
+}, { retry: { attempts: 3, backoff: { type: "exponential", base: 50 } } });
 
 /** Every task the example worker runs. */
 export const tasks = [sendEmail, resize];

@@ -36,6 +36,7 @@ export const MAX_MS = 2 ** 31 - 1;
 export function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);
   if (typeof value === "function") return "a function";
+  if (typeof value === "number") return String(value); // NaN, Infinity, -0 as they are
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { checkRetry } from "./backoff.ts";
+
 /** The wire version this code writes and reads. */
 export const WIRE_VERSION = "1";
 
@@ -22,6 +24,10 @@ export interface WireJob {
   enq: number;
   /** W3C traceparent, if any. */
   trace?: string;
+  /** This job's retry policy as JSON (`{ attempts, backoff }`), if any. */
+  retry?: string;
+  /** This job's timeout in ms, if any. */
+  timeout?: number;
 }
 
 /** Why an entry could not be decoded. */
@@ -47,6 +53,8 @@ export function encodeFields(job: WireJob): string[] {
     String(job.enq),
   ];
   if (job.trace !== undefined) fields.push("trace", job.trace);
+  if (job.retry !== undefined) fields.push("retry", job.retry);
+  if (job.timeout !== undefined) fields.push("timeout", String(job.timeout));
   return fields;
 }
 
@@ -91,7 +99,36 @@ export function decodeFields(fields: readonly string[]): WireJob | DecodeFailure
   };
   const trace = map.get("trace");
   if (trace !== undefined) job.trace = trace;
+  const retry = map.get("retry");
+  if (retry !== undefined) {
+    if (!validRetry(retry)) {
+      return malformed(
+        `field retry must be JSON like {"attempts":3}, got ${JSON.stringify(retry)}`,
+      );
+    }
+    job.retry = retry;
+  }
+  const timeout = map.get("timeout");
+  if (timeout !== undefined) {
+    if (!INTEGER.test(timeout) || timeout === "0") {
+      return malformed(
+        `field timeout must be an integer >= 1 (ms), got ${JSON.stringify(timeout)}`,
+      );
+    }
+    job.timeout = Number(timeout);
+  }
   return job;
+}
+
+function validRetry(text: string): boolean {
+  try {
+    const value = JSON.parse(text);
+    if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+    checkRetry("", value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** True if `decoded` is a failure. */

@@ -15,6 +15,7 @@ import { decodeData, decodeFields, isFailure } from "./codec.ts";
 import { LeaseLostError, toError } from "./errors.ts";
 import { type DeadReason, isLeased, Job, type Lessor, markLost, reclaimed } from "./job.ts";
 import type { Keys } from "./keys.ts";
+import type { RetryOptions } from "./backoff.ts";
 import { close, connect, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
 import type { Logger } from "./_log.ts";
@@ -67,6 +68,9 @@ export interface QueueContext {
 
 type SettleOp = { job: Job; op: string; a: string; b: string };
 
+/** Most delayed jobs moved to the stream per promotion call. */
+const PROMOTE_BATCH = 1_000;
+
 const MAX_BLOCK_MS = 10_000;
 /** Most deliveries per renewal or settle script call; bigger sets are split. */
 const CHUNK = 1_000;
@@ -90,6 +94,9 @@ export class Consumer implements Lessor {
   #burying = 0;
   #blocking: ScriptClient;
   #blockingId: number | undefined;
+  #subscriber: ScriptClient;
+  /** Local time at which the next delayed job is due (0: check now; Infinity: none). */
+  #dueAt = 0;
   /** One loop iteration talking to Redis (group check, reclaim, read), while under way. */
   #busy: Promise<void> | undefined;
   /** The blocking read, while under way. */
@@ -133,6 +140,10 @@ export class Consumer implements Lessor {
     this.#settler = new Batcher((ops) => this.#flushSettles(ops));
     this.#blocking = connect(ctx.redis, "blocking", consumer);
     this.#blocking.on("close", () => this.#blockingId = undefined);
+    this.#subscriber = connect(ctx.redis, "subscriber", consumer);
+    this.#subscriber.on("message", (_channel: string, message: string) => this.#due(message));
+    // A missed wake-up costs at most one reclaim tick of lateness; reconnects resubscribe.
+    this.#subscriber.subscribe(ctx.keys.wake).catch(() => {});
     this.#tick = setInterval(() => this.#renew(), Math.max(1, Math.floor(idleTimeout / 3)));
     this.readable = new ReadableStream<Job>({
       start: (controller) => {
@@ -228,6 +239,7 @@ export class Consumer implements Lessor {
   async #fetch(): Promise<void> {
     try {
       await this.#ctx.ensureGroup();
+      if (!this.#stopping && Date.now() >= this.#dueAt) await this.#promote();
       if (!this.#stopping && Date.now() >= this.#nextReclaim) await this.#reclaim();
       if (this.#buffer.length === 0 && !this.#stopping && this.#room() > 0) {
         this.#read = this.#readOnce();
@@ -246,7 +258,8 @@ export class Consumer implements Lessor {
       if (this.#stopping) return;
     }
     const count = this.#room();
-    const block = Math.max(1, Math.min(MAX_BLOCK_MS, this.#nextReclaim - Date.now()));
+    const wakeAt = Math.min(this.#nextReclaim, this.#dueAt);
+    const block = Math.max(1, Math.min(MAX_BLOCK_MS, wakeAt - Date.now()));
     const reply = await blocking.xreadgroup(
       "GROUP",
       this.#ctx.group,
@@ -261,6 +274,32 @@ export class Consumer implements Lessor {
     );
     const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
     for (const [entryId, fields] of entries) this.#admit(entryId, 1, fields);
+  }
+
+  /** Moves due delayed jobs to the stream, and learns when the next one is due. */
+  async #promote(): Promise<void> {
+    const { keys } = this.#ctx;
+    const [moved, wait] = await this.#ctx.client().sluicePromote(
+      keys.stream,
+      keys.delayed,
+      keys.payloads,
+      String(PROMOTE_BATCH),
+    );
+    if (moved === PROMOTE_BATCH) this.#dueAt = 0; // more are due right now
+    else this.#dueAt = wait < 0 ? Infinity : Date.now() + wait;
+  }
+
+  /** A producer or a retry scheduled a job due in `message` ms: wake up in time for it. */
+  #due(message: string): void {
+    const wait = Number(message);
+    if (!Number.isFinite(wait) || this.#stopping) return;
+    const at = Date.now() + Math.max(0, wait);
+    if (at >= this.#dueAt) return;
+    this.#dueAt = at;
+    // A read blocking past the new due time is cut short, so the loop can promote.
+    if (this.#read !== undefined && this.#blockingId !== undefined) {
+      this.#ctx.client().client("UNBLOCK", this.#blockingId).catch(() => {});
+    }
   }
 
   async #reclaim(): Promise<void> {
@@ -325,7 +364,11 @@ export class Consumer implements Lessor {
       this.#bury(entryId, deliveries, error!, "malformed");
       return;
     }
+    const policy: { retry?: RetryOptions; timeout?: number } = {};
+    if (decoded.retry !== undefined) policy.retry = JSON.parse(decoded.retry);
+    if (decoded.timeout !== undefined) policy.timeout = decoded.timeout;
     const job = new Job({
+      policy,
       entryId,
       id: decoded.id,
       task: decoded.task,
@@ -348,7 +391,10 @@ export class Consumer implements Lessor {
     this.#ctx.client().sluiceSettle(
       keys.stream,
       keys.dead,
+      keys.delayed,
+      keys.payloads,
       group,
+      keys.wake,
       "dead",
       entryId,
       this.name,
@@ -367,11 +413,19 @@ export class Consumer implements Lessor {
     const { keys, group } = this.#ctx;
     const codes: number[] = [];
     for (let i = 0; i < ops.length; i += CHUNK) {
-      const args: string[] = [group];
+      const args: string[] = [group, keys.wake];
       for (const { job, op, a, b } of ops.slice(i, i + CHUNK)) {
         args.push(op, job.entryId, this.name, String(job.deliveries), a, b);
       }
-      codes.push(...await this.#ctx.client().sluiceSettle(keys.stream, keys.dead, ...args));
+      codes.push(
+        ...await this.#ctx.client().sluiceSettle(
+          keys.stream,
+          keys.dead,
+          keys.delayed,
+          keys.payloads,
+          ...args,
+        ),
+      );
     }
     return codes;
   }
@@ -525,7 +579,7 @@ export class Consumer implements Lessor {
         `sluice: queue ${this.#ctx.name}: Redis did not answer within ${wait} ms while stopping; jobs still pending under ${this.name} go to peers after idleTimeout`,
       );
     }
-    await close(this.#blocking);
+    await Promise.all([close(this.#blocking), close(this.#subscriber)]);
     this.#done.resolve();
   }
 }

@@ -6,12 +6,14 @@
  */
 import { LeaseLostError, SluiceError, toError } from "./errors.ts";
 import type { JobInfo } from "./task.ts";
+import type { RetryOptions } from "./backoff.ts";
 
 /** Dead-letter reasons. */
 export type DeadReason =
   | "failed"
   | "non-retryable"
   | "delivery-limit"
+  | "timeout"
   | "unknown-task"
   | "malformed"
   | "invalid-data";
@@ -27,8 +29,17 @@ export interface Lessor {
   forget(job: Job): void;
 }
 
+/** Options a producer gave one job, overriding the task's. */
+export interface JobPolicy {
+  /** Retry policy given at enqueue. */
+  readonly retry?: RetryOptions;
+  /** Timeout in ms given at enqueue. */
+  readonly timeout?: number;
+}
+
 /** @internal What the consumer knows when it creates a job. */
 export interface JobInit {
+  policy: JobPolicy;
   entryId: string;
   id: string;
   task: string;
@@ -80,6 +91,8 @@ export class Job<Data = unknown> implements JobInfo {
   readonly enqueuedAt: number;
   /** The stream entry id of this delivery. */
   readonly entryId: string;
+  /** Options given at enqueue, which win over the task's. */
+  readonly policy: JobPolicy;
   #consumer: string;
   #deliveries: number;
   #lessor: Lessor;
@@ -97,6 +110,7 @@ export class Job<Data = unknown> implements JobInfo {
   /** @internal Jobs are made by `queue.consume()`. */
   constructor(init: JobInit, lessor: Lessor) {
     this.entryId = init.entryId;
+    this.policy = init.policy;
     this.id = init.id;
     this.task = init.task;
     this.data = init.data as Data;
@@ -144,14 +158,25 @@ export class Job<Data = unknown> implements JobInfo {
   }
 
   /**
-   * Gives the job another attempt: re-enqueued with `attempt + 1`, atomically with the ack.
-   * The caller decides whether attempts remain; a `Worker` follows the task's retry policy.
+   * Gives the job another attempt, with `attempt + 1`, atomically with the ack: re-added to
+   * the stream at once, or after `delay` ms (measured on Redis's clock) from the delayed set.
+   * The caller decides whether attempts remain; a `Worker` follows the retry policy.
    *
-   * @param _error Why the attempt failed (reported in events; kept for later lifecycle work).
+   * @param _error Why the attempt failed (a `Worker` reports it in its `retrying` event).
+   * @param options `delay`: ms to wait before the job is due again; 0 re-adds it at once.
+   * @throws {RangeError} If delay is not an integer from 0 to 2³¹−1.
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
-  retry(_error?: unknown): Promise<void> {
-    return this.#settle("retry", "retry");
+  retry(_error?: unknown, options: { delay?: number } = {}): Promise<void> {
+    const { delay = 0 } = options;
+    if (!Number.isInteger(delay) || delay < 0 || delay > 2 ** 31 - 1) {
+      return Promise.reject(
+        new RangeError(
+          `Cannot retry job ${this.id}: delay must be an integer from 0 to 2147483647, got ${delay}`,
+        ),
+      );
+    }
+    return this.#settle("retry", "retry", String(delay));
   }
 
   /**

@@ -14,6 +14,12 @@ export interface Keys {
   readonly dead: string;
   /** Live workers: a zset of consumer name scored by heartbeat expiry (ms). */
   readonly workers: string;
+  /** Delayed jobs and scheduled retries: a zset of job id scored by due time (ms). */
+  readonly delayed: string;
+  /** The entries of delayed jobs: a hash of job id to their wire fields as a JSON array. */
+  readonly payloads: string;
+  /** A pub/sub channel: "a job is due in N ms", so sleeping workers wake in time. */
+  readonly wake: string;
 }
 
 const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
@@ -31,6 +37,9 @@ export function queueKeys(name: string, prefix: string): Keys {
     stream: `${base}:stream`,
     dead: `${base}:dead`,
     workers: `${base}:workers`,
+    delayed: `${base}:delayed`,
+    payloads: `${base}:payloads`,
+    wake: `${base}:wake`,
   };
 }
 

@@ -12,6 +12,9 @@ import { checkName, type Keys, queueKeys } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { close, connect, DEFAULT_REDIS, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
+import type { ChainableCommander } from "ioredis";
+import { type Backoff, checkRetry } from "./backoff.ts";
+import { MAX_MS, show } from "./_options.ts";
 import { type AnyTask, type DataOf, type Task, validate } from "./task.ts";
 
 /** Options of {@linkcode Queue}. */
@@ -48,6 +51,21 @@ export interface EnqueueOptions {
    * The job id: 1 to 200 characters. Defaults to a UUIDv7, which sorts by time.
    */
   id?: string;
+  /**
+   * Run no sooner than this many ms from now, measured on Redis's clock. 0 runs at once.
+   *
+   * @default {0}
+   */
+  delay?: number;
+  /** Run no sooner than this time (a Date or epoch ms). Cannot be combined with `delay`. */
+  at?: Date | number;
+  /**
+   * This job's retry policy; it wins over the task's. Backoff must be fixed or exponential
+   * here (a function cannot travel in the entry).
+   */
+  retry?: { attempts?: number; backoff?: Exclude<Backoff, (...args: never) => unknown> };
+  /** This job's timeout in ms; it wins over the task's. */
+  timeout?: number;
 }
 
 /** One item of {@linkcode Queue.enqueueMany}. */
@@ -60,11 +78,73 @@ export interface EnqueueItem<Data> extends EnqueueOptions {
 export interface JobHandle {
   /** The job id. */
   readonly id: string;
-  /** The stream entry id it was written as. */
-  readonly entryId: string;
+  /** The stream entry id, for a job written to the stream at once. */
+  readonly entryId?: string;
+  /** When a delayed job is due, epoch ms on Redis's clock. */
+  readonly dueAt?: number;
 }
 
 const ENQUEUE_CHUNK = 5_000;
+
+interface Entry {
+  id: string;
+  fields: string[];
+  when: { mode: "delay" | "at"; ms: number } | undefined;
+}
+
+/** When a job is due: undefined for now, else a delay or an epoch time. */
+function schedule(action: string, options: EnqueueOptions): Entry["when"] {
+  const { delay, at } = options;
+  if (delay !== undefined && at !== undefined) {
+    throw new ValidationError(`${action}: give delay or at, not both`);
+  }
+  if (delay !== undefined) {
+    if (!Number.isInteger(delay) || delay < 0 || delay > MAX_DELAY) {
+      throw new ValidationError(
+        `${action}: delay must be an integer from 0 to ${MAX_DELAY} ms, got ${show(delay)}`,
+      );
+    }
+    return delay === 0 ? undefined : { mode: "delay", ms: delay };
+  }
+  if (at !== undefined) {
+    const ms = at instanceof Date ? at.getTime() : at;
+    if (!Number.isInteger(ms) || ms < 0 || ms > Number.MAX_SAFE_INTEGER) {
+      throw new ValidationError(`${action}: at must be a valid Date or epoch ms, got ${show(at)}`);
+    }
+    return { mode: "at", ms };
+  }
+  return undefined;
+}
+
+/** The per-job retry and timeout options, checked and put in wire form. */
+function jobOptions(action: string, options: EnqueueOptions): { retry?: string; timeout?: number } {
+  const out: { retry?: string; timeout?: number } = {};
+  if (options.retry !== undefined) {
+    try {
+      if (typeof options.retry?.backoff === "function") {
+        throw new TypeError(`${action}: retry.backoff cannot be a function at enqueue`);
+      }
+      checkRetry(action, options.retry);
+    } catch (err) {
+      throw new ValidationError(toError(err).message, { cause: err });
+    }
+    out.retry = JSON.stringify(options.retry);
+  }
+  if (options.timeout !== undefined) {
+    if (!Number.isInteger(options.timeout) || options.timeout < 1 || options.timeout > MAX_MS) {
+      throw new ValidationError(
+        `${action}: timeout must be an integer from 1 to ${MAX_MS} ms, got ${
+          show(options.timeout)
+        }`,
+      );
+    }
+    out.timeout = options.timeout;
+  }
+  return out;
+}
+
+/** Ten years: far enough for any schedule, near enough to catch unit mistakes. */
+const MAX_DELAY = 10 * 365 * 24 * 3_600_000;
 
 let openConsumerOf: (queue: Queue, options: ConsumeOptions) => Consumer;
 
@@ -165,9 +245,12 @@ export class Queue implements AsyncDisposable {
     const name = typeof task === "string" ? task : (task as AnyTask)?.name;
     checkName("task name", name, "Cannot enqueue");
     const now = Date.now();
-    const entries: { id: string; fields: string[] }[] = [];
+    const entries: Entry[] = [];
     for (const item of items) {
       const { id = uuidv7() } = item;
+      const action = `Cannot enqueue ${name}`;
+      const when = schedule(action, item);
+      const options = jobOptions(action, item);
       if (typeof id !== "string" || id.length === 0 || id.length > 200) {
         throw new ValidationError(
           `Cannot enqueue ${name}: id must be a string of 1 to 200 characters, got ${
@@ -188,7 +271,8 @@ export class Queue implements AsyncDisposable {
       }
       entries.push({
         id,
-        fields: encodeFields({ id, task: name, data: text, attempt: 1, enq: now }),
+        when,
+        fields: encodeFields({ id, task: name, data: text, attempt: 1, enq: now, ...options }),
       });
     }
     const write = this.#write(entries);
@@ -200,22 +284,36 @@ export class Queue implements AsyncDisposable {
     }
   }
 
-  async #write(entries: { id: string; fields: string[] }[]): Promise<JobHandle[]> {
+  async #write(entries: Entry[]): Promise<JobHandle[]> {
     const client = this.#command();
+    const { stream, delayed, payloads, wake } = this.keys;
     const handles: JobHandle[] = [];
     for (let i = 0; i < entries.length; i += ENQUEUE_CHUNK) {
       const chunk = entries.slice(i, i + ENQUEUE_CHUNK);
-      if (chunk.length === 1) {
-        const entryId = await client.xadd(this.keys.stream, "*", ...chunk[0]!.fields);
+      if (chunk.length === 1 && chunk[0]!.when === undefined) {
+        const entryId = await client.xadd(stream, "*", ...chunk[0]!.fields);
         handles.push({ id: chunk[0]!.id, entryId: entryId! });
         continue;
       }
-      const pipeline = client.pipeline();
-      for (const entry of chunk) pipeline.xadd(this.keys.stream, "*", ...entry.fields);
-      const results = (await pipeline.exec()) ?? [];
-      results.forEach(([err, entryId], j) => {
+      const pipeline = client.pipeline() as unknown as ScriptClient;
+      for (const { when, fields } of chunk) {
+        if (when === undefined) pipeline.xadd(stream, "*", ...fields);
+        else {pipeline.sluiceSchedule(
+            delayed,
+            payloads,
+            wake,
+            when.mode,
+            String(when.ms),
+            ...fields,
+          );}
+      }
+      const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
+      results.forEach(([err, reply], j) => {
         if (err) throw err;
-        handles.push({ id: chunk[j]!.id, entryId: entryId as string });
+        const { id, when } = chunk[j]!;
+        handles.push(
+          when === undefined ? { id, entryId: reply as string } : { id, dueAt: Number(reply) },
+        );
       });
     }
     return handles;

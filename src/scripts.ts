@@ -30,15 +30,29 @@ local function fields_of(stream, id)
   if r[1] == nil then return nil end
   return r[1][2]
 end
--- Re-adds an entry at the tail with attempt + bump, then acks and deletes the old one.
-local function readd(stream, group, id, bump)
+local function bump(f)
+  for i = 1, #f, 2 do
+    if f[i] == 'attempt' then f[i + 1] = tostring((tonumber(f[i + 1]) or 0) + 1) break end
+  end
+  return f
+end
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return nil
+end
+-- Puts an entry on the delayed zset, due \`wait\` ms after \`now\`, and tells sleeping workers.
+local function schedule(delayed, payloads, channel, f, now, wait)
+  local id = field(f, 'id') or ''
+  redis.call('ZADD', delayed, now + wait, id)
+  redis.call('HSET', payloads, id, cjson.encode(f))
+  redis.call('PUBLISH', channel, tostring(wait))
+  return 1
+end
+-- Re-adds an entry at the tail (attempt + 1 if asked), then acks and deletes the old one.
+local function readd(stream, group, id, again)
   local f = fields_of(stream, id)
   if f ~= nil then
-    if bump > 0 then
-      for i = 1, #f, 2 do
-        if f[i] == 'attempt' then f[i + 1] = tostring((tonumber(f[i + 1]) or 0) + bump) break end
-      end
-    end
+    if again > 0 then bump(f) end
     redis.call('XADD', stream, '*', unpack(f))
   end
   redis.call('XACK', stream, group, id)
@@ -57,19 +71,21 @@ end
 `;
 
 /**
- * Settles a batch of deliveries. KEYS: stream, dead. ARGV: group, then 6 values per
- * operation: op, entry id, consumer, deliveries, a, b.
+ * Settles a batch of deliveries. KEYS: stream, dead, delayed, payloads. ARGV: group, wake
+ * channel, then 6 values per operation: op, entry id, consumer, deliveries, a, b.
  *   ack               a, b unused
- *   retry             re-add with attempt + 1
+ *   retry             a = delay ms: attempt + 1, re-added now (0) or scheduled on the delayed
+ *                     zset, due at Redis TIME + delay
  *   release           re-add unchanged (no attempt charged)
  *   dead              a = error text, b = reason
  * Returns one code per operation: 1 done, 0 lease lost (nothing changed), 2 done but the
  * entry had been trimmed away.
  */
 const SETTLE = PRELUDE + `
-local stream, dead, group = KEYS[1], KEYS[2], ARGV[1]
+local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, channel = ARGV[1], ARGV[2]
 local out, now = {}, nil
-for i = 2, #ARGV, 6 do
+for i = 3, #ARGV, 6 do
   local op, id, consumer, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if not owned(stream, group, id, consumer, deliveries) then
     out[#out + 1] = 0
@@ -77,6 +93,16 @@ for i = 2, #ARGV, 6 do
     redis.call('XACK', stream, group, id)
     redis.call('XDEL', stream, id)
     out[#out + 1] = 1
+  elseif op == 'retry' and tonumber(ARGV[i + 4]) > 0 then
+    now = now or now_ms()
+    local f = fields_of(stream, id)
+    if f ~= nil then
+      out[#out + 1] = schedule(delayed, payloads, channel, bump(f), now, tonumber(ARGV[i + 4]))
+    else
+      out[#out + 1] = 2
+    end
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
   elseif op == 'retry' or op == 'release' then
     out[#out + 1] = readd(stream, group, id, op == 'retry' and 1 or 0) and 1 or 2
   elseif op == 'dead' then
@@ -179,9 +205,63 @@ redis.call('ZREM', workers, consumer)
 return released
 `;
 
+/**
+ * Enqueues one delayed job. KEYS: delayed, payloads. ARGV: wake channel, mode ('delay' or
+ * 'at'), ms, then the entry's fields. With 'delay' the job is due `ms` after Redis TIME, so
+ * producer clocks do not matter; with 'at' it is due at epoch ms. Returns the due time.
+ */
+const SCHEDULE = PRELUDE + `
+local now = now_ms()
+local due = tonumber(ARGV[3])
+if ARGV[2] == 'delay' then due = now + due end
+local f = {}
+for i = 4, #ARGV do f[#f + 1] = ARGV[i] end
+schedule(KEYS[1], KEYS[2], ARGV[1], f, now, math.max(0, due - now))
+return due
+`;
+
+/**
+ * Moves due delayed jobs to the stream, at most ARGV[1] of them, exactly once however many
+ * workers race (ZRANGEBYSCORE and ZREM in one script, against Redis TIME). KEYS: stream,
+ * delayed, payloads. Returns { promoted, ms until the next one is due (-1 if none) }.
+ */
+const PROMOTE = PRELUDE + `
+local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(due) do
+  local payload = redis.call('HGET', payloads, id)
+  if payload then
+    local ok, f = pcall(cjson.decode, payload)
+    if ok and type(f) == 'table' and #f > 0 then
+      redis.call('XADD', stream, '*', unpack(f))
+    end
+    redis.call('HDEL', payloads, id)
+  end
+  redis.call('ZREM', delayed, id)
+end
+local next = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+local wait = -1
+if next[2] then wait = math.max(0, tonumber(next[2]) - now) end
+return {#due, wait}
+`;
+
 /** A Redis client with sluice's scripts defined on it. */
 export interface ScriptClient extends Redis {
-  sluiceSettle(stream: string, dead: string, ...args: string[]): Promise<number[]>;
+  sluiceSettle(
+    stream: string,
+    dead: string,
+    delayed: string,
+    payloads: string,
+    ...args: string[]
+  ): Promise<number[]>;
+  sluiceSchedule(delayed: string, payloads: string, ...args: string[]): Promise<number>;
+  sluicePromote(
+    stream: string,
+    delayed: string,
+    payloads: string,
+    limit: string,
+  ): Promise<[number, number]>;
   sluiceRenew(stream: string, workers: string, ...args: string[]): Promise<string[]>;
   sluiceReclaim(
     stream: string,
@@ -194,7 +274,9 @@ export interface ScriptClient extends Redis {
 
 /** Defines every script on `client` (by SHA, with EVAL fallback) and returns it. */
 export function defineScripts(client: Redis): ScriptClient {
-  client.defineCommand("sluiceSettle", { numberOfKeys: 2, lua: SETTLE });
+  client.defineCommand("sluiceSettle", { numberOfKeys: 4, lua: SETTLE });
+  client.defineCommand("sluiceSchedule", { numberOfKeys: 2, lua: SCHEDULE });
+  client.defineCommand("sluicePromote", { numberOfKeys: 3, lua: PROMOTE });
   client.defineCommand("sluiceRenew", { numberOfKeys: 2, lua: RENEW });
   client.defineCommand("sluiceReclaim", { numberOfKeys: 3, lua: RECLAIM });
   client.defineCommand("sluiceRetire", { numberOfKeys: 2, lua: RETIRE });

@@ -6,6 +6,8 @@
  */
 import { checkName } from "./keys.ts";
 import { ValidationError } from "./errors.ts";
+import { type Backoff, checkRetry, DEFAULT_BACKOFF, type RetryOptions } from "./backoff.ts";
+import { checkInt, MAX_MS } from "./_options.ts";
 
 /**
  * The Standard Schema v1 interface (https://standardschema.dev), declared here so any
@@ -75,15 +77,17 @@ export interface TaskOptions<Data> {
    * `invalid-data` at consume.
    */
   schema?: StandardSchemaV1<unknown, Data>;
-  /** Retry policy. */
-  retry?: {
-    /**
-     * How many attempts in all, the first included. 1 means no retries.
-     *
-     * @default {3}
-     */
-    attempts?: number;
-  };
+  /**
+   * Retry policy: attempts in all (default 3) and the backoff between them (default
+   * exponential from 1 s, doubling, capped at an hour, with jitter). A job's own `retry`,
+   * given at enqueue, wins.
+   */
+  retry?: RetryOptions;
+  /**
+   * How long (ms) a job may run before its `ctx.signal` aborts with `TimeoutError` and the
+   * attempt counts as failed. A job's own `timeout`, given at enqueue, wins. None by default.
+   */
+  timeout?: number;
 }
 
 /** A task: what `task()` returns, and what `Worker` and `Queue.enqueue` take. */
@@ -96,6 +100,10 @@ export interface Task<Data = unknown, Result = unknown, Context = unknown> {
   readonly schema: StandardSchemaV1<unknown, Data> | undefined;
   /** Attempts in all, the first included. */
   readonly attempts: number;
+  /** The wait before each retry. */
+  readonly backoff: Backoff;
+  /** The timeout in ms, if any. */
+  readonly timeout: number | undefined;
 }
 
 /** Any task, whatever its types. */
@@ -135,17 +143,15 @@ export function task<Data, Result, Context = unknown>(
   if (typeof handler !== "function") {
     throw new TypeError(`Cannot define task ${name}: handler must be a function, got ${handler}`);
   }
-  const { schema, retry = {} } = options;
-  const { attempts = 3 } = retry;
-  if (!Number.isInteger(attempts) || attempts < 1) {
-    throw new RangeError(
-      `Cannot define task ${name}: retry.attempts must be an integer >= 1, got ${attempts}`,
-    );
-  }
+  const { schema, retry = {}, timeout } = options;
+  const action = `Cannot define task ${name}`;
+  checkRetry(action, retry);
+  const { attempts = 3, backoff = DEFAULT_BACKOFF } = retry;
+  if (timeout !== undefined) checkInt(action, "timeout", timeout, 1, MAX_MS);
   if (schema !== undefined && typeof schema?.["~standard"]?.validate !== "function") {
     throw new TypeError(`Cannot define task ${name}: schema must implement Standard Schema v1`);
   }
-  return Object.freeze({ name, handler, schema, attempts });
+  return Object.freeze({ name, handler, schema, attempts, backoff, timeout });
 }
 
 /**

@@ -11,8 +11,10 @@ import {
   NonRetryableError,
   ShutdownError,
   SluiceError,
+  TimeoutError,
   toError,
 } from "./errors.ts";
+import { backoffDelay } from "./backoff.ts";
 import { abort, type Job } from "./job.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
@@ -93,8 +95,11 @@ export interface WorkerEventDetail {
   started: { job: Job };
   /** The job's handler returned and the job was acked; `result` is what it returned. */
   completed: { job: Job; result: unknown };
-  /** The handler threw and the job was re-enqueued for another attempt. */
-  retrying: { job: Job; error: Error };
+  /**
+   * The handler threw (or timed out) and the job was scheduled for another attempt, `delay`
+   * ms from now, due at `dueAt` (epoch ms, this machine's clock).
+   */
+  retrying: { job: Job; error: Error; delay: number; dueAt: number };
   /** The job went to the dead letters; `reason` says why (`failed`, `unknown-task`, ...). */
   dead: { job: Job; error: Error; reason: string };
   /** The job was cancelled (reserved for cancellation; not emitted yet). */
@@ -400,14 +405,37 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       },
       context: this.#context as Context,
     };
-    try {
-      await this.#compose(ctx, task);
-    } catch (err) {
-      await this.#failed(job, task, toError(err));
+    const work = this.#compose(ctx, task);
+    const timeout = job.policy.timeout ?? task.timeout;
+    let outcome: "ok" | "timeout" | Error;
+    if (timeout === undefined) {
+      outcome = await work.then(() => "ok" as const, toError);
+    } else {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), timeout);
+      });
+      outcome = await Promise.race([work.then(() => "ok" as const, toError), late]);
+      clearTimeout(timer);
+    }
+    if (outcome === "ok") {
+      await this.#settle(job, () => job.ack());
+      this.#emit("completed", { job, result: ctx.result });
       return;
     }
-    await this.#settle(job, () => job.ack());
-    this.#emit("completed", { job, result: ctx.result });
+    if (outcome === "timeout") {
+      const error = new TimeoutError(`Job ${job.id} (${job.task}) timed out after ${timeout} ms`);
+      abort(job, error);
+      try {
+        await this.#failed(job, task, error);
+      } finally {
+        // The job is settled; its slot stays taken until the handler really returns, so a
+        // handler that ignores its signal can never push the worker past its concurrency.
+        await work.catch(() => {});
+      }
+      return;
+    }
+    await this.#failed(job, task, outcome);
   }
 
   async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
@@ -418,15 +446,25 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       await this.#settle(job, () => job.release());
       return;
     }
+    const attempts = job.policy.retry?.attempts ?? task.attempts;
     if (error instanceof NonRetryableError) {
       await this.#settle(job, () => job.fail(error, "non-retryable"));
       this.#emit("dead", { job, error, reason: "non-retryable" });
-    } else if (job.attempt < task.attempts) {
-      await this.#settle(job, () => job.retry(error));
-      this.#emit("retrying", { job, error });
+    } else if (job.attempt < attempts) {
+      const backoff = job.policy.retry?.backoff ?? task.backoff;
+      let delay: number;
+      try {
+        delay = backoffDelay(backoff, job.attempt, error);
+      } catch (err) {
+        this.#report(toError(err), job); // a custom backoff that throws: retry at once
+        delay = 0;
+      }
+      await this.#settle(job, () => job.retry(error, { delay }));
+      this.#emit("retrying", { job, error, delay, dueAt: Date.now() + delay });
     } else {
-      await this.#settle(job, () => job.fail(error, "failed"));
-      this.#emit("dead", { job, error, reason: "failed" });
+      const reason = error instanceof TimeoutError ? "timeout" : "failed";
+      await this.#settle(job, () => job.fail(error, reason));
+      this.#emit("dead", { job, error, reason });
     }
   }
 

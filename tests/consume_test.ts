@@ -304,7 +304,7 @@ Deno.test("consume() rejects out-of-range options with the action, rule and valu
     [{ idleTimeout: 99 }, /idleTimeout must be an integer from 100 to 2147483647, got 99/],
     [{ idleTimeout: 2 ** 31 }, /idleTimeout must be an integer/],
     [{ maxDeliveries: 0 }, /maxDeliveries must be an integer from 1/],
-    [{ maxDeliveries: NaN }, /maxDeliveries must be an integer from 1 .* got null/],
+    [{ maxDeliveries: NaN }, /maxDeliveries must be an integer from 1 .* got NaN/],
   ];
   for (const [options, message] of cases) {
     assert.throws(() => queue.consume(options), (err: Error) => {

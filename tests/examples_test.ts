@@ -54,7 +54,14 @@ Deno.test("examples/worker.ts runs what examples/producer.ts enqueues, and stops
   assert.equal(produced.code, 0, produced.text);
   assert.match(produced.text, /enqueued 102 jobs/);
   await using db = inspect(redis.url);
-  await waitForRedis(async () => (await db.xlen("sluice:{demo}:stream")) === 0, "all done");
+  // Some jobs fail once and come back after a backoff: wait for the delayed set too.
+  await waitForRedis(async () => {
+    const [waiting, delayed] = await Promise.all([
+      db.xlen("sluice:{demo}:stream"),
+      db.zcard("sluice:{demo}:delayed"),
+    ]);
+    return waiting === 0 && delayed === 0;
+  }, "all done");
   worker.kill("SIGINT");
   const { code, stdout } = await output;
   const text = new TextDecoder().decode(stdout);

@@ -95,9 +95,10 @@ for (const attempts of [0, -1, 1.5, NaN, Infinity, "3"]) {
         assert.ok(err instanceof RangeError);
         assert.match(
           err.message,
-          /^Cannot define task a: retry\.attempts must be an integer >= 1, got /,
+          /^Cannot define task a: retry\.attempts must be an integer from 1 to 1000000, got /,
         );
-        assert.ok(err.message.endsWith(`got ${attempts}`), err.message);
+        const shown = typeof attempts === "string" ? `"${attempts}"` : String(attempts);
+        assert.ok(err.message.endsWith(`got ${shown}`), err.message);
         return true;
       },
     );
