@@ -39,7 +39,11 @@ export type {
   TaskOptions,
 } from "./src/task.ts";
 export { Queue } from "./src/queue.ts";
-export type { EnqueueItem, EnqueueOptions, JobHandle, QueueOptions } from "./src/queue.ts";
+export type { EnqueueItem, EnqueueOptions, QueueOptions, QueueStats } from "./src/queue.ts";
+export { JobHandle } from "./src/handle.ts";
+export type { CancelOutcome, JobState, JobStatus } from "./src/handle.ts";
+export { DeadLetters } from "./src/dead.ts";
+export type { DeadLetter, DeadSelection } from "./src/dead.ts";
 export type { ConsumeOptions } from "./src/consume.ts";
 export { Job } from "./src/job.ts";
 export type { DeadReason, JobPolicy } from "./src/job.ts";

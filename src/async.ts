@@ -36,6 +36,32 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
 }
 
 /**
+ * Races `promise` against `signal`: rejects with `signal.reason` as soon as it aborts. The
+ * promise itself is not cancelled; its outcome is ignored after the abort.
+ *
+ * @param promise The work to wait for.
+ * @param signal Aborts the wait.
+ * @returns The promise's value.
+ *
+ * @example
+ * ```ts
+ * import { abortable } from "./async.ts";
+ * const never = new Promise<never>(() => {});
+ * const err = await abortable(never, AbortSignal.abort(new Error("stop"))).catch((e: Error) => e);
+ * console.log(err.message); // "stop"
+ * ```
+ */
+export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  const { promise: aborted, reject } = Promise.withResolvers<never>();
+  const onAbort = () => reject(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  return Promise.race([promise, aborted]).finally(() =>
+    signal.removeEventListener("abort", onAbort)
+  );
+}
+
+/**
  * Waits until `promise` settles or `ms` passes, whichever comes first; never rejects.
  * The timer is cleared either way.
  *

@@ -12,8 +12,8 @@
 import { Batcher } from "./_batch.ts";
 import { settlesWithin } from "./async.ts";
 import { decodeData, decodeFields, isFailure } from "./codec.ts";
-import { LeaseLostError, toError } from "./errors.ts";
-import { type DeadReason, isLeased, Job, type Lessor, markLost, reclaimed } from "./job.ts";
+import { CancelledError, LeaseLostError, toError } from "./errors.ts";
+import { abort, type DeadReason, isLeased, Job, type Lessor, markLost, reclaimed } from "./job.ts";
 import type { Keys } from "./keys.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { close, connect, processName, type RedisConfig } from "./redis.ts";
@@ -60,6 +60,10 @@ export interface QueueContext {
   readonly name: string;
   readonly keys: Keys;
   readonly group: string;
+  /** How long (ms) finished jobs' records and results are kept; 0 keeps none. */
+  readonly keepResult: number;
+  /** The most dead letters kept; 0 is unbounded. */
+  readonly maxDead: number;
   readonly redis: RedisConfig;
   readonly logger: Logger;
   client(): ScriptClient;
@@ -67,6 +71,9 @@ export interface QueueContext {
 }
 
 type SettleOp = { job: Job; op: string; a: string; b: string };
+
+/** How long a pending job's record lives without news: a week. */
+const LIVE_MS = 7 * 24 * 3_600_000;
 
 /** Most delayed jobs moved to the stream per promotion call. */
 const PROMOTE_BATCH = 1_000;
@@ -141,9 +148,12 @@ export class Consumer implements Lessor {
     this.#blocking = connect(ctx.redis, "blocking", consumer);
     this.#blocking.on("close", () => this.#blockingId = undefined);
     this.#subscriber = connect(ctx.redis, "subscriber", consumer);
-    this.#subscriber.on("message", (_channel: string, message: string) => this.#due(message));
+    this.#subscriber.on("message", (channel: string, message: string) => {
+      if (channel === ctx.keys.wake) this.#due(message);
+      else if (channel === ctx.keys.cancel) this.#cancel(message);
+    });
     // A missed wake-up costs at most one reclaim tick of lateness; reconnects resubscribe.
-    this.#subscriber.subscribe(ctx.keys.wake).catch(() => {});
+    this.#subscriber.subscribe(ctx.keys.wake, ctx.keys.cancel).catch(() => {});
     this.#tick = setInterval(() => this.#renew(), Math.max(1, Math.floor(idleTimeout / 3)));
     this.readable = new ReadableStream<Job>({
       start: (controller) => {
@@ -302,6 +312,22 @@ export class Consumer implements Lessor {
     }
   }
 
+  /** A producer cancelled job `id`: if we hold it, stop it. */
+  #cancel(id: string): void {
+    for (const job of this.held.values()) {
+      if (job.id !== id) continue;
+      abort(job, new CancelledError(`Job ${id} was cancelled`));
+      const i = this.#buffer.indexOf(job);
+      if (i >= 0) {
+        // Never handed out: settle it here, never run.
+        this.#buffer.splice(i, 1);
+        job.ack().catch((err) =>
+          this.#ctx.logger.error(`sluice: queue ${this.#ctx.name}: could not cancel ${id}`, err)
+        );
+      }
+    }
+  }
+
   async #reclaim(): Promise<void> {
     const prune = this.#reclaims++ % 10 === 0 ? "1" : "0";
     this.#nextReclaim = Date.now() + this.#tickMs();
@@ -317,6 +343,7 @@ export class Consumer implements Lessor {
       String(this.#room()),
       this.maxDeliveries === Infinity ? "9007199254740991" : String(this.maxDeliveries),
       prune,
+      String(this.#ctx.maxDead),
     );
     this.#reclaimCursor = cursor;
     if (deleted.length > 0) {
@@ -326,9 +353,17 @@ export class Consumer implements Lessor {
         }${deleted.length > 5 ? ", ..." : ""})`,
       );
     }
-    if (buried > 0) {
+    if (buried.length > 0) {
       logger.warn(
-        `sluice: queue ${this.#ctx.name}: ${buried} jobs went to the dead letters with reason delivery-limit (delivered more than ${this.maxDeliveries} times)`,
+        `sluice: queue ${this.#ctx.name}: ${buried.length} jobs went to the dead letters with reason delivery-limit (delivered more than ${this.maxDeliveries} times)`,
+      );
+      const error = `delivered more than maxDeliveries ${this.maxDeliveries} times`;
+      await this.#ctx.client().sluiceMarkDead(
+        buried.length,
+        ...buried.map((id) => keys.job(id)),
+        keys.done,
+        String(this.#ctx.keepResult),
+        ...buried.flatMap((id) => [id, error]),
       );
     }
     for (const [entryId, deliveries, fields] of claimed) {
@@ -388,17 +423,25 @@ export class Consumer implements Lessor {
     logger.warn(
       `sluice: queue ${this.#ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${error}`,
     );
+    // A malformed entry has no trustworthy job id: its record key is a placeholder.
     this.#ctx.client().sluiceSettle(
+      5,
       keys.stream,
       keys.dead,
       keys.delayed,
       keys.payloads,
+      keys.job(`malformed:${entryId}`),
       group,
       keys.wake,
+      keys.done,
+      "0",
+      String(LIVE_MS),
+      String(this.#ctx.maxDead),
       "dead",
       entryId,
       this.name,
       String(deliveries),
+      `malformed:${entryId}`,
       error,
       reason,
     ).catch((err) =>
@@ -410,22 +453,25 @@ export class Consumer implements Lessor {
   }
 
   async #flushSettles(ops: SettleOp[]): Promise<number[]> {
-    const { keys, group } = this.#ctx;
+    const { keys, group, keepResult, maxDead } = this.#ctx;
     const codes: number[] = [];
     for (let i = 0; i < ops.length; i += CHUNK) {
-      const args: string[] = [group, keys.wake];
-      for (const { job, op, a, b } of ops.slice(i, i + CHUNK)) {
-        args.push(op, job.entryId, this.name, String(job.deliveries), a, b);
+      const chunk = ops.slice(i, i + CHUNK);
+      const head = [keys.stream, keys.dead, keys.delayed, keys.payloads];
+      const records = chunk.map(({ job }) => keys.job(job.id));
+      const args = [
+        group,
+        keys.wake,
+        keys.done,
+        String(keepResult),
+        String(LIVE_MS),
+        String(maxDead),
+      ];
+      for (const { job, op, a, b } of chunk) {
+        args.push(op, job.entryId, this.name, String(job.deliveries), job.id, a, b);
       }
-      codes.push(
-        ...await this.#ctx.client().sluiceSettle(
-          keys.stream,
-          keys.dead,
-          keys.delayed,
-          keys.payloads,
-          ...args,
-        ),
-      );
+      const client = this.#ctx.client();
+      codes.push(...await client.sluiceSettle(4 + records.length, ...head, ...records, ...args));
     }
     return codes;
   }

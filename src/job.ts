@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { LeaseLostError, SluiceError, toError } from "./errors.ts";
+import { CancelledError, LeaseLostError, SluiceError, toError } from "./errors.ts";
 import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
 
@@ -22,7 +22,7 @@ export type DeadReason =
 export interface Lessor {
   settle(
     job: Job,
-    op: "ack" | "retry" | "release" | "dead",
+    op: "ack" | "cancel" | "retry" | "release" | "dead",
     a?: string,
     b?: string,
   ): Promise<number>;
@@ -57,6 +57,7 @@ let loseJob: (job: Job, reason: Error) => boolean;
 let abortJob: (job: Job, reason: unknown) => void;
 let reclaimJob: (job: Job, deliveries: number) => void;
 let leasedJob: (job: Job) => boolean;
+let startJob: (job: Job) => void;
 
 /**
  * A job read from a queue, leased to this consumer until settled. Get one from
@@ -95,6 +96,7 @@ export class Job<Data = unknown> implements JobInfo {
   readonly policy: JobPolicy;
   #consumer: string;
   #deliveries: number;
+  #startedAt: number | undefined;
   #lessor: Lessor;
   #state: "held" | "settling" | "settled" | "lost" = "held";
   #controller: AbortController | undefined;
@@ -104,6 +106,7 @@ export class Job<Data = unknown> implements JobInfo {
     loseJob = (job, reason) => job.#lose(reason);
     abortJob = (job, reason) => job.#abort(reason);
     reclaimJob = (job, deliveries) => job.#deliveries = deliveries;
+    startJob = (job) => job.#startedAt = Date.now();
     leasedJob = (job) => job.#state === "held";
   }
 
@@ -149,12 +152,26 @@ export class Job<Data = unknown> implements JobInfo {
   }
 
   /**
-   * Marks the job done: acks and deletes its entry.
+   * Marks the job done: acks and deletes its entry, and stores `result` (JSON) in the job's
+   * record for `keepResult`, in the same script. If the job was cancelled meanwhile (its
+   * signal aborted with `CancelledError`), it ends `cancelled` instead.
    *
+   * @param result The job's result; anything JSON can hold. `undefined` stores none.
+   * @throws {TypeError} If the result cannot be serialized; the job stays held.
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
-  ack(): Promise<void> {
-    return this.#settle("ack", "ack");
+  ack(result?: unknown): Promise<void> {
+    let text = "";
+    try {
+      if (result !== undefined) text = JSON.stringify(result) ?? "";
+    } catch (err) {
+      return Promise.reject(
+        new TypeError(`Cannot ack job ${this.id}: its result is not JSON`, { cause: err }),
+      );
+    }
+    const started = String(this.#startedAt ?? "");
+    if (this.#reason instanceof CancelledError) return this.#settle("ack", "cancel", "", started);
+    return this.#settle("ack", "ack", text, started);
   }
 
   /**
@@ -176,7 +193,7 @@ export class Job<Data = unknown> implements JobInfo {
         ),
       );
     }
-    return this.#settle("retry", "retry", String(delay));
+    return this.#settle("retry", "retry", String(delay), errorText(_error ?? "retried"));
   }
 
   /**
@@ -201,7 +218,7 @@ export class Job<Data = unknown> implements JobInfo {
 
   async #settle(
     action: string,
-    op: "ack" | "retry" | "release" | "dead",
+    op: "ack" | "cancel" | "retry" | "release" | "dead",
     a?: string,
     b?: string,
   ): Promise<void> {
@@ -260,6 +277,11 @@ export function markLost(job: Job, reason: Error): boolean {
 /** @internal This consumer claimed its own held job again: the delivery count moved on. */
 export function reclaimed(job: Job, deliveries: number): void {
   reclaimJob(job, deliveries);
+}
+
+/** @internal The handler starts now: the time is stored with the outcome. */
+export function markStarted(job: Job): void {
+  startJob(job);
 }
 
 /** @internal True while the job is held and no settle is under way. */

@@ -20,6 +20,12 @@ export interface Keys {
   readonly payloads: string;
   /** A pub/sub channel: "a job is due in N ms", so sleeping workers wake in time. */
   readonly wake: string;
+  /** A pub/sub channel: "cancel job <id>", for the worker that holds it. */
+  readonly cancel: string;
+  /** The prefix of per-job pub/sub channels that announce a job's end. */
+  readonly done: string;
+  /** The key of one job's record: a hash of its state, timestamps, result or error. */
+  job(id: string): string;
 }
 
 const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
@@ -40,6 +46,9 @@ export function queueKeys(name: string, prefix: string): Keys {
     delayed: `${base}:delayed`,
     payloads: `${base}:payloads`,
     wake: `${base}:wake`,
+    cancel: `${base}:cancel`,
+    done: `${base}:done:`,
+    job: (id) => `${base}:job:${id}`,
   };
 }
 

@@ -14,8 +14,10 @@ import { close, connect, DEFAULT_REDIS, processName, type RedisConfig } from "./
 import type { ScriptClient } from "./scripts.ts";
 import type { ChainableCommander } from "ioredis";
 import { type Backoff, checkRetry } from "./backoff.ts";
-import { MAX_MS, show } from "./_options.ts";
-import { type AnyTask, type DataOf, type Task, validate } from "./task.ts";
+import { checkInt, MAX_MS, show } from "./_options.ts";
+import { type HandleContext, JobHandle } from "./handle.ts";
+import { DeadLetters } from "./dead.ts";
+import { type AnyTask, type DataOf, type ResultOf, type Task, validate } from "./task.ts";
 
 /** Options of {@linkcode Queue}. */
 export interface QueueOptions {
@@ -43,6 +45,20 @@ export interface QueueOptions {
    * @default {console}
    */
   logger?: Logger;
+  /**
+   * How long (ms) a finished job's record (state, result or error) is kept, for `result()`,
+   * `info()` and dedup. 0 keeps nothing: the record goes when the job ends, and its id can be
+   * used again at once. It applies where jobs are settled: set it on the Worker.
+   *
+   * @default {86_400_000} (24 h)
+   */
+  keepResult?: number;
+  /**
+   * The most dead letters kept; older ones are trimmed. 0 keeps all.
+   *
+   * @default {0}
+   */
+  maxDead?: number;
 }
 
 /** Options of one enqueued job. */
@@ -74,17 +90,35 @@ export interface EnqueueItem<Data> extends EnqueueOptions {
   data: Data;
 }
 
-/** A handle on an enqueued job. */
-export interface JobHandle {
-  /** The job id. */
-  readonly id: string;
-  /** The stream entry id, for a job written to the stream at once. */
-  readonly entryId?: string;
-  /** When a delayed job is due, epoch ms on Redis's clock. */
-  readonly dueAt?: number;
+const ENQUEUE_CHUNK = 5_000;
+/** How long a pending job's record lives without news: a week. */
+const LIVE_MS = 7 * 24 * 3_600_000;
+
+/** What `queue.stats()` returns. */
+export interface QueueStats {
+  /** In the stream, not yet delivered. */
+  waiting: number;
+  /** Delivered to a worker and not settled yet (prefetched or running). */
+  active: number;
+  /** Delayed jobs and scheduled retries. */
+  delayed: number;
+  /** Dead letters. */
+  dead: number;
+  /** Consumers in the group. */
+  consumers: number;
+  /** Consumers with a live heartbeat. */
+  workers: number;
+  /** Age of the oldest waiting job in ms, or null if none waits. */
+  oldestWaitingMs: number | null;
+  /** The group's lag as Redis reports it, or null when Redis cannot tell (after deletions). */
+  lag: number | null;
 }
 
-const ENQUEUE_CHUNK = 5_000;
+function toRecord(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
 
 interface Entry {
   id: string;
@@ -181,6 +215,12 @@ export class Queue implements AsyncDisposable {
   #redis: RedisConfig;
   #logger: Logger;
   #client: ScriptClient | undefined;
+  #subscriber: ScriptClient | undefined;
+  #listeners = new Map<string, Set<(message: string) => void>>();
+  #keepResult: number;
+  #maxDead: number;
+  /** The dead letters: count, list, replay, purge. */
+  readonly dead: DeadLetters;
   #group: Promise<void> | undefined;
   #consumers = new Set<Consumer>();
   #writes = new Set<Promise<unknown>>();
@@ -194,8 +234,18 @@ export class Queue implements AsyncDisposable {
    * @throws {TypeError} If the name, prefix or group is invalid.
    */
   constructor(name: string, options: QueueOptions = {}) {
-    const { redis = DEFAULT_REDIS, prefix = "sluice", group = "sluice", logger = consoleLogger } =
-      options;
+    const {
+      redis = DEFAULT_REDIS,
+      prefix = "sluice",
+      group = "sluice",
+      logger = consoleLogger,
+      keepResult = 86_400_000,
+      maxDead = 0,
+    } = options;
+    checkInt("Cannot create queue", "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
+    checkInt("Cannot create queue", "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
+    this.#keepResult = keepResult;
+    this.#maxDead = maxDead;
     this.keys = queueKeys(name, prefix);
     checkName("group", group);
     if (typeof redis !== "string" && (typeof redis !== "object" || redis === null)) {
@@ -207,6 +257,59 @@ export class Queue implements AsyncDisposable {
     this.group = group;
     this.#redis = redis;
     this.#logger = logger;
+    this.dead = new DeadLetters(this.#handleContext());
+  }
+
+  /**
+   * A handle on job `id`, whoever enqueued it: `info()`, `result()`, `cancel()`.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("q", { redis: redis.url });
+   * await queue.enqueue("t", 1, { id: "job-1" });
+   * console.log((await queue.job("job-1").info())?.state); // "waiting"
+   * ```
+   */
+  job<Result = unknown>(id: string): JobHandle<Result> {
+    return new JobHandle<Result>(this.#handleContext(), id);
+  }
+
+  /**
+   * Counts jobs by state.
+   *
+   * @returns `waiting` (in the stream, not delivered), `active` (delivered, not settled),
+   * `delayed` (delayed jobs and scheduled retries), `dead`, `consumers` (in the group),
+   * `workers` (with a live heartbeat), `oldestWaitingMs` (age of the oldest waiting job, or
+   * null) and `lag` (the group's own count of undelivered entries, when Redis knows it).
+   */
+  async stats(): Promise<QueueStats> {
+    const client = this.#command();
+    const { stream, delayed, dead, workers } = this.keys;
+    const [length, delayedCount, deadCount, live, groups] = await Promise.all([
+      client.xlen(stream),
+      client.zcard(delayed),
+      client.xlen(dead),
+      client.zcount(workers, Date.now(), "+inf"),
+      client.xinfo("GROUPS", stream).catch(() => []) as Promise<unknown[][]>,
+    ]);
+    const info = groups.map(toRecord).find((g) => g.name === this.group);
+    const active = Number(info?.pending ?? 0);
+    const lastDelivered = String(info?.["last-delivered-id"] ?? "0-0");
+    const [oldest] = await client.xrange(stream, `(${lastDelivered}`, "+", "COUNT", 1);
+    const oldestMs = oldest ? Number(oldest[0].split("-")[0]) : undefined;
+    return {
+      waiting: Math.max(0, length - active),
+      active,
+      delayed: delayedCount,
+      dead: deadCount,
+      consumers: Number(info?.consumers ?? 0),
+      workers: live,
+      oldestWaitingMs: oldestMs === undefined ? null : Math.max(0, Date.now() - oldestMs),
+      lag: info?.lag === null || info?.lag === undefined ? null : Number(info.lag),
+    };
   }
 
   /**
@@ -223,7 +326,7 @@ export class Queue implements AsyncDisposable {
     task: T,
     data: T extends AnyTask ? DataOf<T> : unknown,
     options: EnqueueOptions = {},
-  ): Promise<JobHandle> {
+  ): Promise<JobHandle<T extends AnyTask ? ResultOf<T> : unknown>> {
     const [handle] = await this.enqueueMany(task, [{ ...options, data }]);
     return handle!;
   }
@@ -240,7 +343,7 @@ export class Queue implements AsyncDisposable {
   async enqueueMany<T extends AnyTask | string>(
     task: T,
     items: Iterable<EnqueueItem<T extends AnyTask ? DataOf<T> : unknown>>,
-  ): Promise<JobHandle[]> {
+  ): Promise<JobHandle<T extends AnyTask ? ResultOf<T> : unknown>[]> {
     this.#checkOpen("enqueue");
     const name = typeof task === "string" ? task : (task as AnyTask)?.name;
     checkName("task name", name, "Cannot enqueue");
@@ -275,48 +378,95 @@ export class Queue implements AsyncDisposable {
         fields: encodeFields({ id, task: name, data: text, attempt: 1, enq: now, ...options }),
       });
     }
-    const write = this.#write(entries);
+    const write = this.#write(entries, name, now);
     this.#writes.add(write);
     try {
-      return await write;
+      return await write as JobHandle<T extends AnyTask ? ResultOf<T> : unknown>[];
     } finally {
       this.#writes.delete(write);
     }
   }
 
-  async #write(entries: Entry[]): Promise<JobHandle[]> {
+  async #write(entries: Entry[], task: string, now: number): Promise<JobHandle[]> {
     const client = this.#command();
     const { stream, delayed, payloads, wake } = this.keys;
+    const ctx = this.#handleContext();
     const handles: JobHandle[] = [];
     for (let i = 0; i < entries.length; i += ENQUEUE_CHUNK) {
       const chunk = entries.slice(i, i + ENQUEUE_CHUNK);
-      if (chunk.length === 1 && chunk[0]!.when === undefined) {
-        const entryId = await client.xadd(stream, "*", ...chunk[0]!.fields);
-        handles.push({ id: chunk[0]!.id, entryId: entryId! });
-        continue;
+      const args = ({ id, when, fields }: Entry) =>
+        [
+          stream,
+          delayed,
+          payloads,
+          this.keys.job(id),
+          wake,
+          when?.mode ?? "now",
+          String(when?.ms ?? 0),
+          String(LIVE_MS),
+          task,
+          String(now),
+          ...fields,
+        ] as const;
+      let replies: [number, string, number, string][];
+      if (chunk.length === 1) {
+        replies = [await client.sluiceEnqueue(...args(chunk[0]!))];
+      } else {
+        const pipeline = client.pipeline() as unknown as ScriptClient;
+        for (const entry of chunk) pipeline.sluiceEnqueue(...args(entry));
+        const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
+        replies = results.map(([err, reply]) => {
+          if (err) throw err;
+          return reply as [number, string, number, string];
+        });
       }
-      const pipeline = client.pipeline() as unknown as ScriptClient;
-      for (const { when, fields } of chunk) {
-        if (when === undefined) pipeline.xadd(stream, "*", ...fields);
-        else {pipeline.sluiceSchedule(
-            delayed,
-            payloads,
-            wake,
-            when.mode,
-            String(when.ms),
-            ...fields,
-          );}
-      }
-      const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
-      results.forEach(([err, reply], j) => {
-        if (err) throw err;
-        const { id, when } = chunk[j]!;
+      replies.forEach(([written, entryId, dueAt], j) => {
         handles.push(
-          when === undefined ? { id, entryId: reply as string } : { id, dueAt: Number(reply) },
+          new JobHandle(ctx, chunk[j]!.id, { entryId, dueAt, duplicate: written === 0 }),
         );
       });
     }
     return handles;
+  }
+
+  #handleContext(): HandleContext {
+    return {
+      keys: this.keys,
+      group: this.group,
+      keepResult: this.#keepResult,
+      client: () => this.#command(),
+      subscribe: (channel, listener) => this.#subscribe(channel, listener),
+    };
+  }
+
+  /** Listens on a pub/sub channel over this queue's one subscriber connection. */
+  async #subscribe(
+    channel: string,
+    listener: (message: string) => void,
+  ): Promise<() => Promise<void>> {
+    this.#checkOpen("wait for a result");
+    if (this.#subscriber === undefined) {
+      const subscriber = connect(this.#redis, "subscriber", `${this.name}:${processName()}`);
+      subscriber.on("message", (from: string, message: string) => {
+        for (const fn of this.#listeners.get(from) ?? []) fn(message);
+      });
+      this.#subscriber = subscriber;
+    }
+    let listeners = this.#listeners.get(channel);
+    if (listeners === undefined) {
+      listeners = new Set();
+      this.#listeners.set(channel, listeners);
+      await this.#subscriber.subscribe(channel);
+    }
+    const mine = listeners;
+    mine.add(listener);
+    return async () => {
+      mine.delete(listener);
+      if (mine.size === 0 && this.#listeners.get(channel) === mine) {
+        this.#listeners.delete(channel);
+        await this.#subscriber?.unsubscribe(channel).catch(() => {});
+      }
+    };
   }
 
   /**
@@ -375,7 +525,7 @@ export class Queue implements AsyncDisposable {
     await Promise.all([...this.#consumers].map((c) => c.shutdown()));
     // Enqueues already under way finish first, so none is cut off by the disconnect.
     await Promise.allSettled(this.#writes);
-    if (this.#client !== undefined) await close(this.#client);
+    await Promise.all([this.#client, this.#subscriber].map((c) => c && close(c)));
   }
 
   /** Same as {@linkcode Queue.close}, for `await using`. */
@@ -411,6 +561,8 @@ export class Queue implements AsyncDisposable {
       name: this.name,
       keys: this.keys,
       group: this.group,
+      keepResult: this.#keepResult,
+      maxDead: this.#maxDead,
       redis: this.#redis,
       logger: this.#logger,
       client: () => this.#command(),

@@ -49,66 +49,109 @@ local function schedule(delayed, payloads, channel, f, now, wait)
   return 1
 end
 -- Re-adds an entry at the tail (attempt + 1 if asked), then acks and deletes the old one.
+-- Returns the new entry id and the fields, or nil if the entry had been trimmed away.
 local function readd(stream, group, id, again)
   local f = fields_of(stream, id)
+  local new = nil
   if f ~= nil then
     if again > 0 then bump(f) end
-    redis.call('XADD', stream, '*', unpack(f))
+    new = redis.call('XADD', stream, '*', unpack(f))
   end
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
-  return f ~= nil
+  return new, f
 end
-local function bury(stream, dead, group, id, fields, err, reason, now)
-  local f = fields or {'id', id}
+local function bury(stream, dead, group, id, fields, err, reason, now, max_dead)
+  local f = fields or {'entry', id}
   f[#f + 1] = 'error'; f[#f + 1] = err
   f[#f + 1] = 'reason'; f[#f + 1] = reason
   f[#f + 1] = 'failed_at'; f[#f + 1] = tostring(now)
-  redis.call('XADD', dead, '*', unpack(f))
+  if max_dead and max_dead > 0 then
+    redis.call('XADD', dead, 'MAXLEN', max_dead, '*', unpack(f))
+  else
+    redis.call('XADD', dead, '*', unpack(f))
+  end
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
+end
+-- A job reached its end: record the outcome for \`keep\` ms (or drop the record), and tell
+-- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0.
+local function finish(rec, keep, now, channel, ...)
+  local outcome = {...}
+  local message = {}
+  for i = 1, #outcome, 2 do message[outcome[i]] = outcome[i + 1] end
+  if keep > 0 then
+    redis.call('HSET', rec, 'finished', now, unpack(outcome))
+    redis.call('HDEL', rec, 'due')
+    redis.call('PEXPIRE', rec, keep)
+  else
+    redis.call('DEL', rec)
+  end
+  redis.call('PUBLISH', channel, cjson.encode(message))
 end
 `;
 
 /**
- * Settles a batch of deliveries. KEYS: stream, dead, delayed, payloads. ARGV: group, wake
- * channel, then 6 values per operation: op, entry id, consumer, deliveries, a, b.
- *   ack               a, b unused
- *   retry             a = delay ms: attempt + 1, re-added now (0) or scheduled on the delayed
- *                     zset, due at Redis TIME + delay
- *   release           re-add unchanged (no attempt charged)
- *   dead              a = error text, b = reason
+ * Settles a batch of deliveries and keeps each job's record in step. KEYS: stream, dead,
+ * delayed, payloads, then one job record key per operation. ARGV: group, wake channel, done
+ * channel prefix, keep ms (0: keep no record), live ms (record TTL while a job is pending),
+ * max dead (0: unbounded), then 7 values per operation: op, entry id, consumer, deliveries,
+ * job id, a, b.
+ *   ack      a = result JSON ('' for none), b = start time ms
+ *   cancel   acked without running to the end: record cancelled; b = start time or ''
+ *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
+ *            delayed zset, due at Redis TIME + delay
+ *   release  re-added unchanged (no attempt charged)
+ *   dead     a = error text, b = reason
  * Returns one code per operation: 1 done, 0 lease lost (nothing changed), 2 done but the
  * entry had been trimmed away.
  */
 const SETTLE = PRELUDE + `
 local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, channel = ARGV[1], ARGV[2]
-local out, now = {}, nil
-for i = 3, #ARGV, 6 do
-  local op, id, consumer, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if not owned(stream, group, id, consumer, deliveries) then
+local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
+local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local out, now = {}, now_ms()
+local k = 5
+for i = 7, #ARGV, 7 do
+  local op, entry, consumer, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local id, a, b = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local rec = KEYS[k]
+  k = k + 1
+  if not owned(stream, group, entry, consumer, deliveries) then
     out[#out + 1] = 0
-  elseif op == 'ack' then
-    redis.call('XACK', stream, group, id)
-    redis.call('XDEL', stream, id)
+  elseif op == 'ack' or op == 'cancel' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    local state = op == 'ack' and 'completed' or 'cancelled'
+    finish(rec, keep, now, done .. id, 'state', state, 'result', a, 'started', b,
+      'worker', consumer, 'deliveries', deliveries)
     out[#out + 1] = 1
-  elseif op == 'retry' and tonumber(ARGV[i + 4]) > 0 then
-    now = now or now_ms()
-    local f = fields_of(stream, id)
+  elseif op == 'retry' and tonumber(a) > 0 then
+    local f = fields_of(stream, entry)
     if f ~= nil then
-      out[#out + 1] = schedule(delayed, payloads, channel, bump(f), now, tonumber(ARGV[i + 4]))
+      schedule(delayed, payloads, channel, bump(f), now, tonumber(a))
+      redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
+        'due', now + tonumber(a), 'error', b)
+      redis.call('PEXPIRE', rec, live + tonumber(a))
+      out[#out + 1] = 1
     else
       out[#out + 1] = 2
     end
-    redis.call('XACK', stream, group, id)
-    redis.call('XDEL', stream, id)
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
   elseif op == 'retry' or op == 'release' then
-    out[#out + 1] = readd(stream, group, id, op == 'retry' and 1 or 0) and 1 or 2
+    local again = op == 'retry' and 1 or 0
+    local new, f = readd(stream, group, entry, again)
+    if new then
+      redis.call('HSET', rec, 'state', 'waiting', 'entry', new, 'attempt', field(f, 'attempt'))
+      if again == 1 then redis.call('HSET', rec, 'error', b) end
+      redis.call('PEXPIRE', rec, live)
+    end
+    out[#out + 1] = new and 1 or 2
   elseif op == 'dead' then
-    now = now or now_ms()
-    local f = fields_of(stream, id)
-    bury(stream, dead, group, id, f, ARGV[i + 4], ARGV[i + 5], now)
+    local f = fields_of(stream, entry)
+    bury(stream, dead, group, entry, f, a, b, now, max_dead)
+    finish(rec, keep, now, done .. id, 'state', 'dead', 'error', a, 'reason', b)
     out[#out + 1] = f and 1 or 2
   else
     return redis.error_reply('sluice: unknown settle op ' .. tostring(op))
@@ -139,10 +182,11 @@ return lost
 
 /**
  * Claims idle deliveries with XAUTOCLAIM, following the caller's cursor. KEYS: stream, dead,
- * workers. ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1).
- * Entries delivered more than max deliveries times are dead-lettered with reason
+ * workers. ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1),
+ * max dead. Entries delivered more than max deliveries times are dead-lettered with reason
  * `delivery-limit`. With prune, consumers with nothing pending and no live heartbeat are
- * deleted. Returns { next cursor, { id, deliveries, fields }..., deleted ids, dead count }.
+ * deleted. Returns { next cursor, { id, deliveries, fields }..., deleted ids, dead job ids }.
+ * The caller then marks the dead jobs' records (their keys are only known now).
  */
 const RECLAIM = PRELUDE + `
 local stream, dead, workers = KEYS[1], KEYS[2], KEYS[3]
@@ -150,7 +194,7 @@ local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_deliveries = tonumber(ARGV[6])
 local now = now_ms()
 local r = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, ARGV[4], 'COUNT', ARGV[5])
-local claimed, deleted, buried = {}, r[3] or {}, 0
+local claimed, deleted, buried = {}, r[3] or {}, {}
 for _, e in ipairs(r[2]) do
   local id, fields = e[1], e[2]
   if not fields then
@@ -161,8 +205,9 @@ for _, e in ipairs(r[2]) do
     local n = redis.call('XPENDING', stream, group, id, id, 1)[1][4]
     if n > max_deliveries then
       bury(stream, dead, group, id, fields,
-        'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6], 'delivery-limit', now)
-      buried = buried + 1
+        'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6], 'delivery-limit', now,
+        tonumber(ARGV[8]))
+      buried[#buried + 1] = field(fields, 'id') or ''
     else
       claimed[#claimed + 1] = {id, n, fields}
     end
@@ -206,18 +251,87 @@ return released
 `;
 
 /**
- * Enqueues one delayed job. KEYS: delayed, payloads. ARGV: wake channel, mode ('delay' or
- * 'at'), ms, then the entry's fields. With 'delay' the job is due `ms` after Redis TIME, so
- * producer clocks do not matter; with 'at' it is due at epoch ms. Returns the due time.
+ * Enqueues one job, unless its id is still known (dedup). KEYS: stream, delayed, payloads,
+ * record. ARGV: wake channel, mode ('now', 'delay' or 'at'), ms, live ms, task, enq, then the
+ * entry's fields. With 'delay' the job is due `ms` after Redis TIME, so producer clocks do not
+ * matter; with 'at' it is due at epoch ms. Returns { 1 if written (0 if a duplicate), entry id
+ * or '', due time or 0, state }.
  */
-const SCHEDULE = PRELUDE + `
+const ENQUEUE = PRELUDE + `
+local stream, delayed, payloads, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', rec) == 1 then
+  local known = redis.call('HMGET', rec, 'entry', 'due', 'state')
+  return {0, known[1] or '', tonumber(known[2] or '0'), known[3] or ''}
+end
+local mode, live = ARGV[2], tonumber(ARGV[4])
+local f = {}
+for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
+if mode == 'now' then
+  local entry = redis.call('XADD', stream, '*', unpack(f))
+  redis.call('HSET', rec, 'state', 'waiting', 'task', ARGV[5], 'attempt', 1, 'enq', ARGV[6],
+    'entry', entry)
+  redis.call('PEXPIRE', rec, live)
+  return {1, entry, 0, 'waiting'}
+end
 local now = now_ms()
 local due = tonumber(ARGV[3])
-if ARGV[2] == 'delay' then due = now + due end
-local f = {}
-for i = 4, #ARGV do f[#f + 1] = ARGV[i] end
-schedule(KEYS[1], KEYS[2], ARGV[1], f, now, math.max(0, due - now))
-return due
+if mode == 'delay' then due = now + due end
+local wait = math.max(0, due - now)
+schedule(delayed, payloads, ARGV[1], f, now, wait)
+redis.call('HSET', rec, 'state', 'delayed', 'task', ARGV[5], 'attempt', 1, 'enq', ARGV[6],
+  'due', due)
+redis.call('PEXPIRE', rec, live + wait)
+return {1, '', due, 'delayed'}
+`;
+
+/**
+ * Marks jobs dead-lettered by a reclaim. KEYS: one record per job. ARGV: done channel prefix,
+ * keep ms, then pairs of job id, error.
+ */
+const MARK_DEAD = PRELUDE + `
+local now = now_ms()
+for i = 1, #KEYS do
+  local id, err = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
+  finish(KEYS[i], tonumber(ARGV[2]), now, ARGV[1] .. id, 'state', 'dead', 'error', err,
+    'reason', 'delivery-limit')
+end
+return #KEYS
+`;
+
+/**
+ * Cancels a job. KEYS: stream, delayed, payloads, record. ARGV: group, done channel prefix,
+ * keep ms, cancel channel, job id. A delayed or retrying job is removed; a waiting job not yet
+ * delivered is deleted from the stream; either way it never runs and ends cancelled. A job a
+ * worker holds is marked cancelling and its owner told, over pub/sub, to stop it. Returns the
+ * state before: the action taken follows from it; 'unknown' if there is no record.
+ */
+const CANCEL = PRELUDE + `
+local stream, delayed, payloads, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, done, keep, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
+local state = redis.call('HGET', rec, 'state')
+if not state then return 'unknown' end
+if state == 'completed' or state == 'dead' or state == 'cancelled' then return state end
+local now = now_ms()
+if state == 'delayed' or state == 'retrying' then
+  if redis.call('ZREM', delayed, id) == 1 then
+    redis.call('HDEL', payloads, id)
+    finish(rec, keep, now, done .. id, 'state', 'cancelled')
+    return state
+  end
+  state = 'waiting' -- promoted meanwhile: look at the stream
+end
+local entry = redis.call('HGET', rec, 'entry')
+if entry then
+  local ok, p = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
+  if not (ok and p[1]) then
+    redis.call('XDEL', stream, entry)
+    finish(rec, keep, now, done .. id, 'state', 'cancelled')
+    return 'waiting'
+  end
+end
+redis.call('HSET', rec, 'state', 'cancelling')
+redis.call('PUBLISH', ARGV[4], id)
+return 'active'
 `;
 
 /**
@@ -246,16 +360,58 @@ if next[2] then wait = math.max(0, tonumber(next[2]) - now) end
 return {#due, wait}
 `;
 
+/**
+ * Replays dead letters: each goes back to the stream with attempt 1 and leaves the dead
+ * stream in the same step, so replaying the same entry twice never runs it twice. KEYS: dead,
+ * stream, then one record per dead entry. ARGV: live ms, then the dead entry ids. Returns the
+ * number replayed.
+ */
+const REPLAY = PRELUDE + `
+local dead, stream, live = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local replayed = 0
+for i = 2, #ARGV do
+  local r = redis.call('XRANGE', dead, ARGV[i], ARGV[i])
+  if r[1] then
+    local f, kept = r[1][2], {}
+    for j = 1, #f, 2 do
+      local name = f[j]
+      if name ~= 'error' and name ~= 'reason' and name ~= 'failed_at' then
+        kept[#kept + 1] = name
+        kept[#kept + 1] = (name == 'attempt') and '1' or f[j + 1]
+      end
+    end
+    local entry = redis.call('XADD', stream, '*', unpack(kept))
+    redis.call('XDEL', dead, ARGV[i])
+    local rec = KEYS[i + 1]
+    redis.call('DEL', rec)
+    redis.call('HSET', rec, 'state', 'waiting', 'entry', entry, 'attempt', 1,
+      'task', field(kept, 'task') or '', 'enq', field(kept, 'enq') or '')
+    redis.call('PEXPIRE', rec, live)
+    replayed = replayed + 1
+  end
+end
+return replayed
+`;
+
 /** A Redis client with sluice's scripts defined on it. */
 export interface ScriptClient extends Redis {
-  sluiceSettle(
+  sluiceSettle(numKeys: number, ...keysAndArgs: string[]): Promise<number[]>;
+  sluiceEnqueue(
     stream: string,
-    dead: string,
     delayed: string,
     payloads: string,
+    record: string,
     ...args: string[]
-  ): Promise<number[]>;
-  sluiceSchedule(delayed: string, payloads: string, ...args: string[]): Promise<number>;
+  ): Promise<[number, string, number, string]>;
+  sluiceMarkDead(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  sluiceReplay(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  sluiceCancel(
+    stream: string,
+    delayed: string,
+    payloads: string,
+    record: string,
+    ...args: string[]
+  ): Promise<string>;
   sluicePromote(
     stream: string,
     delayed: string,
@@ -268,14 +424,18 @@ export interface ScriptClient extends Redis {
     dead: string,
     workers: string,
     ...args: string[]
-  ): Promise<[string, [string, number, string[]][], string[], number]>;
+  ): Promise<[string, [string, number, string[]][], string[], string[]]>;
   sluiceRetire(stream: string, workers: string, group: string, consumer: string): Promise<number>;
 }
 
 /** Defines every script on `client` (by SHA, with EVAL fallback) and returns it. */
 export function defineScripts(client: Redis): ScriptClient {
-  client.defineCommand("sluiceSettle", { numberOfKeys: 4, lua: SETTLE });
-  client.defineCommand("sluiceSchedule", { numberOfKeys: 2, lua: SCHEDULE });
+  // Settle and mark-dead name one record key per job: the key count comes first.
+  client.defineCommand("sluiceSettle", { lua: SETTLE });
+  client.defineCommand("sluiceEnqueue", { numberOfKeys: 4, lua: ENQUEUE });
+  client.defineCommand("sluiceMarkDead", { lua: MARK_DEAD });
+  client.defineCommand("sluiceCancel", { numberOfKeys: 4, lua: CANCEL });
+  client.defineCommand("sluiceReplay", { lua: REPLAY });
   client.defineCommand("sluicePromote", { numberOfKeys: 3, lua: PROMOTE });
   client.defineCommand("sluiceRenew", { numberOfKeys: 2, lua: RENEW });
   client.defineCommand("sluiceReclaim", { numberOfKeys: 3, lua: RECLAIM });

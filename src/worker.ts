@@ -7,6 +7,7 @@
 import { delay, settlesWithin } from "./async.ts";
 import type { Consumer } from "./consume.ts";
 import {
+  CancelledError,
   LeaseLostError,
   NonRetryableError,
   ShutdownError,
@@ -15,7 +16,7 @@ import {
   toError,
 } from "./errors.ts";
 import { backoffDelay } from "./backoff.ts";
-import { abort, type Job } from "./job.ts";
+import { abort, type Job, markStarted } from "./job.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
 import { pool } from "./pool.ts";
@@ -102,7 +103,7 @@ export interface WorkerEventDetail {
   retrying: { job: Job; error: Error; delay: number; dueAt: number };
   /** The job went to the dead letters; `reason` says why (`failed`, `unknown-task`, ...). */
   dead: { job: Job; error: Error; reason: string };
-  /** The job was cancelled (reserved for cancellation; not emitted yet). */
+  /** The job was cancelled (from any process) and ended without running to completion. */
   cancelled: { job: Job };
   /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
   error: { error: Error; job?: Job };
@@ -378,6 +379,12 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 
   async #runJob(job: Job): Promise<void> {
+    if (job.signal.reason instanceof CancelledError) {
+      // Cancelled while it waited for a slot: never run.
+      await this.#settle(job, () => job.ack());
+      this.#emit("cancelled", { job });
+      return;
+    }
     const task = this.#tasks.get(job.task);
     if (task === undefined) {
       const error = new SluiceError(
@@ -396,6 +403,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#emit("dead", { job, error, reason: "invalid-data" });
       return;
     }
+    markStarted(job);
     this.#emit("started", { job });
     const ctx: MiddlewareContext<Context> = {
       job,
@@ -419,8 +427,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       clearTimeout(timer);
     }
     if (outcome === "ok") {
-      await this.#settle(job, () => job.ack());
-      this.#emit("completed", { job, result: ctx.result });
+      await this.#settle(job, () => job.ack(ctx.result));
+      if (job.signal.reason instanceof CancelledError) this.#emit("cancelled", { job });
+      else this.#emit("completed", { job, result: ctx.result });
       return;
     }
     if (outcome === "timeout") {
@@ -444,6 +453,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     if (reason instanceof ShutdownError) {
       // Not the job's fault: give it back uncharged, for a peer to run.
       await this.#settle(job, () => job.release());
+      return;
+    }
+    if (reason instanceof CancelledError) {
+      await this.#settle(job, () => job.ack()); // ends cancelled
+      this.#emit("cancelled", { job });
       return;
     }
     const attempts = job.policy.retry?.attempts ?? task.attempts;

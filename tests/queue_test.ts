@@ -176,8 +176,11 @@ Deno.test("enqueue() writes to the stream key under the given prefix", async () 
   await using redis = await startRedis();
   await using r = inspect(redis);
   await using queue = new Queue("images", { redis: redis.url, prefix: "app" });
-  await queue.enqueue(plain, 1);
-  assert.deepEqual(await r.keys("*"), ["app:{images}:stream"]);
+  const handle = await queue.enqueue(plain, 1);
+  assert.deepEqual((await r.keys("*")).sort(), [
+    `app:{images}:job:${handle.id}`,
+    "app:{images}:stream",
+  ]);
 });
 
 Deno.test("enqueueMany() writes 10_000 entries and returns handles in order", async () => {

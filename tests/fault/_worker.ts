@@ -50,7 +50,7 @@ const worker = new Worker(values.queue, [sleep], {
     error: (message) => emit({ ev: "log-error", message }),
   },
 });
-for (const type of ["started", "completed", "retrying", "dead"] as const) {
+for (const type of ["started", "completed", "retrying", "dead", "cancelled"] as const) {
   worker.addEventListener(type, (e) => {
     const { job } = e.detail;
     emit({ ev: type, id: job.id, deliveries: job.deliveries, attempt: job.attempt });

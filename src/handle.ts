@@ -1,0 +1,238 @@
+/**
+ * Handles on jobs by id: their status, their result and their cancellation, from any process.
+ *
+ * @module
+ */
+import { CancelledError, SluiceError } from "./errors.ts";
+import { abortable } from "./async.ts";
+import type { Keys } from "./keys.ts";
+import type { ScriptClient } from "./scripts.ts";
+
+/** Where a job is in its life. */
+export type JobState =
+  | "waiting"
+  | "delayed"
+  | "active"
+  | "retrying"
+  | "completed"
+  | "dead"
+  | "cancelled";
+
+/** What `handle.info()` tells about a job. */
+export interface JobStatus {
+  /** The job id. */
+  id: string;
+  /** Where it is now. */
+  state: JobState;
+  /** The task name. */
+  task?: string;
+  /** The current (or last) attempt. */
+  attempt?: number;
+  /** Deliveries of the current attempt; above 1 after a crash or lost lease. */
+  deliveries?: number;
+  /** First enqueue time, epoch ms. */
+  enqueuedAt?: number;
+  /** When the last attempt started, epoch ms (known once it has finished). */
+  startedAt?: number;
+  /** When it finished, epoch ms. */
+  finishedAt?: number;
+  /** When a delayed job or a retry is due, epoch ms. */
+  dueAt?: number;
+  /** The consumer running it, or that ran it last. */
+  worker?: string;
+  /** The last error, for a retrying or dead job. */
+  error?: string;
+  /** Why it went to the dead letters. */
+  reason?: string;
+}
+
+/** What cancel() found and did. */
+export interface CancelOutcome {
+  /** True if this call cancelled it (or asked its worker to). */
+  cancelled: boolean;
+  /** The state it was in. A finished job (or an unknown one) is left as it is. */
+  state: JobState | "unknown";
+}
+
+/** @internal What a handle needs from its queue. */
+export interface HandleContext {
+  readonly keys: Keys;
+  readonly group: string;
+  readonly keepResult: number;
+  client(): ScriptClient;
+  subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>>;
+}
+
+/**
+ * A handle on one job, by id: from `queue.enqueue()` or `queue.job(id)`. It works from any
+ * process, not only the producer's.
+ *
+ * @example Await a result
+ * ```ts
+ * import { Queue, task, Worker } from "@sluice/sluice";
+ * import { startRedis } from "@sluice/sluice/testing";
+ *
+ * await using redis = await startRedis();
+ * const double = task("double", (n: number) => 2 * n);
+ * await using queue = new Queue("math", { redis: redis.url });
+ * await using worker = new Worker("math", [double], { redis: redis.url, handleSignals: false });
+ * const run = worker.run();
+ * const handle = await queue.enqueue(double, 21);
+ * console.log(await handle.result({ signal: AbortSignal.timeout(5_000) })); // 42
+ * await worker.stop();
+ * await run;
+ * ```
+ */
+export class JobHandle<Result = unknown> {
+  /** The job id. */
+  readonly id: string;
+  /** The stream entry id, for a job written to the stream at enqueue. */
+  readonly entryId: string | undefined;
+  /** When a delayed job is due, epoch ms on Redis's clock. */
+  readonly dueAt: number | undefined;
+  /** True if the id was still known, so enqueue wrote nothing and returned this handle. */
+  readonly duplicate: boolean;
+  #ctx: HandleContext;
+
+  /** @internal Handles come from `queue.enqueue()` and `queue.job(id)`. */
+  constructor(
+    ctx: HandleContext,
+    id: string,
+    init: { entryId?: string; dueAt?: number; duplicate?: boolean } = {},
+  ) {
+    this.#ctx = ctx;
+    this.id = id;
+    this.entryId = init.entryId || undefined;
+    this.dueAt = init.dueAt || undefined;
+    this.duplicate = init.duplicate ?? false;
+  }
+
+  /**
+   * The job's status, in O(1): its record, and for a job in the stream its pending entry.
+   *
+   * @returns The status, or undefined if the id is unknown (never enqueued, or its record
+   * expired after `keepResult`).
+   */
+  async info(): Promise<JobStatus | undefined> {
+    const { keys, group } = this.#ctx;
+    const client = this.#ctx.client();
+    const r = await client.hgetall(keys.job(this.id));
+    if (r.state === undefined) return undefined;
+    const status: JobStatus = { id: this.id, state: r.state as JobState };
+    if (r.state === "cancelling") status.state = "active";
+    if (r.task) status.task = r.task;
+    setNumber(status, "attempt", r.attempt);
+    setNumber(status, "deliveries", r.deliveries);
+    setNumber(status, "enqueuedAt", r.enq);
+    setNumber(status, "startedAt", r.started);
+    setNumber(status, "finishedAt", r.finished);
+    setNumber(status, "dueAt", r.due);
+    if (r.worker) status.worker = r.worker;
+    if (r.error) status.error = r.error;
+    if (r.reason) status.reason = r.reason;
+    if ((r.state === "waiting" || r.state === "cancelling") && r.entry) {
+      // In the stream: delivered to a worker means active.
+      const pending = await client.xpending(keys.stream, group, r.entry, r.entry, 1)
+        .catch(() => []) as [string, string, number, number][];
+      const entry = pending[0];
+      if (entry !== undefined) {
+        status.state = "active";
+        status.worker = entry[1];
+        status.deliveries = Number(entry[3]);
+      }
+    }
+    return status;
+  }
+
+  /**
+   * Waits for the job to finish and returns its result. It never polls: it subscribes to the
+   * job's end, then reads the record, so a job that finished before the call is seen too.
+   *
+   * @param options `signal` to stop waiting.
+   * @returns The handler's result.
+   * @throws {SluiceError} If the job ended dead (with its error text), or is unknown.
+   * @throws {CancelledError} If the job was cancelled.
+   */
+  async result(options: { signal?: AbortSignal } = {}): Promise<Result> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const ended = Promise.withResolvers<Record<string, string>>();
+    const unsubscribe = await this.#ctx.subscribe(
+      this.#ctx.keys.done + this.id,
+      (message) => {
+        try {
+          ended.resolve(JSON.parse(message));
+        } catch (err) {
+          ended.reject(err);
+        }
+      },
+    );
+    try {
+      const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
+      let outcome: Record<string, string>;
+      if (isFinal(record.state)) {
+        outcome = record;
+      } else if (record.state === undefined) {
+        throw new SluiceError(
+          `Cannot get the result of job ${this.id}: no such job (never enqueued, or its record expired after keepResult)`,
+        );
+      } else {
+        outcome = signal ? await abortable(ended.promise, signal) : await ended.promise;
+      }
+      return this.#outcome(outcome);
+    } finally {
+      await unsubscribe();
+    }
+  }
+
+  /**
+   * Cancels the job. A delayed or retrying job is removed; a waiting one is deleted from the
+   * stream, so it never runs; a running one has its `ctx.signal` aborted with
+   * `CancelledError` by the worker that holds it, in whatever process. Each ends `cancelled`.
+   * A finished job is left as it is: the outcome says so.
+   */
+  async cancel(): Promise<CancelOutcome> {
+    const { keys, group, keepResult } = this.#ctx;
+    const before = await this.#ctx.client().sluiceCancel(
+      keys.stream,
+      keys.delayed,
+      keys.payloads,
+      keys.job(this.id),
+      group,
+      keys.done,
+      String(keepResult),
+      keys.cancel,
+      this.id,
+    );
+    const finished = before === "completed" || before === "dead" || before === "cancelled";
+    return { cancelled: !finished && before !== "unknown", state: before as JobState | "unknown" };
+  }
+
+  #outcome(outcome: Record<string, string>): Result {
+    if (outcome.state === "completed") {
+      return (outcome.result ? JSON.parse(outcome.result) : undefined) as Result;
+    }
+    if (outcome.state === "cancelled") {
+      throw new CancelledError(`Job ${this.id} was cancelled`);
+    }
+    throw new SluiceError(
+      `Job ${this.id} went to the dead letters (${outcome.reason ?? "failed"}): ${
+        firstLine(outcome.error)
+      }`,
+    );
+  }
+}
+
+function isFinal(state: string | undefined): boolean {
+  return state === "completed" || state === "dead" || state === "cancelled";
+}
+
+function firstLine(text: string | undefined): string {
+  return (text ?? "").split("\n")[0] ?? "";
+}
+
+function setNumber<K extends keyof JobStatus>(status: JobStatus, key: K, value?: string): void {
+  if (value !== undefined && value !== "") {
+    (status as unknown as Record<string, number>)[key] = Number(value);
+  }
+}
