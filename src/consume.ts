@@ -312,19 +312,14 @@ export class Consumer implements Lessor {
     }
   }
 
-  /** A producer cancelled job `id`: if we hold it, stop it. */
+  /**
+   * A producer cancelled job `id`: if we hold it, abort its signal with `CancelledError`. Its
+   * holder settles it: a Worker acks it unrun (or stops its handler), ending it `cancelled`;
+   * in a bare `for await` loop, check `job.signal` and `ack()`.
+   */
   #cancel(id: string): void {
     for (const job of this.held.values()) {
-      if (job.id !== id) continue;
-      abort(job, new CancelledError(`Job ${id} was cancelled`));
-      const i = this.#buffer.indexOf(job);
-      if (i >= 0) {
-        // Never handed out: settle it here, never run.
-        this.#buffer.splice(i, 1);
-        job.ack().catch((err) =>
-          this.#ctx.logger.error(`sluice: queue ${this.#ctx.name}: could not cancel ${id}`, err)
-        );
-      }
+      if (job.id === id) abort(job, new CancelledError(`Job ${id} was cancelled`));
     }
   }
 
@@ -366,10 +361,13 @@ export class Consumer implements Lessor {
         ...buried.flatMap((id) => [id, error]),
       );
     }
+    const admitted: Job[] = [];
     for (const [entryId, deliveries, fields] of claimed) {
       const mine = this.held.get(entryId);
       if (mine === undefined) {
         this.#admit(entryId, deliveries, fields);
+        const job = this.held.get(entryId);
+        if (job !== undefined) admitted.push(job);
         continue;
       }
       // Our own job went idle (a blocked event loop, or renewals failing) and we claimed it
@@ -379,6 +377,18 @@ export class Consumer implements Lessor {
         `sluice: queue ${this.#ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.idleTimeout} ms) while held; was the event loop blocked?`,
       );
     }
+    await this.#cancelledAlready(admitted);
+  }
+
+  /** A cancel published while a crashed worker held the job reached nobody: check now. */
+  async #cancelledAlready(jobs: Job[]): Promise<void> {
+    if (jobs.length === 0) return;
+    const pipeline = this.#ctx.client().pipeline();
+    for (const job of jobs) pipeline.hget(this.#ctx.keys.job(job.id), "state");
+    const states = (await pipeline.exec()) ?? [];
+    states.forEach(([, state], i) => {
+      if (state === "cancelling") this.#cancel(jobs[i]!.id);
+    });
   }
 
   /** Turns an entry into a held job, or dead-letters it if it cannot be decoded. */

@@ -327,3 +327,18 @@ Deno.test("after 100k jobs with keepResult 0, Redis holds no per-job keys and th
   const keys = (await db.keys("*")).sort();
   assert.deepEqual(keys, [queue.keys.stream], `left: ${keys.slice(0, 5).join(", ")}`);
 });
+
+Deno.test("a job cancelled while its worker was dead is not run by the peer that reclaims it", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using a = new WorkerProcess(redis.url, { idle: 500 });
+  const handle = await queue.enqueue("sleep", { ms: 60_000 }, { id: "c" });
+  await a.waitFor((e) => e.ev === "started" && e.id === "c", "started");
+  a.signal("SIGKILL");
+  await a.status;
+  assert.deepEqual(await handle.cancel(), { cancelled: true, state: "active" });
+  await using b = new WorkerProcess(redis.url, { idle: 500, "max-sleep": 10 });
+  await b.waitFor((e) => e.ev === "cancelled" && e.id === "c", "cancelled on reclaim");
+  assert.equal(b.count("completed", "c"), 0);
+  await assert.rejects(handle.result(), CancelledError);
+});
