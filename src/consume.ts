@@ -270,6 +270,11 @@ export class Consumer implements Lessor {
     const count = this.#room();
     const wakeAt = Math.min(this.#nextReclaim, this.#dueAt);
     const block = Math.max(1, Math.min(MAX_BLOCK_MS, wakeAt - Date.now()));
+    // Redis times blocked reads out on its own event loop tick (up to 100 ms late at hz 10):
+    // when a delayed job is next due, a local timer cuts the read short on time instead.
+    const timer = this.#dueAt <= wakeAt && this.#dueAt - Date.now() < MAX_BLOCK_MS
+      ? setTimeout(() => this.#interrupt(), Math.max(0, this.#dueAt - Date.now()))
+      : undefined;
     const reply = await blocking.xreadgroup(
       "GROUP",
       this.#ctx.group,
@@ -281,7 +286,7 @@ export class Consumer implements Lessor {
       "STREAMS",
       this.#ctx.keys.stream,
       ">",
-    );
+    ).finally(() => clearTimeout(timer));
     const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
     for (const [entryId, fields] of entries) this.#admit(entryId, 1, fields);
   }
@@ -307,6 +312,11 @@ export class Consumer implements Lessor {
     if (at >= this.#dueAt) return;
     this.#dueAt = at;
     // A read blocking past the new due time is cut short, so the loop can promote.
+    this.#interrupt();
+  }
+
+  /** Ends a blocking read now, as if it had timed out; the loop then looks again. */
+  #interrupt(): void {
     if (this.#read !== undefined && this.#blockingId !== undefined) {
       this.#ctx.client().client("UNBLOCK", this.#blockingId).catch(() => {});
     }

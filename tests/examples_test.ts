@@ -68,3 +68,23 @@ Deno.test("examples/worker.ts runs what examples/producer.ts enqueues, and stops
   assert.equal(code, 0, text);
   assert.match(text, /stopped after 102 jobs/);
 });
+
+Deno.test("the lifecycle examples run on their own throwaway Redis and print what they promise", async () => {
+  const env = Deno.env.toObject();
+  delete env.REDIS_URL;
+  const expected: Record<string, RegExp[]> = {
+    retries: [/retrying in 100 ms/, /retrying in 200 ms/, /ok on attempt 3/],
+    delayed: [/: delayed/, /stand up \(ran at/],
+    results: [/result 144/, /state completed/, /duplicate=true/],
+    cancel: [
+      /delayed: .*cancelled: true/,
+      /running: .*state: "active"/,
+      /rejected with CancelledError/,
+    ],
+  };
+  for (const [name, patterns] of Object.entries(expected)) {
+    const { code, text } = await run(["run", "-A", `examples/${name}.ts`], env);
+    assert.equal(code, 0, `${name}: ${text}`);
+    for (const pattern of patterns) assert.match(text, pattern, `${name}: ${text}`);
+  }
+});
