@@ -248,9 +248,10 @@ Deno.test("dead letters: count, list by page, replay once however often asked, p
   assert.equal(page1[0]!.reason, "non-retryable");
   assert.match(page1[0]!.error, /kaboom/);
   assert.equal(page1[0]!.task, "boom");
-  // Two replays of the same letters race: each letter is replayed once.
+  // Two replays of the same letters race over two connections: each letter is replayed once.
   const target = page1.map((d) => d.deadId);
-  const [x, y] = await Promise.all([queue.dead.replay(target), queue.dead.replay(target)]);
+  await using other = new Queue("q", { redis: redis.url });
+  const [x, y] = await Promise.all([queue.dead.replay(target), other.dead.replay(target)]);
   assert.equal(x + y, 2);
   await using db = inspect(redis.url);
   assert.equal(await db.xlen(queue.keys.stream), 2);
@@ -326,6 +327,7 @@ Deno.test("after 100k jobs with keepResult 0, Redis holds no per-job keys and th
   assert.equal(await pendingCount(db, queue.keys.stream), 0);
   const keys = (await db.keys("*")).sort();
   assert.deepEqual(keys, [queue.keys.stream], `left: ${keys.slice(0, 5).join(", ")}`);
+  assert.equal(await db.dbsize(), 1, "only the (empty) stream, which holds the group");
 });
 
 Deno.test("a job cancelled while its worker was dead is not run by the peer that reclaims it", async () => {
