@@ -126,7 +126,7 @@ export class JobHandle<Result = unknown> {
     setNumber(status, "enqueuedAt", r.enq);
     setNumber(status, "startedAt", r.started);
     setNumber(status, "finishedAt", r.finished);
-    setNumber(status, "dueAt", r.due);
+    if (r.state === "delayed" || r.state === "retrying") setNumber(status, "dueAt", r.due);
     if (r.worker) status.worker = r.worker;
     if (r.error) status.error = r.error;
     if (r.reason) status.reason = r.reason;
@@ -160,11 +160,17 @@ export class JobHandle<Result = unknown> {
     const unsubscribe = await this.#ctx.subscribe(
       this.#ctx.keys.done + this.id,
       (message) => {
-        try {
-          ended.resolve(JSON.parse(message));
-        } catch (err) {
-          ended.reject(err);
-        }
+        // "<state>\n<reason>\n<result JSON or error text>"
+        const first = message.indexOf("\n");
+        const second = message.indexOf("\n", first + 1);
+        const state = message.slice(0, first);
+        const reason = message.slice(first + 1, second);
+        const body = message.slice(second + 1);
+        ended.resolve(
+          state === "completed" || state === "cancelled"
+            ? { state, result: body }
+            : { state, reason, error: body },
+        );
       },
     );
     try {

@@ -90,7 +90,9 @@ export interface EnqueueItem<Data> extends EnqueueOptions {
   data: Data;
 }
 
-const ENQUEUE_CHUNK = 5_000;
+/** Jobs per enqueue script call: big enough to spread the call's cost, small enough not to
+ * hold Redis up (about a millisecond of work). */
+const ENQUEUE_BATCH = 100;
 /** How long a pending job's record lives without news: a week. */
 const LIVE_MS = 7 * 24 * 3_600_000;
 
@@ -362,7 +364,9 @@ export class Queue implements AsyncDisposable {
         );
       }
       let data: unknown = item.data;
-      if (typeof task !== "string") data = await validate(`Cannot enqueue`, task as Task, data);
+      if (typeof task !== "string" && (task as Task).schema !== undefined) {
+        data = await validate(`Cannot enqueue`, task as Task, data);
+      }
       let text: string;
       try {
         text = encodeData(data);
@@ -391,41 +395,35 @@ export class Queue implements AsyncDisposable {
     const client = this.#command();
     const { stream, delayed, payloads, wake } = this.keys;
     const ctx = this.#handleContext();
-    const handles: JobHandle[] = [];
-    for (let i = 0; i < entries.length; i += ENQUEUE_CHUNK) {
-      const chunk = entries.slice(i, i + ENQUEUE_CHUNK);
-      const args = ({ id, when, fields }: Entry) =>
-        [
-          stream,
-          delayed,
-          payloads,
-          this.keys.job(id),
-          wake,
-          when?.mode ?? "now",
-          String(when?.ms ?? 0),
-          String(LIVE_MS),
-          task,
-          String(now),
-          ...fields,
-        ] as const;
-      let replies: [number, string, number, string][];
-      if (chunk.length === 1) {
-        replies = [await client.sluiceEnqueue(...args(chunk[0]!))];
-      } else {
-        const pipeline = client.pipeline() as unknown as ScriptClient;
-        for (const entry of chunk) pipeline.sluiceEnqueue(...args(entry));
-        const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
-        replies = results.map(([err, reply]) => {
-          if (err) throw err;
-          return reply as [number, string, number, string];
-        });
+    // One script call per batch of jobs, and the batches pipelined.
+    const pipeline = client.pipeline() as unknown as ScriptClient;
+    const batches: Entry[][] = [];
+    for (let i = 0; i < entries.length; i += ENQUEUE_BATCH) {
+      const batch = entries.slice(i, i + ENQUEUE_BATCH);
+      const keys = [stream, delayed, payloads, ...batch.map(({ id }) => this.keys.job(id))];
+      const args = [wake, String(LIVE_MS), task, String(now)];
+      for (const { when, fields } of batch) {
+        args.push(when?.mode ?? "now", String(when?.ms ?? 0), String(fields.length), ...fields);
       }
-      replies.forEach(([written, entryId, dueAt], j) => {
+      pipeline.sluiceEnqueue(keys.length, ...keys, ...args);
+      batches.push(batch);
+    }
+    const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
+    const handles: JobHandle[] = [];
+    results.forEach(([err, reply], b) => {
+      if (err) throw err;
+      const flat = reply as (number | string)[];
+      batches[b]!.forEach(({ id }, j) => {
+        const [written, entryId, dueAt] = flat.slice(3 * j, 3 * j + 3);
         handles.push(
-          new JobHandle(ctx, chunk[j]!.id, { entryId, dueAt, duplicate: written === 0 }),
+          new JobHandle(ctx, id, {
+            entryId: String(entryId),
+            dueAt: Number(dueAt),
+            duplicate: written === 0,
+          }),
         );
       });
-    }
+    });
     return handles;
   }
 

@@ -75,19 +75,20 @@ local function bury(stream, dead, group, id, fields, err, reason, now, max_dead)
   redis.call('XDEL', stream, id)
 end
 -- A job reached its end: record the outcome for \`keep\` ms (or drop the record), and tell
--- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0.
-local function finish(rec, keep, now, channel, ...)
-  local outcome = {...}
-  local message = {}
-  for i = 1, #outcome, 2 do message[outcome[i]] = outcome[i + 1] end
+-- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0:
+-- state, reason and result JSON (or error text), one per line.
+local function finish(rec, keep, now, channel, state, body, reason, ...)
   if keep > 0 then
-    redis.call('HSET', rec, 'finished', now, unpack(outcome))
-    redis.call('HDEL', rec, 'due')
+    if state == 'completed' or state == 'cancelled' then
+      redis.call('HSET', rec, 'state', state, 'finished', now, 'result', body, ...)
+    else
+      redis.call('HSET', rec, 'state', state, 'finished', now, 'error', body, 'reason', reason, ...)
+    end
     redis.call('PEXPIRE', rec, keep)
   else
     redis.call('DEL', rec)
   end
-  redis.call('PUBLISH', channel, cjson.encode(message))
+  redis.call('PUBLISH', channel, state .. '\\n' .. reason .. '\\n' .. body)
 end
 `;
 
@@ -111,6 +112,7 @@ local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local out, now = {}, now_ms()
+local done_ids = {}
 local k = 5
 for i = 7, #ARGV, 7 do
   local op, entry, consumer, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -120,11 +122,11 @@ for i = 7, #ARGV, 7 do
   if not owned(stream, group, entry, consumer, deliveries) then
     out[#out + 1] = 0
   elseif op == 'ack' or op == 'cancel' then
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
+    -- Acked and deleted together after the loop: one XACK and one XDEL per batch.
+    done_ids[#done_ids + 1] = entry
     local state = op == 'ack' and 'completed' or 'cancelled'
-    finish(rec, keep, now, done .. id, 'state', state, 'result', a, 'started', b,
-      'worker', consumer, 'deliveries', deliveries)
+    finish(rec, keep, now, done .. id, state, a, '', 'started', b, 'worker', consumer,
+      'deliveries', deliveries)
     out[#out + 1] = 1
   elseif op == 'retry' and tonumber(a) > 0 then
     local f = fields_of(stream, entry)
@@ -151,11 +153,16 @@ for i = 7, #ARGV, 7 do
   elseif op == 'dead' then
     local f = fields_of(stream, entry)
     bury(stream, dead, group, entry, f, a, b, now, max_dead)
-    finish(rec, keep, now, done .. id, 'state', 'dead', 'error', a, 'reason', b)
+    finish(rec, keep, now, done .. id, 'dead', a, b)
     out[#out + 1] = f and 1 or 2
   else
     return redis.error_reply('sluice: unknown settle op ' .. tostring(op))
   end
+end
+for i = 1, #done_ids, 500 do
+  local slice = {unpack(done_ids, i, math.min(i + 499, #done_ids))}
+  redis.call('XACK', stream, group, unpack(slice))
+  redis.call('XDEL', stream, unpack(slice))
 end
 return out
 `;
@@ -251,37 +258,49 @@ return released
 `;
 
 /**
- * Enqueues one job, unless its id is still known (dedup). KEYS: stream, delayed, payloads,
- * record. ARGV: wake channel, mode ('now', 'delay' or 'at'), ms, live ms, task, enq, then the
- * entry's fields. With 'delay' the job is due `ms` after Redis TIME, so producer clocks do not
- * matter; with 'at' it is due at epoch ms. Returns { 1 if written (0 if a duplicate), entry id
- * or '', due time or 0, state }.
+ * Enqueues a batch of jobs, each unless its id is still known (dedup). KEYS: stream, delayed,
+ * payloads, then one record per job. ARGV: wake channel, live ms, task, enq, then per job:
+ * mode ('now', 'delay' or 'at'), ms, field count, the entry's fields. With 'delay' a job is due
+ * `ms` after Redis TIME, so producer clocks do not matter; with 'at' it is due at epoch ms.
+ * Returns 3 values per job: 1 if written (0 if a duplicate), entry id or '', due time or 0.
  */
 const ENQUEUE = PRELUDE + `
-local stream, delayed, payloads, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('EXISTS', rec) == 1 then
-  local known = redis.call('HMGET', rec, 'entry', 'due', 'state')
-  return {0, known[1] or '', tonumber(known[2] or '0'), known[3] or ''}
+local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
+local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local out, now = {}, nil
+local a = 5
+for k = 4, #KEYS do
+  local rec, mode, ms, n = KEYS[k], ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local f = {unpack(ARGV, a + 3, a + 2 + n)}
+  a = a + 3 + n
+  if redis.call('EXISTS', rec) == 1 then
+    local known = redis.call('HMGET', rec, 'entry', 'due')
+    out[#out + 1] = 0
+    out[#out + 1] = known[1] or ''
+    out[#out + 1] = tonumber(known[2] or '0')
+  elseif mode == 'now' then
+    local entry = redis.call('XADD', stream, '*', unpack(f))
+    redis.call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', 1, 'enq', enq,
+      'entry', entry)
+    redis.call('PEXPIRE', rec, live)
+    out[#out + 1] = 1
+    out[#out + 1] = entry
+    out[#out + 1] = 0
+  else
+    now = now or now_ms()
+    local due = ms
+    if mode == 'delay' then due = now + ms end
+    local wait = math.max(0, due - now)
+    schedule(delayed, payloads, wake, f, now, wait)
+    redis.call('HSET', rec, 'state', 'delayed', 'task', task, 'attempt', 1, 'enq', enq,
+      'due', due)
+    redis.call('PEXPIRE', rec, live + wait)
+    out[#out + 1] = 1
+    out[#out + 1] = ''
+    out[#out + 1] = due
+  end
 end
-local mode, live = ARGV[2], tonumber(ARGV[4])
-local f = {}
-for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
-if mode == 'now' then
-  local entry = redis.call('XADD', stream, '*', unpack(f))
-  redis.call('HSET', rec, 'state', 'waiting', 'task', ARGV[5], 'attempt', 1, 'enq', ARGV[6],
-    'entry', entry)
-  redis.call('PEXPIRE', rec, live)
-  return {1, entry, 0, 'waiting'}
-end
-local now = now_ms()
-local due = tonumber(ARGV[3])
-if mode == 'delay' then due = now + due end
-local wait = math.max(0, due - now)
-schedule(delayed, payloads, ARGV[1], f, now, wait)
-redis.call('HSET', rec, 'state', 'delayed', 'task', ARGV[5], 'attempt', 1, 'enq', ARGV[6],
-  'due', due)
-redis.call('PEXPIRE', rec, live + wait)
-return {1, '', due, 'delayed'}
+return out
 `;
 
 /**
@@ -292,8 +311,7 @@ const MARK_DEAD = PRELUDE + `
 local now = now_ms()
 for i = 1, #KEYS do
   local id, err = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
-  finish(KEYS[i], tonumber(ARGV[2]), now, ARGV[1] .. id, 'state', 'dead', 'error', err,
-    'reason', 'delivery-limit')
+  finish(KEYS[i], tonumber(ARGV[2]), now, ARGV[1] .. id, 'dead', err, 'delivery-limit')
 end
 return #KEYS
 `;
@@ -315,7 +333,8 @@ local now = now_ms()
 if state == 'delayed' or state == 'retrying' then
   if redis.call('ZREM', delayed, id) == 1 then
     redis.call('HDEL', payloads, id)
-    finish(rec, keep, now, done .. id, 'state', 'cancelled')
+    redis.call('HDEL', rec, 'due')
+    finish(rec, keep, now, done .. id, 'cancelled', '', '')
     return state
   end
   state = 'waiting' -- promoted meanwhile: look at the stream
@@ -325,7 +344,7 @@ if entry then
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
   if not (ok and p[1]) then
     redis.call('XDEL', stream, entry)
-    finish(rec, keep, now, done .. id, 'state', 'cancelled')
+    finish(rec, keep, now, done .. id, 'cancelled', '', '')
     return 'waiting'
   end
 end
@@ -396,13 +415,7 @@ return replayed
 /** A Redis client with sluice's scripts defined on it. */
 export interface ScriptClient extends Redis {
   sluiceSettle(numKeys: number, ...keysAndArgs: string[]): Promise<number[]>;
-  sluiceEnqueue(
-    stream: string,
-    delayed: string,
-    payloads: string,
-    record: string,
-    ...args: string[]
-  ): Promise<[number, string, number, string]>;
+  sluiceEnqueue(numKeys: number, ...keysAndArgs: string[]): Promise<(number | string)[]>;
   sluiceMarkDead(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   sluiceReplay(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   sluiceCancel(
@@ -432,7 +445,7 @@ export interface ScriptClient extends Redis {
 export function defineScripts(client: Redis): ScriptClient {
   // Settle and mark-dead name one record key per job: the key count comes first.
   client.defineCommand("sluiceSettle", { lua: SETTLE });
-  client.defineCommand("sluiceEnqueue", { numberOfKeys: 4, lua: ENQUEUE });
+  client.defineCommand("sluiceEnqueue", { lua: ENQUEUE });
   client.defineCommand("sluiceMarkDead", { lua: MARK_DEAD });
   client.defineCommand("sluiceCancel", { numberOfKeys: 4, lua: CANCEL });
   client.defineCommand("sluiceReplay", { lua: REPLAY });

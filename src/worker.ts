@@ -167,6 +167,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #closing = new AbortController();
   #stopped = Promise.withResolvers<void>();
   #signalCount = 0;
+  /** Event types that ever had a listener: the others are never built. */
+  #listening = new Set<string>();
 
   /**
    * Makes a worker. Nothing connects until `run()`.
@@ -336,6 +338,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     listener: EventListenerOrEventListenerObject | ((event: CustomEvent<never>) => void) | null,
     options?: boolean | AddEventListenerOptions,
   ): void {
+    if (listener !== null) this.#listening.add(type);
     super.addEventListener(type, listener as EventListenerOrEventListenerObject | null, options);
   }
 
@@ -529,7 +532,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 
   #emit<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
+    // No event object on the hot path for an event nobody ever listened to.
+    if (this.#listening.has(type)) this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   #report(error: Error, job?: Job): void {
