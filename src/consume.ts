@@ -152,7 +152,12 @@ export class Consumer implements Lessor {
       if (channel === ctx.keys.wake) this.#due(message);
       else if (channel === ctx.keys.cancel) this.#cancel(message);
     });
-    // A missed wake-up costs at most one reclaim tick of lateness; reconnects resubscribe.
+    // A wake-up missed while (re)subscribing costs at most one tick: the loop also looks at the
+    // delayed set once a tick, and at once whenever the subscriber is (re)connected.
+    this.#subscriber.on("ready", () => {
+      this.#dueAt = 0;
+      this.#interrupt();
+    });
     this.#subscriber.subscribe(ctx.keys.wake, ctx.keys.cancel).catch(() => {});
     this.#tick = setInterval(() => this.#renew(), Math.max(1, Math.floor(idleTimeout / 3)));
     this.readable = new ReadableStream<Job>({
@@ -288,7 +293,12 @@ export class Consumer implements Lessor {
       ">",
     ).finally(() => clearTimeout(timer));
     const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
-    for (const [entryId, fields] of entries) this.#admit(entryId, 1, fields);
+    const admitted: Job[] = [];
+    for (const [entryId, fields] of entries) {
+      const job = this.#admit(entryId, 1, fields);
+      if (job !== undefined) admitted.push(job);
+    }
+    await this.#checkCancelled(admitted);
   }
 
   /** Moves due delayed jobs to the stream, and learns when the next one is due. */
@@ -299,9 +309,10 @@ export class Consumer implements Lessor {
       keys.delayed,
       keys.payloads,
       String(PROMOTE_BATCH),
+      keys.jobPrefix,
     );
     if (moved === PROMOTE_BATCH) this.#dueAt = 0; // more are due right now
-    else this.#dueAt = wait < 0 ? Infinity : Date.now() + wait;
+    else this.#dueAt = Date.now() + (wait < 0 ? this.#tickMs() : Math.min(wait, this.#tickMs()));
   }
 
   /** A producer or a retry scheduled a job due in `message` ms: wake up in time for it. */
@@ -358,25 +369,12 @@ export class Consumer implements Lessor {
         }${deleted.length > 5 ? ", ..." : ""})`,
       );
     }
-    if (buried.length > 0) {
-      logger.warn(
-        `sluice: queue ${this.#ctx.name}: ${buried.length} jobs went to the dead letters with reason delivery-limit (delivered more than ${this.maxDeliveries} times)`,
-      );
-      const error = `delivered more than maxDeliveries ${this.maxDeliveries} times`;
-      await this.#ctx.client().sluiceMarkDead(
-        buried.length,
-        ...buried.map((id) => keys.job(id)),
-        keys.done,
-        String(this.#ctx.keepResult),
-        ...buried.flatMap((id) => [id, error]),
-      );
-    }
+    // Admit what was claimed first: it is ours in Redis now, whatever happens next.
     const admitted: Job[] = [];
     for (const [entryId, deliveries, fields] of claimed) {
       const mine = this.held.get(entryId);
       if (mine === undefined) {
-        this.#admit(entryId, deliveries, fields);
-        const job = this.held.get(entryId);
+        const job = this.#admit(entryId, deliveries, fields);
         if (job !== undefined) admitted.push(job);
         continue;
       }
@@ -387,22 +385,42 @@ export class Consumer implements Lessor {
         `sluice: queue ${this.#ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.idleTimeout} ms) while held; was the event loop blocked?`,
       );
     }
-    await this.#cancelledAlready(admitted);
+    await this.#checkCancelled(admitted);
+    const ids = buried.filter((id) => id !== "");
+    if (buried.length > 0) {
+      logger.warn(
+        `sluice: queue ${this.#ctx.name}: ${buried.length} jobs went to the dead letters with reason delivery-limit (delivered more than ${this.maxDeliveries} times)`,
+      );
+    }
+    if (ids.length > 0) {
+      const error = `delivered more than maxDeliveries ${this.maxDeliveries} times`;
+      await this.#ctx.client().sluiceMarkDead(
+        ids.length,
+        ...ids.map((id) => keys.job(id)),
+        keys.done,
+        String(this.#ctx.keepResult),
+        ...ids.flatMap((id) => [id, error]),
+      ).catch((err) => logger.error(`sluice: queue ${this.#ctx.name}: could not mark dead`, err));
+    }
   }
 
-  /** A cancel published while a crashed worker held the job reached nobody: check now. */
-  async #cancelledAlready(jobs: Job[]): Promise<void> {
+  /**
+   * Before jobs are handed out, one pipelined look at their records: a cancel can land while
+   * a read reply is on its way, or while a crashed worker held the job, and its message then
+   * reaches nobody. CANCEL marks the record before it publishes, so this look cannot miss it.
+   */
+  async #checkCancelled(jobs: Job[]): Promise<void> {
     if (jobs.length === 0) return;
     const pipeline = this.#ctx.client().pipeline();
     for (const job of jobs) pipeline.hget(this.#ctx.keys.job(job.id), "state");
     const states = (await pipeline.exec()) ?? [];
     states.forEach(([, state], i) => {
-      if (state === "cancelling") this.#cancel(jobs[i]!.id);
+      if (state === "cancelling" || state === "cancelled") this.#cancel(jobs[i]!.id);
     });
   }
 
   /** Turns an entry into a held job, or dead-letters it if it cannot be decoded. */
-  #admit(entryId: string, deliveries: number, fields: string[]): void {
+  #admit(entryId: string, deliveries: number, fields: string[]): Job | undefined {
     const decoded = decodeFields(fields);
     let data: unknown;
     let error: string | undefined;
@@ -417,7 +435,7 @@ export class Consumer implements Lessor {
     }
     if (error !== undefined || isFailure(decoded)) {
       this.#bury(entryId, deliveries, error!, "malformed");
-      return;
+      return undefined;
     }
     const policy: { retry?: RetryOptions; timeout?: number } = {};
     if (decoded.retry !== undefined) policy.retry = JSON.parse(decoded.retry);
@@ -435,6 +453,7 @@ export class Consumer implements Lessor {
     }, this);
     this.held.set(entryId, job);
     this.#buffer.push(job);
+    return job;
   }
 
   #bury(entryId: string, deliveries: number, error: string, reason: DeadReason): void {
@@ -632,6 +651,7 @@ export class Consumer implements Lessor {
         keys.workers,
         group,
         this.name,
+        keys.jobPrefix,
       );
       if (released > 0) {
         logger.warn(`sluice: queue ${this.#ctx.name}: released ${released} unseen deliveries`);

@@ -148,11 +148,16 @@ export class DeadLetters {
         }`,
       );
     }
-    // Replayed letters leave the dead stream, so the first page is always the next one.
+    // Only the letters there now: a replayed job that dies again is not replayed again.
+    const { keys } = this.#ctx;
+    const [last] = await this.#ctx.client().xrevrange(keys.dead, "+", "-", "COUNT", 1);
+    if (last === undefined) return;
+    let after = "-";
     while (true) {
-      const page = await this.list({ limit: PAGE });
-      if (page.length === 0) return;
-      yield page;
+      const entries = await this.#ctx.client().xrange(keys.dead, after, last[0], "COUNT", PAGE);
+      if (entries.length === 0) return;
+      yield entries.map(([deadId, flat]) => toLetter(deadId, flat));
+      after = `(${entries.at(-1)![0]}`;
     }
   }
 }

@@ -59,8 +59,13 @@ export interface HandleContext {
   readonly keys: Keys;
   readonly group: string;
   readonly keepResult: number;
+  /** Aborts when the queue closes. */
+  readonly closed: AbortSignal;
   client(): ScriptClient;
-  subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>>;
+  subscribe(
+    channel: string,
+    listener: (message: string | null) => void,
+  ): Promise<() => Promise<void>>;
 }
 
 /**
@@ -157,9 +162,18 @@ export class JobHandle<Result = unknown> {
     const { signal } = options;
     signal?.throwIfAborted();
     const ended = Promise.withResolvers<Record<string, string>>();
+    const reread = async () => {
+      // After a reconnect a message may have been missed: the record tells.
+      const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
+      if (isFinal(record.state) || record.state === undefined) ended.resolve(record);
+    };
     const unsubscribe = await this.#ctx.subscribe(
       this.#ctx.keys.done + this.id,
       (message) => {
+        if (message === null) {
+          reread().catch(() => {});
+          return;
+        }
         // "<state>\n<reason>\n<result JSON or error text>"
         const first = message.indexOf("\n");
         const second = message.indexOf("\n", first + 1);
@@ -183,7 +197,11 @@ export class JobHandle<Result = unknown> {
           `Cannot get the result of job ${this.id}: no such job (never enqueued, or its record expired after keepResult)`,
         );
       } else {
-        outcome = signal ? await abortable(ended.promise, signal) : await ended.promise;
+        const stop = signal ? AbortSignal.any([signal, this.#ctx.closed]) : this.#ctx.closed;
+        outcome = await abortable(ended.promise, stop);
+        if (outcome.state === undefined) {
+          throw new SluiceError(`Cannot get the result of job ${this.id}: its record is gone`);
+        }
       }
       return this.#outcome(outcome);
     } finally {

@@ -193,6 +193,7 @@ export class Job<Data = unknown> implements JobInfo {
         ),
       );
     }
+    if (this.#reason instanceof CancelledError) return this.#settle("retry", "cancel", "", "");
     return this.#settle("retry", "retry", String(delay), errorText(_error ?? "retried"));
   }
 
@@ -213,6 +214,7 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   release(): Promise<void> {
+    if (this.#reason instanceof CancelledError) return this.#settle("release", "cancel", "", "");
     return this.#settle("release", "release");
   }
 

@@ -26,6 +26,8 @@ export interface Keys {
   readonly done: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
+  /** The prefix of every job record's key (for scripts that learn ids as they go). */
+  readonly jobPrefix: string;
 }
 
 const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
@@ -49,6 +51,7 @@ export function queueKeys(name: string, prefix: string): Keys {
     cancel: `${base}:cancel`,
     done: `${base}:done:`,
     job: (id) => `${base}:job:${id}`,
+    jobPrefix: `${base}:job:`,
   };
 }
 

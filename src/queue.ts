@@ -218,7 +218,12 @@ export class Queue implements AsyncDisposable {
   #logger: Logger;
   #client: ScriptClient | undefined;
   #subscriber: ScriptClient | undefined;
-  #listeners = new Map<string, Set<(message: string) => void>>();
+  #listeners = new Map<
+    string,
+    { listeners: Set<(message: string | null) => void>; ready: Promise<void> }
+  >();
+  /** Aborts when the queue closes: waiting results reject then. */
+  #closing = new AbortController();
   #keepResult: number;
   #maxDead: number;
   /** The dead letters: count, list, replay, purge. */
@@ -290,11 +295,14 @@ export class Queue implements AsyncDisposable {
   async stats(): Promise<QueueStats> {
     const client = this.#command();
     const { stream, delayed, dead, workers } = this.keys;
+    // Heartbeats are scored on Redis's clock: count live ones against it too.
+    const [seconds, micros] = await client.time();
+    const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
     const [length, delayedCount, deadCount, live, groups] = await Promise.all([
       client.xlen(stream),
       client.zcard(delayed),
       client.xlen(dead),
-      client.zcount(workers, Date.now(), "+inf"),
+      client.zcount(workers, now, "+inf"),
       client.xinfo("GROUPS", stream).catch(() => []) as Promise<unknown[][]>,
     ]);
     const info = groups.map(toRecord).find((g) => g.name === this.group);
@@ -432,35 +440,58 @@ export class Queue implements AsyncDisposable {
       keys: this.keys,
       group: this.group,
       keepResult: this.#keepResult,
+      closed: this.#closing.signal,
       client: () => this.#command(),
       subscribe: (channel, listener) => this.#subscribe(channel, listener),
     };
   }
 
-  /** Listens on a pub/sub channel over this queue's one subscriber connection. */
+  /**
+   * Listens on a pub/sub channel over this queue's one subscriber connection. Resolves once
+   * the subscription is confirmed, for every caller. After a reconnect, listeners get `null`:
+   * messages may have been missed, so they should look again.
+   */
   async #subscribe(
     channel: string,
-    listener: (message: string) => void,
+    listener: (message: string | null) => void,
   ): Promise<() => Promise<void>> {
     this.#checkOpen("wait for a result");
     if (this.#subscriber === undefined) {
       const subscriber = connect(this.#redis, "subscriber", `${this.name}:${processName()}`);
       subscriber.on("message", (from: string, message: string) => {
-        for (const fn of this.#listeners.get(from) ?? []) fn(message);
+        for (const fn of this.#listeners.get(from)?.listeners ?? []) fn(message);
+      });
+      let connected = false;
+      subscriber.on("ready", () => {
+        if (connected) {
+          for (const { listeners } of this.#listeners.values()) {
+            for (const fn of listeners) fn(null);
+          }
+        }
+        connected = true;
       });
       this.#subscriber = subscriber;
     }
-    let listeners = this.#listeners.get(channel);
-    if (listeners === undefined) {
-      listeners = new Set();
-      this.#listeners.set(channel, listeners);
-      await this.#subscriber.subscribe(channel);
+    let entry = this.#listeners.get(channel);
+    if (entry === undefined) {
+      const ready = this.#subscriber.subscribe(channel).then(() => {});
+      entry = { listeners: new Set(), ready };
+      this.#listeners.set(channel, entry);
+      ready.catch(() => {
+        if (this.#listeners.get(channel) === entry) this.#listeners.delete(channel);
+      });
     }
-    const mine = listeners;
-    mine.add(listener);
+    const mine = entry;
+    mine.listeners.add(listener);
+    try {
+      await mine.ready;
+    } catch (err) {
+      mine.listeners.delete(listener);
+      throw err;
+    }
     return async () => {
-      mine.delete(listener);
-      if (mine.size === 0 && this.#listeners.get(channel) === mine) {
+      mine.listeners.delete(listener);
+      if (mine.listeners.size === 0 && this.#listeners.get(channel) === mine) {
         this.#listeners.delete(channel);
         await this.#subscriber?.unsubscribe(channel).catch(() => {});
       }
@@ -520,6 +551,7 @@ export class Queue implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.abort(new TypeError(`Cannot wait for a result: queue ${this.name} was closed`));
     await Promise.all([...this.#consumers].map((c) => c.shutdown()));
     // Enqueues already under way finish first, so none is cut off by the disconnect.
     await Promise.allSettled(this.#writes);

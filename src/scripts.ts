@@ -81,6 +81,7 @@ local function finish(rec, keep, now, channel, state, body, reason, ...)
   if keep > 0 then
     if state == 'completed' or state == 'cancelled' then
       redis.call('HSET', rec, 'state', state, 'finished', now, 'result', body, ...)
+      redis.call('HDEL', rec, 'error', 'reason', 'due')
     else
       redis.call('HSET', rec, 'state', state, 'finished', now, 'error', body, 'reason', reason, ...)
     end
@@ -128,12 +129,18 @@ for i = 7, #ARGV, 7 do
     finish(rec, keep, now, done .. id, state, a, '', 'started', b, 'worker', consumer,
       'deliveries', deliveries)
     out[#out + 1] = 1
+  elseif (op == 'retry' or op == 'release') and redis.call('HGET', rec, 'state') == 'cancelling' then
+    -- Cancelled while it ran: it ends here, whatever the worker wanted next.
+    done_ids[#done_ids + 1] = entry
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', 'worker', consumer)
+    out[#out + 1] = 1
   elseif op == 'retry' and tonumber(a) > 0 then
     local f = fields_of(stream, entry)
     if f ~= nil then
       schedule(delayed, payloads, channel, bump(f), now, tonumber(a))
       redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
         'due', now + tonumber(a), 'error', b)
+      redis.call('HDEL', rec, 'entry')
       redis.call('PEXPIRE', rec, live + tonumber(a))
       out[#out + 1] = 1
     else
@@ -247,7 +254,12 @@ while true do
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 100, consumer)
   if not ok then break end
   for _, e in ipairs(p) do
-    readd(stream, group, e[1], 0)
+    local new, f = readd(stream, group, e[1], 0)
+    local id = f and field(f, 'id')
+    if new and id and ARGV[3] then
+      local rec = ARGV[3] .. id
+      if redis.call('EXISTS', rec) == 1 then redis.call('HSET', rec, 'state', 'waiting', 'entry', new) end
+    end
     released = released + 1
   end
   if #p < 100 then break end
@@ -355,8 +367,12 @@ return 'active'
 
 /**
  * Moves due delayed jobs to the stream, at most ARGV[1] of them, exactly once however many
- * workers race (ZRANGEBYSCORE and ZREM in one script, against Redis TIME). KEYS: stream,
- * delayed, payloads. Returns { promoted, ms until the next one is due (-1 if none) }.
+ * workers race (ZRANGEBYSCORE and ZREM in one script, against Redis TIME), and points each
+ * job's record at its new entry. KEYS: stream, delayed, payloads. ARGV: limit, record key
+ * prefix. Returns { promoted, ms until the next one is due (-1 if none) }.
+ *
+ * The records' keys are only known here, so they are built from the prefix: they share the
+ * queue's hash tag, hence its Redis Cluster slot, like every key named in KEYS.
  */
 const PROMOTE = PRELUDE + `
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
@@ -367,7 +383,12 @@ for _, id in ipairs(due) do
   if payload then
     local ok, f = pcall(cjson.decode, payload)
     if ok and type(f) == 'table' and #f > 0 then
-      redis.call('XADD', stream, '*', unpack(f))
+      local entry = redis.call('XADD', stream, '*', unpack(f))
+      local rec = ARGV[2] .. id
+      if redis.call('EXISTS', rec) == 1 then
+        redis.call('HSET', rec, 'state', 'waiting', 'entry', entry)
+        redis.call('HDEL', rec, 'due')
+      end
     end
     redis.call('HDEL', payloads, id)
   end
@@ -430,6 +451,7 @@ export interface ScriptClient extends Redis {
     delayed: string,
     payloads: string,
     limit: string,
+    recordPrefix: string,
   ): Promise<[number, number]>;
   sluiceRenew(stream: string, workers: string, ...args: string[]): Promise<string[]>;
   sluiceReclaim(
@@ -438,7 +460,13 @@ export interface ScriptClient extends Redis {
     workers: string,
     ...args: string[]
   ): Promise<[string, [string, number, string[]][], string[], string[]]>;
-  sluiceRetire(stream: string, workers: string, group: string, consumer: string): Promise<number>;
+  sluiceRetire(
+    stream: string,
+    workers: string,
+    group: string,
+    consumer: string,
+    recordPrefix: string,
+  ): Promise<number>;
 }
 
 /** Defines every script on `client` (by SHA, with EVAL fallback) and returns it. */

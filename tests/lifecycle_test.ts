@@ -344,3 +344,93 @@ Deno.test("a job cancelled while its worker was dead is not run by the peer that
   assert.equal(b.count("completed", "c"), 0);
   await assert.rejects(handle.result(), CancelledError);
 });
+
+Deno.test("a delayed job cancelled after its promotion never runs", async () => {
+  await using redis = await startRedis();
+  let runs = 0;
+  const count = task("count", () => ++runs);
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  const handle = await queue.enqueue(count, null, { delay: 50 });
+  // A stream consumer promotes it (and holds nothing): now it waits in the stream.
+  const controller = new AbortController();
+  const reader = queue.consume({ signal: controller.signal, prefetch: 1 }).getReader();
+  const first = (await reader.read()).value!;
+  assert.equal(first.id, handle.id);
+  await first.release();
+  controller.abort();
+  reader.releaseLock();
+  assert.equal((await handle.info())?.state, "waiting");
+  assert.deepEqual(await handle.cancel(), { cancelled: true, state: "waiting" });
+  await using worker = new Worker("q", [count], workerOptions(redis.url));
+  const run = worker.run();
+  await assert.rejects(handle.result(), CancelledError);
+  await waitForRedis(async () => (await db.xlen(queue.keys.stream)) === 0, "drained");
+  assert.equal(runs, 0);
+  await worker.stop();
+  await run;
+});
+
+Deno.test("jobs cancelled while their reads are in flight all end cancelled", async () => {
+  await using redis = await startRedis();
+  const slow = task("slow", async (_: null, ctx) => {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, 200);
+      ctx.signal.addEventListener("abort", () => (clearTimeout(timer), reject(ctx.signal.reason)));
+    });
+  });
+  await using queue = new Queue("q", { redis: redis.url });
+  await using worker = new Worker("q", [slow], workerOptions(redis.url, { concurrency: 64 }));
+  const run = worker.run();
+  const handles = await queue.enqueueMany(slow, Array.from({ length: 50 }, () => ({ data: null })));
+  await Promise.all(handles.map((h) => h.cancel()));
+  for (const h of handles) await assert.rejects(h.result(), CancelledError);
+  await worker.stop();
+  await run;
+});
+
+Deno.test("two result() calls on one job both resolve", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const handle = await queue.enqueue(double, 21);
+  const waits = [handle.result(), queue.job(handle.id).result()];
+  await using worker = new Worker("q", [double], workerOptions(redis.url));
+  const run = worker.run();
+  assert.deepEqual(await Promise.all(waits), [42, 42]);
+  await worker.stop();
+  await run;
+});
+
+Deno.test("replay({ all: true }) replays the letters there when it starts, not ones that die again", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using worker = new Worker("q", [boom], workerOptions(redis.url, { concurrency: 8 }));
+  const run = worker.run();
+  const handles = await queue.enqueueMany(
+    boom,
+    Array.from({ length: 200 }, () => ({ data: null })),
+  );
+  for (const h of handles) await assert.rejects(h.result());
+  assert.equal(await queue.dead.replay({ all: true }), 200);
+  await worker.stop();
+  await run;
+});
+
+Deno.test("a delayed job scheduled without a wake-up message still runs within a tick", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  await using worker = new Worker("q", [double], workerOptions(redis.url, { idleTimeout: 300 }));
+  const done = new Promise<unknown>((resolve) =>
+    worker.addEventListener("completed", (e) => resolve(e.detail.result))
+  );
+  const run = worker.run();
+  // What a producer in another language might do: ZADD and HSET, and no PUBLISH.
+  const fields = ["v", "1", "id", "raw", "task", "double", "data", "4", "attempt", "1", "enq", "1"];
+  const [seconds] = await db.time();
+  await db.zadd(queue.keys.delayed, Number(seconds) * 1_000 + 50, "raw");
+  await db.hset(queue.keys.payloads, "raw", JSON.stringify(fields));
+  assert.equal(await done, 8);
+  await worker.stop();
+  await run;
+});
