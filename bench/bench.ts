@@ -1,0 +1,362 @@
+// deno-lint-ignore-file no-console
+/**
+ * sluice's bench: `deno task bench [--quick] [--json] [--jobs N] [--no-peer]`.
+ *
+ * Everything runs in one process run against one Redis (a throwaway redis-server, or
+ * REDIS_URL), so the ratios hold on a noisy machine:
+ * - the floor: a bare Deno + ioredis loop (pipelined XADD, then XREADGROUP COUNT 200 + XACK);
+ * - sluice: enqueueMany, a Worker with a no-op task at concurrency 1, 32 and 256, pickup
+ *   latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and memory;
+ * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work.
+ */
+import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
+import { Queue, task, Worker } from "../mod.ts";
+import { startRedis } from "../src/testing.ts";
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    jobs: { type: "string" },
+    "no-peer": { type: "boolean", default: false },
+  },
+});
+const quick = values.quick!;
+const N = Number(values.jobs ?? (quick ? 20_000 : 100_000));
+const MEMORY_JOBS = quick ? 200_000 : 1_000_000;
+const LOAD_SECONDS = quick ? 3 : 10;
+const LATE_JOBS = 1_000;
+const LATE_SPREAD_MS = quick ? 2_000 : 5_000;
+const quiet = { warn() {}, error() {} };
+const log = (line: string) => values.json || console.error(line);
+
+await using server = Deno.env.get("REDIS_URL")
+  ? { url: Deno.env.get("REDIS_URL")!, [Symbol.asyncDispose]: () => Promise.resolve() }
+  : await startRedis();
+const url = server.url;
+const admin = new Redis(url);
+let round = 0;
+const fresh = () => `bench-${Date.now()}-${round++}`;
+const rate = (n: number, ms: number) => Math.round(n / (ms / 1_000));
+
+async function floor() {
+  const key = fresh();
+  const fields = ["v", "1", "id", crypto.randomUUID(), "task", "noop", "data", "null"];
+  fields.push("attempt", "1", "enq", String(Date.now()));
+  let started = performance.now();
+  for (let i = 0; i < N; i += 5_000) {
+    const pipeline = admin.pipeline();
+    for (let j = 0; j < 5_000 && i + j < N; j++) pipeline.xadd(key, "*", ...fields);
+    await pipeline.exec();
+  }
+  const enqueue = rate(N, performance.now() - started);
+  await admin.xgroup("CREATE", key, "g", "0");
+  started = performance.now();
+  for (let done = 0; done < N;) {
+    const reply = await admin.xreadgroup("GROUP", "g", "c", "COUNT", 200, "STREAMS", key, ">") as
+      | [string, [string, string[]][]][]
+      | null;
+    const ids = reply?.[0]?.[1].map(([id]) => id) ?? [];
+    if (ids.length > 0) await admin.xack(key, "g", ...ids);
+    done += ids.length;
+  }
+  const process = rate(N, performance.now() - started);
+  await admin.del(key);
+  return { enqueue, process };
+}
+
+const noop = task("noop", () => {});
+
+async function sluiceEnqueue() {
+  const name = fresh();
+  await using queue = new Queue(name, { redis: url });
+  const started = performance.now();
+  for (let i = 0; i < N; i += 10_000) {
+    await queue.enqueueMany(
+      noop,
+      Array.from({ length: Math.min(10_000, N - i) }, () => ({ data: null })),
+    );
+  }
+  const result = rate(N, performance.now() - started);
+  await admin.del(queue.keys.stream);
+  await deleteRecords(queue.keys.jobPrefix);
+  return result;
+}
+
+async function deleteRecords(prefix: string) {
+  let cursor = "0";
+  do {
+    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 10_000);
+    if (keys.length > 0) await admin.unlink(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+}
+
+async function sluiceProcess(concurrency: number, n: number) {
+  const name = fresh();
+  await using queue = new Queue(name, { redis: url });
+  for (let i = 0; i < n; i += 10_000) {
+    await queue.enqueueMany(
+      noop,
+      Array.from({ length: Math.min(10_000, n - i) }, () => ({ data: null })),
+    );
+  }
+  const worker = new Worker(name, [noop], {
+    redis: url,
+    concurrency,
+    keepResult: 0,
+    handleSignals: false,
+    logger: quiet,
+  });
+  let done = 0;
+  const all = Promise.withResolvers<void>();
+  worker.addEventListener("completed", () => ++done === n && all.resolve());
+  const started = performance.now();
+  const run = worker.run();
+  await all.promise;
+  const result = rate(n, performance.now() - started);
+  await worker.stop();
+  await run;
+  return result;
+}
+
+function percentiles(samples: number[]) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+  const round = (x: number) => Math.round(x * 100) / 100;
+  return { p50: round(at(0.5)), p95: round(at(0.95)), p99: round(at(0.99)), n: sorted.length };
+}
+
+/** Enqueue-to-start latency, in ms, measured with one clock in one process. */
+async function pickup(kind: "idle" | "load") {
+  const name = fresh();
+  const samples: number[] = [];
+  const stamp = task("stamp", (sent: number) => void samples.push(performance.now() - sent));
+  await using queue = new Queue(name, { redis: url });
+  const worker = new Worker(name, [stamp], {
+    redis: url,
+    concurrency: 32,
+    keepResult: 0,
+    handleSignals: false,
+    logger: quiet,
+  });
+  const run = worker.run();
+  if (kind === "idle") {
+    for (let i = 0; i < 200; i++) {
+      const before = samples.length;
+      await queue.enqueue(stamp, performance.now());
+      while (samples.length === before) await new Promise((r) => setTimeout(r, 0));
+    }
+  } else {
+    // A fixed offered load of 2,000 jobs/s: 2 jobs every millisecond tick of the schedule.
+    const total = 2_000 * LOAD_SECONDS;
+    const started = performance.now();
+    for (let sent = 0; sent < total;) {
+      const due = Math.floor((performance.now() - started) * 2);
+      const batch = Math.min(due, total) - sent;
+      if (batch > 0) {
+        const now = performance.now();
+        await queue.enqueueMany(stamp, Array.from({ length: batch }, () => ({ data: now })));
+        sent += batch;
+      } else {
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    }
+    while (samples.length < total) await new Promise((r) => setTimeout(r, 5));
+  }
+  await worker.stop();
+  await run;
+  return percentiles(samples);
+}
+
+/** Start minus due time for delayed jobs spread over a few seconds, in ms. */
+async function lateness() {
+  const name = fresh();
+  const samples: number[] = [];
+  const due = task("due", (at: number) => void samples.push(Date.now() - at));
+  await using queue = new Queue(name, { redis: url });
+  const worker = new Worker(name, [due], {
+    redis: url,
+    concurrency: 64,
+    keepResult: 0,
+    handleSignals: false,
+    logger: quiet,
+  });
+  const run = worker.run();
+  const base = Date.now() + 200;
+  const items = Array.from({ length: LATE_JOBS }, (_, i) => {
+    const at = base + Math.floor((i / LATE_JOBS) * LATE_SPREAD_MS);
+    return { data: at, at };
+  });
+  await queue.enqueueMany(due, items);
+  while (samples.length < LATE_JOBS) await new Promise((r) => setTimeout(r, 20));
+  await worker.stop();
+  await run;
+  return percentiles(samples);
+}
+
+async function memory() {
+  const name = fresh();
+  const usedMemory = async () =>
+    Number((await admin.info("memory")).match(/used_memory:(\d+)/)![1]);
+  await admin.call("MEMORY", "PURGE").catch(() => {});
+  const redisBefore = await usedMemory();
+  await using queue = new Queue(name, { redis: url });
+  const worker = new Worker(name, [noop], {
+    redis: url,
+    concurrency: 64,
+    keepResult: 0,
+    handleSignals: false,
+    logger: quiet,
+  });
+  let done = 0;
+  const waiters: [number, () => void][] = [];
+  worker.addEventListener("completed", () => {
+    done++;
+    while (waiters.length > 0 && done >= waiters[0]![0]) waiters.shift()![1]();
+  });
+  const reach = (n: number) => new Promise<void>((resolve) => waiters.push([n, resolve]));
+  const run = worker.run();
+  const chunk = 20_000;
+  let warm = 0;
+  for (let sent = 0; sent < MEMORY_JOBS; sent += chunk) {
+    await queue.enqueueMany(noop, Array.from({ length: chunk }, () => ({ data: null })));
+    await reach(sent + chunk);
+    if (sent === 2 * chunk) warm = Deno.memoryUsage().rss; // after warm-up
+  }
+  const end = Deno.memoryUsage().rss;
+  await worker.stop();
+  await run;
+  await admin.del(queue.keys.stream);
+  await admin.call("MEMORY", "PURGE").catch(() => {});
+  const redisAfter = await usedMemory();
+  return { workerRssWarm: warm, workerRssEnd: end, redisBefore, redisAfter, jobs: MEMORY_JOBS };
+}
+
+async function bullmq(): Promise<
+  { version: string; enqueue: number; process: Record<string, number> } | undefined
+> {
+  if (values["no-peer"]) return undefined;
+  const dir = new URL("./peers/", import.meta.url).pathname;
+  try {
+    await Deno.stat(`${dir}node_modules/bullmq/package.json`);
+  } catch {
+    log("bench: installing BullMQ into bench/peers (npm install)");
+    const install = await new Deno.Command("npm", {
+      args: ["install", "--no-fund", "--no-audit", "--loglevel=error"],
+      cwd: dir,
+      stdout: "null",
+      stderr: "inherit",
+    }).output();
+    if (!install.success) throw new Error("bench: npm install in bench/peers failed");
+  }
+  const out = await new Deno.Command("node", {
+    args: [`${dir}bullmq.mjs`, url, String(N), "1,32,256"],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("bench: the BullMQ peer failed");
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+}
+
+log(`bench: ${quick ? "quick" : "full"} run, ${N} jobs per throughput test, Redis ${url}`);
+log("bench: floor");
+const floorResult = await floor();
+log("bench: sluice enqueue");
+const enqueue = await sluiceEnqueue();
+const processing: Record<string, number> = {};
+for (const c of [1, 32, 256]) {
+  log(`bench: sluice processing at concurrency ${c}`);
+  processing[c] = await sluiceProcess(c, c === 1 ? Math.max(1_000, Math.floor(N / 10)) : N);
+}
+log("bench: pickup latency at idle");
+const idle = await pickup("idle");
+log(`bench: pickup latency at 2,000 jobs/s for ${LOAD_SECONDS} s`);
+const loaded = await pickup("load");
+log("bench: delayed-job lateness");
+const late = await lateness();
+log(`bench: memory over ${MEMORY_JOBS} jobs`);
+const mem = await memory();
+log("bench: BullMQ on Node");
+const peer = await bullmq();
+await admin.quit();
+
+const ratio = (a: number, b: number | undefined) => (b ? Math.round((a / b) * 100) / 100 : null);
+const report = {
+  mode: quick ? "quick" : "full",
+  jobs: N,
+  redis: url,
+  floor: floorResult,
+  sluice: { enqueue, process: processing },
+  bullmq: peer ?? null,
+  ratios: {
+    enqueueVsFloor: ratio(enqueue, floorResult.enqueue),
+    enqueueVsBullmq: ratio(enqueue, peer?.enqueue),
+    processVsFloor: Object.fromEntries(
+      Object.entries(processing).map(([c, r]) => [c, ratio(r, floorResult.process)]),
+    ),
+    processVsBullmq: Object.fromEntries(
+      Object.entries(processing).map(([c, r]) => [c, ratio(r, peer?.process[c])]),
+    ),
+  },
+  pickupMs: { idle, at2000PerSecond: loaded },
+  delayedLatenessMs: late,
+  memory: {
+    ...mem,
+    workerRssGrowth: ratio(mem.workerRssEnd - mem.workerRssWarm, mem.workerRssWarm),
+    redisGrowth: ratio(mem.redisAfter - mem.redisBefore, mem.redisBefore),
+  },
+};
+
+if (values.json) {
+  console.log(JSON.stringify(report, null, 2));
+} else {
+  const k = (n: number) => `${(n / 1_000).toFixed(1)}k/s`;
+  const pct = (x: number | null) => (x === null ? "n/a" : `${Math.round(x * 100)}%`);
+  const times = (x: number | null) => (x === null ? "n/a" : `${x.toFixed(1)}x`);
+  const rows: string[][] = [["", "floor", "sluice", "BullMQ", "sluice/floor", "sluice/BullMQ"]];
+  rows.push([
+    "enqueue",
+    k(floorResult.enqueue),
+    k(enqueue),
+    peer ? k(peer.enqueue) : "n/a",
+    pct(report.ratios.enqueueVsFloor),
+    times(report.ratios.enqueueVsBullmq),
+  ]);
+  for (const c of ["1", "32", "256"]) {
+    rows.push([
+      `process c=${c}`,
+      k(floorResult.process),
+      k(processing[c]!),
+      peer ? k(peer.process[c]!) : "n/a",
+      pct(report.ratios.processVsFloor[c]!),
+      times(report.ratios.processVsBullmq[c]!),
+    ]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+  console.log(line(rows[0]!));
+  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+  for (const r of rows.slice(1)) console.log(line(r));
+  console.log();
+  const ms = (p: { p50: number; p95: number; p99: number }) =>
+    `p50 ${p.p50} ms, p95 ${p.p95} ms, p99 ${p.p99} ms`;
+  console.log(`pickup at idle:          ${ms(idle)}`);
+  console.log(`pickup at 2,000 jobs/s:  ${ms(loaded)}`);
+  console.log(
+    `delayed-job lateness:    ${ms(late)} (${LATE_JOBS} jobs over ${LATE_SPREAD_MS / 1000} s)`,
+  );
+  const mb = (b: number) => `${(b / 1_048_576).toFixed(1)} MiB`;
+  console.log(
+    `worker RSS:              ${mb(mem.workerRssWarm)} after warm-up, ${
+      mb(mem.workerRssEnd)
+    } after ${mem.jobs} jobs (${pct(report.memory.workerRssGrowth)})`,
+  );
+  console.log(
+    `Redis used_memory:       ${mb(mem.redisBefore)} before, ${mb(mem.redisAfter)} after (${
+      pct(report.memory.redisGrowth)
+    })`,
+  );
+  if (peer) console.log(`peer: BullMQ ${peer.version} on Node, same Redis, same run`);
+}
