@@ -367,21 +367,25 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     await consumer.shutdown(this.#hurry ? 1_000 : 5_000);
   }
 
+  /**
+   * Runs a job in a pool slot. The slot is freed as soon as the handler has returned; the
+   * settle goes on without it (the job stays held, and counted by prefetch, until it lands),
+   * so a slot bounds running handlers and not handlers plus a round trip.
+   */
   async #execute(job: Job): Promise<void> {
     if (this.#state !== "running" || job.settled) return; // released by the shutdown
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#running.set(job, promise);
-    try {
-      await this.#runJob(job);
-    } catch (err) {
-      this.#report(toError(err), job);
-    } finally {
-      this.#running.delete(job);
-      resolve();
-    }
+    const handlerDone = Promise.withResolvers<void>();
+    const whole = this.#runJob(job, handlerDone.resolve)
+      .catch((err) => this.#report(toError(err), job))
+      .finally(() => {
+        this.#running.delete(job);
+        handlerDone.resolve();
+      });
+    this.#running.set(job, whole);
+    await handlerDone.promise;
   }
 
-  async #runJob(job: Job): Promise<void> {
+  async #runJob(job: Job, handlerDone: () => void): Promise<void> {
     if (job.signal.reason instanceof CancelledError) {
       // Cancelled while it waited for a slot: never run.
       await this.#settle(job, () => job.ack());
@@ -421,6 +425,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     let outcome: "ok" | "timeout" | Error;
     if (timeout === undefined) {
       outcome = await work.then(() => "ok" as const, toError);
+      handlerDone();
     } else {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<"timeout">((resolve) => {
@@ -428,6 +433,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       });
       outcome = await Promise.race([work.then(() => "ok" as const, toError), late]);
       clearTimeout(timer);
+      if (outcome !== "timeout") handlerDone();
     }
     if (outcome === "ok") {
       await this.#settle(job, () => job.ack(ctx.result));
