@@ -411,12 +411,9 @@ export class Consumer implements Lessor {
    */
   async #checkCancelled(jobs: Job[]): Promise<void> {
     if (jobs.length === 0) return;
-    const pipeline = this.#ctx.client().pipeline();
-    for (const job of jobs) pipeline.hget(this.#ctx.keys.job(job.id), "state");
-    const states = (await pipeline.exec()) ?? [];
-    states.forEach(([, state], i) => {
-      if (state === "cancelling" || state === "cancelled") this.#cancel(jobs[i]!.id);
-    });
+    const keys = jobs.map((job) => this.#ctx.keys.job(job.id));
+    const cancelled = await this.#ctx.client().sluiceCancelled(keys.length, ...keys);
+    for (const position of cancelled) this.#cancel(jobs[position - 1]!.id);
   }
 
   /** Turns an entry into a held job, or dead-letters it if it cannot be decoded. */

@@ -433,12 +433,26 @@ end
 return replayed
 `;
 
+/**
+ * Which of these jobs were cancelled? KEYS: one record per job. Returns the 1-based positions
+ * of the records marked cancelling or cancelled (usually none).
+ */
+const CANCELLED = `
+local out = {}
+for i = 1, #KEYS do
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state == 'cancelling' or state == 'cancelled' then out[#out + 1] = i end
+end
+return out
+`;
+
 /** A Redis client with sluice's scripts defined on it. */
 export interface ScriptClient extends Redis {
   sluiceSettle(numKeys: number, ...keysAndArgs: string[]): Promise<number[]>;
   sluiceEnqueue(numKeys: number, ...keysAndArgs: string[]): Promise<(number | string)[]>;
   sluiceMarkDead(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   sluiceReplay(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  sluiceCancelled(numKeys: number, ...keys: string[]): Promise<number[]>;
   sluiceCancel(
     stream: string,
     delayed: string,
@@ -477,6 +491,7 @@ export function defineScripts(client: Redis): ScriptClient {
   client.defineCommand("sluiceMarkDead", { lua: MARK_DEAD });
   client.defineCommand("sluiceCancel", { numberOfKeys: 4, lua: CANCEL });
   client.defineCommand("sluiceReplay", { lua: REPLAY });
+  client.defineCommand("sluiceCancelled", { lua: CANCELLED });
   client.defineCommand("sluicePromote", { numberOfKeys: 3, lua: PROMOTE });
   client.defineCommand("sluiceRenew", { numberOfKeys: 2, lua: RENEW });
   client.defineCommand("sluiceReclaim", { numberOfKeys: 3, lua: RECLAIM });
