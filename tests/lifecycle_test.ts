@@ -425,11 +425,14 @@ Deno.test("a delayed job scheduled without a wake-up message still runs within a
     worker.addEventListener("completed", (e) => resolve(e.detail.result))
   );
   const run = worker.run();
-  // What a producer in another language might do: ZADD and HSET, and no PUBLISH.
+  // What a producer in another language might do: ZADD and HSET in one MULTI (as the README
+  // says), and no PUBLISH.
   const fields = ["v", "1", "id", "raw", "task", "double", "data", "4", "attempt", "1", "enq", "1"];
   const [seconds] = await db.time();
-  await db.zadd(queue.keys.delayed, Number(seconds) * 1_000 + 50, "raw");
-  await db.hset(queue.keys.payloads, "raw", JSON.stringify(fields));
+  await db.multi()
+    .hset(queue.keys.payloads, "raw", JSON.stringify(fields))
+    .zadd(queue.keys.delayed, Number(seconds) * 1_000 + 50, "raw")
+    .exec();
   assert.equal(await done, 8);
   await worker.stop();
   await run;
