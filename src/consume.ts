@@ -185,11 +185,6 @@ export class Consumer implements Lessor {
     return this.#done.promise;
   }
 
-  /** True once the stream was told to stop. */
-  get stopping(): boolean {
-    return this.#stopping;
-  }
-
   /** Stops reading: no read is sent after this, and a blocking read is cut short. */
   stop(): void {
     this.#stop();
