@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
-import { Queue, task, Worker } from "../mod.ts";
+import { type AnyTask, Queue, task, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
 
 const { values } = parseArgs({
@@ -68,6 +68,17 @@ async function floor() {
 
 const noop = task("noop", () => {});
 
+/** A quiet no-op-style worker on queue `name` that keeps no records. */
+function benchWorker(name: string, tasks: AnyTask[], concurrency: number): Worker {
+  return new Worker(name, tasks, {
+    redis: url,
+    concurrency,
+    keepResult: 0,
+    handleSignals: false,
+    logger: quiet,
+  });
+}
+
 async function sluiceEnqueue() {
   const name = fresh();
   await using queue = new Queue(name, { redis: url });
@@ -102,13 +113,7 @@ async function sluiceProcess(concurrency: number, n: number) {
       Array.from({ length: Math.min(10_000, n - i) }, () => ({ data: null })),
     );
   }
-  const worker = new Worker(name, [noop], {
-    redis: url,
-    concurrency,
-    keepResult: 0,
-    handleSignals: false,
-    logger: quiet,
-  });
+  const worker = benchWorker(name, [noop], concurrency);
   let done = 0;
   const all = Promise.withResolvers<void>();
   worker.addEventListener("completed", () => ++done === n && all.resolve());
@@ -134,13 +139,7 @@ async function pickup(kind: "idle" | "load") {
   const samples: number[] = [];
   const stamp = task("stamp", (sent: number) => void samples.push(performance.now() - sent));
   await using queue = new Queue(name, { redis: url });
-  const worker = new Worker(name, [stamp], {
-    redis: url,
-    concurrency: 32,
-    keepResult: 0,
-    handleSignals: false,
-    logger: quiet,
-  });
+  const worker = benchWorker(name, [stamp], 32);
   const run = worker.run();
   if (kind === "idle") {
     for (let i = 0; i < 200; i++) {
@@ -176,13 +175,7 @@ async function lateness() {
   const samples: number[] = [];
   const due = task("due", (at: number) => void samples.push(Date.now() - at));
   await using queue = new Queue(name, { redis: url });
-  const worker = new Worker(name, [due], {
-    redis: url,
-    concurrency: 64,
-    keepResult: 0,
-    handleSignals: false,
-    logger: quiet,
-  });
+  const worker = benchWorker(name, [due], 64);
   const run = worker.run();
   const base = Date.now() + 200;
   const items = Array.from({ length: LATE_JOBS }, (_, i) => {
@@ -203,13 +196,7 @@ async function memory() {
   await admin.call("MEMORY", "PURGE").catch(() => {});
   const redisBefore = await usedMemory();
   await using queue = new Queue(name, { redis: url });
-  const worker = new Worker(name, [noop], {
-    redis: url,
-    concurrency: 64,
-    keepResult: 0,
-    handleSignals: false,
-    logger: quiet,
-  });
+  const worker = benchWorker(name, [noop], 64);
   let done = 0;
   const waiters: [number, () => void][] = [];
   worker.addEventListener("completed", () => {

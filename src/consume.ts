@@ -14,7 +14,7 @@ import { settlesWithin } from "./async.ts";
 import { decodeData, decodeFields, isFailure } from "./codec.ts";
 import { CancelledError, LeaseLostError, toError } from "./errors.ts";
 import { abort, type DeadReason, isLeased, Job, type Lessor, markLost, reclaimed } from "./job.ts";
-import type { Keys } from "./keys.ts";
+import { type Keys, RECORD_TTL_MS } from "./keys.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { close, connect, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
@@ -71,9 +71,6 @@ export interface QueueContext {
 }
 
 type SettleOp = { job: Job; op: string; a: string; b: string };
-
-/** How long a pending job's record lives without news: a week. */
-const LIVE_MS = 7 * 24 * 3_600_000;
 
 /** Most delayed jobs moved to the stream per promotion call. */
 const PROMOTE_BATCH = 1_000;
@@ -466,7 +463,7 @@ export class Consumer implements Lessor {
       keys.wake,
       keys.done,
       "0",
-      String(LIVE_MS),
+      String(RECORD_TTL_MS),
       String(this.#ctx.maxDead),
       "dead",
       entryId,
@@ -495,7 +492,7 @@ export class Consumer implements Lessor {
         keys.wake,
         keys.done,
         String(keepResult),
-        String(LIVE_MS),
+        String(RECORD_TTL_MS),
         String(maxDead),
       ];
       for (const { job, op, a, b } of chunk) {

@@ -6,6 +6,7 @@
  */
 import type { HandleContext } from "./handle.ts";
 import { checkInt, show } from "./_options.ts";
+import { RECORD_TTL_MS } from "./keys.ts";
 
 /** One dead letter. */
 export interface DeadLetter {
@@ -32,7 +33,6 @@ export interface DeadLetter {
 /** Which dead letters: a list of `deadId`s, or all of them. */
 export type DeadSelection = readonly string[] | { all: true };
 
-const LIVE_MS = 7 * 24 * 3_600_000;
 const PAGE = 500;
 
 /**
@@ -101,7 +101,7 @@ export class DeadLetters {
         keys.dead,
         keys.stream,
         ...page.map((letter) => keys.job(letter.id || `dead:${letter.deadId}`)),
-        String(LIVE_MS),
+        String(RECORD_TTL_MS),
         ...page.map((letter) => letter.deadId),
       );
     }

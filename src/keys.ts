@@ -30,6 +30,10 @@ export interface Keys {
   readonly jobPrefix: string;
 }
 
+/** How long a pending job's record lives without news (ms): a week. Finished jobs' records
+ * live for `keepResult` instead. */
+export const RECORD_TTL_MS = 7 * 24 * 3_600_000;
+
 const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
 
 /**

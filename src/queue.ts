@@ -8,7 +8,7 @@ import { type ConsumeOptions, Consumer, type QueueContext } from "./consume.ts";
 import { encodeData, encodeFields, uuidv7 } from "./codec.ts";
 import { toError, ValidationError } from "./errors.ts";
 import type { Job } from "./job.ts";
-import { checkName, type Keys, queueKeys } from "./keys.ts";
+import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { close, connect, DEFAULT_REDIS, processName, type RedisConfig } from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
@@ -93,9 +93,6 @@ export interface EnqueueItem<Data> extends EnqueueOptions {
 /** Jobs per enqueue script call: big enough to spread the call's cost, small enough not to
  * hold Redis up (about a millisecond of work). */
 const ENQUEUE_BATCH = 100;
-/** How long a pending job's record lives without news: a week. */
-const LIVE_MS = 7 * 24 * 3_600_000;
-
 /** What `queue.stats()` returns. */
 export interface QueueStats {
   /** In the stream, not yet delivered. */
@@ -409,7 +406,7 @@ export class Queue implements AsyncDisposable {
     for (let i = 0; i < entries.length; i += ENQUEUE_BATCH) {
       const batch = entries.slice(i, i + ENQUEUE_BATCH);
       const keys = [stream, delayed, payloads, ...batch.map(({ id }) => this.keys.job(id))];
-      const args = [wake, String(LIVE_MS), task, String(now)];
+      const args = [wake, String(RECORD_TTL_MS), task, String(now)];
       for (const { when, fields } of batch) {
         args.push(when?.mode ?? "now", String(when?.ms ?? 0), String(fields.length), ...fields);
       }
