@@ -78,6 +78,8 @@ const PROMOTE_BATCH = 1_000;
 const MAX_BLOCK_MS = 10_000;
 /** Most deliveries per renewal or settle script call; bigger sets are split. */
 const CHUNK = 1_000;
+/** How long a cancel message is remembered, for a read reply it may have overtaken. */
+const CANCEL_MEMORY_MS = 10_000;
 /** How long a shutdown waits on Redis before it gives up and lets leases lapse. */
 const SHUTDOWN_WAIT_MS = 5_000;
 
@@ -118,6 +120,11 @@ export class Consumer implements Lessor {
   #renewing = false;
   #failures = 0;
   #settler: Batcher<SettleOp, number>;
+  /** Subscribed to the cancel channel, with no disconnect since `#epoch` last moved. */
+  #listening = false;
+  #epoch = 0;
+  /** Cancel messages of the last few seconds, by job id, with the time each arrived. */
+  #cancels = new Map<string, number>();
 
   constructor(ctx: QueueContext, options: ConsumeOptions = {}) {
     const {
@@ -154,8 +161,13 @@ export class Consumer implements Lessor {
     this.#subscriber.on("ready", () => {
       this.#dueAt = 0;
       this.#interrupt();
+      this.#listen();
     });
-    this.#subscriber.subscribe(ctx.keys.wake, ctx.keys.cancel).catch(() => {});
+    this.#subscriber.on("close", () => {
+      this.#listening = false;
+      this.#epoch++;
+    });
+    this.#listen();
     this.#tick = setInterval(() => this.#renew(), Math.max(1, Math.floor(idleTimeout / 3)));
     this.readable = new ReadableStream<Job>({
       start: (controller) => {
@@ -265,6 +277,7 @@ export class Consumer implements Lessor {
       if (this.#stopping) return;
     }
     const count = this.#room();
+    const epoch = this.#listening ? this.#epoch : -1;
     const wakeAt = Math.min(this.#nextReclaim, this.#dueAt);
     const block = Math.max(1, Math.min(MAX_BLOCK_MS, wakeAt - Date.now()));
     // Redis times blocked reads out on its own event loop tick (up to 100 ms late at hz 10):
@@ -290,7 +303,9 @@ export class Consumer implements Lessor {
       const job = this.#admit(entryId, 1, fields);
       if (job !== undefined) admitted.push(job);
     }
-    await this.#checkCancelled(admitted);
+    // Listening the whole time since before the read, we hear of every cancel that landed
+    // after it (those before it deleted the entry); else ask the records.
+    if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
   }
 
   /** Moves due delayed jobs to the stream, and learns when the next one is due. */
@@ -318,6 +333,14 @@ export class Consumer implements Lessor {
     this.#interrupt();
   }
 
+  /** (Re)subscribes to the wake and cancel channels; listening once Redis confirms. */
+  #listen(): void {
+    const epoch = this.#epoch;
+    this.#subscriber.subscribe(this.#ctx.keys.wake, this.#ctx.keys.cancel).then(() => {
+      if (epoch === this.#epoch) this.#listening = true;
+    }, () => {});
+  }
+
   /** Ends a blocking read now, as if it had timed out; the loop then looks again. */
   #interrupt(): void {
     if (this.#read !== undefined && this.#blockingId !== undefined) {
@@ -334,6 +357,14 @@ export class Consumer implements Lessor {
     for (const job of this.held.values()) {
       if (job.id === id) abort(job, new CancelledError(`Job ${id} was cancelled`));
     }
+    // The message may beat the read reply that brings the job: remember it for a while.
+    const now = Date.now();
+    for (const [old, at] of this.#cancels) {
+      if (now - at < CANCEL_MEMORY_MS) break;
+      this.#cancels.delete(old);
+    }
+    this.#cancels.delete(id);
+    this.#cancels.set(id, now);
   }
 
   async #reclaim(): Promise<void> {
@@ -442,6 +473,9 @@ export class Consumer implements Lessor {
     }, this);
     this.held.set(entryId, job);
     this.#buffer.push(job);
+    if (this.#cancels.size > 0 && this.#cancels.has(job.id)) {
+      abort(job, new CancelledError(`Job ${job.id} was cancelled`));
+    }
     return job;
   }
 
@@ -465,11 +499,11 @@ export class Consumer implements Lessor {
       "0",
       String(RECORD_TTL_MS),
       String(this.#ctx.maxDead),
+      this.name,
+      keys.jobPrefix,
       "dead",
       entryId,
-      this.name,
       String(deliveries),
-      `malformed:${entryId}`,
       error,
       reason,
     ).catch((err) =>
@@ -494,9 +528,11 @@ export class Consumer implements Lessor {
         String(keepResult),
         String(RECORD_TTL_MS),
         String(maxDead),
+        this.name,
+        keys.jobPrefix,
       ];
       for (const { job, op, a, b } of chunk) {
-        args.push(op, job.entryId, this.name, String(job.deliveries), job.id, a, b);
+        args.push(op, job.entryId, String(job.deliveries), a, b);
       }
       const client = this.#ctx.client();
       codes.push(...await client.sluiceSettle(4 + records.length, ...head, ...records, ...args));

@@ -93,6 +93,8 @@ export interface EnqueueItem<Data> extends EnqueueOptions {
 /** Jobs per enqueue script call: big enough to spread the call's cost, small enough not to
  * hold Redis up (about a millisecond of work). */
 const ENQUEUE_BATCH = 100;
+/** Most undelivered entries `stats()` counts one by one when the group's lag is unknown. */
+const WAITING_COUNT_CAP = 10_000;
 /** What `queue.stats()` returns. */
 export interface QueueStats {
   /** In the stream, not yet delivered. */
@@ -305,17 +307,29 @@ export class Queue implements AsyncDisposable {
     const info = groups.map(toRecord).find((g) => g.name === this.group);
     const active = Number(info?.pending ?? 0);
     const lastDelivered = String(info?.["last-delivered-id"] ?? "0-0");
-    const [oldest] = await client.xrange(stream, `(${lastDelivered}`, "+", "COUNT", 1);
-    const oldestMs = oldest ? Number(oldest[0].split("-")[0]) : undefined;
+    const lag = info?.lag === null || info?.lag === undefined ? null : Number(info.lag);
+    // Finished entries linger in the stream until it is trimmed past them, so its length
+    // overcounts: the group's lag is exact. When Redis cannot tell (a cancelled job was
+    // deleted ahead of the group), count the undelivered entries, up to a cap.
+    const ahead = await client.xrange(
+      stream,
+      `(${lastDelivered}`,
+      "+",
+      "COUNT",
+      lag === null ? WAITING_COUNT_CAP + 1 : 1,
+    );
+    const oldestMs = ahead[0] ? Number(ahead[0][0].split("-")[0]) : undefined;
+    const waiting = lag ??
+      (ahead.length <= WAITING_COUNT_CAP ? ahead.length : Math.max(ahead.length, length - active));
     return {
-      waiting: Math.max(0, length - active),
+      waiting,
       active,
       delayed: delayedCount,
       dead: deadCount,
       consumers: Number(info?.consumers ?? 0),
       workers: live,
       oldestWaitingMs: oldestMs === undefined ? null : Math.max(0, Date.now() - oldestMs),
-      lag: info?.lag === null || info?.lag === undefined ? null : Number(info.lag),
+      lag,
     };
   }
 
