@@ -501,6 +501,7 @@ export class Consumer implements Lessor {
       String(this.#ctx.maxDead),
       this.name,
       keys.jobPrefix,
+      String(this.held.size + 1),
       "dead",
       entryId,
       String(deliveries),
@@ -530,6 +531,7 @@ export class Consumer implements Lessor {
         String(maxDead),
         this.name,
         keys.jobPrefix,
+        String(this.held.size),
       ];
       for (const { job, op, a, b } of chunk) {
         args.push(op, job.entryId, String(job.deliveries), a, b);

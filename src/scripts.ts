@@ -80,6 +80,7 @@ end
 -- A job reached its end: record the outcome for \`keep\` ms (or drop the record), and tell
 -- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0:
 -- state, reason and result JSON (or error text), one per line.
+local drop = nil -- when a table, finish() collects records to delete instead of deleting them
 local function finish(rec, keep, now, channel, state, body, reason, ...)
   if keep > 0 then
     if state == 'completed' or state == 'cancelled' then
@@ -89,6 +90,8 @@ local function finish(rec, keep, now, channel, state, body, reason, ...)
       redis.call('HSET', rec, 'state', state, 'finished', now, 'error', body, 'reason', reason, ...)
     end
     redis.call('PEXPIRE', rec, keep)
+  elseif drop then
+    drop[#drop + 1] = rec
   else
     redis.call('DEL', rec)
   end
@@ -100,8 +103,9 @@ end
  * Settles a batch of deliveries and keeps each job's record in step. KEYS: stream, dead,
  * delayed, payloads, then one job record key per operation. ARGV: group, wake channel, done
  * channel prefix, keep ms (0: keep no record), live ms (record TTL while a job is pending),
- * max dead (0: unbounded), consumer, record key prefix, then 4 values per operation: op, entry
- * id, deliveries, a, b (the job id is the record key minus the prefix).
+ * max dead (0: unbounded), consumer, record key prefix, deliveries the consumer holds, then 5
+ * values per operation: op, entry id, deliveries, a, b (the job id is the record key minus the
+ * prefix).
  *   ack      a = result JSON ('' for none), b = start time ms
  *   cancel   acked without running to the end: record cancelled; b = start time or ''
  *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
@@ -122,16 +126,30 @@ local TRIM_SLACK_MS = 5000
 local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local consumer, skip = ARGV[7], #ARGV[8] + 1
+local consumer, skip, held = ARGV[7], #ARGV[8] + 1, tonumber(ARGV[9])
 local out, now = {}, now_ms()
 local done_ids = {}
+drop = {}
+-- Fencing: when the consumer holds few more deliveries than this batch settles, one look at
+-- its whole pending list beats one XPENDING per job.
+local mine = nil
+if held <= 4 * (#ARGV - 9) / 5 then
+  local ok, p = pcall(redis.call, 'XPENDING', stream, group, '-', '+', held + 1, consumer)
+  if ok and #p <= held then
+    mine = {}
+    for _, e in ipairs(p) do mine[e[1]] = e[4] end
+  end
+end
 local k = 5
-for i = 9, #ARGV, 5 do
+for i = 10, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local rec = KEYS[k]
   local id = string.sub(rec, skip)
   k = k + 1
-  if not owned(stream, group, entry, consumer, deliveries) then
+  local ours
+  if mine then ours = mine[entry] == tonumber(deliveries)
+  else ours = owned(stream, group, entry, consumer, deliveries) end
+  if not ours then
     out[#out + 1] = 0
   elseif op == 'ack' or op == 'cancel' then
     -- Acked together after the loop: one XACK per batch.
@@ -176,6 +194,9 @@ for i = 9, #ARGV, 5 do
   else
     return redis.error_reply('sluice: unknown settle op ' .. tostring(op))
   end
+end
+for i = 1, #drop, 500 do
+  redis.call('DEL', unpack(drop, i, math.min(i + 499, #drop)))
 end
 if #done_ids > 0 then
   for i = 1, #done_ids, 500 do
