@@ -1,6 +1,7 @@
 /**
  * Wire format version 1: how a job is laid out in a stream entry. Any language can enqueue a
- * job with a plain XADD of these fields (see the README's wire-format section).
+ * job with a plain XADD of these fields (see the README's wire-format section). Entries are
+ * untrusted input: decoding never throws, and says why an entry cannot run.
  *
  * @module
  */
@@ -28,13 +29,34 @@ export interface WireJob {
   retry?: string;
   /** This job's timeout in ms, if any. */
   timeout?: number;
+  /** HMAC-SHA256 signature, base64url (see `sign.ts`), if any. */
+  sig?: string;
 }
 
 /** Why an entry could not be decoded. */
 export interface DecodeFailure {
-  reason: "malformed";
+  /**
+   * `malformed`: a field is missing, given twice or invalid; `unknown-version`: field v is
+   * not `1`; `too-large`: field data is over the payload limit.
+   */
+  reason: "malformed" | "unknown-version" | "too-large";
+  /** What is wrong, without the payload. */
   error: string;
 }
+
+/** The fields sluice reads; each may appear once. */
+const KNOWN = new Set([
+  "v",
+  "id",
+  "task",
+  "data",
+  "attempt",
+  "enq",
+  "trace",
+  "retry",
+  "timeout",
+  "sig",
+]);
 
 /** Flattens a job into XADD field/value pairs, in wire order. */
 export function encodeFields(job: WireJob): string[] {
@@ -55,27 +77,41 @@ export function encodeFields(job: WireJob): string[] {
   if (job.trace !== undefined) fields.push("trace", job.trace);
   if (job.retry !== undefined) fields.push("retry", job.retry);
   if (job.timeout !== undefined) fields.push("timeout", String(job.timeout));
+  if (job.sig !== undefined) fields.push("sig", job.sig);
   return fields;
 }
 
 const INTEGER = /^(0|[1-9][0-9]{0,15})$/;
+const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
 
 /**
- * Decodes the flat field list of a stream entry. Never throws: an entry that is not valid wire
- * format comes back as a {@linkcode DecodeFailure} naming what is wrong.
+ * Decodes the flat field list of a stream entry. Never throws: an entry that cannot run comes
+ * back as a {@linkcode DecodeFailure} naming what is wrong, checked in this order: the
+ * version, the fields, then the size of field data.
+ *
+ * @param fields The entry's field/value pairs, flat.
+ * @param maxPayloadBytes The most UTF-8 bytes field data may hold.
  */
-export function decodeFields(fields: readonly string[]): WireJob | DecodeFailure {
+export function decodeFields(
+  fields: readonly string[],
+  maxPayloadBytes: number = Infinity,
+): WireJob | DecodeFailure {
   const map = new Map<string, string>();
+  let twice: string | undefined;
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const key = fields[i]!;
     if (!map.has(key)) map.set(key, fields[i + 1]!);
+    else if (KNOWN.has(key)) twice ??= key;
   }
   const v = map.get("v");
+  if (v === undefined) return malformed("field v is missing");
   if (v !== WIRE_VERSION) {
-    return malformed(
-      v === undefined ? "field v is missing" : `unknown wire version ${JSON.stringify(v)}`,
-    );
+    return {
+      reason: "unknown-version",
+      error: `unknown wire version ${quote(v)}; this worker reads version ${WIRE_VERSION}`,
+    };
   }
+  if (twice !== undefined) return malformed(`field ${twice} appears more than once`);
   const id = map.get("id");
   const task = map.get("task");
   const data = map.get("data");
@@ -84,11 +120,17 @@ export function decodeFields(fields: readonly string[]): WireJob | DecodeFailure
   for (const [name, value] of [["id", id], ["task", task], ["data", data]] as const) {
     if (value === undefined || value === "") return malformed(`field ${name} is missing`);
   }
+  if (id!.length > 200) return malformed(`field id must be 1 to 200 characters, got ${id!.length}`);
+  if (!NAME.test(task!)) {
+    return malformed(
+      `field task must be 1 to 200 characters of A-Z a-z 0-9 . _ : -, got ${quote(task)}`,
+    );
+  }
   if (attempt === undefined || !INTEGER.test(attempt) || attempt === "0") {
-    return malformed(`field attempt must be an integer >= 1, got ${JSON.stringify(attempt)}`);
+    return malformed(`field attempt must be an integer >= 1, got ${quote(attempt)}`);
   }
   if (enq === undefined || !INTEGER.test(enq)) {
-    return malformed(`field enq must be ms since epoch, got ${JSON.stringify(enq)}`);
+    return malformed(`field enq must be ms since epoch, got ${quote(enq)}`);
   }
   const job: WireJob = {
     id: id!,
@@ -102,27 +144,32 @@ export function decodeFields(fields: readonly string[]): WireJob | DecodeFailure
   const retry = map.get("retry");
   if (retry !== undefined) {
     if (!validRetry(retry)) {
-      return malformed(
-        `field retry must be JSON like {"attempts":3}, got ${JSON.stringify(retry)}`,
-      );
+      return malformed(`field retry must be JSON like {"attempts":3}, got ${quote(retry)}`);
     }
     job.retry = retry;
   }
   const timeout = map.get("timeout");
   if (timeout !== undefined) {
     if (!INTEGER.test(timeout) || timeout === "0") {
-      return malformed(
-        `field timeout must be an integer >= 1 (ms), got ${JSON.stringify(timeout)}`,
-      );
+      return malformed(`field timeout must be an integer >= 1 (ms), got ${quote(timeout)}`);
     }
     job.timeout = Number(timeout);
+  }
+  const sig = map.get("sig");
+  if (sig !== undefined) job.sig = sig;
+  const size = oversize(data!, maxPayloadBytes);
+  if (size !== undefined) {
+    return {
+      reason: "too-large",
+      error: `field data is ${size} bytes, over maxPayloadBytes ${maxPayloadBytes}`,
+    };
   }
   return job;
 }
 
 function validRetry(text: string): boolean {
   try {
-    const value = JSON.parse(text);
+    const value = decodeData(text);
     if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
     checkRetry("", value);
     return true;
@@ -132,12 +179,73 @@ function validRetry(text: string): boolean {
 }
 
 /** True if `decoded` is a failure. */
-export function isFailure(decoded: WireJob | DecodeFailure): decoded is DecodeFailure {
+export function isFailure<F extends { reason: string }>(decoded: WireJob | F): decoded is F {
   return "reason" in decoded;
 }
 
 function malformed(error: string): DecodeFailure {
   return { reason: "malformed", error };
+}
+
+/** A field value as error text shows it: quoted, and cut short, for values are untrusted. */
+function quote(value: string | undefined): string {
+  if (value === undefined) return "nothing";
+  return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value);
+}
+
+/**
+ * The UTF-8 length of `text` in bytes, if it is over `limit`; else undefined. Texts short
+ * enough that even 3 bytes per UTF-16 unit fit are not counted.
+ */
+export function oversize(text: string, limit: number): number | undefined {
+  if (text.length * 3 <= limit) return undefined;
+  const size = utf8Length(text);
+  return size > limit ? size : undefined;
+}
+
+/** The UTF-8 length of `text` in bytes, as TextEncoder would encode it; nothing is allocated. */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) {
+      bytes += 1;
+    } else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        // A surrogate pair: 2 units, 4 bytes.
+        bytes += 2;
+        i++;
+      } else {
+        bytes += 2; // a lone surrogate becomes U+FFFD: 3 bytes
+      }
+    } else {
+      bytes += 2;
+    }
+  }
+  return bytes;
+}
+
+/**
+ * True if any field holds U+FFFD. ioredis decodes replies as UTF-8 and turns invalid bytes into
+ * U+FFFD, so only such entries need a look at their raw bytes.
+ */
+export function mayBeMangled(fields: readonly string[]): boolean {
+  for (const field of fields) if (field.includes("\uFFFD")) return true;
+  return false;
+}
+
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/** True if every field of an entry, given as raw bytes, is valid UTF-8. */
+export function validUtf8(raw: readonly Uint8Array[]): boolean {
+  try {
+    for (const bytes of raw) STRICT_UTF8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -152,16 +260,33 @@ export function encodeData(data: unknown): string {
 }
 
 /**
- * Parses JSON job data. Keys named `__proto__` are dropped, so hostile payloads cannot reach a
- * prototype through code that later merges the data into other objects.
+ * Parses JSON job data. A key named `__proto__`, at any depth, is refused: JSON.parse makes it
+ * an own property, harmless in itself, but code that later merges the data into other objects
+ * would hand it to a prototype.
  *
  * @throws {SyntaxError} If the text is not JSON.
+ * @throws {TypeError} If the data has a key named `__proto__`.
  */
 export function decodeData(text: string): unknown {
   // The reviver is slower, so only texts that could spell the key (also through \u escapes)
   // pay for it.
   if (!text.includes("__proto__") && !text.includes("\\u")) return JSON.parse(text);
-  return JSON.parse(text, (key, value) => key === "__proto__" ? undefined : value);
+  return JSON.parse(text, (key, value) => {
+    if (key === "__proto__") throw new TypeError(PROTO_KEY);
+    return value;
+  });
+}
+
+const PROTO_KEY = "data has a key named __proto__, which sluice refuses";
+
+/**
+ * Why field data cannot be decoded, as dead-letter text. Never quotes the data: V8's own
+ * SyntaxError messages show a piece of it, so only the position is kept.
+ */
+export function dataError(err: unknown): string {
+  if (err instanceof TypeError && err.message === PROTO_KEY) return `field ${PROTO_KEY}`;
+  const at = /at position (\d+)/.exec(err instanceof Error ? err.message : "")?.[1];
+  return at === undefined ? "field data is not JSON" : `field data is not JSON (at position ${at})`;
 }
 
 /**

@@ -20,7 +20,7 @@ export interface DeadLetter {
   data: string;
   /** The attempt it died on. */
   attempt: number;
-  /** Why: `failed`, `non-retryable`, `delivery-limit`, `timeout`, `unknown-task`, ... */
+  /** Why: a `DeadReason` such as `failed`, `unknown-task` or `bad-signature`. */
   reason: string;
   /** The error message and stack, trimmed to 4 KiB. */
   error: string;

@@ -8,7 +8,19 @@ import { CancelledError, LeaseLostError, SluiceError, toError } from "./errors.t
 import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
 
-/** Dead-letter reasons. */
+/**
+ * Dead-letter reasons. A handler's job ends with `failed`, `non-retryable` or `timeout`; a
+ * crash loop with `delivery-limit`. The rest are entries that never ran:
+ *
+ * - `bad-encoding`: a field is not valid UTF-8;
+ * - `unknown-version`: field v is not `1`;
+ * - `malformed`: a field is missing, given twice or invalid;
+ * - `too-large`: field data is over `maxPayloadBytes`;
+ * - `bad-signature`: signing keys are set and the entry is unsigned, or signed with none of them;
+ * - `bad-json`: field data is not JSON, or has a key named `__proto__`;
+ * - `unknown-task`: the worker has no task of that name;
+ * - `invalid-data`: the data fails the task's schema.
+ */
 export type DeadReason =
   | "failed"
   | "non-retryable"
@@ -16,7 +28,12 @@ export type DeadReason =
   | "timeout"
   | "unknown-task"
   | "malformed"
-  | "invalid-data";
+  | "invalid-data"
+  | "bad-json"
+  | "bad-encoding"
+  | "unknown-version"
+  | "too-large"
+  | "bad-signature";
 
 /** @internal How a job reaches Redis; supplied by the consumer that read it. */
 export interface Lessor {
@@ -299,6 +316,10 @@ export function abort(job: Job, reason: unknown): void {
 /** The text kept for an error: its stack (or name and message), trimmed. */
 export function errorText(thrown: unknown): string {
   const err = toError(thrown);
-  const text = err.stack ?? `${err.name}: ${err.message}`;
+  return trimText(err.stack ?? `${err.name}: ${err.message}`);
+}
+
+/** `text` cut to 4,096 characters: the most error text a dead letter keeps. */
+export function trimText(text: string): string {
   return text.length > MAX_ERROR_TEXT ? `${text.slice(0, MAX_ERROR_TEXT)}…` : text;
 }

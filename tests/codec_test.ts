@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import {
+  dataError,
   decodeData,
   decodeFields,
   encodeData,
   encodeFields,
   isFailure,
+  mayBeMangled,
+  oversize,
+  utf8Length,
   uuidv7,
+  validUtf8,
   WIRE_VERSION,
   type WireJob,
 } from "../src/codec.ts";
@@ -32,10 +37,10 @@ function fields(overrides: Record<string, string | undefined> = {}): string[] {
   return Object.entries(base).flatMap(([k, v]) => v === undefined ? [] : [k, v]);
 }
 
-function failure(input: string[]): string {
-  const decoded = decodeFields(input);
+function failure(input: string[], reason = "malformed", limit?: number): string {
+  const decoded = decodeFields(input, limit);
   assert.ok(isFailure(decoded), `expected a failure, got ${JSON.stringify(decoded)}`);
-  assert.equal(decoded.reason, "malformed");
+  assert.equal(decoded.reason, reason);
   return decoded.error;
 }
 
@@ -73,16 +78,54 @@ Deno.test("decodeFields() leaves trace out when the entry has none", () => {
   assert.ok(!("trace" in decoded));
 });
 
-Deno.test("decodeFields() ignores unknown fields such as sig", () => {
-  assert.deepEqual(decodeFields([...encodeFields(JOB), "sig", "abc", "extra", "x"]), JOB);
+Deno.test("decodeFields() reads sig and ignores unknown fields, even repeated ones", () => {
+  const input = [...encodeFields(JOB), "sig", "abc", "extra", "x", "extra", "y"];
+  assert.deepEqual(decodeFields(input), { ...JOB, sig: "abc" });
+  assert.deepEqual(decodeFields(encodeFields({ ...JOB, sig: "abc" })), { ...JOB, sig: "abc" });
 });
 
-Deno.test("decodeFields() reports a missing v", () => {
+Deno.test("decodeFields() reports a missing v as malformed", () => {
   assert.match(failure(fields({ v: undefined })), /field v is missing/);
 });
 
-Deno.test("decodeFields() reports an unknown wire version", () => {
-  assert.match(failure(fields({ v: "2" })), /unknown wire version "2"/);
+Deno.test("decodeFields() reports another wire version as unknown-version", () => {
+  assert.match(failure(fields({ v: "2" }), "unknown-version"), /unknown wire version "2"/);
+  assert.match(failure(fields({ v: "" }), "unknown-version"), /unknown wire version ""/);
+});
+
+for (const name of ["v", "id", "task", "data", "attempt", "enq", "trace", "sig"]) {
+  Deno.test(`decodeFields() reports field ${name} given twice as malformed`, () => {
+    const input = [...fields({ trace: "t", sig: "s" }), name, name === "v" ? "1" : "other"];
+    assert.match(failure(input), new RegExp(`field ${name} appears more than once`));
+  });
+}
+
+Deno.test("decodeFields() rejects an id over 200 characters and a task name sluice cannot run", () => {
+  assert.ok(!isFailure(decodeFields(fields({ id: "x".repeat(200) }))));
+  assert.match(failure(fields({ id: "x".repeat(201) })), /field id must be 1 to 200 characters/);
+  assert.match(failure(fields({ task: "send mail" })), /field task must be 1 to 200 characters/);
+  assert.match(failure(fields({ task: "t".repeat(201) })), /field task/);
+});
+
+Deno.test("decodeFields() quotes at most 64 characters of a bad field in its error", () => {
+  const error = failure(fields({ attempt: "x".repeat(100_000) }));
+  assert.ok(error.length < 200, `error is ${error.length} characters`);
+  assert.match(error, /got "x{64}…"$/);
+});
+
+Deno.test("decodeFields() allows data of exactly maxPayloadBytes UTF-8 bytes, not one more", () => {
+  // "é" is 2 bytes: 50 of them and the quotes make 102 bytes in 52 characters.
+  const data = JSON.stringify("é".repeat(50));
+  assert.equal(new TextEncoder().encode(data).length, 102);
+  assert.ok(!isFailure(decodeFields(fields({ data }), 102)));
+  assert.equal(
+    failure(fields({ data }), "too-large", 101),
+    "field data is 102 bytes, over maxPayloadBytes 101",
+  );
+});
+
+Deno.test("decodeFields() reports a malformed entry as malformed even when it is too large", () => {
+  assert.match(failure(fields({ data: "x".repeat(100), enq: "x" }), "malformed", 10), /enq/);
 });
 
 for (const name of ["id", "task", "data"]) {
@@ -128,27 +171,87 @@ Deno.test("decodeData() throws SyntaxError on text that is not JSON", () => {
   assert.throws(() => decodeData("{nope"), SyntaxError);
 });
 
-Deno.test("decodeData() drops __proto__ keys at every depth", () => {
-  const parsed = decodeData(
-    '{"__proto__":{"polluted":true},"a":1,"nested":{"__proto__":{"polluted":true},"b":2}}',
-  ) as Record<string, unknown>;
-  assert.equal(Object.hasOwn(parsed, "__proto__"), false);
-  assert.equal(Object.getPrototypeOf(parsed), Object.prototype);
-  assert.equal(parsed.a, 1);
-  const nested = parsed.nested as Record<string, unknown>;
-  assert.equal(Object.hasOwn(nested, "__proto__"), false);
-  assert.equal(nested.b, 2);
-  // Merging the parsed data into another object must not reach Object.prototype.
-  Object.assign({}, parsed, nested);
+for (
+  const text of [
+    '{"__proto__":{"polluted":true}}',
+    '{"a":1,"nested":[{"b":{"__proto__":{"polluted":true}}}]}',
+    '{"\\u005f_proto__":{"polluted":true}}',
+    '{"__pro\\u0074o__":{"polluted":true}}',
+  ]
+) {
+  Deno.test(`decodeData() refuses a __proto__ key: ${text}`, () => {
+    assert.throws(() => decodeData(text), TypeError);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+}
+
+Deno.test("decodeData() keeps __proto__ as a string value and constructor keys as plain data", () => {
+  assert.deepEqual(decodeData('{"key":"__proto__","n":"\\u0041"}'), { key: "__proto__", n: "A" });
+  const data = decodeData('{"constructor":{"prototype":{"polluted":1}}}') as Record<
+    string,
+    unknown
+  >;
+  assert.deepEqual(Object.keys(data), ["constructor"]);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
 });
 
-Deno.test({
-  name: "decodeData() drops __proto__ keys written with a unicode escape",
-  fn() {
-    const parsed = decodeData('{"\\u005f_proto__":{"polluted":true}}') as object;
-    assert.equal(Object.hasOwn(parsed, "__proto__"), false);
-  },
+Deno.test("dataError() keeps the position and never quotes the data", () => {
+  for (const text of ['{"token":"SECRET-PAYLOAD",', "SECRET-PAYLOAD", '{"a":"SECRET-PAYLOAD"}x']) {
+    let thrown: unknown;
+    try {
+      decodeData(text);
+    } catch (err) {
+      thrown = err;
+    }
+    const error = dataError(thrown);
+    assert.match(error, /^field data is not JSON/);
+    assert.doesNotMatch(error, /SECRET/);
+  }
+  assert.equal(
+    dataError(new SyntaxError("Unexpected token at position 26 (line 1 column 27)")),
+    "field data is not JSON (at position 26)",
+  );
+  let proto: unknown;
+  try {
+    decodeData('{"__proto__":1}');
+  } catch (err) {
+    proto = err;
+  }
+  assert.equal(dataError(proto), "field data has a key named __proto__, which sluice refuses");
+});
+
+Deno.test("utf8Length() counts bytes as TextEncoder encodes them", () => {
+  const texts = [
+    "",
+    "ascii",
+    "é",
+    "€",
+    "🚀",
+    "a🚀b",
+    "\ud83d", // a lone high surrogate: U+FFFD, 3 bytes
+    "\ude80x", // a lone low surrogate
+    "x\ud83d", // a high surrogate at the end
+    "\ud83d\ud83d\ude80",
+    "\u07ff\u0800\uffff",
+  ];
+  for (const text of texts) {
+    assert.equal(utf8Length(text), new TextEncoder().encode(text).length, JSON.stringify(text));
+  }
+});
+
+Deno.test("oversize() returns the byte size only when it is over the limit", () => {
+  assert.equal(oversize("abc", 3), undefined);
+  assert.equal(oversize("abcd", 3), 4);
+  assert.equal(oversize("€€", 6), undefined);
+  assert.equal(oversize("€€", 5), 6);
+});
+
+Deno.test("mayBeMangled() spots U+FFFD, and validUtf8() tells real bytes from invalid ones", () => {
+  assert.equal(mayBeMangled(["v", "1", "data", '"ok"']), false);
+  assert.equal(mayBeMangled(["v", "1", "data", '"\ufffd"']), true);
+  assert.equal(validUtf8([new Uint8Array([0xef, 0xbf, 0xbd]), new Uint8Array([0x61])]), true);
+  assert.equal(validUtf8([new Uint8Array([0x61]), new Uint8Array([0x7b, 0xff, 0x7d])]), false);
+  assert.equal(validUtf8([new Uint8Array([0xc3])]), false, "a truncated sequence");
 });
 
 Deno.test("encodeData() turns undefined into null", () => {
