@@ -63,3 +63,4 @@ export type { RedisConfig, RedisConnectionOptions } from "./src/redis.ts";
 export type { Keys } from "./src/keys.ts";
 export type { Logger } from "./src/_log.ts";
 export { WIRE_VERSION } from "./src/codec.ts";
+export type { SigningKey } from "./src/sign.ts";

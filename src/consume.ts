@@ -11,9 +11,28 @@
  */
 import { Batcher } from "./_batch.ts";
 import { settlesWithin } from "./async.ts";
-import { decodeData, decodeFields, isFailure } from "./codec.ts";
+import {
+  dataError,
+  decodeData,
+  type DecodeFailure,
+  decodeFields,
+  isFailure,
+  mayBeMangled,
+  validUtf8,
+  type WireJob,
+} from "./codec.ts";
 import { CancelledError, LeaseLostError, toError } from "./errors.ts";
-import { abort, type DeadReason, isLeased, Job, type Lessor, markLost, reclaimed } from "./job.ts";
+import {
+  abort,
+  type DeadReason,
+  isLeased,
+  Job,
+  type Lessor,
+  markLost,
+  reclaimed,
+  trimText,
+} from "./job.ts";
+import type { Signer } from "./sign.ts";
 import { type Keys, RECORD_TTL_MS } from "./keys.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { close, connect, processName, type RedisConfig } from "./redis.ts";
@@ -64,6 +83,10 @@ export interface QueueContext {
   readonly keepResult: number;
   /** The most dead letters kept; 0 is unbounded. */
   readonly maxDead: number;
+  /** The most UTF-8 bytes field data may hold. */
+  readonly maxPayloadBytes: number;
+  /** Checks signatures, when signing keys are set. */
+  readonly signer: Signer | undefined;
   readonly redis: RedisConfig;
   readonly logger: Logger;
   client(): ScriptClient;
@@ -71,6 +94,13 @@ export interface QueueContext {
 }
 
 type SettleOp = { job: Job; op: string; a: string; b: string };
+/** A read or claimed entry: its id, delivery count and flat fields. */
+type Entry = [entryId: string, deliveries: number, fields: string[]];
+/** An entry decoded, or why it cannot run. */
+type Verdict = WireJob | DecodeFailure | {
+  reason: "bad-encoding" | "bad-signature";
+  error: string;
+};
 
 /** Most delayed jobs moved to the stream per promotion call. */
 const PROMOTE_BATCH = 1_000;
@@ -298,11 +328,9 @@ export class Consumer implements Lessor {
       ">",
     ).finally(() => clearTimeout(timer));
     const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
-    const admitted: Job[] = [];
-    for (const [entryId, fields] of entries) {
-      const job = this.#admit(entryId, 1, fields);
-      if (job !== undefined) admitted.push(job);
-    }
+    const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
+    const admission = this.#admitAll(batch);
+    const admitted = Array.isArray(admission) ? admission : await admission;
     // Listening the whole time since before the read, we hear of every cancel that landed
     // after it (those before it deleted the entry); else ask the records.
     if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
@@ -393,12 +421,11 @@ export class Consumer implements Lessor {
       );
     }
     // Admit what was claimed first: it is ours in Redis now, whatever happens next.
-    const admitted: Job[] = [];
+    const fresh: Entry[] = [];
     for (const [entryId, deliveries, fields] of claimed) {
       const mine = this.held.get(entryId);
       if (mine === undefined) {
-        const job = this.#admit(entryId, deliveries, fields);
-        if (job !== undefined) admitted.push(job);
+        fresh.push([entryId, deliveries, fields]);
         continue;
       }
       // Our own job went idle (a blocked event loop, or renewals failing) and we claimed it
@@ -408,7 +435,7 @@ export class Consumer implements Lessor {
         `sluice: queue ${this.#ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.idleTimeout} ms) while held; was the event loop blocked?`,
       );
     }
-    await this.#checkCancelled(admitted);
+    await this.#checkCancelled(fresh.length === 0 ? [] : await this.#admitAll(fresh));
     const ids = buried.filter((id) => id !== "");
     if (buried.length > 0) {
       logger.warn(
@@ -439,24 +466,98 @@ export class Consumer implements Lessor {
     for (const position of cancelled) this.#cancel(jobs[position - 1]!.id);
   }
 
-  /** Turns an entry into a held job, or dead-letters it if it cannot be decoded. */
-  #admit(entryId: string, deliveries: number, fields: string[]): Job | undefined {
-    const decoded = decodeFields(fields);
-    let data: unknown;
-    let error: string | undefined;
-    if (isFailure(decoded)) {
-      error = decoded.error;
-    } else {
-      try {
-        data = decodeData(decoded.data);
-      } catch (err) {
-        error = `field data is not JSON: ${toError(err).message}`;
+  /**
+   * Turns a batch of entries into held jobs, and dead-letters those that cannot run. Checks
+   * that need a round trip or Web Crypto (raw bytes, signatures) run for the whole batch before
+   * any job is buffered; without signing keys and without a U+FFFD in sight there are none, and
+   * no await either.
+   */
+  #admitAll(batch: Entry[]): Job[] | Promise<Job[]> {
+    const { signer, maxPayloadBytes } = this.#ctx;
+    if (signer === undefined && !batch.some(([, , fields]) => mayBeMangled(fields))) {
+      return this.#admitDecoded(
+        batch,
+        batch.map(([, , fields]) => decodeFields(fields, maxPayloadBytes)),
+        true,
+      );
+    }
+    return this.#admitChecked(batch, signer);
+  }
+
+  async #admitChecked(batch: Entry[], signer: Signer | undefined): Promise<Job[]> {
+    const mangled = await this.#badBytes(batch.filter(([, , fields]) => mayBeMangled(fields)));
+    const verdicts = batch.map(([entryId, , fields]): Verdict =>
+      mangled.has(entryId)
+        ? { reason: "bad-encoding", error: "a field is not valid UTF-8" }
+        : decodeFields(fields, this.#ctx.maxPayloadBytes)
+    );
+    if (signer !== undefined) {
+      const signed = await Promise.all(
+        verdicts.map((v) => isFailure(v) ? true : signer.verify(v)),
+      );
+      signed.forEach((ok, i) => {
+        if (ok) return;
+        const { sig } = verdicts[i] as WireJob;
+        verdicts[i] = {
+          reason: "bad-signature",
+          error: sig === undefined
+            ? "the entry is not signed (no field sig) and signing keys are set"
+            : "field sig does not match the entry under any signing key",
+        };
+      });
+    }
+    return this.#admitDecoded(batch, verdicts, signer === undefined);
+  }
+
+  /**
+   * The entry ids, among `suspects`, whose raw bytes are not valid UTF-8. ioredis decoded them
+   * with U+FFFD for invalid bytes: a second look, as bytes, tells a real U+FFFD from a mangled
+   * byte. An entry gone from the stream meanwhile cannot be checked, and counts as bad.
+   */
+  async #badBytes(suspects: Entry[]): Promise<Set<string>> {
+    const bad = new Set<string>();
+    if (suspects.length === 0) return bad;
+    const pipeline = this.#ctx.client().pipeline();
+    for (const [entryId] of suspects) {
+      pipeline.xrangeBuffer(this.#ctx.keys.stream, entryId, entryId);
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    suspects.forEach(([entryId], i) => {
+      const [err, reply] = replies[i] ?? [new Error("no reply")];
+      if (err) throw err;
+      const raw = (reply as [Uint8Array, Uint8Array[]][])[0]?.[1];
+      if (raw === undefined || !validUtf8(raw)) bad.add(entryId);
+    });
+    return bad;
+  }
+
+  /**
+   * Admits decoded entries, in order. An entry that decoded, and whose signature checked out
+   * when keys are set, has a job id to trust: its record is marked dead with it.
+   */
+  #admitDecoded(batch: Entry[], verdicts: Verdict[], trusted: boolean): Job[] {
+    const admitted: Job[] = [];
+    batch.forEach(([entryId, deliveries], i) => {
+      const verdict = verdicts[i]!;
+      if (isFailure(verdict)) {
+        const id = verdict.reason === "too-large" && trusted ? jobIdOf(batch[i]![2]) : undefined;
+        this.#bury(entryId, deliveries, verdict.error, verdict.reason, id);
+        return;
       }
-    }
-    if (error !== undefined || isFailure(decoded)) {
-      this.#bury(entryId, deliveries, error!, "malformed");
-      return undefined;
-    }
+      let data: unknown;
+      try {
+        data = decodeData(verdict.data);
+      } catch (err) {
+        this.#bury(entryId, deliveries, dataError(err), "bad-json", verdict.id);
+        return;
+      }
+      admitted.push(this.#admit(entryId, deliveries, verdict, data));
+    });
+    return admitted;
+  }
+
+  /** Turns a decoded entry into a held job. */
+  #admit(entryId: string, deliveries: number, decoded: WireJob, data: unknown): Job {
     const policy: { retry?: RetryOptions; timeout?: number } = {};
     if (decoded.retry !== undefined) policy.retry = JSON.parse(decoded.retry);
     if (decoded.timeout !== undefined) policy.timeout = decoded.timeout;
@@ -479,24 +580,29 @@ export class Consumer implements Lessor {
     return job;
   }
 
-  #bury(entryId: string, deliveries: number, error: string, reason: DeadReason): void {
+  /**
+   * Dead-letters an entry that cannot run, and acks it. The log line names the entry, the
+   * reason and the error, never the payload. With a trusted job id, the job's own record is
+   * marked dead (a producer awaiting its result learns of it); otherwise a placeholder is.
+   */
+  #bury(entryId: string, deliveries: number, error: string, reason: DeadReason, id?: string): void {
     this.#burying++;
     const { keys, group, logger } = this.#ctx;
+    const text = trimText(error);
     logger.warn(
-      `sluice: queue ${this.#ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${error}`,
+      `sluice: queue ${this.#ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${text}`,
     );
-    // A malformed entry has no trustworthy job id: its record key is a placeholder.
     this.#ctx.client().sluiceSettle(
       5,
       keys.stream,
       keys.dead,
       keys.delayed,
       keys.payloads,
-      keys.job(`malformed:${entryId}`),
+      keys.job(id ?? `malformed:${entryId}`),
       group,
       keys.wake,
       keys.done,
-      "0",
+      id === undefined ? "0" : String(this.#ctx.keepResult),
       String(RECORD_TTL_MS),
       String(this.#ctx.maxDead),
       this.name,
@@ -505,7 +611,7 @@ export class Consumer implements Lessor {
       "dead",
       entryId,
       String(deliveries),
-      error,
+      text,
       reason,
     ).catch((err) =>
       logger.error(`sluice: queue ${this.#ctx.name}: could not dead-letter ${entryId}`, err)
@@ -695,6 +801,12 @@ export class Consumer implements Lessor {
     await Promise.all([close(this.#blocking), close(this.#subscriber)]);
     this.#done.resolve();
   }
+}
+
+/** The id field of an entry that decoded (so the id is valid). */
+function jobIdOf(fields: string[]): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === "id") return fields[i + 1];
+  return undefined;
 }
 
 function consumerName(): string {

@@ -5,8 +5,8 @@
  * @module
  */
 import { type ConsumeOptions, Consumer, type QueueContext } from "./consume.ts";
-import { encodeData, encodeFields, uuidv7 } from "./codec.ts";
-import { toError, ValidationError } from "./errors.ts";
+import { decodeData, encodeData, encodeFields, oversize, uuidv7, type WireJob } from "./codec.ts";
+import { PayloadTooLargeError, toError, ValidationError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
@@ -17,6 +17,7 @@ import { type Backoff, checkRetry } from "./backoff.ts";
 import { checkInt, MAX_MS, show } from "./_options.ts";
 import { type HandleContext, JobHandle } from "./handle.ts";
 import { DeadLetters } from "./dead.ts";
+import { Signer, type SigningKey } from "./sign.ts";
 import { type AnyTask, type DataOf, type ResultOf, type Task, validate } from "./task.ts";
 
 /** Options of {@linkcode Queue}. */
@@ -59,6 +60,27 @@ export interface QueueOptions {
    * @default {0}
    */
   maxDead?: number;
+  /**
+   * HMAC-SHA256 keys, `[current, ...previous]`: non-empty strings (their UTF-8 bytes are the
+   * key) or Uint8Arrays; 32 random bytes or more is best. When set, every enqueue signs the
+   * entry with the current key (wire field `sig`), and consumers run only entries signed with
+   * one of the keys: others go to the dead letters as `bad-signature`. The signature covers
+   * fields v, id, task, data, enq, trace, retry and timeout, not `attempt` (retries bump it
+   * inside Redis, which has no key). To rotate, put the new key first and keep the old one
+   * second until no entry signed with it is left.
+   *
+   * @default {undefined} (no signing, no checks)
+   */
+  signingKeys?: SigningKey[];
+  /**
+   * The most UTF-8 bytes a job's data (its JSON text) may hold; the limit itself is allowed.
+   * A bigger enqueue throws `PayloadTooLargeError` and writes nothing; a bigger entry read
+   * from the stream goes to the dead letters as `too-large`. 1 to 536,870,912 (512 MiB, the
+   * largest value Redis takes by default).
+   *
+   * @default {1_048_576} (1 MiB)
+   */
+  maxPayloadBytes?: number;
 }
 
 /** Options of one enqueued job. */
@@ -123,6 +145,7 @@ function toRecord(flat: unknown[]): Record<string, unknown> {
 
 interface Entry {
   id: string;
+  job: WireJob;
   fields: string[];
   when: { mode: "delay" | "at"; ms: number } | undefined;
 }
@@ -178,8 +201,17 @@ function jobOptions(action: string, options: EnqueueOptions): { retry?: string; 
   return out;
 }
 
+/** Fills in each entry's fields, signed with the current key. */
+async function sign(signer: Signer, entries: Entry[]): Promise<void> {
+  await Promise.all(entries.map(async (entry) => {
+    entry.fields = encodeFields({ ...entry.job, sig: await signer.sign(entry.job) });
+  }));
+}
+
 /** Ten years: far enough for any schedule, near enough to catch unit mistakes. */
 const MAX_DELAY = 10 * 365 * 24 * 3_600_000;
+/** Redis's default proto-max-bulk-len: no bigger string can be written. */
+const MAX_PAYLOAD = 512 * 1_048_576;
 
 let openConsumerOf: (queue: Queue, options: ConsumeOptions) => Consumer;
 
@@ -225,6 +257,8 @@ export class Queue implements AsyncDisposable {
   #closing = new AbortController();
   #keepResult: number;
   #maxDead: number;
+  #maxPayloadBytes: number;
+  #signer: Signer | undefined;
   /** The dead letters: count, list, replay, purge. */
   readonly dead: DeadLetters;
   #group: Promise<void> | undefined;
@@ -237,7 +271,9 @@ export class Queue implements AsyncDisposable {
    *
    * @param name 1 to 200 characters of `A-Z a-z 0-9 . _ : -`.
    * @param options Where Redis is, the key prefix and the group.
-   * @throws {TypeError} If the name, prefix or group is invalid.
+   * @throws {TypeError} If the name, prefix or group is invalid, or a signing key is not a
+   * non-empty string or Uint8Array.
+   * @throws {RangeError} If a number is out of range.
    */
   constructor(name: string, options: QueueOptions = {}) {
     const {
@@ -247,11 +283,17 @@ export class Queue implements AsyncDisposable {
       logger = consoleLogger,
       keepResult = 86_400_000,
       maxDead = 0,
+      maxPayloadBytes = 1_048_576,
+      signingKeys,
     } = options;
-    checkInt("Cannot create queue", "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
-    checkInt("Cannot create queue", "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
+    const action = "Cannot create queue";
+    checkInt(action, "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
+    checkInt(action, "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
+    checkInt(action, "maxPayloadBytes", maxPayloadBytes, 1, MAX_PAYLOAD);
     this.#keepResult = keepResult;
     this.#maxDead = maxDead;
+    this.#maxPayloadBytes = maxPayloadBytes;
+    this.#signer = signingKeys === undefined ? undefined : new Signer(action, signingKeys);
     this.keys = queueKeys(name, prefix);
     checkName("group", group);
     if (typeof redis !== "string" && (typeof redis !== "object" || redis === null)) {
@@ -342,6 +384,8 @@ export class Queue implements AsyncDisposable {
    * @returns A handle on the job.
    * @throws {ValidationError} If the data fails the task's schema or is not JSON; nothing is
    * written.
+   * @throws {PayloadTooLargeError} If the data's JSON is over `maxPayloadBytes`; nothing is
+   * written.
    */
   async enqueue<T extends AnyTask | string>(
     task: T,
@@ -360,6 +404,8 @@ export class Queue implements AsyncDisposable {
    * @param items Data and an optional id for each job.
    * @returns One handle per item, in order.
    * @throws {ValidationError} If any item fails validation; nothing is written.
+   * @throws {PayloadTooLargeError} If any item's data is over `maxPayloadBytes`; nothing is
+   * written.
    */
   async enqueueMany<T extends AnyTask | string>(
     task: T,
@@ -395,11 +441,29 @@ export class Queue implements AsyncDisposable {
           { cause: err },
         );
       }
-      entries.push({
-        id,
-        when,
-        fields: encodeFields({ id, task: name, data: text, attempt: 1, enq: now, ...options }),
-      });
+      const size = oversize(text, this.#maxPayloadBytes);
+      if (size !== undefined) {
+        throw new PayloadTooLargeError(
+          `Cannot enqueue ${name}: data must be at most maxPayloadBytes ${this.#maxPayloadBytes} bytes of JSON, got ${size}`,
+        );
+      }
+      // Consumers refuse such data (bad-json): say so now, before anything is written.
+      if (text.includes("__proto__")) {
+        try {
+          decodeData(text);
+        } catch (err) {
+          throw new ValidationError(`Cannot enqueue ${name}: ${toError(err).message}`, {
+            cause: err,
+          });
+        }
+      }
+      const job: WireJob = { id, task: name, data: text, attempt: 1, enq: now, ...options };
+      entries.push({ id, when, job, fields: [] });
+    }
+    if (this.#signer === undefined) {
+      for (const entry of entries) entry.fields = encodeFields(entry.job);
+    } else {
+      await sign(this.#signer, entries);
     }
     const write = this.#write(entries, name, now);
     this.#writes.add(write);
@@ -604,6 +668,8 @@ export class Queue implements AsyncDisposable {
       group: this.group,
       keepResult: this.#keepResult,
       maxDead: this.#maxDead,
+      maxPayloadBytes: this.#maxPayloadBytes,
+      signer: this.#signer,
       redis: this.#redis,
       logger: this.#logger,
       client: () => this.#command(),

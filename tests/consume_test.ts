@@ -168,7 +168,7 @@ Deno.test("retry() re-adds with attempt + 1, release() unchanged, fail() dead-le
   assert.ok(Number(get("failed_at")) > 0);
 });
 
-Deno.test("a garbage entry goes to the dead letters as malformed and the stream goes on", async () => {
+Deno.test("garbage entries go to the dead letters as malformed and bad-json, and the stream goes on", async () => {
   await using redis = await startRedis();
   const warnings: string[] = [];
   const logger = { ...quiet, warn: (m: string) => warnings.push(m) };
@@ -207,7 +207,7 @@ Deno.test("a garbage entry goes to the dead letters as malformed and the stream 
   const reasons = dead.map((
     [, f],
   ) => [f[f.lastIndexOf("reason") + 1], f[f.lastIndexOf("error") + 1]]);
-  assert.deepEqual(reasons.map(([r]) => r), ["malformed", "malformed"]);
+  assert.deepEqual(reasons.map(([r]) => r), ["malformed", "bad-json"]);
   assert.match(reasons[0]![1]!, /field v is missing/);
   assert.match(reasons[1]![1]!, /field data is not JSON/);
   assert.equal(await pendingCount(db, queue.keys.stream), 0);
