@@ -140,6 +140,19 @@ export class SignatureError extends SluiceError {}
  */
 export class PayloadTooLargeError extends SluiceError {}
 
+/**
+ * Redis refused a write because it reached `maxmemory` (with the `noeviction` policy). Nothing
+ * of the refused call was written.
+ *
+ * @example
+ * ```ts
+ * import { OutOfMemoryError, SluiceError } from "@sluice/sluice";
+ * const err = new OutOfMemoryError("Cannot enqueue to q: Redis is out of memory");
+ * console.log(err instanceof SluiceError, err.name); // true "OutOfMemoryError"
+ * ```
+ */
+export class OutOfMemoryError extends SluiceError {}
+
 /** Turns anything thrown into an Error, keeping Errors as they are. */
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

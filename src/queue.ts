@@ -6,7 +6,7 @@
  */
 import { type ConsumeOptions, Consumer, type QueueContext } from "./consume.ts";
 import { decodeData, encodeData, encodeFields, oversize, uuidv7, type WireJob } from "./codec.ts";
-import { PayloadTooLargeError, toError, ValidationError } from "./errors.ts";
+import { OutOfMemoryError, PayloadTooLargeError, toError, ValidationError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
@@ -214,10 +214,16 @@ const MAX_DELAY = 10 * 365 * 24 * 3_600_000;
 const MAX_PAYLOAD = 512 * 1_048_576;
 
 let openConsumerOf: (queue: Queue, options: ConsumeOptions) => Consumer;
+let commandOf: (queue: Queue) => ScriptClient;
 
 /** @internal The consumer behind `queue.consume()`, with its held set, for `Worker`. */
 export function openConsumer(queue: Queue, options: ConsumeOptions): Consumer {
   return openConsumerOf(queue, options);
+}
+
+/** @internal The queue's command connection, for `Worker`'s start-up checks. */
+export function commandClient(queue: Queue): ScriptClient {
+  return commandOf(queue);
 }
 
 /**
@@ -386,6 +392,7 @@ export class Queue implements AsyncDisposable {
    * written.
    * @throws {PayloadTooLargeError} If the data's JSON is over `maxPayloadBytes`; nothing is
    * written.
+   * @throws {OutOfMemoryError} If Redis is at `maxmemory`; nothing is written.
    */
   async enqueue<T extends AnyTask | string>(
     task: T,
@@ -406,6 +413,8 @@ export class Queue implements AsyncDisposable {
    * @throws {ValidationError} If any item fails validation; nothing is written.
    * @throws {PayloadTooLargeError} If any item's data is over `maxPayloadBytes`; nothing is
    * written.
+   * @throws {OutOfMemoryError} If Redis is at `maxmemory`. Jobs are written 100 to a script
+   * call, each call all or nothing: the error says how many jobs were written, if any.
    */
   async enqueueMany<T extends AnyTask | string>(
     task: T,
@@ -492,9 +501,10 @@ export class Queue implements AsyncDisposable {
       batches.push(batch);
     }
     const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
+    const refused = results.find(([err]) => err)?.[0];
+    if (refused) throw this.#writeError(refused, results, batches, entries.length);
     const handles: JobHandle[] = [];
-    results.forEach(([err, reply], b) => {
-      if (err) throw err;
+    results.forEach(([, reply], b) => {
       const flat = reply as (number | string)[];
       batches[b]!.forEach(({ id }, j) => {
         const [written, entryId, dueAt] = flat.slice(3 * j, 3 * j + 3);
@@ -508,6 +518,29 @@ export class Queue implements AsyncDisposable {
       });
     });
     return handles;
+  }
+
+  /** An enqueue script call failed: out of memory gets its own error, with what was written. */
+  #writeError(
+    err: Error,
+    results: [Error | null, unknown][],
+    batches: Entry[][],
+    total: number,
+  ): Error {
+    if (!/^OOM\b/.test(err.message)) return err;
+    let written = 0;
+    results.forEach(([failed, reply], b) => {
+      if (failed) return;
+      const flat = reply as (number | string)[];
+      for (let j = 0; j < batches[b]!.length; j++) if (flat[3 * j] === 1) written++;
+    });
+    const part = written > 0
+      ? ` (${written} of ${total} jobs were written, in whole batches of ${ENQUEUE_BATCH})`
+      : "";
+    return new OutOfMemoryError(
+      `Cannot enqueue to ${this.name}: Redis is out of memory (maxmemory reached): ${err.message}${part}`,
+      { cause: err },
+    );
   }
 
   #handleContext(): HandleContext {
@@ -609,6 +642,7 @@ export class Queue implements AsyncDisposable {
 
   static {
     openConsumerOf = (queue, options) => queue.#openConsumer(options);
+    commandOf = (queue) => queue.#command();
   }
 
   #openConsumer(options: ConsumeOptions): Consumer {

@@ -92,6 +92,19 @@ export async function close(client: Redis): Promise<void> {
   client.disconnect();
 }
 
+/**
+ * Redis's `maxmemory-policy`, or undefined if it cannot be read (CONFIG is disabled on many
+ * managed services).
+ */
+export async function evictionPolicy(client: Redis): Promise<string | undefined> {
+  try {
+    const reply = await client.config("GET", "maxmemory-policy") as string[];
+    return reply[1];
+  } catch {
+    return undefined;
+  }
+}
+
 function pick<T extends object, K extends keyof T>(obj: T, ...keys: K[]): Pick<T, K> {
   const out = {} as Pick<T, K>;
   for (const key of keys) out[key] = obj[key];

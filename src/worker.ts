@@ -20,7 +20,8 @@ import { abort, type Job, markStarted } from "./job.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
 import { pool } from "./pool.ts";
-import { openConsumer, Queue, type QueueOptions } from "./queue.ts";
+import { commandClient, openConsumer, Queue, type QueueOptions } from "./queue.ts";
+import { evictionPolicy } from "./redis.ts";
 import { type AnyTask, type TaskContext, validate } from "./task.ts";
 
 /** Options of {@linkcode Worker}. */
@@ -274,6 +275,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     // Listeners stay until run() resolves, so a late signal never meets Deno's default handler.
     const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
     try {
+      void this.#checkEviction();
       if (this.#options.lifespan) this.#context = await this.#options.lifespan();
       const consumer = openConsumer(this.#queue, {
         prefetch: this.concurrency + this.#prefetch,
@@ -340,6 +342,18 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   ): void {
     if (listener !== null) this.#listening.add(type);
     super.addEventListener(type, listener as EventListenerOrEventListenerObject | null, options);
+  }
+
+  /**
+   * Warns once if Redis may evict keys when full: eviction deletes jobs without a trace. Sent
+   * before the consumer's first command on the same connection, so it is answered first.
+   */
+  async #checkEviction(): Promise<void> {
+    const policy = await evictionPolicy(commandClient(this.#queue));
+    if (policy === undefined || policy === "noeviction") return;
+    this.#logger.warn(
+      `sluice: worker ${this.name}: Redis maxmemory-policy is ${policy}, not noeviction: once Redis reaches maxmemory it evicts keys, which silently deletes queued jobs, delayed jobs and their records; set maxmemory-policy noeviction, so that enqueues fail with OutOfMemoryError instead`,
+    );
   }
 
   async #shutdown(consumer: Consumer): Promise<void> {
