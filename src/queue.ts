@@ -677,7 +677,24 @@ export class Queue implements AsyncDisposable {
   }
 
   #command(): ScriptClient {
-    this.#client ??= connect(this.#redis, "command", `${this.name}:${processName()}`);
+    if (this.#client === undefined) {
+      const client = connect(this.#redis, "command", `${this.name}:${processName()}`);
+      // One line per outage, not one per reconnect attempt; commands wait and are retried.
+      let down = false;
+      client.on("error", (err: Error) => {
+        if (down || client.status === "ready") return;
+        down = true;
+        this.#logger.warn(
+          `sluice: queue ${this.name}: cannot reach Redis (${err.message}); reconnecting with backoff, commands wait meanwhile`,
+        );
+      });
+      client.on("ready", () => {
+        if (!down) return;
+        down = false;
+        this.#logger.warn(`sluice: queue ${this.name}: Redis is reachable again`);
+      });
+      this.#client = client;
+    }
     return this.#client;
   }
 
@@ -685,14 +702,22 @@ export class Queue implements AsyncDisposable {
     if (this.#group === undefined || force) {
       this.#group = this.#command()
         .xgroup("CREATE", this.keys.stream, this.group, "0", "MKSTREAM")
-        .then(() => {}, (err) => {
-          if (!String(err?.message).includes("BUSYGROUP")) {
-            this.#group = undefined;
-            throw err;
-          }
+        .then(() => {}, async (err) => {
+          const message = String(err?.message);
+          if (message.includes("BUSYGROUP")) return;
+          // At maxmemory Redis refuses XGROUP CREATE before it looks for the group: if the
+          // group is there, workers may still drain the queue.
+          if (message.startsWith("OOM") && await this.#groupExists().catch(() => false)) return;
+          this.#group = undefined;
+          throw err;
         });
     }
     return this.#group;
+  }
+
+  async #groupExists(): Promise<boolean> {
+    const groups = await this.#command().xinfo("GROUPS", this.keys.stream) as unknown[][];
+    return groups.some((group) => toRecord(group).name === this.group);
   }
 
   #context(): QueueContext {

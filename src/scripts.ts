@@ -82,17 +82,22 @@ end
 -- state, reason and result JSON (or error text), one per line.
 local drop = nil -- when a table, finish() collects records to delete instead of deleting them
 local function finish(rec, keep, now, channel, state, body, reason, ...)
+  local kept = false
   if keep > 0 then
+    -- At maxmemory (noeviction) Redis refuses the HSET: the job still ends, without its
+    -- record, so workers drain a full Redis instead of failing every ack.
     if state == 'completed' or state == 'cancelled' then
-      redis.call('HSET', rec, 'state', state, 'finished', now, 'result', body, ...)
-      redis.call('HDEL', rec, 'error', 'reason', 'due')
+      kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'result', body, ...)
+      if kept then redis.call('HDEL', rec, 'error', 'reason', 'due') end
     else
-      redis.call('HSET', rec, 'state', state, 'finished', now, 'error', body, 'reason', reason, ...)
+      kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'error', body,
+        'reason', reason, ...)
     end
-    redis.call('PEXPIRE', rec, keep)
-  elseif drop then
+    if kept then redis.call('PEXPIRE', rec, keep) end
+  end
+  if not kept and drop then
     drop[#drop + 1] = rec
-  else
+  elseif not kept then
     redis.call('DEL', rec)
   end
   redis.call('PUBLISH', channel, state .. '\\n' .. reason .. '\\n' .. body)
@@ -244,7 +249,8 @@ for i = 4, #ARGV, 2 do
   end
   if not kept then lost[#lost + 1] = id end
 end
-redis.call('ZADD', workers, now_ms() + tonumber(ARGV[3]), consumer)
+-- At maxmemory the heartbeat is refused (ZADD may grow memory); the leases above still count.
+pcall(redis.call, 'ZADD', workers, now_ms() + tonumber(ARGV[3]), consumer)
 return lost
 `;
 

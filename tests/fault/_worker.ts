@@ -4,14 +4,21 @@
  * on stdout, so tests wait on what happened instead of on the clock.
  *
  *   deno run -A tests/fault/_worker.ts --redis URL --queue q [--concurrency 1] [--prefetch 0]
- *     [--idle 30000] [--grace 10000] [--max-sleep ms]
+ *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
+ *     [--max-payload bytes]
  *
  * Task "sleep" data: { ms: number, ignoreSignal?: boolean }. It waits `ms` (capped by
  * --max-sleep) and honours ctx.signal unless told not to.
+ *
+ * With --ledger (a Redis that is not the one under test), tasks "work", "crash" and "throw"
+ * are there too. "work" ({ ms }) waits, then records its commit in the ledger before it
+ * returns: HINCRBY commits <id> 1 and RPUSH log {id, deliveries, pid}. "crash" kills its own
+ * process with SIGKILL. "throw" always throws (3 attempts, 10 ms apart).
  */
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
-import { task, Worker } from "../../mod.ts";
+import { Redis } from "ioredis";
+import { type AnyTask, task, Worker } from "../../mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -22,6 +29,9 @@ const { values } = parseArgs({
     idle: { type: "string", default: "30000" },
     grace: { type: "string", default: "10000" },
     "max-sleep": { type: "string", default: "3600000" },
+    "max-deliveries": { type: "string", default: "5" },
+    ledger: { type: "string" },
+    "max-payload": { type: "string", default: "1048576" },
   },
 });
 const maxSleep = Number(values["max-sleep"]);
@@ -38,12 +48,35 @@ const sleep = task("sleep", async (data: { ms: number; ignoreSignal?: boolean },
   return ms;
 }, { retry: { attempts: 1 } });
 
-const worker = new Worker(values.queue, [sleep], {
+const tasks: AnyTask[] = [sleep];
+const ledger = values.ledger ? new Redis(values.ledger) : undefined;
+if (ledger !== undefined) {
+  tasks.push(
+    task("work", async (data: { ms: number }, ctx) => {
+      await delay(data.ms, { signal: ctx.signal });
+      const entry = JSON.stringify({
+        id: ctx.job.id,
+        deliveries: ctx.job.deliveries,
+        pid: Deno.pid,
+        polluted: ({} as Record<string, unknown>).polluted !== undefined,
+      });
+      await ledger.multi().hincrby("commits", ctx.job.id, 1).rpush("log", entry).exec();
+    }),
+    task("crash", () => Deno.kill(Deno.pid, "SIGKILL")),
+    task("throw", () => {
+      throw new Error("poison");
+    }, { retry: { attempts: 3, backoff: { type: "fixed", delay: 10 } } }),
+  );
+}
+
+const worker = new Worker(values.queue, tasks, {
   redis: values.redis!,
   concurrency: Number(values.concurrency),
   prefetch: Number(values.prefetch),
   idleTimeout: Number(values.idle),
   gracePeriod: Number(values.grace),
+  maxDeliveries: Number(values["max-deliveries"]),
+  maxPayloadBytes: Number(values["max-payload"]),
   logger: {
     info: (message) => emit({ ev: "info", message }),
     warn: (message) => emit({ ev: "warn", message }),
@@ -62,4 +95,5 @@ worker.addEventListener("error", (e) => {
 });
 queueMicrotask(() => emit({ ev: "ready", pid: Deno.pid }));
 await worker.run();
+ledger?.disconnect();
 emit({ ev: "exited" });

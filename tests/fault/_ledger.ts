@@ -1,0 +1,132 @@
+/**
+ * The fault tests' ledger: what was enqueued, and every commit the "work" task made, kept in a
+ * Redis of its own (never the one under test), so killing or emptying that one cannot touch
+ * the count. Each test tallies lost, duplicated and unexpected jobs from it, checks every
+ * duplicate against the faults it caused, and adds one row to the reliability table.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { startRedis, type TestRedis } from "../../src/testing.ts";
+import { waitForRedis } from "../_helpers.ts";
+
+/** One commit, as the "work" task logged it. */
+export interface Commit {
+  id: string;
+  deliveries: number;
+  pid: number;
+  polluted?: boolean;
+}
+
+/** What a run came to. */
+export interface Tally {
+  jobs: number;
+  /** Enqueued, never committed. */
+  lost: string[];
+  /** Commits beyond the first, summed over jobs. */
+  duplicated: number;
+  /** Committed, never enqueued. */
+  unexpected: string[];
+  /** Duplicated jobs none of whose commits shows a redelivery. */
+  unexplained: string[];
+}
+
+/** One row of the reliability table. */
+export interface FaultRow {
+  scenario: string;
+  fault: string;
+  jobs: number;
+  lost: number;
+  duplicated: number;
+  pass: boolean;
+}
+
+export class Ledger implements AsyncDisposable {
+  readonly #server: TestRedis;
+  readonly client: Redis;
+  readonly enqueued = new Set<string>();
+
+  private constructor(server: TestRedis) {
+    this.#server = server;
+    this.client = new Redis(server.url);
+  }
+
+  static async start(): Promise<Ledger> {
+    return new Ledger(await startRedis());
+  }
+
+  get url(): string {
+    return this.#server.url;
+  }
+
+  /** Notes jobs as enqueued (call it once the enqueue has returned). */
+  add(ids: Iterable<string>): void {
+    for (const id of ids) this.enqueued.add(id);
+  }
+
+  /** Jobs committed at least once. */
+  async committed(): Promise<number> {
+    return await this.client.hlen("commits");
+  }
+
+  /** Waits until `n` distinct jobs have committed. */
+  async waitForCommits(n: number, timeout = 60_000): Promise<void> {
+    await waitForRedis(async () => (await this.committed()) >= n, `${n} commits`, timeout);
+  }
+
+  async log(): Promise<Commit[]> {
+    return (await this.client.lrange("log", 0, -1)).map((line) => JSON.parse(line));
+  }
+
+  async tally(): Promise<Tally> {
+    const counts = await this.client.hgetall("commits");
+    const log = await this.log();
+    const lost = [...this.enqueued].filter((id) => counts[id] === undefined);
+    const unexpected = Object.keys(counts).filter((id) => !this.enqueued.has(id));
+    let duplicated = 0;
+    const unexplained: string[] = [];
+    for (const [id, count] of Object.entries(counts)) {
+      if (Number(count) <= 1) continue;
+      duplicated += Number(count) - 1;
+      if (!log.some((c) => c.id === id && c.deliveries > 1)) unexplained.push(id);
+    }
+    return { jobs: this.enqueued.size, lost, duplicated, unexpected, unexplained };
+  }
+
+  /**
+   * Asserts the run passed: nothing lost, nothing unexpected, every duplicate shows a
+   * redelivery and there are no more of them than `inFlight` (jobs held at the faults). Adds
+   * the row to the report either way.
+   */
+  async verdict(scenario: string, fault: string, inFlight: number): Promise<Tally> {
+    const tally = await this.tally();
+    const pass = tally.lost.length === 0 && tally.unexpected.length === 0 &&
+      tally.unexplained.length === 0 && tally.duplicated <= inFlight;
+    await report({
+      scenario,
+      fault,
+      jobs: tally.jobs,
+      lost: tally.lost.length,
+      duplicated: tally.duplicated,
+      pass,
+    });
+    assert.deepEqual(tally.lost, [], "lost jobs");
+    assert.deepEqual(tally.unexpected, [], "unexpected jobs");
+    assert.deepEqual(tally.unexplained, [], "duplicates without a redelivery");
+    assert.ok(
+      tally.duplicated <= inFlight,
+      `${tally.duplicated} duplicates, more than the ${inFlight} jobs in flight at the faults`,
+    );
+    return tally;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.client.disconnect();
+    await this.#server.stop();
+  }
+}
+
+/** Appends a row to the report file named by SLUICE_FAULTS_REPORT, if set. */
+export async function report(row: FaultRow): Promise<void> {
+  const file = Deno.env.get("SLUICE_FAULTS_REPORT");
+  if (file) await Deno.writeTextFile(file, JSON.stringify(row) + "\n", { append: true });
+}
