@@ -128,6 +128,10 @@ export class Consumer implements Lessor {
   #ctx: QueueContext;
   #buffer: Job[] = [];
   #burying = 0;
+  /** Entries asked for by reads still in flight: room they may fill. */
+  #requested = 0;
+  #promoteFailures = 0;
+  #signal: AbortSignal | undefined;
   #blocking: ScriptClient;
   #blockingId: number | undefined;
   #subscriber: ScriptClient;
@@ -216,8 +220,11 @@ export class Consumer implements Lessor {
       },
     }, { highWaterMark: 0 });
     if (signal?.aborted) this.#stop();
-    signal?.addEventListener("abort", () => this.#stop(), { once: true });
+    signal?.addEventListener("abort", this.#onAbort, { once: true });
+    this.#signal = signal;
   }
+
+  #onAbort = (): void => this.#stop();
 
   /** Resolves when the stream has ended, every held job is settled, and the consumer retired. */
   get done(): Promise<void> {
@@ -259,7 +266,7 @@ export class Consumer implements Lessor {
   }
 
   #room(): number {
-    return this.limit - this.held.size - this.#burying;
+    return this.limit - this.held.size - this.#burying - this.#requested;
   }
 
   async #next(): Promise<Job | undefined> {
@@ -288,7 +295,7 @@ export class Consumer implements Lessor {
   async #fetch(): Promise<void> {
     try {
       await this.#ctx.ensureGroup();
-      if (!this.#stopping && Date.now() >= this.#dueAt) await this.#promote();
+      if (!this.#stopping && Date.now() >= this.#dueAt) await this.#promoteOrWait();
       if (!this.#stopping && Date.now() >= this.#nextReclaim) await this.#reclaim();
       if (this.#buffer.length === 0 && !this.#stopping && this.#room() > 0) {
         this.#read = this.#readOnce();
@@ -307,6 +314,7 @@ export class Consumer implements Lessor {
       if (this.#stopping) return;
     }
     const count = this.#room();
+    if (count <= 0) return;
     const epoch = this.#listening ? this.#epoch : -1;
     const wakeAt = Math.min(this.#nextReclaim, this.#dueAt);
     const block = Math.max(1, Math.min(MAX_BLOCK_MS, wakeAt - Date.now()));
@@ -315,6 +323,7 @@ export class Consumer implements Lessor {
     const timer = this.#dueAt <= wakeAt && this.#dueAt - Date.now() < MAX_BLOCK_MS
       ? setTimeout(() => this.#interrupt(), Math.max(0, this.#dueAt - Date.now()))
       : undefined;
+    this.#requested += count;
     const reply = await blocking.xreadgroup(
       "GROUP",
       this.#ctx.group,
@@ -326,7 +335,10 @@ export class Consumer implements Lessor {
       "STREAMS",
       this.#ctx.keys.stream,
       ">",
-    ).finally(() => clearTimeout(timer));
+    ).finally(() => {
+      clearTimeout(timer);
+      this.#requested -= count;
+    });
     const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
     const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
     const admission = this.#admitAll(batch);
@@ -334,6 +346,28 @@ export class Consumer implements Lessor {
     // Listening the whole time since before the read, we hear of every cancel that landed
     // after it (those before it deleted the entry); else ask the records.
     if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
+  }
+
+  /**
+   * Promotes, and if Redis refuses (at maxmemory the XADD is refused), logs it and tries again
+   * later: reading what is already in the stream must go on.
+   */
+  async #promoteOrWait(): Promise<void> {
+    try {
+      await this.#promote();
+      this.#promoteFailures = 0;
+    } catch (err) {
+      if (!toError(err).message.startsWith("OOM")) throw err;
+      this.#promoteFailures++;
+      const wait = Math.min(100 * 2 ** Math.min(this.#promoteFailures, 6), 5_000);
+      this.#dueAt = Date.now() + wait;
+      if (this.#promoteFailures === 1 || this.#promoteFailures % 10 === 0) {
+        this.#ctx.logger.error(
+          `sluice: queue ${this.#ctx.name}: could not move due delayed jobs to the stream (${this.#promoteFailures} in a row), retrying in ${wait} ms`,
+          err,
+        );
+      }
+    }
   }
 
   /** Moves due delayed jobs to the stream, and learns when the next one is due. */
@@ -381,18 +415,30 @@ export class Consumer implements Lessor {
    * holder settles it: a Worker acks it unrun (or stops its handler), ending it `cancelled`;
    * in a bare `for await` loop, check `job.signal` and `ack()`.
    */
-  #cancel(id: string): void {
+  #cancel(message: string): void {
+    // "<job id>\n<entry id>" (the entry id of the delivery to stop; older senders omit it).
+    const cut = message.indexOf("\n");
+    const id = cut < 0 ? message : message.slice(0, cut);
+    const entry = cut < 0 ? undefined : message.slice(cut + 1);
     for (const job of this.held.values()) {
       if (job.id === id) abort(job, new CancelledError(`Job ${id} was cancelled`));
     }
-    // The message may beat the read reply that brings the job: remember it for a while.
+    // The message may beat the read reply that brings the job: remember it for a while, by
+    // the delivery's entry id, so a later job reusing the id is not touched.
     const now = Date.now();
     for (const [old, at] of this.#cancels) {
       if (now - at < CANCEL_MEMORY_MS) break;
       this.#cancels.delete(old);
     }
-    this.#cancels.delete(id);
-    this.#cancels.set(id, now);
+    const key = entry || id;
+    this.#cancels.delete(key);
+    this.#cancels.set(key, now);
+  }
+
+  /** Was this delivery cancelled by a message that came before it? */
+  #cancelledEarly(job: Job): boolean {
+    const at = this.#cancels.get(job.entryId) ?? this.#cancels.get(job.id);
+    return at !== undefined && Date.now() - at < CANCEL_MEMORY_MS;
   }
 
   async #reclaim(): Promise<void> {
@@ -574,7 +620,7 @@ export class Consumer implements Lessor {
     }, this);
     this.held.set(entryId, job);
     this.#buffer.push(job);
-    if (this.#cancels.size > 0 && this.#cancels.has(job.id)) {
+    if (this.#cancels.size > 0 && this.#cancelledEarly(job)) {
       abort(job, new CancelledError(`Job ${job.id} was cancelled`));
     }
     return job;
@@ -608,6 +654,7 @@ export class Consumer implements Lessor {
       this.name,
       keys.jobPrefix,
       String(this.held.size + 1),
+      "0",
       "dead",
       entryId,
       String(deliveries),
@@ -639,13 +686,50 @@ export class Consumer implements Lessor {
         keys.jobPrefix,
         String(this.held.size),
       ];
+      // The room these settles free is read in the same call, unless a promotion or a
+      // reclaim is due: those run in the read loop, which needs room to get its turn.
+      const now = Date.now();
+      const reads = this.#stopping || now >= this.#dueAt || now >= this.#nextReclaim
+        ? 0
+        : Math.max(0, this.#room() + chunk.length);
+      args.push(String(reads));
       for (const { job, op, a, b } of chunk) {
         args.push(op, job.entryId, String(job.deliveries), a, b);
       }
-      const client = this.#ctx.client();
-      codes.push(...await client.sluiceSettle(4 + records.length, ...head, ...records, ...args));
+      const epoch = this.#listening ? this.#epoch : -1;
+      this.#requested += reads;
+      let reply: [number[], [string, string[]][]];
+      try {
+        reply = await this.#ctx.client().sluiceSettle(
+          4 + records.length,
+          ...head,
+          ...records,
+          ...args,
+        );
+      } finally {
+        this.#requested -= reads;
+      }
+      codes.push(...reply[0]);
+      if (reply[1].length > 0) await this.#admitRead(reply[1], epoch);
     }
     return codes;
+  }
+
+  /** Admits entries read along with settles, and hands them to the read loop. */
+  async #admitRead(entries: [string, string[]][], epoch: number): Promise<void> {
+    try {
+      const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
+      const admission = this.#admitAll(batch);
+      const admitted = Array.isArray(admission) ? admission : await admission;
+      if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
+    } catch (err) {
+      // Admitted jobs stay held; a failed cancel look is the only thing that can get here.
+      this.#ctx.logger.error(`sluice: queue ${this.#ctx.name}: checking read jobs failed`, err);
+    }
+    if (this.#stopping) this.#releaseBuffer();
+    // A blocking read may be waiting on an empty stream while these sit in the buffer.
+    if (this.#buffer.length > 0) this.#interrupt();
+    this.#wake();
   }
 
   /** One renewal per tick: every held job's lease and our heartbeat, in one script call. */
@@ -773,6 +857,7 @@ export class Consumer implements Lessor {
     if (this.#finished) return await this.done;
     this.#finished = true;
     clearInterval(this.#tick);
+    this.#signal?.removeEventListener("abort", this.#onAbort);
     const abandoned = new LeaseLostError(`Consumer ${this.name} stopped`);
     for (const job of [...this.held.values()]) markLost(job, abandoned);
     const { keys, group, logger } = this.#ctx;
@@ -785,6 +870,8 @@ export class Consumer implements Lessor {
         group,
         this.name,
         keys.jobPrefix,
+        keys.done,
+        String(this.#ctx.keepResult),
       );
       if (released > 0) {
         logger.warn(`sluice: queue ${this.#ctx.name}: released ${released} unseen deliveries`);

@@ -257,6 +257,12 @@ export class Job<Data = unknown> implements JobInfo {
       this.#state = "held";
       throw err;
     }
+    if (code === 3) {
+      this.#state = "held";
+      throw new SluiceError(
+        `Cannot ${action} job ${this.id}: Redis is out of memory (maxmemory reached) and refused the write; nothing changed`,
+      );
+    }
     if (code === 0) {
       const lost = new LeaseLostError(
         `Cannot ${action} job ${this.id}: another consumer owns delivery ${this.entryId} now`,

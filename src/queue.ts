@@ -357,18 +357,20 @@ export class Queue implements AsyncDisposable {
     const lastDelivered = String(info?.["last-delivered-id"] ?? "0-0");
     const lag = info?.lag === null || info?.lag === undefined ? null : Number(info.lag);
     // Finished entries linger in the stream until it is trimmed past them, so its length
-    // overcounts: the group's lag is exact. When Redis cannot tell (a cancelled job was
-    // deleted ahead of the group), count the undelivered entries, up to a cap.
+    // overcounts. The undelivered entries are counted one by one, up to a cap; past it, the
+    // group's lag (Redis 7.0 to 7.2 overstate it once an entry ahead of the group was deleted,
+    // as a cancel does) or else the length bound the count.
     const ahead = await client.xrange(
       stream,
       `(${lastDelivered}`,
       "+",
       "COUNT",
-      lag === null ? WAITING_COUNT_CAP + 1 : 1,
+      WAITING_COUNT_CAP + 1,
     );
     const oldestMs = ahead[0] ? Number(ahead[0][0].split("-")[0]) : undefined;
-    const waiting = lag ??
-      (ahead.length <= WAITING_COUNT_CAP ? ahead.length : Math.max(ahead.length, length - active));
+    const waiting = ahead.length <= WAITING_COUNT_CAP
+      ? ahead.length
+      : Math.max(ahead.length, lag ?? length - active);
     return {
       waiting,
       active,
@@ -685,7 +687,7 @@ export class Queue implements AsyncDisposable {
         if (down || client.status === "ready") return;
         down = true;
         this.#logger.warn(
-          `sluice: queue ${this.name}: cannot reach Redis (${err.message}); reconnecting with backoff, commands wait meanwhile`,
+          `sluice: queue ${this.name}: cannot reach Redis (${err.message}); reconnecting with backoff (commands wait, and fail after about 20 attempts)`,
         );
       });
       client.on("ready", () => {

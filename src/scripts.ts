@@ -81,6 +81,7 @@ end
 -- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0:
 -- state, reason and result JSON (or error text), one per line.
 local drop = nil -- when a table, finish() collects records to delete instead of deleting them
+local later = nil -- when a table, finish() collects its messages to publish at the very end
 local function finish(rec, keep, now, channel, state, body, reason, ...)
   local kept = false
   if keep > 0 then
@@ -100,7 +101,12 @@ local function finish(rec, keep, now, channel, state, body, reason, ...)
   elseif not kept then
     redis.call('DEL', rec)
   end
-  redis.call('PUBLISH', channel, state .. '\\n' .. reason .. '\\n' .. body)
+  local message = state .. '\\n' .. reason .. '\\n' .. body
+  if later then
+    later[#later + 1] = {channel, message}
+  else
+    redis.call('PUBLISH', channel, message)
+  end
 end
 `;
 
@@ -108,17 +114,19 @@ end
  * Settles a batch of deliveries and keeps each job's record in step. KEYS: stream, dead,
  * delayed, payloads, then one job record key per operation. ARGV: group, wake channel, done
  * channel prefix, keep ms (0: keep no record), live ms (record TTL while a job is pending),
- * max dead (0: unbounded), consumer, record key prefix, deliveries the consumer holds, then 5
- * values per operation: op, entry id, deliveries, a, b (the job id is the record key minus the
- * prefix).
+ * max dead (0: unbounded), consumer, record key prefix, deliveries the consumer holds, entries
+ * to read afterwards (0: none), then 5 values per operation: op, entry id, deliveries, a, b (the
+ * job id is the record key minus the prefix).
  *   ack      a = result JSON ('' for none), b = start time ms
  *   cancel   acked without running to the end: record cancelled; b = start time or ''
  *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
  *            delayed zset, due at Redis TIME + delay
  *   release  re-added unchanged (no attempt charged)
  *   dead     a = error text, b = reason
- * Returns one code per operation: 1 done, 0 lease lost (nothing changed), 2 done but the
- * entry had been trimmed away.
+ * Returns { one code per operation, entries read }. Codes: 1 done, 0 lease lost (nothing
+ * changed), 2 done but the entry had been trimmed away, 3 refused by Redis for memory (nothing
+ * changed; try again). Outcome messages are published last, once everything has landed. Entries are XREADGROUP's, for the
+ * consumer, after the settles: one round trip both frees room and fills it.
  *
  * Finished entries leave the stream by trimming, not one by one: XDEL costs Redis about 20
  * times what XTRIM MINID ~ does per entry. Everything older than the oldest pending delivery
@@ -131,22 +139,87 @@ local TRIM_SLACK_MS = 5000
 local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local consumer, skip, held = ARGV[7], #ARGV[8] + 1, tonumber(ARGV[9])
+local consumer, skip, held, reads = ARGV[7], #ARGV[8] + 1, tonumber(ARGV[9]), tonumber(ARGV[10])
 local out, now = {}, now_ms()
 local done_ids = {}
-drop = {}
+drop, later = {}, {}
 -- Fencing: when the consumer holds few more deliveries than this batch settles, one look at
 -- its whole pending list beats one XPENDING per job.
 local mine = nil
-if held <= 4 * (#ARGV - 9) / 5 then
+if held <= 4 * (#ARGV - 10) / 5 then
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, '-', '+', held + 1, consumer)
   if ok and #p <= held then
     mine = {}
     for _, e in ipairs(p) do mine[e[1]] = e[4] end
   end
 end
+-- Retry, release and dead: returns the operation's code.
+local function other(op, entry, rec, id, a, b)
+  if op == 'retry' and tonumber(a) > 0 then
+    local f = fields_of(stream, entry)
+    local code = 2
+    if f ~= nil then
+      schedule(delayed, payloads, channel, bump(f), now, tonumber(a))
+      redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
+        'due', now + tonumber(a), 'error', b)
+      redis.call('HDEL', rec, 'entry')
+      redis.call('PEXPIRE', rec, live + tonumber(a))
+      code = 1
+    end
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return code
+  elseif op == 'retry' or op == 'release' then
+    local again = op == 'retry' and 1 or 0
+    local new, f = readd(stream, group, entry, again)
+    if new then
+      redis.call('HSET', rec, 'state', 'waiting', 'entry', new, 'attempt', field(f, 'attempt'))
+      if again == 1 then redis.call('HSET', rec, 'error', b) end
+      redis.call('PEXPIRE', rec, live)
+    end
+    return new and 1 or 2
+  elseif op == 'dead' then
+    local f = fields_of(stream, entry)
+    bury(stream, dead, group, entry, f, a, b, now, max_dead)
+    finish(rec, keep, now, done .. id, 'dead', a, b)
+    return f and 1 or 2
+  end
+  error('sluice: unknown settle op ' .. tostring(op))
+end
+-- Trims finished entries: up to the oldest pending delivery (whole nodes), exactly up to the
+-- last delivered entry once nothing is pending, and deletes acked entries far past a pinned
+-- trim point one by one.
+local function trim(stream, group, acked)
+  local pending = redis.call('XPENDING', stream, group)
+  if pending[1] == 0 then
+    -- The group has caught up (rare under load): everything it delivered is done. Trim up to
+    -- the first entry after the last delivered one, or everything if there is none.
+    local last = nil
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      if field(g, 'name') == group then last = field(g, 'last-delivered-id') end
+    end
+    if not last then return end
+    local after = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+    if after[1] then
+      redis.call('XTRIM', stream, 'MINID', after[1][1])
+    else
+      redis.call('XTRIM', stream, 'MAXLEN', 0)
+    end
+    return
+  end
+  local oldest = pending[2]
+  redis.call('XTRIM', stream, 'MINID', '~', oldest)
+  local limit = id_ms(oldest) + TRIM_SLACK_MS
+  local far = {}
+  for _, entry in ipairs(acked) do
+    if id_ms(entry) > limit then far[#far + 1] = entry end
+  end
+  for i = 1, #far, 500 do
+    redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
+  end
+end
 local k = 5
-for i = 10, #ARGV, 5 do
+for i = 11, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local rec = KEYS[k]
   local id = string.sub(rec, skip)
@@ -168,36 +241,20 @@ for i = 10, #ARGV, 5 do
     done_ids[#done_ids + 1] = entry
     finish(rec, keep, now, done .. id, 'cancelled', '', '', 'worker', consumer)
     out[#out + 1] = 1
-  elseif op == 'retry' and tonumber(a) > 0 then
-    local f = fields_of(stream, entry)
-    if f ~= nil then
-      schedule(delayed, payloads, channel, bump(f), now, tonumber(a))
-      redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
-        'due', now + tonumber(a), 'error', b)
-      redis.call('HDEL', rec, 'entry')
-      redis.call('PEXPIRE', rec, live + tonumber(a))
-      out[#out + 1] = 1
-    else
-      out[#out + 1] = 2
-    end
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
-  elseif op == 'retry' or op == 'release' then
-    local again = op == 'retry' and 1 or 0
-    local new, f = readd(stream, group, entry, again)
-    if new then
-      redis.call('HSET', rec, 'state', 'waiting', 'entry', new, 'attempt', field(f, 'attempt'))
-      if again == 1 then redis.call('HSET', rec, 'error', b) end
-      redis.call('PEXPIRE', rec, live)
-    end
-    out[#out + 1] = new and 1 or 2
-  elseif op == 'dead' then
-    local f = fields_of(stream, entry)
-    bury(stream, dead, group, entry, f, a, b, now, max_dead)
-    finish(rec, keep, now, done .. id, 'dead', a, b)
-    out[#out + 1] = f and 1 or 2
   else
-    return redis.error_reply('sluice: unknown settle op ' .. tostring(op))
+    -- At maxmemory Redis refuses the first write that may grow memory; a script that has
+    -- not written yet is refused whole. pcall keeps the refusal to this one operation, which
+    -- then changed nothing (code 3: the worker tries again), and the batch goes on.
+    local ok, code = pcall(function()
+      return other(op, entry, rec, id, a, b)
+    end)
+    if not ok and string.find(tostring(code.err or code), 'OOM', 1, true) then
+      out[#out + 1] = 3
+    elseif not ok then
+      return redis.error_reply(tostring(code.err or code))
+    else
+      out[#out + 1] = code
+    end
   end
 end
 for i = 1, #drop, 500 do
@@ -207,30 +264,18 @@ if #done_ids > 0 then
   for i = 1, #done_ids, 500 do
     redis.call('XACK', stream, group, unpack(done_ids, i, math.min(i + 499, #done_ids)))
   end
-  local pending = redis.call('XPENDING', stream, group)
-  if pending[1] == 0 then
-    -- Nothing is pending: every entry the group has delivered is done. Trim exactly (the
-    -- group has caught up, so this is rare under load), and the stream ends empty.
-    local last = nil
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      if field(g, 'name') == group then last = field(g, 'last-delivered-id') end
-    end
-    local ms, seq = string.match(last or '', '^(%d+)-(%d+)$')
-    if ms then redis.call('XTRIM', stream, 'MINID', ms .. '-' .. (tonumber(seq) + 1)) end
-  else
-    local oldest = pending[2]
-    redis.call('XTRIM', stream, 'MINID', '~', oldest)
-    local limit = id_ms(oldest) + TRIM_SLACK_MS
-    local far = {}
-    for _, entry in ipairs(done_ids) do
-      if id_ms(entry) > limit then far[#far + 1] = entry end
-    end
-    for i = 1, #far, 500 do
-      redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
-    end
-  end
+  -- Housekeeping never fails a settle: its errors are dropped.
+  pcall(trim, stream, group, done_ids)
 end
-return out
+-- The next read rides along: the room these settles free, asked for in the same round trip.
+local entries = {}
+if reads > 0 then
+  local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer, 'COUNT', reads,
+    'STREAMS', stream, '>')
+  if ok and r then entries = r[1][2] end
+end
+for _, m in ipairs(later) do redis.call('PUBLISH', m[1], m[2]) end
+return {out, entries}
 `;
 
 /**
@@ -304,8 +349,9 @@ return {r[1], claimed, deleted, buried}
 
 /**
  * Gives back everything a consumer still has pending and removes the consumer. KEYS: stream,
- * workers. ARGV: group, consumer. Each entry is re-added unchanged (no attempt charged), so a
- * waiting peer gets it at once. Returns the number of entries released.
+ * workers. ARGV: group, consumer, record key prefix, done channel prefix, keep ms. Each entry is
+ * re-added unchanged (no attempt charged), so a waiting peer gets it at once, except a job
+ * marked cancelling, which ends cancelled. Returns the number of entries released.
  */
 const RETIRE = PRELUDE + `
 local stream, workers, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
@@ -314,13 +360,20 @@ while true do
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 100, consumer)
   if not ok then break end
   for _, e in ipairs(p) do
-    local new, f = readd(stream, group, e[1], 0)
+    local f = fields_of(stream, e[1])
     local id = f and field(f, 'id')
-    if new and id and ARGV[3] then
-      local rec = ARGV[3] .. id
-      if redis.call('EXISTS', rec) == 1 then redis.call('HSET', rec, 'state', 'waiting', 'entry', new) end
+    local rec = id and (ARGV[3] .. id)
+    local state = rec and redis.call('HGET', rec, 'state')
+    if state == 'cancelling' then
+      -- Cancelled while we held it: it ends here instead of going back to the stream.
+      redis.call('XACK', stream, group, e[1])
+      redis.call('XDEL', stream, e[1])
+      finish(rec, tonumber(ARGV[5]), now_ms(), ARGV[4] .. id, 'cancelled', '', '')
+    else
+      local new = readd(stream, group, e[1], 0)
+      if new and state then redis.call('HSET', rec, 'state', 'waiting', 'entry', new) end
+      released = released + 1
     end
-    released = released + 1
   end
   if #p < 100 then break end
 end
@@ -421,7 +474,7 @@ if entry then
   end
 end
 redis.call('HSET', rec, 'state', 'cancelling')
-redis.call('PUBLISH', ARGV[4], id)
+redis.call('PUBLISH', ARGV[4], id .. '\\n' .. (entry or ''))
 return 'active'
 `;
 
@@ -508,7 +561,10 @@ return out
 
 /** A Redis client with sluice's scripts defined on it. */
 export interface ScriptClient extends Redis {
-  sluiceSettle(numKeys: number, ...keysAndArgs: string[]): Promise<number[]>;
+  sluiceSettle(
+    numKeys: number,
+    ...keysAndArgs: string[]
+  ): Promise<[number[], [string, string[]][]]>;
   sluiceEnqueue(numKeys: number, ...keysAndArgs: string[]): Promise<(number | string)[]>;
   sluiceMarkDead(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   sluiceReplay(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
@@ -540,6 +596,8 @@ export interface ScriptClient extends Redis {
     group: string,
     consumer: string,
     recordPrefix: string,
+    doneChannelPrefix: string,
+    keepMs: string,
   ): Promise<number>;
 }
 
