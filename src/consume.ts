@@ -324,25 +324,38 @@ export class Consumer implements Lessor {
       ? setTimeout(() => this.#interrupt(), Math.max(0, this.#dueAt - Date.now()))
       : undefined;
     this.#requested += count;
-    const reply = await blocking.xreadgroup(
-      "GROUP",
-      this.#ctx.group,
-      this.name,
-      "COUNT",
-      count,
-      "BLOCK",
-      block,
-      "STREAMS",
-      this.#ctx.keys.stream,
-      ">",
-    ).finally(() => {
-      clearTimeout(timer);
+    let reply: unknown;
+    try {
+      reply = await blocking.xreadgroup(
+        "GROUP",
+        this.#ctx.group,
+        this.name,
+        "COUNT",
+        count,
+        "BLOCK",
+        block,
+        "STREAMS",
+        this.#ctx.keys.stream,
+        ">",
+      );
+    } catch (err) {
       this.#requested -= count;
-    });
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     const entries = (reply as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
+    // What came back stays counted as requested until it is held (or being buried): checking
+    // signatures may take a while, and a settle must not read that room again meanwhile.
+    this.#requested -= count - entries.length;
     const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
-    const admission = this.#admitAll(batch);
-    const admitted = Array.isArray(admission) ? admission : await admission;
+    let admitted: Job[];
+    try {
+      const admission = this.#admitAll(batch);
+      admitted = Array.isArray(admission) ? admission : await admission;
+    } finally {
+      this.#requested -= entries.length;
+    }
     // Listening the whole time since before the read, we hear of every cancel that landed
     // after it (those before it deleted the entry); else ask the records.
     if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
@@ -706,9 +719,11 @@ export class Consumer implements Lessor {
           ...records,
           ...args,
         );
-      } finally {
+      } catch (err) {
         this.#requested -= reads;
+        throw err;
       }
+      this.#requested -= reads - reply[1].length;
       codes.push(...reply[0]);
       if (reply[1].length > 0) await this.#admitRead(reply[1], epoch);
     }
@@ -719,8 +734,13 @@ export class Consumer implements Lessor {
   async #admitRead(entries: [string, string[]][], epoch: number): Promise<void> {
     try {
       const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
-      const admission = this.#admitAll(batch);
-      const admitted = Array.isArray(admission) ? admission : await admission;
+      let admitted: Job[];
+      try {
+        const admission = this.#admitAll(batch);
+        admitted = Array.isArray(admission) ? admission : await admission;
+      } finally {
+        this.#requested -= entries.length;
+      }
       if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
     } catch (err) {
       // Admitted jobs stay held; a failed cancel look is the only thing that can get here.

@@ -66,6 +66,8 @@ export interface HandleContext {
     channel: string,
     listener: (message: string | null) => void,
   ): Promise<() => Promise<void>>;
+  /** Resolves once every message published so far has reached the subscriber (a PING). */
+  drain(): Promise<void>;
 }
 
 /**
@@ -162,6 +164,7 @@ export class JobHandle<Result = unknown> {
     const { signal } = options;
     signal?.throwIfAborted();
     const ended = Promise.withResolvers<Record<string, string>>();
+    let heard: Record<string, string> | undefined;
     const reread = async () => {
       // After a reconnect a message may have been missed: the record tells.
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
@@ -180,18 +183,24 @@ export class JobHandle<Result = unknown> {
         const state = message.slice(0, first);
         const reason = message.slice(first + 1, second);
         const body = message.slice(second + 1);
-        ended.resolve(
-          state === "completed" || state === "cancelled"
-            ? { state, result: body }
-            : { state, reason, error: body },
-        );
+        heard = state === "completed" || state === "cancelled"
+          ? { state, result: body }
+          : { state, reason, error: body };
+        ended.resolve(heard);
       },
     );
     try {
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
       let outcome: Record<string, string>;
+      if (record.state === undefined) {
+        // No record: the job may have finished after we subscribed, with no record kept
+        // (keepResult 0). Its message is then on its way; let the subscriber catch up.
+        await this.#ctx.drain();
+      }
       if (isFinal(record.state)) {
         outcome = record;
+      } else if (record.state === undefined && heard !== undefined) {
+        outcome = heard;
       } else if (record.state === undefined) {
         throw new SluiceError(
           `Cannot get the result of job ${this.id}: no such job (never enqueued, or its record expired after keepResult)`,

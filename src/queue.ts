@@ -553,6 +553,9 @@ export class Queue implements AsyncDisposable {
       closed: this.#closing.signal,
       client: () => this.#command(),
       subscribe: (channel, listener) => this.#subscribe(channel, listener),
+      drain: async () => {
+        await this.#subscriber?.ping().catch(() => {});
+      },
     };
   }
 
