@@ -348,6 +348,16 @@ export class Consumer implements Lessor {
     // What came back stays counted as requested until it is held (or being buried): checking
     // signatures may take a while, and a settle must not read that room again meanwhile.
     this.#requested -= count - entries.length;
+    await this.#admitFresh(entries, epoch);
+  }
+
+  /**
+   * Admits entries fresh from a read (first deliveries), then gives back the room they were
+   * counted in as requested. Listening the whole time since before the read (`epoch`), we hear
+   * of every cancel that landed after it (those before it deleted the entry); else it asks
+   * the records.
+   */
+  async #admitFresh(entries: [string, string[]][], epoch: number): Promise<void> {
     const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
     let admitted: Job[];
     try {
@@ -356,8 +366,6 @@ export class Consumer implements Lessor {
     } finally {
       this.#requested -= entries.length;
     }
-    // Listening the whole time since before the read, we hear of every cancel that landed
-    // after it (those before it deleted the entry); else ask the records.
     if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
   }
 
@@ -733,15 +741,7 @@ export class Consumer implements Lessor {
   /** Admits entries read along with settles, and hands them to the read loop. */
   async #admitRead(entries: [string, string[]][], epoch: number): Promise<void> {
     try {
-      const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
-      let admitted: Job[];
-      try {
-        const admission = this.#admitAll(batch);
-        admitted = Array.isArray(admission) ? admission : await admission;
-      } finally {
-        this.#requested -= entries.length;
-      }
-      if (epoch !== this.#epoch || !this.#listening) await this.#checkCancelled(admitted);
+      await this.#admitFresh(entries, epoch);
     } catch (err) {
       // Admitted jobs stay held; a failed cancel look is the only thing that can get here.
       this.#ctx.logger.error(`sluice: queue ${this.#ctx.name}: checking read jobs failed`, err);
