@@ -9,6 +9,11 @@ import { Redis } from "ioredis";
 import { startRedis, type TestRedis } from "../../src/testing.ts";
 import { waitForRedis } from "../_helpers.ts";
 
+/** `n` "work" jobs of `ms` each, with ids `<prefix>0`, `<prefix>1`, ... */
+export function work(n: number, ms: number, prefix = "j"): { id: string; data: { ms: number } }[] {
+  return Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, data: { ms } }));
+}
+
 /** One commit, as the "work" task logged it. */
 export interface Commit {
   id: string;

@@ -6,12 +6,9 @@ import assert from "node:assert/strict";
 import { Queue } from "../../mod.ts";
 import { startRedis } from "../../src/testing.ts";
 import { inspect, pendingCount, waitForRedis, WorkerProcess } from "../_helpers.ts";
-import { Ledger } from "./_ledger.ts";
+import { Ledger, work } from "./_ledger.ts";
 
-const WORK = (n: number, ms: number, prefix = "j") =>
-  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, data: { ms } }));
-
-async function enqueue(queue: Queue, ledger: Ledger, jobs: ReturnType<typeof WORK>) {
+async function enqueue(queue: Queue, ledger: Ledger, jobs: ReturnType<typeof work>) {
   const handles = await queue.enqueueMany("work", jobs);
   ledger.add(handles.map((h) => h.id));
 }
@@ -26,7 +23,7 @@ Deno.test("rolling kill -9 of 3 workers over 5,000 jobs loses nothing", async ()
   let inFlight = 0;
   try {
     await Promise.all(workers.map((w) => w.waitFor((e) => e.ev === "ready", "ready")));
-    await enqueue(queue, ledger, WORK(5_000, 5));
+    await enqueue(queue, ledger, work(5_000, 5));
     let kills = 0;
     let done = false;
     const all = ledger.waitForCommits(5_000, 120_000).finally(() => done = true);
@@ -75,7 +72,7 @@ Deno.test("kill -9 of a worker holding 1 running + 50 prefetched: all reclaimed,
   let peer: WorkerProcess | undefined;
   try {
     await holder.waitFor((e) => e.ev === "ready", "ready");
-    await enqueue(queue, ledger, WORK(60, 300));
+    await enqueue(queue, ledger, work(60, 300));
     await holder.waitFor((e) => e.ev === "started", "a start");
     await waitForRedis(async () => (await pendingCount(db, queue.keys.stream)) === 51, "51 held");
     assert.equal(await ledger.committed(), 0, "killed before its first job committed");
@@ -109,7 +106,7 @@ Deno.test("SIGSTOP past idleTimeout: a peer completes the job, the stale holder 
   let peer: WorkerProcess | undefined;
   try {
     await stale.waitFor((e) => e.ev === "ready", "ready");
-    await enqueue(queue, ledger, WORK(1, 400, "slow"));
+    await enqueue(queue, ledger, work(1, 400, "slow"));
     await stale.waitFor((e) => e.ev === "started", "the start");
     stale.signal("SIGSTOP");
     peer = new WorkerProcess(redis.url, options);
@@ -123,7 +120,7 @@ Deno.test("SIGSTOP past idleTimeout: a peer completes the job, the stale holder 
       (e) => (e.ev === "aborted" && e.reason === "LeaseLostError") || e.ev === "error",
       "the lost lease",
     );
-    await enqueue(queue, ledger, WORK(20, 1, "after"));
+    await enqueue(queue, ledger, work(20, 1, "after"));
     await ledger.waitForCommits(21);
     const again = (await ledger.log()).filter((c) => c.id === "slow0" && c.deliveries > 2);
     assert.deepEqual(again, [], "no steal-back: no third delivery");

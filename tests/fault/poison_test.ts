@@ -8,10 +8,7 @@ import { Buffer } from "node:buffer";
 import { OutOfMemoryError, Queue } from "../../mod.ts";
 import { startRedis } from "../../src/testing.ts";
 import { inspect, pendingCount, waitForRedis, WorkerProcess } from "../_helpers.ts";
-import { Ledger } from "./_ledger.ts";
-
-const WORK = (n: number, ms: number, prefix: string) =>
-  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, data: { ms } }));
+import { Ledger, work } from "./_ledger.ts";
 
 async function deadReasons(db: ReturnType<typeof inspect>, key: string) {
   const letters = await db.xrange(key, "-", "+");
@@ -37,7 +34,7 @@ Deno.test("pending entries trimmed away while their worker was dead are dropped 
   try {
     await first.waitFor((e) => e.ev === "ready", "ready");
     await queue.enqueue("work", { ms: 60_000 }, { id: "long" });
-    await queue.enqueueMany("work", WORK(20, 1, "j"));
+    await queue.enqueueMany("work", work(20, 1, "j"));
     await waitForRedis(async () => (await pendingCount(db, queue.keys.stream)) === 21, "21 held");
     first.signal("SIGKILL");
     await first[Symbol.asyncDispose]();
@@ -78,7 +75,7 @@ Deno.test("a job that kills its worker is dead-lettered with delivery-limit; oth
   try {
     await worker.waitFor((e) => e.ev === "ready", "ready");
     await queue.enqueue("crash", null, { id: "poison" });
-    ledger.add((await queue.enqueueMany("work", WORK(200, 2, "j"))).map((h) => h.id));
+    ledger.add((await queue.enqueueMany("work", work(200, 2, "j"))).map((h) => h.id));
     // A supervisor: restart the worker each time the poison job kills it.
     const dead = waitForRedis(
       async () => (await db.xlen(queue.keys.dead)) === 1,
@@ -119,7 +116,7 @@ Deno.test("a job that always throws is retried, then dead-lettered; the pending 
   try {
     await worker.waitFor((e) => e.ev === "ready", "ready");
     await queue.enqueue("throw", null, { id: "poison" });
-    ledger.add((await queue.enqueueMany("work", WORK(200, 2, "j"))).map((h) => h.id));
+    ledger.add((await queue.enqueueMany("work", work(200, 2, "j"))).map((h) => h.id));
     await worker.waitFor((e) => e.ev === "dead" && e.id === "poison", "the dead letter");
     assert.equal(worker.count("started", "poison"), 3, "3 attempts");
     assert.deepEqual(await deadReasons(db, queue.keys.dead), { poison: "failed" });
@@ -177,7 +174,7 @@ Deno.test("hostile raw entries go to the dead letters with their reasons; the wo
     }
     // The constructor payload is plain data: it runs, and pollutes nothing.
     ledger.add(["ctor-proto"]);
-    ledger.add((await queue.enqueueMany("work", WORK(100, 1, "j"))).map((h) => h.id));
+    ledger.add((await queue.enqueueMany("work", work(100, 1, "j"))).map((h) => h.id));
     await ledger.waitForCommits(101);
     await waitForRedis(async () => (await db.xlen(queue.keys.dead)) === 7, "7 dead letters");
     assert.deepEqual(await deadReasons(db, queue.keys.dead), {

@@ -6,10 +6,7 @@ import assert from "node:assert/strict";
 import { Queue } from "../../mod.ts";
 import { startRedis } from "../../src/testing.ts";
 import { inspect, pendingCount, waitForRedis, WorkerProcess } from "../_helpers.ts";
-import { Ledger } from "./_ledger.ts";
-
-const WORK = (n: number, ms: number, prefix: string) =>
-  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, data: { ms } }));
+import { Ledger, work } from "./_ledger.ts";
 
 Deno.test("Redis killed and restarted mid-run with AOF always: workers reconnect, nothing lost", async () => {
   await using redis = await startRedis({ persistence: "always" });
@@ -20,7 +17,7 @@ Deno.test("Redis killed and restarted mid-run with AOF always: workers reconnect
     await Promise.all(workers.map((w) => w.waitFor((e) => e.ev === "ready", "ready")));
     {
       await using queue = new Queue("q", { redis: redis.url });
-      ledger.add((await queue.enqueueMany("work", WORK(2_000, 2, "j"))).map((h) => h.id));
+      ledger.add((await queue.enqueueMany("work", work(2_000, 2, "j"))).map((h) => h.id));
     }
     await ledger.waitForCommits(500);
     await redis.kill();
@@ -50,7 +47,7 @@ Deno.test("Redis restarted empty: the missing group is recreated and logged, wor
     await worker.waitFor((e) => e.ev === "ready", "ready");
     {
       await using queue = new Queue("q", { redis: redis.url });
-      ledger.add((await queue.enqueueMany("work", WORK(50, 1, "before"))).map((h) => h.id));
+      ledger.add((await queue.enqueueMany("work", work(50, 1, "before"))).map((h) => h.id));
     }
     await ledger.waitForCommits(50);
     await redis.kill();
@@ -61,7 +58,7 @@ Deno.test("Redis restarted empty: the missing group is recreated and logged, wor
     );
     {
       await using queue = new Queue("q", { redis: redis.url });
-      ledger.add((await queue.enqueueMany("work", WORK(200, 1, "after"))).map((h) => h.id));
+      ledger.add((await queue.enqueueMany("work", work(200, 1, "after"))).map((h) => h.id));
     }
     await waitForRedis(async () => {
       const t = await ledger.tally();
@@ -93,7 +90,7 @@ Deno.test("Redis down when a worker starts: it retries with a log line, then con
     );
     await using _redis = await startRedis({ port });
     await using queue = new Queue("q", { redis: url });
-    ledger.add((await queue.enqueueMany("work", WORK(100, 1, "j"))).map((h) => h.id));
+    ledger.add((await queue.enqueueMany("work", work(100, 1, "j"))).map((h) => h.id));
     await ledger.waitForCommits(100, 30_000);
     await worker.waitFor(
       (e) => e.ev === "warn" && /Redis is reachable again/.test(String(e.message)),

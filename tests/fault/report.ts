@@ -4,6 +4,8 @@
  * table (fault, jobs, lost, duplicated, pass) that the README quotes. The same tests run in
  * CI through `deno task test`; this only collects their rows.
  */
+import type { FaultRow } from "./_ledger.ts";
+
 const file = await Deno.makeTempFile({ prefix: "sluice-faults-", suffix: ".jsonl" });
 const status = await new Deno.Command(Deno.execPath(), {
   args: ["test", "-A", "--trace-leaks", "tests/fault/"],
@@ -12,14 +14,7 @@ const status = await new Deno.Command(Deno.execPath(), {
   stderr: "inherit",
 }).spawn().status;
 const rows = (await Deno.readTextFile(file)).split("\n").filter(Boolean).map((line) =>
-  JSON.parse(line) as {
-    scenario: string;
-    fault: string;
-    jobs: number;
-    lost: number;
-    duplicated: number;
-    pass: boolean;
-  }
+  JSON.parse(line) as FaultRow
 );
 await Deno.remove(file);
 const table = [
