@@ -1,7 +1,8 @@
 /**
- * Coalesces calls into batches: items pushed while a flush is in flight go out together in the
- * next one. At idle an item is flushed at once (one microtask later); under load the batch
- * grows by itself, with no timer.
+ * Coalesces calls into batches: items pushed while flushes are in flight go out together in
+ * the next one. At idle an item is flushed at once (one microtask later); under load the batch
+ * grows by itself, with no timer. Up to `lanes` flushes may be in flight at once, so the far
+ * side works on one batch while the next one fills.
  *
  * @module
  */
@@ -15,50 +16,68 @@ interface Pending<T, R> {
 /** A self-sizing batcher around `flush`, which must return one result per item, in order. */
 export class Batcher<T, R> {
   #flush: (items: T[]) => Promise<R[]>;
+  #lanes: number;
   #queue: Pending<T, R>[] = [];
-  #running = false;
+  #inFlight = 0;
+  #scheduled = false;
   #idle: PromiseWithResolvers<void> | undefined;
 
-  constructor(flush: (items: T[]) => Promise<R[]>) {
+  #most: number;
+
+  constructor(flush: (items: T[]) => Promise<R[]>, lanes = 1, most = Infinity) {
     this.#flush = flush;
+    this.#lanes = lanes;
+    this.#most = most;
   }
 
-  /** Items waiting or in flight. */
+  /** Items waiting, plus flushes in flight. */
   get size(): number {
-    return this.#queue.length + (this.#running ? 1 : 0);
+    return this.#queue.length + this.#inFlight;
   }
 
   /** Adds an item; resolves with its result once its batch is flushed. */
   push(item: T): Promise<R> {
     const { promise, resolve, reject } = Promise.withResolvers<R>();
     this.#queue.push({ item, resolve, reject });
-    if (!this.#running) {
-      this.#running = true;
-      queueMicrotask(() => this.#drain());
-    }
+    this.#schedule();
     return promise;
   }
 
   /** Resolves once nothing is waiting or in flight. */
   idle(): Promise<void> {
-    if (!this.#running) return Promise.resolve();
+    if (this.#inFlight === 0 && this.#queue.length === 0) return Promise.resolve();
     this.#idle ??= Promise.withResolvers();
     return this.#idle.promise;
   }
 
-  async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const batch = this.#queue;
-      this.#queue = [];
-      try {
-        const results = await this.#flush(batch.map((p) => p.item));
-        batch.forEach((p, i) => p.resolve(results[i]!));
-      } catch (err) {
-        for (const p of batch) p.reject(err);
+  #schedule(): void {
+    if (this.#scheduled || this.#inFlight >= this.#lanes) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#start();
+    });
+  }
+
+  #start(): void {
+    if (this.#queue.length === 0 || this.#inFlight >= this.#lanes) return;
+    let batch = this.#queue;
+    if (batch.length > this.#most) {
+      this.#queue = batch.slice(this.#most);
+      batch = batch.slice(0, this.#most);
+    } else this.#queue = [];
+    this.#inFlight++;
+    if (this.#queue.length > 0) this.#schedule();
+    this.#flush(batch.map((p) => p.item)).then(
+      (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
+      (err) => batch.forEach((p) => p.reject(err)),
+    ).finally(() => {
+      this.#inFlight--;
+      while (this.#queue.length > 0 && this.#inFlight < this.#lanes) this.#start();
+      if (this.#inFlight === 0) {
+        this.#idle?.resolve();
+        this.#idle = undefined;
       }
-    }
-    this.#running = false;
-    this.#idle?.resolve();
-    this.#idle = undefined;
+    });
   }
 }

@@ -130,6 +130,8 @@ export class Consumer implements Lessor {
   #burying = 0;
   /** Entries asked for by reads still in flight: room they may fill. */
   #requested = 0;
+  /** Held jobs in settle calls under way: room that the reads riding behind them may fill. */
+  #settling = 0;
   #promoteFailures = 0;
   #signal: AbortSignal | undefined;
   #blocking: ScriptClient;
@@ -182,7 +184,13 @@ export class Consumer implements Lessor {
     this.limit = prefetch;
     this.idleTimeout = idleTimeout;
     this.maxDeliveries = maxDeliveries;
-    this.#settler = new Batcher((ops) => this.#flushSettles(ops));
+    // Two settle calls may be under way, each with at most half the window: Redis settles
+    // one half while this process runs the other.
+    this.#settler = new Batcher(
+      (ops) => this.#flushSettles(ops),
+      2,
+      Math.max(1, Math.ceil(prefetch / 2)),
+    );
     this.#blocking = connect(ctx.redis, "blocking", consumer);
     this.#blocking.on("close", () => this.#blockingId = undefined);
     this.#subscriber = connect(ctx.redis, "subscriber", consumer);
@@ -674,8 +682,8 @@ export class Consumer implements Lessor {
       String(this.#ctx.maxDead),
       this.name,
       keys.jobPrefix,
-      String(this.held.size + 1),
-      "0",
+      entryId,
+      entryId,
       "dead",
       entryId,
       String(deliveries),
@@ -694,9 +702,15 @@ export class Consumer implements Lessor {
     const codes: number[] = [];
     for (let i = 0; i < ops.length; i += CHUNK) {
       const chunk = ops.slice(i, i + CHUNK);
-      const head = [keys.stream, keys.dead, keys.delayed, keys.payloads];
-      const records = chunk.map(({ job }) => keys.job(job.id));
-      const args = [
+      const args: string[] = [
+        String(4 + chunk.length),
+        keys.stream,
+        keys.dead,
+        keys.delayed,
+        keys.payloads,
+      ];
+      for (const { job } of chunk) args.push(keys.job(job.id));
+      args.push(
         group,
         keys.wake,
         keys.done,
@@ -705,35 +719,59 @@ export class Consumer implements Lessor {
         String(maxDead),
         this.name,
         keys.jobPrefix,
-        String(this.held.size),
-      ];
-      // The room these settles free is read in the same call, unless a promotion or a
-      // reclaim is due: those run in the read loop, which needs room to get its turn.
-      const now = Date.now();
-      const reads = this.#stopping || now >= this.#dueAt || now >= this.#nextReclaim
-        ? 0
-        : Math.max(0, this.#room() + chunk.length);
-      args.push(String(reads));
+      );
+      let low = chunk[0]!.job.entryId, high = low;
+      for (const { job: { entryId } } of chunk) {
+        if (entryBefore(entryId, low)) low = entryId;
+        else if (entryBefore(high, entryId)) high = entryId;
+      }
+      args.push(low, high);
       for (const { job, op, a, b } of chunk) {
         args.push(op, job.entryId, String(job.deliveries), a, b);
       }
+      // The room these settles free is read right behind them, in the same write and round
+      // trip, unless a promotion or a reclaim is due: those run in the read loop, which needs
+      // room to get its turn.
+      const now = Date.now();
+      this.#settling += chunk.length;
+      const reads = this.#stopping || now >= this.#dueAt || now >= this.#nextReclaim
+        ? 0
+        : Math.max(0, this.#room() + this.#settling);
       const epoch = this.#listening ? this.#epoch : -1;
-      this.#requested += reads;
-      let reply: [number[], [string, string[]][]];
-      try {
-        reply = await this.#ctx.client().sluiceSettle(
-          4 + records.length,
-          ...head,
-          ...records,
-          ...args,
+      const pipeline = this.#ctx.client().pipeline();
+      (pipeline as unknown as ScriptClient).sluiceSettle(...(args as [never, ...string[]]));
+      if (reads > 0) {
+        pipeline.xreadgroup(
+          "GROUP",
+          group,
+          this.name,
+          "COUNT",
+          reads,
+          "STREAMS",
+          keys.stream,
+          ">",
         );
+      }
+      this.#requested += reads;
+      let replies: [Error | null, unknown][];
+      try {
+        replies = (await pipeline.exec()) ?? [];
       } catch (err) {
         this.#requested -= reads;
         throw err;
+      } finally {
+        this.#settling -= chunk.length;
       }
-      this.#requested -= reads - reply[1].length;
-      codes.push(...reply[0]);
-      if (reply[1].length > 0) await this.#admitRead(reply[1], epoch);
+      const [settleError, settled] = replies[0] ?? [new Error("no reply")];
+      const [readError, read] = replies[1] ?? [null, null];
+      const entries = readError
+        ? []
+        : (read as [string, [string, string[]][]][] | null)?.[0]?.[1] ?? [];
+      this.#requested -= reads - entries.length;
+      // What was read is ours whatever the settle did: admit it before reporting anything.
+      if (entries.length > 0) await this.#admitRead(entries, epoch);
+      if (settleError) throw settleError;
+      codes.push(...(settled as number[]));
     }
     return codes;
   }
@@ -908,6 +946,16 @@ export class Consumer implements Lessor {
     await Promise.all([close(this.#blocking), close(this.#subscriber)]);
     this.#done.resolve();
   }
+}
+
+/** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
+function entryBefore(a: string, b: string): boolean {
+  const cutA = a.indexOf("-"), cutB = b.indexOf("-");
+  if (cutA !== cutB) return cutA < cutB;
+  const msA = a.slice(0, cutA), msB = b.slice(0, cutB);
+  if (msA !== msB) return msA < msB;
+  if (a.length !== b.length) return a.length < b.length;
+  return a < b;
 }
 
 /** The id field of an entry that decoded (so the id is valid). */

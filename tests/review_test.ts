@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
-import { CancelledError, type Job, Queue } from "../mod.ts";
+import { CancelledError, type Job, Queue, task, Worker } from "../mod.ts";
 import { settlesWithin } from "../src/async.ts";
 import { commandClient } from "../src/queue.ts";
 import { startRedis } from "../src/testing.ts";
@@ -321,7 +321,7 @@ Deno.test("stats().waiting is exact once the group read past an entry a cancel d
   await end(controllerB, readerB);
 });
 
-Deno.test("acking a full prefetch brings the next jobs in the same round trip, with no read of the consumer's own", async () => {
+Deno.test("acking a full prefetch brings the next jobs in the same round trip: each settle carries its read, with no blocking read", async () => {
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
   await using db = inspect(redis.url);
@@ -333,14 +333,22 @@ Deno.test("acking a full prefetch brings the next jobs in the same round trip, w
   await subscribed(db, queue.keys.cancel);
   let held = await take(reader, 10);
   const seen = held.map((job) => job.data);
-  // Every XREADGROUP Redis runs from here on, by where it came from: a client's address, or
-  // "lua" for one a script ran.
+  // Every XREADGROUP and settle Redis runs from here on, in order, by where it came from: the
+  // consumer's command connection, or its blocking one.
+  const clients = await db.client("LIST") as string;
+  const addressOf = (role: string) =>
+    clients.split("\n").find((line) => line.includes(`name=sluice:${role}:`))
+      ?.match(/addr=(\S+)/)?.[1];
+  const blocking = addressOf("blocking");
+  assert.ok(blocking !== undefined, "the blocking connection is open");
   const monitor = await db.monitor();
-  const reads: string[] = [];
+  const calls: string[] = [];
   const fence = Promise.withResolvers<void>();
   monitor.on("monitor", (_time: string, args: string[], source: string) => {
     const command = String(args[0]).toLowerCase();
-    if (command === "xreadgroup") reads.push(source);
+    const from = source === blocking ? "blocking" : source === "lua" ? "lua" : "command";
+    if (command === "xreadgroup") calls.push(`read from ${from}`);
+    if (command === "evalsha" || command === "eval") calls.push(`script from ${from}`);
     if (command === "echo" && args[1] === "review-fence") fence.resolve();
   });
   try {
@@ -358,8 +366,10 @@ Deno.test("acking a full prefetch brings the next jobs in the same round trip, w
     await closed;
   }
   assert.deepEqual(seen, Array.from({ length: 100 }, (_, i) => i));
-  assert.deepEqual(reads.filter((source) => source !== "lua"), [], "no XREADGROUP of its own");
-  assert.equal(reads.length, 10, "each of the 10 settles read the room it freed");
+  // Each batch of 10 acks goes out as two settle calls of at most half the prefetch, each
+  // followed at once, on the same connection, by the read of the room it frees.
+  const pair = ["script from command", "read from command"];
+  assert.deepEqual(calls, Array.from({ length: 20 }, () => pair).flat());
   assert.equal(await db.xlen(queue.keys.stream), 0);
   await end(controller, reader);
 });
@@ -506,4 +516,34 @@ Deno.test("with keepResult 0, result() gets the outcome of a job that finishes w
     assert.equal(await result, `done ${i}`);
   }
   await end(controller, reader);
+});
+
+Deno.test("with two settle calls under way and fast jobs, Redis never has more than concurrency + prefetch pending", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  const noop = task("noop", () => {});
+  await queue.enqueueMany(noop, Array.from({ length: 600 }, () => ({ data: null })));
+  const worker = new Worker("q", [noop], {
+    redis: redis.url,
+    concurrency: 3,
+    prefetch: 5,
+    idleTimeout: 60_000,
+    handleSignals: false,
+    logger: { warn() {}, error() {} },
+  });
+  let done = 0, peak = 0;
+  const all = Promise.withResolvers<void>();
+  const samples: Promise<void>[] = [];
+  worker.addEventListener("completed", () => {
+    samples.push(pendingCount(db, queue.keys.stream).then((n) => void (peak = Math.max(peak, n))));
+    if (++done === 600) all.resolve();
+  });
+  const run = worker.run();
+  await all.promise;
+  await Promise.all(samples);
+  await worker.stop();
+  await run;
+  assert.ok(peak > 0 && peak <= 8, `peak pending ${peak}`);
+  assert.equal(await pendingCount(db, queue.keys.stream), 0);
 });
