@@ -13,6 +13,9 @@ interface Pending<T, R> {
   reject: (reason: unknown) => void;
 }
 
+/** Microtasks a batch waits for work under way that has stopped moving, before it goes. */
+const STILL_HOPS = 32;
+
 /** A self-sizing batcher around `flush`, which must return one result per item, in order. */
 export class Batcher<T, R> {
   #flush: (items: T[]) => Promise<R[]>;
@@ -23,11 +26,25 @@ export class Batcher<T, R> {
   #idle: PromiseWithResolvers<void> | undefined;
 
   #most: number;
+  #coming: () => number;
 
-  constructor(flush: (items: T[]) => Promise<R[]>, lanes = 1, most = Infinity) {
+  /**
+   * @param flush Sends a batch; one result per item, in order.
+   * @param lanes The most flushes under way at once.
+   * @param most The most items per batch.
+   * @param coming How much work is under way that will push items soon; a batch waits for it
+   * while it moves.
+   */
+  constructor(
+    flush: (items: T[]) => Promise<R[]>,
+    lanes = 1,
+    most = Infinity,
+    coming: () => number = () => 0,
+  ) {
     this.#flush = flush;
     this.#lanes = lanes;
     this.#most = most;
+    this.#coming = coming;
   }
 
   /** Items waiting, plus flushes in flight. */
@@ -53,10 +70,20 @@ export class Batcher<T, R> {
   #schedule(): void {
     if (this.#scheduled || this.#inFlight >= this.#lanes) return;
     this.#scheduled = true;
-    queueMicrotask(() => {
+    // While the caller reports work under way that will add items soon (jobs being handed out
+    // to run), wait for it a few microtasks at a time rather than send a batch of one; give up
+    // waiting as soon as that work stops moving.
+    let last = this.#coming(), still = 0;
+    const hop = () => {
+      const coming = this.#coming();
+      if (this.#queue.length < this.#most && coming > 0) {
+        if (coming !== last) [last, still] = [coming, 0];
+        if (++still < STILL_HOPS) return queueMicrotask(hop);
+      }
       this.#scheduled = false;
       this.#start();
-    });
+    };
+    queueMicrotask(hop);
   }
 
   #start(): void {

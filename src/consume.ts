@@ -190,6 +190,7 @@ export class Consumer implements Lessor {
       (ops) => this.#flushSettles(ops),
       2,
       Math.max(1, Math.ceil(prefetch / 2)),
+      () => this.#buffer.length,
     );
     this.#blocking = connect(ctx.redis, "blocking", consumer);
     this.#blocking.on("close", () => this.#blockingId = undefined);

@@ -415,9 +415,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#emit("dead", { job, error, reason: "unknown-task" });
       return;
     }
-    let data: unknown;
+    let data: unknown = job.data;
     try {
-      data = await validate(`Cannot run job ${job.id}`, task, job.data);
+      if (task.schema !== undefined) data = await validate(`Cannot run job ${job.id}`, task, data);
     } catch (err) {
       const error = toError(err);
       await this.#settle(job, () => job.fail(error, "invalid-data"));
@@ -535,6 +535,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
 
   #compose(ctx: MiddlewareContext<Context>, task: AnyTask): Promise<void> {
     const layers = this.#middleware;
+    if (layers.length === 0) return runHandler(ctx, task); // the usual case, with no layers
     const dispatch = async (i: number): Promise<void> => {
       const layer = layers[i];
       if (layer === undefined) {
@@ -597,6 +598,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#report(toError(err));
     }
   }
+}
+
+/** Runs the handler alone; what it throws, even synchronously, rejects the promise. */
+async function runHandler<C>(ctx: MiddlewareContext<C>, task: AnyTask): Promise<void> {
+  ctx.result = await task.handler(ctx.data, ctx);
 }
 
 function isObject(value: unknown): value is object {

@@ -63,3 +63,31 @@ Deno.test("a batcher at idle flushes a lone item at once", async () => {
   assert.equal(await batcher.push("a"), "a!");
   await batcher.idle();
 });
+
+Deno.test("a batch waits for work under way while it moves, and goes once it stops moving", async () => {
+  const batches: number[][] = [];
+  let coming = 5;
+  const batcher = new Batcher(
+    (items: number[]) => {
+      batches.push(items);
+      return Promise.resolve(items);
+    },
+    1,
+    100,
+    () => coming,
+  );
+  const results: Promise<number>[] = [];
+  // Work under way hands out one item every few microtasks, like a pool starting jobs.
+  for (let i = 0; i < 5; i++) {
+    results.push(batcher.push(i));
+    for (let hop = 0; hop < 4; hop++) await Promise.resolve();
+    coming--;
+  }
+  assert.deepEqual(await Promise.all(results), [0, 1, 2, 3, 4]);
+  assert.deepEqual(batches, [[0, 1, 2, 3, 4]], "one batch, not a batch of one first");
+  // Work that does not move (a caller holding prefetched jobs while it awaits its ack) does
+  // not hold a batch back for long.
+  coming = 3;
+  assert.equal(await batcher.push(9), 9);
+  assert.deepEqual(batches.at(-1), [9]);
+});
