@@ -15,6 +15,8 @@ interface Pending<T, R> {
 
 /** Microtasks a batch waits for work under way that has stopped moving, before it goes. */
 const STILL_HOPS = 32;
+/** Microtasks a batch waits at most, however busy the work under way: it never starves. */
+const MAX_HOPS = 4_096;
 
 /** A self-sizing batcher around `flush`, which must return one result per item, in order. */
 export class Batcher<T, R> {
@@ -73,10 +75,10 @@ export class Batcher<T, R> {
     // While the caller reports work under way that will add items soon (jobs being handed out
     // to run), wait for it a few microtasks at a time rather than send a batch of one; give up
     // waiting as soon as that work stops moving.
-    let last = this.#coming(), still = 0;
+    let last = this.#coming(), still = 0, hops = 0;
     const hop = () => {
       const coming = this.#coming();
-      if (this.#queue.length < this.#most && coming > 0) {
+      if (this.#queue.length < this.#most && coming > 0 && ++hops < MAX_HOPS) {
         if (coming !== last) [last, still] = [coming, 0];
         if (++still < STILL_HOPS) return queueMicrotask(hop);
       }

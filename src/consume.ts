@@ -472,6 +472,18 @@ export class Consumer implements Lessor {
   }
 
   async #reclaim(): Promise<void> {
+    // What this reclaim may claim is room nothing else may read into meanwhile (a settle's
+    // read among them), until the claimed jobs are held.
+    const room = Math.max(0, this.#room());
+    this.#requested += room;
+    try {
+      await this.#reclaimInto(room);
+    } finally {
+      this.#requested -= room;
+    }
+  }
+
+  async #reclaimInto(room: number): Promise<void> {
     const prune = this.#reclaims++ % 10 === 0 ? "1" : "0";
     this.#nextReclaim = Date.now() + this.#tickMs();
     const { keys, group, logger } = this.#ctx;
@@ -483,7 +495,7 @@ export class Consumer implements Lessor {
       this.name,
       String(this.idleTimeout),
       this.#reclaimCursor,
-      String(this.#room()),
+      String(room),
       this.maxDeliveries === Infinity ? "9007199254740991" : String(this.maxDeliveries),
       prune,
       String(this.#ctx.maxDead),
@@ -734,7 +746,10 @@ export class Consumer implements Lessor {
       // trip, unless a promotion or a reclaim is due: those run in the read loop, which needs
       // room to get its turn.
       const now = Date.now();
-      this.#settling += chunk.length;
+      // Only acks free room for certain: a retry, release or dead-letter refused at maxmemory
+      // (code 3) leaves its job held.
+      const freeing = chunk.filter(({ op }) => op === "ack" || op === "cancel").length;
+      this.#settling += freeing;
       const reads = this.#stopping || now >= this.#dueAt || now >= this.#nextReclaim
         ? 0
         : Math.max(0, this.#room() + this.#settling);
@@ -761,7 +776,7 @@ export class Consumer implements Lessor {
         this.#requested -= reads;
         throw err;
       } finally {
-        this.#settling -= chunk.length;
+        this.#settling -= freeing;
       }
       const [settleError, settled] = replies[0] ?? [new Error("no reply")];
       const [readError, read] = replies[1] ?? [null, null];

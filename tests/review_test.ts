@@ -547,3 +547,70 @@ Deno.test("with two settle calls under way and fast jobs, Redis never has more t
   assert.ok(peak > 0 && peak <= 8, `peak pending ${peak}`);
   assert.equal(await pendingCount(db, queue.keys.stream), 0);
 });
+
+Deno.test("a release refused at maxmemory (code 3) leaves its room taken: the read behind it does not fill it", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  await queue.enqueueMany("t", ["a", "b", "c", "d"].map((id) => ({ data: id, id })));
+  const controller = new AbortController();
+  const reader = queue.consume({ signal: controller.signal, prefetch: 2, idleTimeout: 60_000 })
+    .getReader();
+  await subscribed(db, queue.keys.cancel);
+  const [a, b] = await take(reader, 2);
+  const roomy = await fillUp(db);
+  await assert.rejects(a!.release(), /out of memory/);
+  // The release and the read behind it have both been answered: Redis's count is final.
+  assert.equal(await pendingCount(db, queue.keys.stream), 2, "prefetch 2");
+  await roomy();
+  await a!.ack();
+  await b!.ack();
+  await end(controller, reader);
+});
+
+Deno.test("a reclaim under way holds its room: a settle's read sent meanwhile does not fill it too", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  await queue.enqueue("t", "a", { id: "a" });
+  const controller = new AbortController();
+  const reader = queue.consume({ signal: controller.signal, prefetch: 3, idleTimeout: 100 })
+    .getReader();
+  const [a] = await take(reader, 1);
+  // A dead peer holds x and y; four fresh entries wait behind them.
+  const fields = (id: string) => ["v", "1", "id", id, "task", "t", "data", '"x"', "attempt", "1"];
+  for (const id of ["x", "y"]) await db.xadd(queue.keys.stream, "*", ...fields(id), "enq", "1");
+  await db.xreadgroup("GROUP", queue.group, "ghost", "COUNT", 2, "STREAMS", queue.keys.stream, ">");
+  for (const id of ["f1", "f2", "f3", "f4"]) {
+    await db.xadd(queue.keys.stream, "*", ...fields(id), "enq", "1");
+  }
+  await waitForRedis(async () => {
+    const rows = await db.xpending(
+      queue.keys.stream,
+      queue.group,
+      "IDLE",
+      150,
+      "-",
+      "+",
+      10,
+      "ghost",
+    );
+    return (rows as unknown[]).length === 2;
+  }, "the peer's deliveries idle past idleTimeout");
+  // Ack a the moment the reclaim script is sent, before its reply.
+  const client = commandClient(queue) as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const reclaim = client.sluiceReclaim!;
+  let acked: Promise<void> | undefined;
+  client.sluiceReclaim = function (this: unknown, ...args: unknown[]) {
+    const reply = reclaim.apply(this, args);
+    acked ??= a!.ack();
+    return reply;
+  };
+  const more = await take(reader, 2);
+  await acked;
+  // The reclaim and the ack with the read behind it have both been answered.
+  assert.ok((await pendingCount(db, queue.keys.stream)) <= 3, "prefetch 3");
+  client.sluiceReclaim = reclaim;
+  for (const job of more) await job.ack();
+  await end(controller, reader);
+});
