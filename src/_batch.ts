@@ -22,13 +22,12 @@ const MAX_HOPS = 4_096;
 export class Batcher<T, R> {
   #flush: (items: T[]) => Promise<R[]>;
   #lanes: number;
+  #most: number;
+  #coming: () => number;
   #queue: Pending<T, R>[] = [];
   #inFlight = 0;
   #scheduled = false;
   #idle: PromiseWithResolvers<void> | undefined;
-
-  #most: number;
-  #coming: () => number;
 
   /**
    * @param flush Sends a batch; one result per item, in order.
@@ -79,7 +78,10 @@ export class Batcher<T, R> {
     const hop = () => {
       const coming = this.#coming();
       if (this.#queue.length < this.#most && coming > 0 && ++hops < MAX_HOPS) {
-        if (coming !== last) [last, still] = [coming, 0];
+        if (coming !== last) {
+          last = coming;
+          still = 0;
+        }
         if (++still < STILL_HOPS) return queueMicrotask(hop);
       }
       this.#scheduled = false;

@@ -130,7 +130,10 @@ export class Consumer implements Lessor {
   #burying = 0;
   /** Entries asked for by reads still in flight: room they may fill. */
   #requested = 0;
-  /** Held jobs in settle calls under way: room that the reads riding behind them may fill. */
+  /**
+   * Held jobs acked or cancelled by settle calls under way: room that the reads pipelined
+   * behind those calls may fill (Redis runs them after the settle).
+   */
   #settling = 0;
   #promoteFailures = 0;
   #signal: AbortSignal | undefined;
@@ -716,7 +719,6 @@ export class Consumer implements Lessor {
     for (let i = 0; i < ops.length; i += CHUNK) {
       const chunk = ops.slice(i, i + CHUNK);
       const args: string[] = [
-        String(4 + chunk.length),
         keys.stream,
         keys.dead,
         keys.delayed,
@@ -755,7 +757,7 @@ export class Consumer implements Lessor {
         : Math.max(0, this.#room() + this.#settling);
       const epoch = this.#listening ? this.#epoch : -1;
       const pipeline = this.#ctx.client().pipeline();
-      (pipeline as unknown as ScriptClient).sluiceSettle(...(args as [never, ...string[]]));
+      (pipeline as unknown as ScriptClient).sluiceSettle(4 + chunk.length, ...args);
       if (reads > 0) {
         pipeline.xreadgroup(
           "GROUP",

@@ -578,12 +578,12 @@ Deno.test("a reclaim under way holds its room: a settle's read sent meanwhile do
     .getReader();
   const [a] = await take(reader, 1);
   // A dead peer holds x and y; four fresh entries wait behind them.
-  const fields = (id: string) => ["v", "1", "id", id, "task", "t", "data", '"x"', "attempt", "1"];
-  for (const id of ["x", "y"]) await db.xadd(queue.keys.stream, "*", ...fields(id), "enq", "1");
+  const fields = (
+    id: string,
+  ) => ["v", "1", "id", id, "task", "t", "data", '"x"', "attempt", "1", "enq", "1"];
+  for (const id of ["x", "y"]) await db.xadd(queue.keys.stream, "*", ...fields(id));
   await db.xreadgroup("GROUP", queue.group, "ghost", "COUNT", 2, "STREAMS", queue.keys.stream, ">");
-  for (const id of ["f1", "f2", "f3", "f4"]) {
-    await db.xadd(queue.keys.stream, "*", ...fields(id), "enq", "1");
-  }
+  for (const id of ["f1", "f2", "f3", "f4"]) await db.xadd(queue.keys.stream, "*", ...fields(id));
   await waitForRedis(async () => {
     const rows = await db.xpending(
       queue.keys.stream,
