@@ -8,6 +8,9 @@
  * - sluice: enqueueMany, a Worker with a no-op task at concurrency 1, 32 and 256, pickup
  *   latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and memory;
  * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work.
+ *
+ * Each contender first gets the same untimed warm-up of WARM_UP jobs in the process it is timed
+ * in, so no row is measured with a cold JIT and none is favoured by running after the others.
  */
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
@@ -24,6 +27,8 @@ const { values } = parseArgs({
 });
 const quick = values.quick!;
 const N = Number(values.jobs ?? (quick ? 20_000 : 100_000));
+// Enough work to get the hot paths compiled, small enough to cost a few seconds at most.
+const WARM_UP = Math.max(1, Math.min(20_000, Math.floor(N / 5)));
 const MEMORY_JOBS = quick ? 200_000 : 1_000_000;
 const LOAD_SECONDS = quick ? 3 : 10;
 const LATE_JOBS = 1_000;
@@ -40,20 +45,20 @@ let round = 0;
 const fresh = () => `bench-${Date.now()}-${round++}`;
 const rate = (n: number, ms: number) => Math.round(n / (ms / 1_000));
 
-async function floor() {
+async function floor(n = N) {
   const key = fresh();
   const fields = ["v", "1", "id", crypto.randomUUID(), "task", "noop", "data", "null"];
   fields.push("attempt", "1", "enq", String(Date.now()));
   let started = performance.now();
-  for (let i = 0; i < N; i += 5_000) {
+  for (let i = 0; i < n; i += 5_000) {
     const pipeline = admin.pipeline();
-    for (let j = 0; j < 5_000 && i + j < N; j++) pipeline.xadd(key, "*", ...fields);
+    for (let j = 0; j < 5_000 && i + j < n; j++) pipeline.xadd(key, "*", ...fields);
     await pipeline.exec();
   }
-  const enqueue = rate(N, performance.now() - started);
+  const enqueue = rate(n, performance.now() - started);
   await admin.xgroup("CREATE", key, "g", "0");
   started = performance.now();
-  for (let done = 0; done < N;) {
+  for (let done = 0; done < n;) {
     const reply = await admin.xreadgroup("GROUP", "g", "c", "COUNT", 200, "STREAMS", key, ">") as
       | [string, [string, string[]][]][]
       | null;
@@ -61,7 +66,7 @@ async function floor() {
     if (ids.length > 0) await admin.xack(key, "g", ...ids);
     done += ids.length;
   }
-  const process = rate(N, performance.now() - started);
+  const process = rate(n, performance.now() - started);
   await admin.del(key);
   return { enqueue, process };
 }
@@ -79,20 +84,26 @@ function benchWorker(name: string, tasks: AnyTask[], concurrency: number): Worke
   });
 }
 
-async function sluiceEnqueue() {
+async function sluiceEnqueue(n = N) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url });
   const started = performance.now();
-  for (let i = 0; i < N; i += 10_000) {
+  for (let i = 0; i < n; i += 10_000) {
     await queue.enqueueMany(
       noop,
-      Array.from({ length: Math.min(10_000, N - i) }, () => ({ data: null })),
+      Array.from({ length: Math.min(10_000, n - i) }, () => ({ data: null })),
     );
   }
-  const result = rate(N, performance.now() - started);
-  await admin.del(queue.keys.stream);
-  await deleteRecords(queue.keys.jobPrefix);
+  const result = rate(n, performance.now() - started);
+  await dropQueue(queue);
   return result;
+}
+
+/** Deletes every key of a bench queue, so the memory row's "before" counts none of them. */
+async function dropQueue(queue: Queue) {
+  const { stream, dead, workers, delayed, payloads, jobPrefix } = queue.keys;
+  await admin.unlink(stream, dead, workers, delayed, payloads);
+  await deleteRecords(jobPrefix);
 }
 
 async function deleteRecords(prefix: string) {
@@ -123,6 +134,7 @@ async function sluiceProcess(concurrency: number, n: number) {
   const result = rate(n, performance.now() - started);
   await worker.stop();
   await run;
+  await dropQueue(queue);
   return result;
 }
 
@@ -222,7 +234,7 @@ async function memory() {
 }
 
 async function bullmq(): Promise<
-  { version: string; enqueue: number; process: Record<string, number> } | undefined
+  { version: string; warmUp: number; enqueue: number; process: Record<string, number> } | undefined
 > {
   if (values["no-peer"]) return undefined;
   const dir = new URL("./peers/", import.meta.url).pathname;
@@ -239,7 +251,7 @@ async function bullmq(): Promise<
     if (!install.success) throw new Error("bench: npm install in bench/peers failed");
   }
   const out = await new Deno.Command("node", {
-    args: [`${dir}bullmq.mjs`, url, String(N), "1,32,256"],
+    args: [`${dir}bullmq.mjs`, url, String(N), "1,32,256", String(WARM_UP)],
     stdout: "piped",
     stderr: "inherit",
   }).output();
@@ -259,6 +271,12 @@ async function cpuTimes(): Promise<{ steal: number; total: number } | undefined>
   }
 }
 const cpuStart = await cpuTimes();
+
+// Untimed, and in this process, as the BullMQ peer does in its own before its timed rounds.
+log(`bench: untimed warm-up of ${WARM_UP} jobs (floor, sluice enqueue, sluice at concurrency 32)`);
+await floor(WARM_UP);
+await sluiceEnqueue(WARM_UP);
+await sluiceProcess(32, WARM_UP);
 
 log("bench: floor");
 const floorFirst = await floor();
@@ -297,6 +315,7 @@ const ratio = (a: number, b: number | undefined) => (b ? Math.round((a / b) * 10
 const report = {
   mode: quick ? "quick" : "full",
   jobs: N,
+  warmUpJobs: WARM_UP,
   redis: url,
   floor: floorResult,
   floorRuns: [floorFirst, floorAgain],
@@ -372,6 +391,11 @@ if (values.json) {
     })`,
   );
   if (peer) console.log(`peer: BullMQ ${peer.version} on Node, same Redis, same run`);
+  console.log(
+    `warm-up:                 ${
+      peer ? "floor, sluice and BullMQ" : "floor and sluice"
+    } each ran an untimed ${WARM_UP} jobs (enqueue, then processing at c=32) first`,
+  );
   console.log(
     `floor runs:              ${
       [floorFirst, floorAgain].map((f) => `${k(f.enqueue)} enqueue, ${k(f.process)} process`)
