@@ -60,7 +60,7 @@ const KNOWN = new Set([
 
 /** Flattens a job into XADD field/value pairs, in wire order. */
 export function encodeFields(job: WireJob): string[] {
-  const fields = [
+  return [
     "v",
     WIRE_VERSION,
     "id",
@@ -73,7 +73,17 @@ export function encodeFields(job: WireJob): string[] {
     String(job.attempt),
     "enq",
     String(job.enq),
+    ...encodeExtras(job),
   ];
+}
+
+/**
+ * The optional fields of a job (trace, retry, timeout, sig) as XADD field/value pairs, in wire
+ * order: they follow `enq`. The enqueue script writes the fields before them itself, in the
+ * order of {@linkcode encodeFields}, so a batch sends only what differs from job to job.
+ */
+export function encodeExtras(job: Pick<WireJob, "trace" | "retry" | "timeout" | "sig">): string[] {
+  const fields: string[] = [];
   if (job.trace !== undefined) fields.push("trace", job.trace);
   if (job.retry !== undefined) fields.push("retry", job.retry);
   if (job.timeout !== undefined) fields.push("timeout", String(job.timeout));
@@ -299,19 +309,29 @@ export function dataError(err: unknown): string {
  * ```
  */
 export function uuidv7(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  let ms = Date.now();
-  for (let i = 5; i >= 0; i--) {
-    bytes[i] = ms % 256;
-    ms = Math.floor(ms / 256);
+  const ms = Date.now();
+  if (ms !== uuidMs) {
+    const hex = ms.toString(16).padStart(12, "0");
+    uuidMs = ms;
+    uuidHead = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7`;
   }
-  bytes[6] = (bytes[6]! & 0x0f) | 0x70;
-  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
-  let hex = "";
-  for (const b of bytes) hex += HEX[b];
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-    hex.slice(20)
-  }`;
+  // Random bits come from a pooled buffer: one getRandomValues call per 800 ids, not per id.
+  if (randomAt + 10 > randomPool.length) {
+    crypto.getRandomValues(randomPool);
+    randomAt = 0;
+  }
+  const r = randomPool;
+  const i = randomAt;
+  randomAt += 10;
+  return uuidHead + HEX[r[i]! & 0x0f]![1] + HEX[r[i + 1]!] + "-" + HEX[(r[i + 2]! & 0x3f) | 0x80] +
+    HEX[r[i + 3]!] + "-" + HEX[r[i + 4]!] + HEX[r[i + 5]!] + HEX[r[i + 6]!] + HEX[r[i + 7]!] +
+    HEX[r[i + 8]!] + HEX[r[i + 9]!];
 }
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/** The ms of the last id, and its first 15 characters: the timestamp and the version digit. */
+let uuidMs = -1;
+let uuidHead = "";
+/** 10 random bytes per id, 74 random bits once the version and variant bits are set. */
+const randomPool = new Uint8Array(8_000);
+let randomAt = randomPool.length;

@@ -5,7 +5,15 @@
  * @module
  */
 import { type ConsumeOptions, Consumer, type QueueContext } from "./consume.ts";
-import { decodeData, encodeData, encodeFields, oversize, uuidv7, type WireJob } from "./codec.ts";
+import {
+  decodeData,
+  encodeData,
+  encodeExtras,
+  oversize,
+  uuidv7,
+  WIRE_VERSION,
+  type WireJob,
+} from "./codec.ts";
 import { OutOfMemoryError, PayloadTooLargeError, toError, ValidationError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
@@ -115,6 +123,9 @@ export interface EnqueueItem<Data> extends EnqueueOptions {
 /** Jobs per enqueue script call: big enough to spread the call's cost, small enough not to
  * hold Redis up (about a millisecond of work). */
 const ENQUEUE_BATCH = 100;
+/** Jobs per pipeline: each is sent as soon as it is built, so Redis runs one while the next is
+ * serialized. */
+const PIPELINE_JOBS = 1_000;
 /** Most undelivered entries `stats()` counts one by one when the group's lag is unknown. */
 const WAITING_COUNT_CAP = 10_000;
 /** What `queue.stats()` returns. */
@@ -145,10 +156,16 @@ function toRecord(flat: unknown[]): Record<string, unknown> {
 
 interface Entry {
   id: string;
-  job: WireJob;
-  fields: string[];
+  /** The data as JSON text. */
+  data: string;
   when: { mode: "delay" | "at"; ms: number } | undefined;
+  /** Retry and timeout in wire form, if given. */
+  options: JobOptions | undefined;
+  /** The optional wire fields (retry, timeout, sig), flat; undefined if none. */
+  extras: string[] | undefined;
 }
+
+type JobOptions = { retry?: string; timeout?: number };
 
 /** When a job is due: undefined for now, else a delay or an epoch time. */
 function schedule(action: string, options: EnqueueOptions): Entry["when"] {
@@ -175,8 +192,8 @@ function schedule(action: string, options: EnqueueOptions): Entry["when"] {
 }
 
 /** The per-job retry and timeout options, checked and put in wire form. */
-function jobOptions(action: string, options: EnqueueOptions): { retry?: string; timeout?: number } {
-  const out: { retry?: string; timeout?: number } = {};
+function jobOptions(action: string, options: EnqueueOptions): JobOptions {
+  const out: JobOptions = {};
   if (options.retry !== undefined) {
     try {
       if (typeof options.retry?.backoff === "function") {
@@ -201,12 +218,54 @@ function jobOptions(action: string, options: EnqueueOptions): { retry?: string; 
   return out;
 }
 
-/** Fills in each entry's fields, signed with the current key. */
-async function sign(signer: Signer, entries: Entry[]): Promise<void> {
+/** Fills in each entry's optional fields, with its signature by the current key. */
+async function sign(signer: Signer, entries: Entry[], task: string, enq: number): Promise<void> {
   await Promise.all(entries.map(async (entry) => {
-    entry.fields = encodeFields({ ...entry.job, sig: await signer.sign(entry.job) });
+    const job: WireJob = {
+      id: entry.id,
+      task,
+      data: entry.data,
+      attempt: 1,
+      enq,
+      ...entry.options,
+    };
+    entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) });
   }));
 }
+
+/**
+ * The arguments of one enqueue script call, for entries `from` to `to`: the key count, the keys,
+ * the call's own arguments (`head`, then its shape) and each job's. See ENQUEUE in scripts.ts.
+ */
+function enqueueArgs(
+  keys: Keys,
+  head: readonly string[],
+  entries: readonly Entry[],
+  from: number,
+  to: number,
+): string[] {
+  let plain = true;
+  for (let i = from; i < to && plain; i++) {
+    plain = entries[i]!.when === undefined && entries[i]!.extras === undefined;
+  }
+  const args = [String(3 + to - from), keys.stream, keys.delayed, keys.payloads];
+  for (let i = from; i < to; i++) args.push(keys.job(entries[i]!.id));
+  for (const arg of head) args.push(arg);
+  args.push(plain ? "plain" : "full");
+  for (let i = from; i < to; i++) {
+    const { data, when, extras } = entries[i]!;
+    if (plain) {
+      args.push(data);
+      continue;
+    }
+    args.push(when?.mode ?? "now", String(when?.ms ?? 0), String(extras?.length ?? 0), data);
+    if (extras !== undefined) args.push(...extras);
+  }
+  return args;
+}
+
+/** One enqueue script call's reply, per job: see ENQUEUE in scripts.ts. */
+type EnqueueReply = (string | number | [string, number])[];
 
 /** Ten years: far enough for any schedule, near enough to catch unit mistakes. */
 const MAX_DELAY = 10 * 365 * 24 * 3_600_000;
@@ -425,37 +484,39 @@ export class Queue implements AsyncDisposable {
     this.#checkOpen("enqueue");
     const name = typeof task === "string" ? task : (task as AnyTask)?.name;
     checkName("task name", name, "Cannot enqueue");
+    const action = `Cannot enqueue ${name}`;
+    const schema = typeof task !== "string" && (task as Task).schema !== undefined;
+    const maxBytes = this.#maxPayloadBytes;
     const now = Date.now();
     const entries: Entry[] = [];
     for (const item of items) {
-      const { id = uuidv7() } = item;
-      const action = `Cannot enqueue ${name}`;
-      const when = schedule(action, item);
-      const options = jobOptions(action, item);
+      const id = item.id === undefined ? uuidv7() : item.id;
+      const when = item.delay === undefined && item.at === undefined
+        ? undefined
+        : schedule(action, item);
+      const options = item.retry === undefined && item.timeout === undefined
+        ? undefined
+        : jobOptions(action, item);
       if (typeof id !== "string" || id.length === 0 || id.length > 200) {
         throw new ValidationError(
-          `Cannot enqueue ${name}: id must be a string of 1 to 200 characters, got ${
-            JSON.stringify(id)
-          }`,
+          `${action}: id must be a string of 1 to 200 characters, got ${JSON.stringify(id)}`,
         );
       }
       let data: unknown = item.data;
-      if (typeof task !== "string" && (task as Task).schema !== undefined) {
-        data = await validate(`Cannot enqueue`, task as Task, data);
-      }
+      if (schema) data = await validate(`Cannot enqueue`, task as Task, data);
       let text: string;
       try {
         text = encodeData(data);
       } catch (err) {
         throw new ValidationError(
-          `Cannot enqueue ${name}: data is not JSON-serializable: ${toError(err).message}`,
+          `${action}: data is not JSON-serializable: ${toError(err).message}`,
           { cause: err },
         );
       }
-      const size = oversize(text, this.#maxPayloadBytes);
+      const size = oversize(text, maxBytes);
       if (size !== undefined) {
         throw new PayloadTooLargeError(
-          `Cannot enqueue ${name}: data must be at most maxPayloadBytes ${this.#maxPayloadBytes} bytes of JSON, got ${size}`,
+          `${action}: data must be at most maxPayloadBytes ${maxBytes} bytes of JSON, got ${size}`,
         );
       }
       // Consumers refuse such data (bad-json): say so now, before anything is written.
@@ -463,19 +524,13 @@ export class Queue implements AsyncDisposable {
         try {
           decodeData(text);
         } catch (err) {
-          throw new ValidationError(`Cannot enqueue ${name}: ${toError(err).message}`, {
-            cause: err,
-          });
+          throw new ValidationError(`${action}: ${toError(err).message}`, { cause: err });
         }
       }
-      const job: WireJob = { id, task: name, data: text, attempt: 1, enq: now, ...options };
-      entries.push({ id, when, job, fields: [] });
+      const extras = options === undefined ? undefined : encodeExtras(options);
+      entries.push({ id, data: text, when, options, extras });
     }
-    if (this.#signer === undefined) {
-      for (const entry of entries) entry.fields = encodeFields(entry.job);
-    } else {
-      await sign(this.#signer, entries);
-    }
+    if (this.#signer !== undefined) await sign(this.#signer, entries, name, now);
     const write = this.#write(entries, name, now);
     this.#writes.add(write);
     try {
@@ -487,55 +542,56 @@ export class Queue implements AsyncDisposable {
 
   async #write(entries: Entry[], task: string, now: number): Promise<JobHandle[]> {
     const client = this.#command();
-    const { stream, delayed, payloads, wake } = this.keys;
-    const ctx = this.#handleContext();
-    // One script call per batch of jobs, and the batches pipelined.
-    const pipeline = client.pipeline() as unknown as ScriptClient;
-    const batches: Entry[][] = [];
-    for (let i = 0; i < entries.length; i += ENQUEUE_BATCH) {
-      const batch = entries.slice(i, i + ENQUEUE_BATCH);
-      const keys = [stream, delayed, payloads, ...batch.map(({ id }) => this.keys.job(id))];
-      const args = [wake, String(RECORD_TTL_MS), task, String(now)];
-      for (const { when, fields } of batch) {
-        args.push(when?.mode ?? "now", String(when?.ms ?? 0), String(fields.length), ...fields);
-      }
-      pipeline.sluiceEnqueue(keys.length, ...keys, ...args);
-      batches.push(batch);
-    }
-    const results = (await (pipeline as unknown as ChainableCommander).exec()) ?? [];
-    const refused = results.find(([err]) => err)?.[0];
-    if (refused) throw this.#writeError(refused, results, batches, entries.length);
-    const handles: JobHandle[] = [];
-    results.forEach(([, reply], b) => {
-      const flat = reply as (number | string)[];
-      batches[b]!.forEach(({ id }, j) => {
-        const [written, entryId, dueAt] = flat.slice(3 * j, 3 * j + 3);
-        handles.push(
-          new JobHandle(ctx, id, {
-            entryId: String(entryId),
-            dueAt: Number(dueAt),
-            duplicate: written === 0,
-          }),
+    const { wake, jobPrefix } = this.keys;
+    const head = [wake, String(RECORD_TTL_MS), task, String(now), jobPrefix, WIRE_VERSION];
+    // One script call per batch of jobs. The calls go in pipelines of PIPELINE_JOBS, each sent
+    // once built: Redis runs the first while the client builds the next.
+    const sent: Promise<[Error | null, unknown][] | null>[] = [];
+    for (let i = 0; i < entries.length; i += PIPELINE_JOBS) {
+      const pipeline = client.pipeline() as unknown as ScriptClient;
+      const end = Math.min(i + PIPELINE_JOBS, entries.length);
+      for (let j = i; j < end; j += ENQUEUE_BATCH) {
+        pipeline.sluiceEnqueue(
+          enqueueArgs(this.keys, head, entries, j, Math.min(j + ENQUEUE_BATCH, end)),
         );
-      });
-    });
+      }
+      sent.push((pipeline as unknown as ChainableCommander).exec());
+    }
+    // Every pipeline is awaited, so an error reports what the others wrote.
+    const settled = await Promise.allSettled(sent);
+    const results: [Error | null, unknown][] = [];
+    for (const outcome of settled) {
+      if (outcome.status === "rejected") throw outcome.reason;
+      results.push(...outcome.value ?? []);
+    }
+    const refused = results.find(([err]) => err)?.[0];
+    if (refused) throw this.#writeError(refused, results, entries.length);
+    const ctx = this.#handleContext();
+    const handles: JobHandle[] = [];
+    for (const [, replies] of results) {
+      for (const reply of replies as EnqueueReply) {
+        const { id } = entries[handles.length]!;
+        handles.push(
+          typeof reply === "string"
+            ? new JobHandle(ctx, id, { entryId: reply })
+            : typeof reply === "number"
+            ? new JobHandle(ctx, id, { dueAt: reply })
+            : new JobHandle(ctx, id, { entryId: reply[0], dueAt: reply[1], duplicate: true }),
+        );
+      }
+    }
     return handles;
   }
 
   /** An enqueue script call failed: out of memory gets its own error, with what was written. */
-  #writeError(
-    err: Error,
-    results: [Error | null, unknown][],
-    batches: Entry[][],
-    total: number,
-  ): Error {
+  #writeError(err: Error, results: [Error | null, unknown][], total: number): Error {
     if (!/^OOM\b/.test(err.message)) return err;
     let written = 0;
-    results.forEach(([failed, reply], b) => {
-      if (failed) return;
-      const flat = reply as (number | string)[];
-      for (let j = 0; j < batches[b]!.length; j++) if (flat[3 * j] === 1) written++;
-    });
+    for (const [failed, replies] of results) {
+      if (failed) continue;
+      // A duplicate's reply is a pair; a written job's is its entry id or due time.
+      for (const reply of replies as EnqueueReply) if (!Array.isArray(reply)) written++;
+    }
     const part = written > 0
       ? ` (${written} of ${total} jobs were written, in whole batches of ${ENQUEUE_BATCH})`
       : "";

@@ -385,45 +385,58 @@ return released
 
 /**
  * Enqueues a batch of jobs, each unless its id is still known (dedup). KEYS: stream, delayed,
- * payloads, then one record per job. ARGV: wake channel, live ms, task, enq, then per job:
- * mode ('now', 'delay' or 'at'), ms, field count, the entry's fields. With 'delay' a job is due
- * `ms` after Redis TIME, so producer clocks do not matter; with 'at' it is due at epoch ms.
- * Returns 3 values per job: 1 if written (0 if a duplicate), entry id or '', due time or 0.
+ * payloads, then one record per job. ARGV: wake channel, live ms, task, enq, record key prefix,
+ * wire version, shape; then per job, if shape is 'plain' (due now, no optional fields), its data
+ * alone; else mode ('now', 'delay' or 'at'), ms, n, data, then n values: the job's optional
+ * fields as field/value pairs (trace to sig, as encodeExtras in codec.ts lays them out). With
+ * 'delay' a job is due `ms` after Redis TIME, so producer clocks do not matter; with 'at' it is
+ * due at epoch ms.
+ * Returns one value per job: the entry id if written to the stream, the due time if written to
+ * the delayed zset, or {entry id or '', due time or 0} if the id was known (a duplicate).
+ *
+ * The entry's leading fields are the same for the whole batch, bar id (the record key minus the
+ * prefix) and data, so the script writes them itself, in the order of encodeFields in codec.ts,
+ * and no job carries them: fewer arguments cost less on both sides. No table is built per job.
  */
 const ENQUEUE = PRELUDE + `
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local out, now = {}, nil
-local a = 5
+local skip, v, plain = #ARGV[5] + 1, ARGV[6], ARGV[7] == 'plain'
+local call, sub = redis.call, string.sub
+local out, now = {}, now_ms()
+-- One expiry time for the batch's waiting records: PEXPIREAT is what PEXPIRE is rewritten to.
+local expire_at = now + live
+local a = 8
 for k = 4, #KEYS do
-  local rec, mode, ms, n = KEYS[k], ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local f = {unpack(ARGV, a + 3, a + 2 + n)}
-  a = a + 3 + n
-  if redis.call('EXISTS', rec) == 1 then
-    local known = redis.call('HMGET', rec, 'entry', 'due')
-    out[#out + 1] = 0
-    out[#out + 1] = known[1] or ''
-    out[#out + 1] = tonumber(known[2] or '0')
-  elseif mode == 'now' then
-    local entry = redis.call('XADD', stream, '*', unpack(f))
-    redis.call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', 1, 'enq', enq,
-      'entry', entry)
-    redis.call('PEXPIRE', rec, live)
-    out[#out + 1] = 1
-    out[#out + 1] = entry
-    out[#out + 1] = 0
+  local rec = KEYS[k]
+  local mode, ms, n, data = 'now', 0, 0, nil
+  if plain then
+    data = ARGV[a]
+    a = a + 1
   else
-    now = now or now_ms()
+    mode, ms, n, data = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+    a = a + 4 + n
+  end
+  if call('EXISTS', rec) == 1 then
+    local known = call('HMGET', rec, 'entry', 'due')
+    out[k - 3] = {known[1] or '', tonumber(known[2] or '0')}
+  elseif mode == 'now' then
+    local entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
+      'data', data, 'attempt', '1', 'enq', enq, unpack(ARGV, a - n, a - 1))
+    call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', '1', 'enq', enq,
+      'entry', entry)
+    call('PEXPIREAT', rec, expire_at)
+    out[k - 3] = entry
+  else
     local due = ms
     if mode == 'delay' then due = now + ms end
     local wait = math.max(0, due - now)
+    local f = {'v', v, 'id', sub(rec, skip), 'task', task, 'data', data, 'attempt', '1',
+      'enq', enq, unpack(ARGV, a - n, a - 1)}
     schedule(delayed, payloads, wake, f, now, wait)
-    redis.call('HSET', rec, 'state', 'delayed', 'task', task, 'attempt', 1, 'enq', enq,
-      'due', due)
-    redis.call('PEXPIRE', rec, live + wait)
-    out[#out + 1] = 1
-    out[#out + 1] = ''
-    out[#out + 1] = due
+    call('HSET', rec, 'state', 'delayed', 'task', task, 'attempt', '1', 'enq', enq, 'due', due)
+    call('PEXPIREAT', rec, expire_at + wait)
+    out[k - 3] = due
   end
 end
 return out
@@ -563,7 +576,8 @@ return out
 /** A Redis client with sluice's scripts defined on it. */
 export interface ScriptClient extends Redis {
   sluiceSettle(numKeys: number, ...keysAndArgs: string[]): Promise<number[]>;
-  sluiceEnqueue(numKeys: number, ...keysAndArgs: string[]): Promise<(number | string)[]>;
+  /** One array: the key count, the keys, then the arguments. */
+  sluiceEnqueue(keysAndArgs: (number | string)[]): Promise<(string | number | [string, number])[]>;
   sluiceMarkDead(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   sluiceReplay(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   sluiceCancelled(numKeys: number, ...keys: string[]): Promise<number[]>;

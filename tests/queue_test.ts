@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
+import { encodeFields, type WireJob } from "../src/codec.ts";
 import { ValidationError } from "../src/errors.ts";
+import { RECORD_TTL_MS } from "../src/keys.ts";
 import { Queue } from "../src/queue.ts";
+import { Signer } from "../src/sign.ts";
 import { type StandardSchemaV1, task } from "../src/task.ts";
 import { startRedis, type TestRedis } from "../src/testing.ts";
 
@@ -229,6 +232,122 @@ Deno.test("enqueueMany() of nothing writes nothing and returns no handles", asyn
   await using queue = new Queue("q", { redis: redis.url });
   assert.deepEqual(await queue.enqueueMany(plain, []), []);
   assert.equal(await r.exists(queue.keys.stream), 0);
+});
+
+Deno.test("enqueueMany() writes entries, delayed payloads and records as encodeFields() and the record layout say", async () => {
+  await using redis = await startRedis();
+  await using r = inspect(redis);
+  for (const signingKeys of [undefined, ["k".repeat(32)]]) {
+    const name = signingKeys ? "signed" : "unsigned";
+    await using queue = new Queue(name, { redis: redis.url, ...(signingKeys && { signingKeys }) });
+    const retry = { attempts: 3, backoff: { type: "fixed", delay: 10 } } as const;
+    const before = Date.now();
+    // Several batches: one of plain jobs only, one mixing schedules and per-job options.
+    const items = [
+      ...Array.from({ length: 150 }, (_, i) => ({ id: `p${i}`, data: i as unknown })),
+      { id: "opts", data: { a: "é" }, retry, timeout: 5_000 },
+      { id: "later", data: null, delay: 60_000 },
+      { id: "at", data: [1], at: before + 120_000, timeout: 7 },
+      { id: "now", data: "x" },
+    ];
+    const handles = await queue.enqueueMany(plain, items);
+    const after = Date.now();
+    const entries = new Map(
+      (await r.xrange(queue.keys.stream, "-", "+")).map(([entryId, fields]) => [
+        fieldMap(fields).id!,
+        { entryId, fields },
+      ]),
+    );
+    assert.equal(entries.size, 152);
+    for (const [i, item] of items.entries()) {
+      const handle = handles[i]!;
+      assert.equal(handle.id, item.id);
+      assert.equal(handle.duplicate, false);
+      const record = await r.hgetall(queue.keys.job(item.id));
+      const enq = Number(record.enq);
+      assert.ok(enq >= before && enq <= after, `enq ${enq}`);
+      const job: WireJob = {
+        id: item.id,
+        task: "plain",
+        data: JSON.stringify(item.data),
+        attempt: 1,
+        enq,
+      };
+      if ("retry" in item) job.retry = JSON.stringify(item.retry);
+      if ("timeout" in item) job.timeout = item.timeout;
+      const delayed = "delay" in item || "at" in item;
+      const written = delayed
+        ? JSON.parse((await r.hget(queue.keys.payloads, item.id))!)
+        : entries.get(item.id)?.fields;
+      const fields = written as string[];
+      if (signingKeys) {
+        assert.equal(fields.at(-2), "sig");
+        job.sig = fields.at(-1)!;
+        assert.ok(await new Signer("test", signingKeys).verify(job), `sig of ${item.id}`);
+      }
+      assert.deepEqual(fields, encodeFields(job), `fields of ${item.id}`);
+      const ttl = await r.pttl(queue.keys.job(item.id));
+      if (delayed) {
+        const due = "delay" in item ? handle.dueAt! : item.at!;
+        assert.equal(handle.dueAt, due);
+        assert.equal(handle.entryId, undefined);
+        assert.deepEqual(record, {
+          state: "delayed",
+          task: "plain",
+          attempt: "1",
+          enq: String(enq),
+          due: String(due),
+        });
+        assert.equal(Number(await r.zscore(queue.keys.delayed, item.id)), due);
+        const wait = due - after;
+        assert.ok(ttl > RECORD_TTL_MS + wait - 60_000 && ttl <= RECORD_TTL_MS + wait + 60_000);
+      } else {
+        assert.equal(handle.entryId, entries.get(item.id)!.entryId);
+        assert.equal(handle.dueAt, undefined);
+        assert.deepEqual(record, {
+          state: "waiting",
+          task: "plain",
+          attempt: "1",
+          enq: String(enq),
+          entry: handle.entryId,
+        });
+        assert.ok(ttl > RECORD_TTL_MS - 60_000 && ttl <= RECORD_TTL_MS, `ttl ${ttl}`);
+      }
+    }
+  }
+});
+
+Deno.test("enqueueMany() over several pipelines keeps item order and dedups ids known before or earlier in the call", async () => {
+  await using redis = await startRedis();
+  await using r = inspect(redis);
+  await using queue = new Queue("bulk", { redis: redis.url });
+  const earlier = await queue.enqueue(plain, "first", { id: "known" });
+  const later = await queue.enqueue(plain, "first", { id: "known-later", delay: 60_000 });
+  const items = Array.from({ length: 3_500 }, (_, i) => ({ id: `job-${i}`, data: i }));
+  items[1_500] = { id: "job-7", data: -1 }; // a later pipeline repeats an id of the first
+  items[2_000] = { id: "known", data: -1 };
+  items[3_499] = { id: "known-later", data: -1 };
+  const handles = await queue.enqueueMany(plain, items);
+  assert.deepEqual(handles.map((h) => h.id), items.map((item) => item.id));
+  const duplicates = [1_500, 2_000, 3_499];
+  assert.deepEqual(handles.flatMap((h, i) => h.duplicate ? [i] : []), duplicates);
+  assert.equal(handles[1_500]!.entryId, handles[7]!.entryId);
+  assert.equal(handles[2_000]!.entryId, earlier.entryId);
+  assert.equal(handles[3_499]!.entryId, undefined);
+  assert.equal(handles[3_499]!.dueAt, later.dueAt);
+  const entries = await r.xrange(queue.keys.stream, "-", "+");
+  const fresh = handles.filter((h) => !h.duplicate);
+  assert.deepEqual(entries.map(([entryId]) => entryId), [
+    earlier.entryId,
+    ...fresh.map((h) => h.entryId),
+  ]);
+  assert.deepEqual(
+    entries.map(([, fields]) => fieldMap(fields).data),
+    [
+      '"first"',
+      ...items.filter((_, i) => !duplicates.includes(i)).map((item) => String(item.data)),
+    ],
+  );
 });
 
 Deno.test("enqueue() throws ValidationError and writes nothing when the schema rejects", async () => {
