@@ -48,6 +48,11 @@ export class Batcher<T, R> {
     this.#coming = coming;
   }
 
+  /** The most items per batch, from the next batch on. */
+  set most(most: number) {
+    this.#most = most;
+  }
+
   /** Items waiting, plus flushes in flight. */
   get size(): number {
     return this.#queue.length + this.#inFlight;

@@ -106,14 +106,32 @@ export function decodeFields(
   fields: readonly string[],
   maxPayloadBytes: number = Infinity,
 ): WireJob | DecodeFailure {
-  const map = new Map<string, string>();
+  let v, id, task, data, attempt, enq, trace, retry, timeout, sig: string | undefined;
   let twice: string | undefined;
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const key = fields[i]!;
-    if (!map.has(key)) map.set(key, fields[i + 1]!);
-    else if (KNOWN.has(key)) twice ??= key;
+  if (
+    fields.length === 12 && fields[0] === "v" && fields[2] === "id" && fields[4] === "task" &&
+    fields[6] === "data" && fields[8] === "attempt" && fields[10] === "enq"
+  ) {
+    // The usual entry, as sluice writes it: read in place, with no map.
+    [, v, , id, , task, , data, , attempt, , enq] = fields;
+  } else {
+    const map = new Map<string, string>();
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const key = fields[i]!;
+      if (!map.has(key)) map.set(key, fields[i + 1]!);
+      else if (KNOWN.has(key)) twice ??= key;
+    }
+    v = map.get("v");
+    id = map.get("id");
+    task = map.get("task");
+    data = map.get("data");
+    attempt = map.get("attempt");
+    enq = map.get("enq");
+    trace = map.get("trace");
+    retry = map.get("retry");
+    timeout = map.get("timeout");
+    sig = map.get("sig");
   }
-  const v = map.get("v");
   if (v === undefined) return malformed("field v is missing");
   if (v !== WIRE_VERSION) {
     return {
@@ -122,11 +140,6 @@ export function decodeFields(
     };
   }
   if (twice !== undefined) return malformed(`field ${twice} appears more than once`);
-  const id = map.get("id");
-  const task = map.get("task");
-  const data = map.get("data");
-  const attempt = map.get("attempt");
-  const enq = map.get("enq");
   for (const [name, value] of [["id", id], ["task", task], ["data", data]] as const) {
     if (value === undefined || value === "") return malformed(`field ${name} is missing`);
   }
@@ -149,23 +162,19 @@ export function decodeFields(
     attempt: Number(attempt),
     enq: Number(enq),
   };
-  const trace = map.get("trace");
   if (trace !== undefined) job.trace = trace;
-  const retry = map.get("retry");
   if (retry !== undefined) {
     if (!validRetry(retry)) {
       return malformed(`field retry must be JSON like {"attempts":3}, got ${quote(retry)}`);
     }
     job.retry = retry;
   }
-  const timeout = map.get("timeout");
   if (timeout !== undefined) {
     if (!INTEGER.test(timeout) || timeout === "0") {
       return malformed(`field timeout must be an integer >= 1 (ms), got ${quote(timeout)}`);
     }
     job.timeout = Number(timeout);
   }
-  const sig = map.get("sig");
   if (sig !== undefined) job.sig = sig;
   const size = oversize(data!, maxPayloadBytes);
   if (size !== undefined) {

@@ -112,6 +112,10 @@ const CHUNK = 1_000;
 const CANCEL_MEMORY_MS = 10_000;
 /** How long a shutdown waits on Redis before it gives up and lets leases lapse. */
 const SHUTDOWN_WAIT_MS = 5_000;
+/** An adaptive window holds about this many ms of work beyond what runs. */
+const ADAPT_TARGET_MS = 5;
+/** The shortest time (ms) over which an adaptive window measures the rate of settles. */
+const ADAPT_EVERY_MS = 50;
 
 /**
  * @internal The machinery behind `queue.consume()`. A `Worker` uses it directly, for the held
@@ -119,13 +123,15 @@ const SHUTDOWN_WAIT_MS = 5_000;
  */
 export class Consumer implements Lessor {
   readonly name: string;
-  readonly limit: number;
   readonly idleTimeout: number;
   readonly maxDeliveries: number;
   readonly readable: ReadableStream<Job>;
   /** Every job read and not yet settled, handed out or not, by entry id. */
   readonly held = new Map<string, Job>();
   #ctx: QueueContext;
+  #limit: number;
+  /** When set, the window follows the rate of settles (see `adapt()`). */
+  #adapt: { base: number; min: number; max: number; since: number; acked: number } | undefined;
   #buffer: Job[] = [];
   #burying = 0;
   /** Entries asked for by reads still in flight: room they may fill. */
@@ -184,7 +190,7 @@ export class Consumer implements Lessor {
     }
     this.#ctx = ctx;
     this.name = consumer;
-    this.limit = prefetch;
+    this.#limit = prefetch;
     this.idleTimeout = idleTimeout;
     this.maxDeliveries = maxDeliveries;
     // Two settle calls may be under way, each with at most half the window: Redis settles
@@ -218,7 +224,6 @@ export class Consumer implements Lessor {
     this.readable = new ReadableStream<Job>({
       start: (controller) => {
         this.#controller = controller;
-        this.#renew();
       },
       pull: async (controller) => {
         this.#pulling = true;
@@ -231,9 +236,57 @@ export class Consumer implements Lessor {
         this.#stop();
       },
     }, { highWaterMark: 0 });
+    this.#renew();
     if (signal?.aborted) this.#stop();
     signal?.addEventListener("abort", this.#onAbort, { once: true });
     this.#signal = signal;
+  }
+
+  /** How many jobs the consumer may hold at once now: read and not yet settled. */
+  get limit(): number {
+    return this.#limit;
+  }
+
+  /**
+   * Lets the window follow the work: `base` plus enough jobs for about ADAPT_TARGET_MS of work
+   * at the rate jobs are settled, kept from `min` to `max`. Fast jobs then travel in big
+   * batches (fewer round trips per job), while slow jobs are never hoarded: at their rate the
+   * window stays at `base + min`. Reads still ask for exactly the free room of the window.
+   */
+  adapt(base: number, min: number, max: number): void {
+    this.#adapt = { base, min, max, since: performance.now(), acked: 0 };
+    this.#resize(base + min);
+  }
+
+  #resize(limit: number): void {
+    this.#limit = limit;
+    this.#settler.most = Math.max(1, Math.ceil(limit / 2));
+    this.#wake();
+  }
+
+  /** Measures the rate of settles, once enough time has passed, and moves the window. */
+  #measure(now: number, every: number): void {
+    const adapt = this.#adapt!;
+    const elapsed = now - adapt.since;
+    if (elapsed < every) return;
+    const ahead = Math.ceil((adapt.acked / elapsed) * ADAPT_TARGET_MS);
+    adapt.since = now;
+    adapt.acked = 0;
+    const limit = adapt.base + Math.min(adapt.max, Math.max(adapt.min, ahead));
+    if (limit !== this.#limit) this.#resize(limit);
+  }
+
+  /**
+   * @internal The next job to run: at once from the prefetch buffer when it has one, else once
+   * read. Undefined once the consumer stops. A `Worker` pulls with this instead of `readable`.
+   */
+  next(): Job | Promise<Job | undefined> {
+    if (!this.#stopping) {
+      for (let job = this.#buffer.shift(); job !== undefined; job = this.#buffer.shift()) {
+        if (!job.settled) return job;
+      }
+    }
+    return this.#next();
   }
 
   #onAbort = (): void => this.#stop();
@@ -278,7 +331,21 @@ export class Consumer implements Lessor {
   }
 
   #room(): number {
-    return this.limit - this.held.size - this.#burying - this.#requested;
+    return this.#limit - this.held.size - this.#burying - this.#requested;
+  }
+
+  /**
+   * The room a blocking read may fill. An adaptive window grows only through the reads behind
+   * settles, which follow the measured rate; a blocking read (the stream was empty, or we are
+   * starting) knows nothing of the jobs it will get, so it fills no more than the base window:
+   * after a burst of fast jobs, a worker waiting on an empty stream must not take a pile of
+   * slow ones.
+   */
+  #readRoom(): number {
+    const room = this.#room();
+    const adapt = this.#adapt;
+    if (adapt === undefined) return room;
+    return Math.min(room, room - this.#limit + adapt.base + adapt.min);
   }
 
   async #next(): Promise<Job | undefined> {
@@ -310,8 +377,14 @@ export class Consumer implements Lessor {
       if (!this.#stopping && Date.now() >= this.#dueAt) await this.#promoteOrWait();
       if (!this.#stopping && Date.now() >= this.#nextReclaim) await this.#reclaim();
       if (this.#buffer.length === 0 && !this.#stopping && this.#room() > 0) {
-        this.#read = this.#readOnce();
-        await this.#read.finally(() => this.#read = undefined);
+        if (this.#readRoom() > 0) {
+          this.#read = this.#readOnce();
+          await this.#read.finally(() => this.#read = undefined);
+        } else {
+          // The rest of the window is filled by the reads behind settles, as they land.
+          this.#roomWaiter ??= Promise.withResolvers();
+          await this.#roomWaiter.promise;
+        }
       }
       this.#failures = 0;
     } catch (err) {
@@ -325,7 +398,7 @@ export class Consumer implements Lessor {
       this.#blockingId = Number(await blocking.client("ID"));
       if (this.#stopping) return;
     }
-    const count = this.#room();
+    const count = this.#readRoom();
     if (count <= 0) return;
     const epoch = this.#listening ? this.#epoch : -1;
     const wakeAt = Math.min(this.#nextReclaim, this.#dueAt);
@@ -649,9 +722,12 @@ export class Consumer implements Lessor {
 
   /** Turns a decoded entry into a held job. */
   #admit(entryId: string, deliveries: number, decoded: WireJob, data: unknown): Job {
-    const policy: { retry?: RetryOptions; timeout?: number } = {};
-    if (decoded.retry !== undefined) policy.retry = JSON.parse(decoded.retry);
-    if (decoded.timeout !== undefined) policy.timeout = decoded.timeout;
+    let policy: { retry?: RetryOptions; timeout?: number } = NO_POLICY;
+    if (decoded.retry !== undefined || decoded.timeout !== undefined) {
+      policy = {};
+      if (decoded.retry !== undefined) policy.retry = JSON.parse(decoded.retry);
+      if (decoded.timeout !== undefined) policy.timeout = decoded.timeout;
+    }
     const job = new Job({
       policy,
       entryId,
@@ -751,6 +827,10 @@ export class Consumer implements Lessor {
       // Only acks free room for certain: a retry, release or dead-letter refused at maxmemory
       // (code 3) leaves its job held.
       const freeing = chunk.filter(({ op }) => op === "ack" || op === "cancel").length;
+      if (this.#adapt !== undefined) {
+        this.#adapt.acked += freeing;
+        this.#measure(performance.now(), ADAPT_EVERY_MS);
+      }
       this.#settling += freeing;
       const reads = this.#stopping || now >= this.#dueAt || now >= this.#nextReclaim
         ? 0
@@ -966,10 +1046,15 @@ export class Consumer implements Lessor {
   }
 }
 
+/** A job given no retry or timeout at enqueue: one shared, frozen policy. */
+const NO_POLICY = Object.freeze({});
+
 /** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
 function entryBefore(a: string, b: string): boolean {
   const cutA = a.indexOf("-"), cutB = b.indexOf("-");
   if (cutA !== cutB) return cutA < cutB;
+  // Both parts of the same lengths (the usual case): the strings compare as the numbers do.
+  if (a.length === b.length) return a < b;
   const msA = a.slice(0, cutA), msB = b.slice(0, cutB);
   if (msA !== msB) return msA < msB;
   if (a.length !== b.length) return a.length < b.length;

@@ -19,7 +19,6 @@ import { backoffDelay } from "./backoff.ts";
 import { abort, type Job, markStarted } from "./job.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
-import { pool } from "./pool.ts";
 import { commandClient, openConsumer, Queue, type QueueOptions } from "./queue.ts";
 import { evictionPolicy } from "./redis.ts";
 import { type AnyTask, type TaskContext, validate } from "./task.ts";
@@ -36,7 +35,11 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
    * How many jobs to hold beyond the running ones, ready to start. Reads ask for exactly
    * `concurrency + prefetch` minus the jobs held. 0 holds only what runs.
    *
-   * @default {concurrency}
+   * Left out, it adapts to the work: `concurrency`, plus as many jobs as this worker settles in
+   * about 5 ms, up to 1,000. Slow jobs are then held no more than with `prefetch: concurrency`,
+   * while fast ones travel in big batches, with fewer round trips per job.
+   *
+   * @default {concurrency, growing with fast jobs up to 1,000}
    */
   prefetch?: number;
   /**
@@ -117,6 +120,8 @@ export type WorkerEventName = keyof WorkerEventDetail;
 const ABORT_WAIT_MS = 1_000;
 /** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
 const SETTLE_ATTEMPTS = 5;
+/** The most an adaptive prefetch grows to (unless concurrency is higher). */
+const AUTO_PREFETCH_MAX = 1_000;
 
 /**
  * Runs tasks from a queue: reads jobs, runs at most `concurrency` at once, settles each one,
@@ -153,11 +158,16 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #queue: Queue;
   #tasks = new Map<string, AnyTask>();
   #options: WorkerOptions<Context>;
-  #prefetch: number;
+  /** Undefined: adaptive. */
+  #prefetch: number | undefined;
   #gracePeriod: number;
   #logger: Logger;
   #middleware: Middleware<Context>[] = [];
   #running = new Map<Job, Promise<void>>();
+  /** Jobs whose handler is running: each takes one of `concurrency` slots. */
+  #handling = new Set<Job>();
+  /** Resolves when a slot frees up. */
+  #slot: PromiseWithResolvers<void> | undefined;
   #consumer: Consumer | undefined;
   #context: Context | undefined;
   #state: "idle" | "running" | "stopping" | "stopped" = "idle";
@@ -185,7 +195,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     super();
     const {
       concurrency = 1,
-      prefetch = concurrency,
+      prefetch,
       idleTimeout = 30_000,
       gracePeriod = 10_000,
       maxDeliveries = 5,
@@ -193,10 +203,12 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     } = options;
     const action = "Cannot create worker";
     checkInt(action, "concurrency", concurrency, 1, 100_000);
-    checkInt(action, "prefetch", prefetch, 0, 100_000);
-    if (concurrency + prefetch > 100_000) {
+    if (prefetch !== undefined) checkInt(action, "prefetch", prefetch, 0, 100_000);
+    if (concurrency + (prefetch ?? concurrency) > 100_000) {
       throw new RangeError(
-        `${action}: concurrency + prefetch must be at most 100000, got ${concurrency} + ${prefetch}`,
+        `${action}: concurrency + prefetch must be at most 100000, got ${concurrency} + ${
+          prefetch ?? concurrency
+        }`,
       );
     }
     checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
@@ -277,17 +289,17 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     try {
       void this.#checkEviction();
       if (this.#options.lifespan) this.#context = await this.#options.lifespan();
+      const c = this.concurrency;
       const consumer = openConsumer(this.#queue, {
-        prefetch: this.concurrency + this.#prefetch,
+        prefetch: c + (this.#prefetch ?? c),
         idleTimeout: this.#options.idleTimeout ?? 30_000,
         maxDeliveries: this.#options.maxDeliveries ?? 5,
       });
+      if (this.#prefetch === undefined) {
+        consumer.adapt(c, c, Math.max(c, Math.min(AUTO_PREFETCH_MAX, 100_000 - c)));
+      }
       this.#consumer = consumer;
-      const sink = pool<Job>((job) => this.#execute(job), {
-        concurrency: this.concurrency,
-        onError: (error, job) => this.#report(toError(error), job as Job),
-      });
-      consumer.readable.pipeTo(sink).catch((err) => this.#report(toError(err)));
+      void this.#dispatch(consumer);
       if (this.#state !== "running") consumer.stop(); // stop() came during the lifespan
       await this.#stopRequested.promise;
       await this.#shutdown(consumer);
@@ -362,6 +374,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     this.#logger.info?.(
       `sluice: worker ${this.name} (${consumer.name}) stopping: ${this.#running.size} running, grace period ${this.#gracePeriod} ms`,
     );
+    this.#freed(); // the dispatcher may be waiting for a slot: it ends now
     // Held but not started (prefetched, or waiting for a slot): give back at once.
     await Promise.allSettled(
       [...consumer.held.values()].filter((job) => !this.#running.has(job)).map((job) =>
@@ -382,24 +395,59 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 
   /**
-   * Runs a job in a pool slot. The slot is freed as soon as the handler has returned; the
-   * settle goes on without it (the job stays held, and counted by prefetch, until it lands),
-   * so a slot bounds running handlers and not handlers plus a round trip.
+   * Starts jobs as slots free up, taking each from the consumer: at once from its prefetch
+   * buffer when it has one. This is `consume()` piped into `pool()`, without a stream between
+   * them: a job changes hands with no promise when one is ready. Ends when the consumer stops.
    */
-  async #execute(job: Job): Promise<void> {
-    if (this.#state !== "running" || job.settled) return; // released by the shutdown
-    const handlerDone = Promise.withResolvers<void>();
-    const whole = this.#runJob(job, handlerDone.resolve)
-      .catch((err) => this.#report(toError(err), job))
-      .finally(() => {
-        this.#running.delete(job);
-        handlerDone.resolve();
-      });
-    this.#running.set(job, whole);
-    await handlerDone.promise;
+  async #dispatch(consumer: Consumer): Promise<void> {
+    try {
+      while (this.#state === "running") {
+        if (this.#handling.size >= this.concurrency) {
+          this.#slot ??= Promise.withResolvers();
+          await this.#slot.promise;
+          continue;
+        }
+        const next = consumer.next();
+        const job = next instanceof Promise ? await next : next;
+        if (job === undefined) return;
+        // Stopping meanwhile: the job stays held, and the shutdown releases it.
+        if (this.#state !== "running" || job.settled) continue;
+        this.#handling.add(job);
+        this.#running.set(job, this.#execute(job));
+      }
+    } catch (err) {
+      this.#report(toError(err));
+    }
   }
 
-  async #runJob(job: Job, handlerDone: () => void): Promise<void> {
+  /** A handler returned (or the job ended without one): its slot goes to the next job. */
+  #release(job: Job): void {
+    if (this.#handling.delete(job)) this.#freed();
+  }
+
+  #freed(): void {
+    const slot = this.#slot;
+    this.#slot = undefined;
+    slot?.resolve();
+  }
+
+  /**
+   * Runs a job in a slot. The slot is freed as soon as the handler has returned; the settle
+   * goes on without it (the job stays held, and counted by prefetch, until it lands), so a
+   * slot bounds running handlers and not handlers plus a round trip.
+   */
+  async #execute(job: Job): Promise<void> {
+    try {
+      await this.#runJob(job);
+    } catch (err) {
+      this.#report(toError(err), job);
+    } finally {
+      this.#running.delete(job);
+      this.#release(job);
+    }
+  }
+
+  async #runJob(job: Job): Promise<void> {
     if (job.signal.reason instanceof CancelledError) {
       // Cancelled while it waited for a slot: never run.
       await this.#settle(job, () => job.ack());
@@ -426,33 +474,38 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     }
     markStarted(job);
     this.#emit("started", { job });
-    const ctx: MiddlewareContext<Context> = {
-      job,
-      data,
-      get signal() {
-        return job.signal;
-      },
-      context: this.#context as Context,
-    };
-    const work = this.#compose(ctx, task);
+    const ctx = new RunContext<Context>(job, data, this.#context as Context);
     const timeout = job.policy.timeout ?? task.timeout;
-    let outcome: "ok" | "timeout" | Error;
+    let outcome: "ok" | "timeout" | Error = "ok";
+    let work: Promise<void> | undefined;
     if (timeout === undefined) {
-      outcome = await work.then(() => "ok" as const, toError);
-      handlerDone();
+      // The usual case: no timer, and with no middleware the handler is awaited directly.
+      try {
+        if (this.#middleware.length === 0) ctx.result = await task.handler(data, ctx);
+        else await this.#compose(ctx, task);
+      } catch (err) {
+        outcome = toError(err);
+      }
+      this.#release(job);
     } else {
+      work = this.#compose(ctx, task);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<"timeout">((resolve) => {
         timer = setTimeout(() => resolve("timeout"), timeout);
       });
       outcome = await Promise.race([work.then(() => "ok" as const, toError), late]);
       clearTimeout(timer);
-      if (outcome !== "timeout") handlerDone();
+      if (outcome !== "timeout") this.#release(job);
     }
     if (outcome === "ok") {
-      await this.#settle(job, () => job.ack(ctx.result));
+      const { result } = ctx;
+      try {
+        await job.ack(result);
+      } catch (err) {
+        await this.#settleAgain(job, () => job.ack(result), err);
+      }
       if (job.signal.reason instanceof CancelledError) this.#emit("cancelled", { job });
-      else this.#emit("completed", { job, result: ctx.result });
+      else this.#emit("completed", { job, result });
       return;
     }
     if (outcome === "timeout") {
@@ -463,7 +516,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       } finally {
         // The job is settled; its slot stays taken until the handler really returns, so a
         // handler that ignores its signal can never push the worker past its concurrency.
-        await work.catch(() => {});
+        await work!.catch(() => {});
       }
       return;
     }
@@ -511,31 +564,41 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
    * slot is freed. A lost lease is final at once.
    */
   async #settle(job: Job, settle: () => Promise<void>): Promise<void> {
+    try {
+      await settle();
+    } catch (err) {
+      await this.#settleAgain(job, settle, err);
+    }
+  }
+
+  /** The rest of {@linkcode Worker.#settle}, once the first try failed with `err`. */
+  async #settleAgain(job: Job, settle: () => Promise<void>, err: unknown): Promise<void> {
     for (let attempt = 1;; attempt++) {
+      if (err instanceof LeaseLostError || job.settled) throw err;
+      if (attempt >= SETTLE_ATTEMPTS || this.#closing.signal.aborted) {
+        this.#consumer?.abandon(
+          job,
+          new LeaseLostError(`Gave up settling job ${job.id}`, { cause: err }),
+        );
+        throw err;
+      }
+      const wait = 100 * 2 ** attempt;
+      this.#logger.error(
+        `sluice: worker ${this.name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
+        err,
+      );
+      await delay(wait, { signal: this.#closing.signal }).catch(() => {});
       try {
         return await settle();
-      } catch (err) {
-        if (err instanceof LeaseLostError || job.settled) throw err;
-        if (attempt >= SETTLE_ATTEMPTS || this.#closing.signal.aborted) {
-          this.#consumer?.abandon(
-            job,
-            new LeaseLostError(`Gave up settling job ${job.id}`, { cause: err }),
-          );
-          throw err;
-        }
-        const wait = 100 * 2 ** attempt;
-        this.#logger.error(
-          `sluice: worker ${this.name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
-          err,
-        );
-        await delay(wait, { signal: this.#closing.signal }).catch(() => {});
+      } catch (again) {
+        err = again;
       }
     }
   }
 
   #compose(ctx: MiddlewareContext<Context>, task: AnyTask): Promise<void> {
     const layers = this.#middleware;
-    if (layers.length === 0) return runHandler(ctx, task); // the usual case, with no layers
+    if (layers.length === 0) return runHandler(ctx, task);
     const dispatch = async (i: number): Promise<void> => {
       const layer = layers[i];
       if (layer === undefined) {
@@ -597,6 +660,24 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     } catch (err) {
       this.#report(toError(err));
     }
+  }
+}
+
+/** What a handler and middleware see of a running job; one object per job. */
+class RunContext<Context> implements MiddlewareContext<Context> {
+  readonly job: Job;
+  data: unknown;
+  readonly context: Context;
+  result?: unknown;
+
+  constructor(job: Job, data: unknown, context: Context) {
+    this.job = job;
+    this.data = data;
+    this.context = context;
+  }
+
+  get signal(): AbortSignal {
+    return this.job.signal;
   }
 }
 
