@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 const [url, jobsArg, concArg, warmUpArg] = process.argv.slice(2);
 const jobs = Number(jobsArg);
 // The same default as bench.ts, for runs by hand.
-const warmUp = Number(warmUpArg ?? Math.max(1, Math.min(20_000, Math.floor(jobs / 5))));
+const warmUp = Number(warmUpArg ?? Math.max(1, Math.min(jobs, 100_000)));
 const connect = () => new IORedis(url, { maxRetriesPerRequest: null });
 const version = JSON.parse(
   readFileSync(new URL("./node_modules/bullmq/package.json", import.meta.url)),
