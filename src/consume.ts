@@ -115,7 +115,11 @@ const SHUTDOWN_WAIT_MS = 5_000;
 /** An adaptive window holds about this many ms of work beyond what runs. */
 const ADAPT_TARGET_MS = 5;
 /** The shortest time (ms) over which an adaptive window measures the rate of settles. */
-const ADAPT_EVERY_MS = 50;
+const ADAPT_EVERY_MS = 10;
+/** How often (ms) an adaptive window is measured when settles are rare (jobs turned slow). */
+const ADAPT_CHECK_MS = 100;
+/** Prefetched jobs that would take longer than this (ms) to start are given back. */
+const ADAPT_DRAIN_MS = 1_000;
 
 /**
  * @internal The machinery behind `queue.consume()`. A `Worker` uses it directly, for the held
@@ -132,6 +136,7 @@ export class Consumer implements Lessor {
   #limit: number;
   /** When set, the window follows the rate of settles (see `adapt()`). */
   #adapt: { base: number; min: number; max: number; since: number; acked: number } | undefined;
+  #adaptTick: ReturnType<typeof setInterval> | undefined;
   #buffer: Job[] = [];
   #burying = 0;
   /** Entries asked for by reads still in flight: room they may fill. */
@@ -256,6 +261,12 @@ export class Consumer implements Lessor {
   adapt(base: number, min: number, max: number): void {
     this.#adapt = { base, min, max, since: performance.now(), acked: 0 };
     this.#resize(base + min);
+    // Settles measure the rate as they go; when they stop coming (every slot busy with slow
+    // jobs), this timer notices within ADAPT_CHECK_MS. One timer per consumer, none per job.
+    this.#adaptTick ??= setInterval(
+      () => this.#measure(performance.now(), ADAPT_CHECK_MS),
+      ADAPT_CHECK_MS,
+    );
   }
 
   #resize(limit: number): void {
@@ -269,11 +280,33 @@ export class Consumer implements Lessor {
     const adapt = this.#adapt!;
     const elapsed = now - adapt.since;
     if (elapsed < every) return;
-    const ahead = Math.ceil((adapt.acked / elapsed) * ADAPT_TARGET_MS);
+    const rate = adapt.acked / elapsed; // jobs per ms
     adapt.since = now;
     adapt.acked = 0;
-    const limit = adapt.base + Math.min(adapt.max, Math.max(adapt.min, ahead));
-    if (limit !== this.#limit) this.#resize(limit);
+    const limit = adapt.base +
+      Math.min(adapt.max, Math.max(adapt.min, Math.ceil(rate * ADAPT_TARGET_MS)));
+    if (limit === this.#limit) return;
+    const shrinking = limit < this.#limit;
+    this.#resize(limit);
+    if (shrinking) this.#giveBack(rate);
+  }
+
+  /**
+   * The window shrank because jobs turned slow: prefetched jobs beyond it that would wait more
+   * than ADAPT_DRAIN_MS to start go back to the stream (at its tail, no attempt charged), for
+   * idle peers to take, instead of being hoarded here. The newest are given back; the oldest
+   * stay first in line. A brief dip in a fast stream gives back nothing: its buffer drains in
+   * milliseconds at the rate measured.
+   */
+  #giveBack(rate: number): void {
+    const buffered = this.#buffer.length;
+    if (this.#stopping || buffered === 0 || buffered <= rate * ADAPT_DRAIN_MS) return;
+    const keep = Math.max(0, this.#limit - (this.held.size - buffered));
+    for (const job of this.#buffer.splice(keep)) {
+      job.release().catch((err) =>
+        this.abandon(job, new LeaseLostError(`Could not give back job ${job.id}`, { cause: err }))
+      );
+    }
   }
 
   /**
@@ -828,7 +861,9 @@ export class Consumer implements Lessor {
       // (code 3) leaves its job held.
       const freeing = chunk.filter(({ op }) => op === "ack" || op === "cancel").length;
       if (this.#adapt !== undefined) {
-        this.#adapt.acked += freeing;
+        // The rate counts every job that ran to an end (retried and failed ones too), so a
+        // stream of failing fast jobs is fast work all the same.
+        for (const { op } of chunk) if (op !== "release") this.#adapt.acked++;
         this.#measure(performance.now(), ADAPT_EVERY_MS);
       }
       this.#settling += freeing;
@@ -1013,6 +1048,7 @@ export class Consumer implements Lessor {
     if (this.#finished) return await this.done;
     this.#finished = true;
     clearInterval(this.#tick);
+    clearInterval(this.#adaptTick);
     this.#signal?.removeEventListener("abort", this.#onAbort);
     const abandoned = new LeaseLostError(`Consumer ${this.name} stopped`);
     for (const job of [...this.held.values()]) markLost(job, abandoned);

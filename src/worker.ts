@@ -36,10 +36,11 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
    * `concurrency + prefetch` minus the jobs held. 0 holds only what runs.
    *
    * Left out, it adapts to the work: `concurrency`, plus as many jobs as this worker settles in
-   * about 5 ms, up to 1,000. Slow jobs are then held no more than with `prefetch: concurrency`,
-   * while fast ones travel in big batches, with fewer round trips per job.
+   * about 5 ms, up to 512. Slow jobs are then held no more than with `prefetch: concurrency`,
+   * while fast ones travel in big batches, with fewer round trips per job. When jobs turn slow,
+   * prefetched jobs that would wait over a second go back to the stream for idle peers.
    *
-   * @default {concurrency, growing with fast jobs up to 1,000}
+   * @default {concurrency, growing with fast jobs up to 512}
    */
   prefetch?: number;
   /**
@@ -120,8 +121,9 @@ export type WorkerEventName = keyof WorkerEventDetail;
 const ABORT_WAIT_MS = 1_000;
 /** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
 const SETTLE_ATTEMPTS = 5;
-/** The most an adaptive prefetch grows to (unless concurrency is higher). */
-const AUTO_PREFETCH_MAX = 1_000;
+/** The most an adaptive prefetch grows to (unless concurrency is higher). Throughput at
+ * concurrency 32 was flat from a window of 256 up (65-68k/s at 256, 480 and 992). */
+const AUTO_PREFETCH_MAX = 512;
 
 /**
  * Runs tasks from a queue: reads jobs, runs at most `concurrency` at once, settles each one,

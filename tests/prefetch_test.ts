@@ -117,3 +117,52 @@ Deno.test("prefetch 0 holds only the running jobs, also with fast jobs", async (
   await run;
   assert.ok(peak > 0 && peak <= 2, `peak pending ${peak}`);
 });
+
+Deno.test("with no prefetch option, slow jobs read right behind fast ones are given back for an idle peer", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using db = inspect(redis.url);
+  const gate = Promise.withResolvers<void>();
+  let slowStarted = 0;
+  const twoStarted = Promise.withResolvers<void>();
+  const noop = task("noop", () => {});
+  const slow = task("slow", () => {
+    if (++slowStarted === 2) twoStarted.resolve();
+    return gate.promise;
+  });
+  // One stream: fast jobs that widen the window, then slow ones read in the wide window.
+  await queue.enqueueMany(noop, Array.from({ length: 5_000 }, () => ({ data: null })));
+  await queue.enqueueMany(slow, Array.from({ length: 300 }, () => ({ data: null })));
+  const options = {
+    redis: redis.url,
+    concurrency: 2,
+    idleTimeout: 60_000,
+    handleSignals: false,
+    logger: quiet,
+  };
+  const worker = new Worker("q", [noop, slow], options);
+  const run = worker.run();
+  await twoStarted.promise;
+  // Both slots hold slow jobs that never end while the gate is shut: the worker soon measures
+  // no progress and keeps no more than concurrency + concurrency.
+  await waitForRedis(async () => (await pendingCount(db, queue.keys.stream)) <= 4, "given back");
+  // An idle peer now gets slow jobs too.
+  const peerStarted = Promise.withResolvers<void>();
+  const peerSlow = task("slow", () => {
+    peerStarted.resolve();
+    return gate.promise;
+  });
+  const peer = new Worker("q", [noop, peerSlow], options);
+  let slowDone = 0;
+  for (const w of [worker, peer]) {
+    w.addEventListener("completed", (e) => void (e.detail.job.task === "slow" && slowDone++));
+  }
+  const peerRun = peer.run();
+  await peerStarted.promise;
+  gate.resolve();
+  await Promise.all([worker.stop(), peer.stop()]);
+  await Promise.all([run, peerRun]);
+  // Nothing lost: every slow job either ran or waits in the stream, none still pending.
+  assert.equal(await pendingCount(db, queue.keys.stream), 0);
+  assert.equal(slowDone + (await queue.stats()).waiting, 300);
+});
