@@ -135,7 +135,7 @@ export class Consumer implements Lessor {
   #ctx: QueueContext;
   #limit: number;
   /** When set, the window follows the rate of settles (see `adapt()`). */
-  #adapt: { base: number; min: number; max: number; since: number; acked: number } | undefined;
+  #adapt: { base: number; min: number; max: number; since: number; ended: number } | undefined;
   #adaptTick: ReturnType<typeof setInterval> | undefined;
   #buffer: Job[] = [];
   #burying = 0;
@@ -259,7 +259,7 @@ export class Consumer implements Lessor {
    * window stays at `base + min`. Reads still ask for exactly the free room of the window.
    */
   adapt(base: number, min: number, max: number): void {
-    this.#adapt = { base, min, max, since: performance.now(), acked: 0 };
+    this.#adapt = { base, min, max, since: performance.now(), ended: 0 };
     this.#resize(base + min);
     // Settles measure the rate as they go; when they stop coming (every slot busy with slow
     // jobs), this timer notices within ADAPT_CHECK_MS. One timer per consumer, none per job.
@@ -280,9 +280,9 @@ export class Consumer implements Lessor {
     const adapt = this.#adapt!;
     const elapsed = now - adapt.since;
     if (elapsed < every) return;
-    const rate = adapt.acked / elapsed; // jobs per ms
+    const rate = adapt.ended / elapsed; // jobs per ms
     adapt.since = now;
-    adapt.acked = 0;
+    adapt.ended = 0;
     const limit = adapt.base +
       Math.min(adapt.max, Math.max(adapt.min, Math.ceil(rate * ADAPT_TARGET_MS)));
     if (limit === this.#limit) return;
@@ -863,7 +863,7 @@ export class Consumer implements Lessor {
       if (this.#adapt !== undefined) {
         // The rate counts every job that ran to an end (retried and failed ones too), so a
         // stream of failing fast jobs is fast work all the same.
-        for (const { op } of chunk) if (op !== "release") this.#adapt.acked++;
+        for (const { op } of chunk) if (op !== "release") this.#adapt.ended++;
         this.#measure(performance.now(), ADAPT_EVERY_MS);
       }
       this.#settling += freeing;
