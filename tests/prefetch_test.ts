@@ -7,6 +7,18 @@ import { inspect, pendingCount, waitForRedis } from "./_helpers.ts";
 
 const quiet = { info() {}, warn() {}, error() {} };
 
+/** A slow task whose jobs wait on `gate`; `twoStarted` resolves when two have started. */
+function slowJobs() {
+  const gate = Promise.withResolvers<void>();
+  const twoStarted = Promise.withResolvers<void>();
+  let started = 0;
+  const slow = task("slow", () => {
+    if (++started === 2) twoStarted.resolve();
+    return gate.promise;
+  });
+  return { gate, twoStarted, slow };
+}
+
 Deno.test("with no prefetch option, slow jobs are held concurrency + concurrency at a time", async () => {
   await using redis = await startRedis();
   const gate = Promise.withResolvers<void>();
@@ -43,14 +55,8 @@ Deno.test("with no prefetch option, fast jobs widen the window, and an idle work
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
   await using db = inspect(redis.url);
-  const gate = Promise.withResolvers<void>();
-  let slowStarted = 0;
-  const twoStarted = Promise.withResolvers<void>();
+  const { gate, twoStarted, slow } = slowJobs();
   const noop = task("noop", () => {});
-  const slow = task("slow", () => {
-    if (++slowStarted === 2) twoStarted.resolve();
-    return gate.promise;
-  });
   const N = 3_000;
   await queue.enqueueMany(noop, Array.from({ length: N }, () => ({ data: null })));
   const worker = new Worker("q", [noop, slow], {
@@ -122,14 +128,8 @@ Deno.test("with no prefetch option, slow jobs read right behind fast ones are gi
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
   await using db = inspect(redis.url);
-  const gate = Promise.withResolvers<void>();
-  let slowStarted = 0;
-  const twoStarted = Promise.withResolvers<void>();
+  const { gate, twoStarted, slow } = slowJobs();
   const noop = task("noop", () => {});
-  const slow = task("slow", () => {
-    if (++slowStarted === 2) twoStarted.resolve();
-    return gate.promise;
-  });
   // One stream: fast jobs that widen the window, then slow ones read in the wide window.
   await queue.enqueueMany(noop, Array.from({ length: 5_000 }, () => ({ data: null })));
   await queue.enqueueMany(slow, Array.from({ length: 300 }, () => ({ data: null })));
