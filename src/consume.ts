@@ -859,11 +859,15 @@ export class Consumer implements Lessor {
       const now = Date.now();
       // Only acks free room for certain: a retry, release or dead-letter refused at maxmemory
       // (code 3) leaves its job held.
-      const freeing = chunk.filter(({ op }) => op === "ack" || op === "cancel").length;
+      // The adaptive rate counts every job that ran to an end (retried and failed ones too), so
+      // a stream of failing fast jobs is fast work all the same.
+      let freeing = 0, ended = 0;
+      for (const { op } of chunk) {
+        if (op === "ack" || op === "cancel") freeing++;
+        if (op !== "release") ended++;
+      }
       if (this.#adapt !== undefined) {
-        // The rate counts every job that ran to an end (retried and failed ones too), so a
-        // stream of failing fast jobs is fast work all the same.
-        for (const { op } of chunk) if (op !== "release") this.#adapt.ended++;
+        this.#adapt.ended += ended;
         this.#measure(performance.now(), ADAPT_EVERY_MS);
       }
       this.#settling += freeing;

@@ -501,6 +501,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     }
     if (outcome === "ok") {
       const { result } = ctx;
+      // #settle() inlined: the hot path makes no closure unless the first try fails.
       try {
         await job.ack(result);
       } catch (err) {
