@@ -114,3 +114,17 @@ export function backoffDelay(
   if (!(ms > 0)) return 0;
   return Math.min(MAX_MS, Math.round(ms));
 }
+
+/**
+ * sluice's own waits between tries (reads, promotions, reconnects): `base` doubling with each
+ * `attempt`, capped at `max` ms.
+ *
+ * @example
+ * ```ts
+ * import { retryWait } from "./backoff.ts";
+ * console.log([1, 2, 3, 10].map((n) => retryWait(50, n, 2_000))); // [100, 200, 400, 2000]
+ * ```
+ */
+export function retryWait(base: number, attempt: number, max: number): number {
+  return Math.min(max, base * 2 ** Math.min(attempt, 30));
+}

@@ -166,3 +166,8 @@ function safeString(value: unknown): string {
     return String(value);
   }
 }
+
+/** True if Redis refused a write because it is at `maxmemory` (an `OOM ...` error). */
+export function isOutOfMemory(err: unknown): boolean {
+  return /^OOM\b/.test(toError(err).message);
+}

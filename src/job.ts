@@ -7,6 +7,8 @@
 import { CancelledError, LeaseLostError, SluiceError, toError } from "./errors.ts";
 import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
+import { internal } from "./_internal.ts";
+import type { SettleOp } from "./settle.ts";
 
 /**
  * Dead-letter reasons. A handler's job ends with `failed`, `non-retryable` or `timeout`; a
@@ -35,15 +37,26 @@ export type DeadReason =
   | "too-large"
   | "bad-signature";
 
-/** @internal How a job reaches Redis; supplied by the consumer that read it. */
+/** @internal How a job reaches Redis: the settler of the consumer that read it. */
 export interface Lessor {
-  settle(
-    job: Job,
-    op: "ack" | "cancel" | "retry" | "release" | "dead",
-    a?: string,
-    b?: string,
-  ): Promise<number>;
+  /** Sends one settle in the next batch; resolves with its code (see SETTLE). */
+  settle(op: SettleOp): Promise<number>;
+  /** The job is settled or lost: it no longer takes room. */
   forget(job: Job): void;
+}
+
+/** @internal What a consumer's parts may do to a job's lease, through `Job[internal]`. */
+export interface JobHooks {
+  /** Marks the lease lost: aborts the signal, forgets the job. False unless it was held. */
+  lose(job: Job, reason: Error): boolean;
+  /** Aborts the job's signal (shutdown, timeout, cancellation); the lease stays. */
+  abort(job: Job, reason: unknown): void;
+  /** This consumer claimed its own held job again: the delivery count moved on. */
+  reclaimed(job: Job, deliveries: number): void;
+  /** The handler starts now: the time is stored with the outcome. */
+  started(job: Job): void;
+  /** True while the job is held and no settle is under way. */
+  leased(job: Job): boolean;
 }
 
 /** Options a producer gave one job, overriding the task's. */
@@ -69,12 +82,6 @@ export interface JobInit {
 
 /** Longest error text kept in a dead letter. */
 const MAX_ERROR_TEXT = 4_096;
-
-let loseJob: (job: Job, reason: Error) => boolean;
-let abortJob: (job: Job, reason: unknown) => void;
-let reclaimJob: (job: Job, deliveries: number) => void;
-let leasedJob: (job: Job) => boolean;
-let startJob: (job: Job) => void;
 
 /**
  * A job read from a queue, leased to this consumer until settled. Get one from
@@ -119,16 +126,23 @@ export class Job<Data = unknown> implements JobInfo {
   #controller: AbortController | undefined;
   #reason: unknown;
 
-  static {
-    loseJob = (job, reason) => job.#lose(reason);
-    abortJob = (job, reason) => job.#abort(reason);
-    reclaimJob = (job, deliveries) => job.#deliveries = deliveries;
-    startJob = (job) => job.#startedAt = Date.now();
-    leasedJob = (job) => job.#state === "held";
-  }
+  /** @internal Hooks for sluice's own consumer; not API. */
+  static readonly [internal]: JobHooks = {
+    lose: (job, reason) => job.#lose(reason),
+    abort: (job, reason) => job.#abort(reason),
+    reclaimed: (job, deliveries) => job.#deliveries = deliveries,
+    started: (job) => job.#startedAt = Date.now(),
+    leased: (job) => job.#state === "held",
+  };
 
-  /** @internal Jobs are made by `queue.consume()`. */
-  constructor(init: JobInit, lessor: Lessor) {
+  /**
+   * @internal Jobs are made by a consumer only: the key is package-private.
+   * @throws {TypeError} If called from outside sluice.
+   */
+  constructor(key: typeof internal, init: JobInit, lessor: Lessor) {
+    if (key !== internal) {
+      throw new TypeError("Cannot create a job: jobs come from queue.consume() or a Worker");
+    }
     this.entryId = init.entryId;
     this.policy = init.policy;
     this.id = init.id;
@@ -186,9 +200,14 @@ export class Job<Data = unknown> implements JobInfo {
         new TypeError(`Cannot ack job ${this.id}: its result is not JSON`, { cause: err }),
       );
     }
-    const started = String(this.#startedAt ?? "");
-    if (this.#reason instanceof CancelledError) return this.#settle("ack", "cancel", "", started);
-    return this.#settle("ack", "ack", text, started);
+    const startedAt = String(this.#startedAt ?? "");
+    const { entryId, id } = this, deliveries = this.#deliveries;
+    return this.#settle(
+      "ack",
+      this.#reason instanceof CancelledError
+        ? { op: "cancel", entryId, deliveries, jobId: id, startedAt }
+        : { op: "ack", entryId, deliveries, jobId: id, result: text, startedAt },
+    );
   }
 
   /**
@@ -210,8 +229,15 @@ export class Job<Data = unknown> implements JobInfo {
         ),
       );
     }
-    if (this.#reason instanceof CancelledError) return this.#settle("retry", "cancel", "", "");
-    return this.#settle("retry", "retry", String(delay), errorText(_error ?? "retried"));
+    if (this.#reason instanceof CancelledError) return this.#settle("retry", this.#cancelOp());
+    return this.#settle("retry", {
+      op: "retry",
+      entryId: this.entryId,
+      deliveries: this.#deliveries,
+      jobId: this.id,
+      delay,
+      error: errorText(_error ?? "retried"),
+    });
   }
 
   /**
@@ -222,7 +248,14 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   fail(error: unknown, reason: DeadReason = "failed"): Promise<void> {
-    return this.#settle("fail", "dead", errorText(error), reason);
+    return this.#settle("fail", {
+      op: "dead",
+      entryId: this.entryId,
+      deliveries: this.#deliveries,
+      jobId: this.id,
+      error: errorText(error),
+      reason,
+    });
   }
 
   /**
@@ -231,16 +264,27 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   release(): Promise<void> {
-    if (this.#reason instanceof CancelledError) return this.#settle("release", "cancel", "", "");
-    return this.#settle("release", "release");
+    if (this.#reason instanceof CancelledError) return this.#settle("release", this.#cancelOp());
+    return this.#settle("release", {
+      op: "release",
+      entryId: this.entryId,
+      deliveries: this.#deliveries,
+      jobId: this.id,
+    });
   }
 
-  async #settle(
-    action: string,
-    op: "ack" | "cancel" | "retry" | "release" | "dead",
-    a?: string,
-    b?: string,
-  ): Promise<void> {
+  /** Ends a cancelled job: acked unrun (or stopped), its record `cancelled`. */
+  #cancelOp(): SettleOp {
+    return {
+      op: "cancel",
+      entryId: this.entryId,
+      deliveries: this.#deliveries,
+      jobId: this.id,
+      startedAt: "",
+    };
+  }
+
+  async #settle(action: string, op: SettleOp): Promise<void> {
     if (this.#state === "lost") {
       throw new LeaseLostError(`Cannot ${action} job ${this.id}: its lease was lost`, {
         cause: this.#reason,
@@ -252,7 +296,7 @@ export class Job<Data = unknown> implements JobInfo {
     this.#state = "settling";
     let code: number;
     try {
-      code = await this.#lessor.settle(this, op, a, b);
+      code = await this.#lessor.settle(op);
     } catch (err) {
       this.#state = "held";
       throw err;
@@ -289,34 +333,6 @@ export class Job<Data = unknown> implements JobInfo {
     this.#reason = reason;
     this.#controller?.abort(reason);
   }
-}
-
-/**
- * @internal Marks a job's lease as lost: aborts its signal and forgets it. Returns false if the
- * job was not simply held (settled, or being settled).
- */
-export function markLost(job: Job, reason: Error): boolean {
-  return loseJob(job, reason);
-}
-
-/** @internal This consumer claimed its own held job again: the delivery count moved on. */
-export function reclaimed(job: Job, deliveries: number): void {
-  reclaimJob(job, deliveries);
-}
-
-/** @internal The handler starts now: the time is stored with the outcome. */
-export function markStarted(job: Job): void {
-  startJob(job);
-}
-
-/** @internal True while the job is held and no settle is under way. */
-export function isLeased(job: Job): boolean {
-  return leasedJob(job);
-}
-
-/** @internal Aborts a job's signal with `reason` (shutdown, timeout, cancellation). */
-export function abort(job: Job, reason: unknown): void {
-  abortJob(job, reason);
 }
 
 /** The text kept for an error: its stack (or name and message), trimmed. */

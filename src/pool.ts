@@ -7,6 +7,7 @@
  */
 
 import { checkInt } from "./_options.ts";
+import { Slots } from "./_slots.ts";
 
 /** Options of {@linkcode pool}. */
 export interface PoolOptions {
@@ -57,10 +58,9 @@ export class Pool<T> extends WritableStream<T> {
 
 class PoolState<T> {
   readonly running = new Set<Promise<void>>();
-  readonly concurrency: number;
+  #slots: Slots;
   #handler: (item: T) => unknown;
   #onError: (error: unknown, item: unknown) => void;
-  #slot: PromiseWithResolvers<void> | undefined;
 
   constructor(handler: (item: T) => unknown, options: PoolOptions) {
     const {
@@ -72,16 +72,13 @@ class PoolState<T> {
     if (typeof handler !== "function") {
       throw new TypeError(`Cannot create pool: handler must be a function, got ${handler}`);
     }
-    this.concurrency = concurrency;
+    this.#slots = new Slots(concurrency);
     this.#handler = handler;
     this.#onError = onError;
   }
 
   async write(item: T): Promise<void> {
-    while (this.running.size >= this.concurrency) {
-      this.#slot ??= Promise.withResolvers();
-      await this.#slot.promise;
-    }
+    while (!this.#slots.tryTake()) await this.#slots.freed();
     const run = (async () => {
       try {
         await this.#handler(item);
@@ -96,8 +93,7 @@ class PoolState<T> {
     this.running.add(run);
     run.finally(() => {
       this.running.delete(run);
-      this.#slot?.resolve();
-      this.#slot = undefined;
+      this.#slots.give();
     });
   }
 

@@ -18,7 +18,7 @@ import { OutOfMemoryError, PayloadTooLargeError, toError, ValidationError } from
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
-import { close, connect, DEFAULT_REDIS, processName, type RedisConfig } from "./redis.ts";
+import { DEFAULT_REDIS, type RedisConfig, share, type SharedRedis } from "./redis/connect.ts";
 import type { ScriptClient } from "./scripts.ts";
 import type { ChainableCommander } from "ioredis";
 import { type Backoff, checkRetry } from "./backoff.ts";
@@ -272,22 +272,60 @@ const MAX_DELAY = 10 * 365 * 24 * 3_600_000;
 /** Redis's default proto-max-bulk-len: no bigger string can be written. */
 const MAX_PAYLOAD = 512 * 1_048_576;
 
-let openConsumerOf: (queue: Queue, options: ConsumeOptions) => Consumer;
-let commandOf: (queue: Queue) => ScriptClient;
-
-/** @internal The consumer behind `queue.consume()`, with its held set, for `Worker`. */
-export function openConsumer(queue: Queue, options: ConsumeOptions): Consumer {
-  return openConsumerOf(queue, options);
-}
-
-/** @internal The queue's command connection, for `Worker`'s start-up checks. */
-export function commandClient(queue: Queue): ScriptClient {
-  return commandOf(queue);
+/** @internal A queue's options, checked, with their defaults: what Queue and Worker share. */
+export interface QueueSettings {
+  readonly name: string;
+  readonly keys: Keys;
+  readonly group: string;
+  readonly redis: RedisConfig;
+  readonly logger: Logger;
+  readonly keepResult: number;
+  readonly maxDead: number;
+  readonly maxPayloadBytes: number;
+  readonly signer: Signer | undefined;
 }
 
 /**
- * A queue: enqueue jobs, and read them as a stream. Holds one command connection, opened on
- * first use; each `consume()` stream adds one blocking connection.
+ * @internal Checks a queue's options and fills in their defaults, for a Queue or a Worker.
+ * @throws {TypeError} If the name, prefix, group, redis or a signing key is invalid.
+ * @throws {RangeError} If a number is out of range.
+ */
+export function queueSettings(
+  name: string,
+  options: QueueOptions,
+  action = "Cannot create queue",
+): QueueSettings {
+  const {
+    redis = DEFAULT_REDIS,
+    prefix = "sluice",
+    group = "sluice",
+    logger = consoleLogger,
+    keepResult = 86_400_000,
+    maxDead = 0,
+    maxPayloadBytes = 1_048_576,
+    signingKeys,
+  } = options;
+  checkInt(action, "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
+  checkInt(action, "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
+  checkInt(action, "maxPayloadBytes", maxPayloadBytes, 1, MAX_PAYLOAD);
+  const signer = signingKeys === undefined ? undefined : new Signer(action, signingKeys);
+  const keys = queueKeys(name, prefix);
+  checkName("group", group);
+  if (typeof redis !== "string" && (typeof redis !== "object" || redis === null)) {
+    throw new TypeError(`${action}: redis must be a URL or ioredis options, got ${redis}`);
+  }
+  return { name, keys, group, redis, logger, keepResult, maxDead, maxPayloadBytes, signer };
+}
+
+/** @internal A consumer's view of a queue: its settings and the process's connections. */
+export function queueContext(settings: QueueSettings, redis: SharedRedis): QueueContext {
+  return { ...settings, client: redis.command, pubsub: redis.pubsub };
+}
+
+/**
+ * A queue: enqueue jobs, and read them as a stream. Uses the process's shared command and
+ * subscriber connections for its Redis, opened on first use; each `consume()` stream adds one
+ * blocking connection.
  *
  * @example Enqueue and consume
  * ```ts
@@ -310,23 +348,12 @@ export class Queue implements AsyncDisposable {
   readonly keys: Keys;
   /** The consumer group name. */
   readonly group: string;
-  #redis: RedisConfig;
-  #logger: Logger;
-  #client: ScriptClient | undefined;
-  #subscriber: ScriptClient | undefined;
-  #listeners = new Map<
-    string,
-    { listeners: Set<(message: string | null) => void>; ready: Promise<void> }
-  >();
+  #settings: QueueSettings;
+  #shared: SharedRedis | undefined;
   /** Aborts when the queue closes: waiting results reject then. */
   #closing = new AbortController();
-  #keepResult: number;
-  #maxDead: number;
-  #maxPayloadBytes: number;
-  #signer: Signer | undefined;
   /** The dead letters: count, list, replay, purge. */
   readonly dead: DeadLetters;
-  #group: Promise<void> | undefined;
   #consumers = new Set<Consumer>();
   #writes = new Set<Promise<unknown>>();
   #closed = false;
@@ -341,35 +368,11 @@ export class Queue implements AsyncDisposable {
    * @throws {RangeError} If a number is out of range.
    */
   constructor(name: string, options: QueueOptions = {}) {
-    const {
-      redis = DEFAULT_REDIS,
-      prefix = "sluice",
-      group = "sluice",
-      logger = consoleLogger,
-      keepResult = 86_400_000,
-      maxDead = 0,
-      maxPayloadBytes = 1_048_576,
-      signingKeys,
-    } = options;
-    const action = "Cannot create queue";
-    checkInt(action, "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
-    checkInt(action, "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
-    checkInt(action, "maxPayloadBytes", maxPayloadBytes, 1, MAX_PAYLOAD);
-    this.#keepResult = keepResult;
-    this.#maxDead = maxDead;
-    this.#maxPayloadBytes = maxPayloadBytes;
-    this.#signer = signingKeys === undefined ? undefined : new Signer(action, signingKeys);
-    this.keys = queueKeys(name, prefix);
-    checkName("group", group);
-    if (typeof redis !== "string" && (typeof redis !== "object" || redis === null)) {
-      throw new TypeError(
-        `Cannot create queue: redis must be a URL or ioredis options, got ${redis}`,
-      );
-    }
+    const settings = queueSettings(name, options);
+    this.#settings = settings;
+    this.keys = settings.keys;
     this.name = name;
-    this.group = group;
-    this.#redis = redis;
-    this.#logger = logger;
+    this.group = settings.group;
     this.dead = new DeadLetters(this.#handleContext());
   }
 
@@ -486,7 +489,7 @@ export class Queue implements AsyncDisposable {
     checkName("task name", name, "Cannot enqueue");
     const action = `Cannot enqueue ${name}`;
     const schema = typeof task !== "string" && (task as Task).schema !== undefined;
-    const maxBytes = this.#maxPayloadBytes;
+    const maxBytes = this.#settings.maxPayloadBytes;
     const now = Date.now();
     const entries: Entry[] = [];
     for (const item of items) {
@@ -530,7 +533,8 @@ export class Queue implements AsyncDisposable {
       const extras = options === undefined ? undefined : encodeExtras(options);
       entries.push({ id, data: text, when, options, extras });
     }
-    if (this.#signer !== undefined) await sign(this.#signer, entries, name, now);
+    const { signer } = this.#settings;
+    if (signer !== undefined) await sign(signer, entries, name, now);
     const write = this.#write(entries, name, now);
     this.#writes.add(write);
     try {
@@ -605,65 +609,14 @@ export class Queue implements AsyncDisposable {
     return {
       keys: this.keys,
       group: this.group,
-      keepResult: this.#keepResult,
+      keepResult: this.#settings.keepResult,
       closed: this.#closing.signal,
       client: () => this.#command(),
-      subscribe: (channel, listener) => this.#subscribe(channel, listener),
-      drain: async () => {
-        await this.#subscriber?.ping().catch(() => {});
+      subscribe: (channel, listener) => {
+        this.#checkOpen("wait for a result");
+        return this.#redis().pubsub.subscribe(channel, listener);
       },
-    };
-  }
-
-  /**
-   * Listens on a pub/sub channel over this queue's one subscriber connection. Resolves once
-   * the subscription is confirmed, for every caller. After a reconnect, listeners get `null`:
-   * messages may have been missed, so they should look again.
-   */
-  async #subscribe(
-    channel: string,
-    listener: (message: string | null) => void,
-  ): Promise<() => Promise<void>> {
-    this.#checkOpen("wait for a result");
-    if (this.#subscriber === undefined) {
-      const subscriber = connect(this.#redis, "subscriber", `${this.name}:${processName()}`);
-      subscriber.on("message", (from: string, message: string) => {
-        for (const fn of this.#listeners.get(from)?.listeners ?? []) fn(message);
-      });
-      let connected = false;
-      subscriber.on("ready", () => {
-        if (connected) {
-          for (const { listeners } of this.#listeners.values()) {
-            for (const fn of listeners) fn(null);
-          }
-        }
-        connected = true;
-      });
-      this.#subscriber = subscriber;
-    }
-    let entry = this.#listeners.get(channel);
-    if (entry === undefined) {
-      const ready = this.#subscriber.subscribe(channel).then(() => {});
-      entry = { listeners: new Set(), ready };
-      this.#listeners.set(channel, entry);
-      ready.catch(() => {
-        if (this.#listeners.get(channel) === entry) this.#listeners.delete(channel);
-      });
-    }
-    const mine = entry;
-    mine.listeners.add(listener);
-    try {
-      await mine.ready;
-    } catch (err) {
-      mine.listeners.delete(listener);
-      throw err;
-    }
-    return async () => {
-      mine.listeners.delete(listener);
-      if (mine.listeners.size === 0 && this.#listeners.get(channel) === mine) {
-        this.#listeners.delete(channel);
-        await this.#subscriber?.unsubscribe(channel).catch(() => {});
-      }
+      drain: () => this.#redis().pubsub.drain(),
     };
   }
 
@@ -701,14 +654,9 @@ export class Queue implements AsyncDisposable {
     return this.#openConsumer(options).readable;
   }
 
-  static {
-    openConsumerOf = (queue, options) => queue.#openConsumer(options);
-    commandOf = (queue) => queue.#command();
-  }
-
   #openConsumer(options: ConsumeOptions): Consumer {
     this.#checkOpen("consume");
-    const consumer = new Consumer(this.#context(), options);
+    const consumer = new Consumer(queueContext(this.#settings, this.#redis()), options);
     this.#consumers.add(consumer);
     consumer.done.then(() => this.#consumers.delete(consumer));
     return consumer;
@@ -725,7 +673,7 @@ export class Queue implements AsyncDisposable {
     await Promise.all([...this.#consumers].map((c) => c.shutdown()));
     // Enqueues already under way finish first, so none is cut off by the disconnect.
     await Promise.allSettled(this.#writes);
-    await Promise.all([this.#client, this.#subscriber].map((c) => c && close(c)));
+    await this.#shared?.release();
   }
 
   /** Same as {@linkcode Queue.close}, for `await using`. */
@@ -737,63 +685,12 @@ export class Queue implements AsyncDisposable {
     if (this.#closed) throw new TypeError(`Cannot ${action}: queue ${this.name} is closed`);
   }
 
+  /** The process's connections to this queue's Redis, shared from first use. */
+  #redis(): SharedRedis {
+    return this.#shared ??= share(this.#settings.redis, this.#settings.logger);
+  }
+
   #command(): ScriptClient {
-    if (this.#client === undefined) {
-      const client = connect(this.#redis, "command", `${this.name}:${processName()}`);
-      // One line per outage, not one per reconnect attempt; commands wait and are retried.
-      let down = false;
-      client.on("error", (err: Error) => {
-        if (down || client.status === "ready") return;
-        down = true;
-        this.#logger.warn(
-          `sluice: queue ${this.name}: cannot reach Redis (${err.message}); reconnecting with backoff (commands wait, and fail after about 20 attempts)`,
-        );
-      });
-      client.on("ready", () => {
-        if (!down) return;
-        down = false;
-        this.#logger.warn(`sluice: queue ${this.name}: Redis is reachable again`);
-      });
-      this.#client = client;
-    }
-    return this.#client;
-  }
-
-  #ensureGroup(force = false): Promise<void> {
-    if (this.#group === undefined || force) {
-      this.#group = this.#command()
-        .xgroup("CREATE", this.keys.stream, this.group, "0", "MKSTREAM")
-        .then(() => {}, async (err) => {
-          const message = String(err?.message);
-          if (message.includes("BUSYGROUP")) return;
-          // At maxmemory Redis refuses XGROUP CREATE before it looks for the group: if the
-          // group is there, workers may still drain the queue.
-          if (message.startsWith("OOM") && await this.#groupExists().catch(() => false)) return;
-          this.#group = undefined;
-          throw err;
-        });
-    }
-    return this.#group;
-  }
-
-  async #groupExists(): Promise<boolean> {
-    const groups = await this.#command().xinfo("GROUPS", this.keys.stream) as unknown[][];
-    return groups.some((group) => toRecord(group).name === this.group);
-  }
-
-  #context(): QueueContext {
-    return {
-      name: this.name,
-      keys: this.keys,
-      group: this.group,
-      keepResult: this.#keepResult,
-      maxDead: this.#maxDead,
-      maxPayloadBytes: this.#maxPayloadBytes,
-      signer: this.#signer,
-      redis: this.#redis,
-      logger: this.#logger,
-      client: () => this.#command(),
-      ensureGroup: (force) => this.#ensureGroup(force),
-    };
+    return this.#redis().command;
   }
 }

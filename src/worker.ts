@@ -1,27 +1,22 @@
 /**
- * The main job: `consume()` piped into `pool()`, plus dispatch by task name, middleware,
- * events, OS signals, the grace period and the lifespan. Run it with `deno run -A worker.ts`.
+ * The main job: a consumer feeding a bounded set of slots, with dispatch by task name,
+ * middleware, events, OS signals, the grace period and the lifespan. One job's run is in
+ * execute.ts. Run a worker with `deno run -A worker.ts`.
  *
  * @module
  */
-import { delay, settlesWithin } from "./async.ts";
-import type { Consumer } from "./consume.ts";
-import {
-  CancelledError,
-  LeaseLostError,
-  NonRetryableError,
-  ShutdownError,
-  SluiceError,
-  TimeoutError,
-  toError,
-} from "./errors.ts";
-import { backoffDelay } from "./backoff.ts";
-import { abort, type Job, markStarted } from "./job.ts";
-import { consoleLogger, type Logger } from "./_log.ts";
+import { settlesWithin } from "./async.ts";
+import { Consumer } from "./consume.ts";
+import { LeaseLostError, ShutdownError, toError } from "./errors.ts";
+import { Job } from "./job.ts";
+import type { Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
-import { commandClient, openConsumer, Queue, type QueueOptions } from "./queue.ts";
-import { evictionPolicy } from "./redis.ts";
-import { type AnyTask, type TaskContext, validate } from "./task.ts";
+import { queueContext, type QueueOptions, type QueueSettings, queueSettings } from "./queue.ts";
+import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
+import type { AnyTask, TaskContext } from "./task.ts";
+import { Slots } from "./_slots.ts";
+import { Executor } from "./execute.ts";
+import { internal } from "./_internal.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -119,8 +114,6 @@ export type WorkerEventName = keyof WorkerEventDetail;
 
 /** How long aborted jobs get to wind down before they are released. */
 const ABORT_WAIT_MS = 1_000;
-/** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
-const SETTLE_ATTEMPTS = 5;
 /** The most an adaptive prefetch grows to (unless concurrency is higher). Throughput at
  * concurrency 32 was flat from a window of 256 up (65-68k/s at 256, 480 and 992). */
 const AUTO_PREFETCH_MAX = 512;
@@ -157,7 +150,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   readonly name: string;
   /** The most jobs running at once. */
   readonly concurrency: number;
-  #queue: Queue;
+  #settings: QueueSettings;
   #tasks = new Map<string, AnyTask>();
   #options: WorkerOptions<Context>;
   /** Undefined: adaptive. */
@@ -165,13 +158,10 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #gracePeriod: number;
   #logger: Logger;
   #middleware: Middleware<Context>[] = [];
-  #running = new Map<Job, Promise<void>>();
-  /** Jobs whose handler is running: each takes one of `concurrency` slots. */
-  #handling = new Set<Job>();
-  /** Resolves when a slot frees up. */
-  #slot: PromiseWithResolvers<void> | undefined;
+  /** One per running handler: `concurrency` of them. */
+  #slots: Slots;
+  #executor: Executor<Context>;
   #consumer: Consumer | undefined;
-  #context: Context | undefined;
   #state: "idle" | "running" | "stopping" | "stopped" = "idle";
   #stopRequested = Promise.withResolvers<void>();
   #now = Promise.withResolvers<void>();
@@ -195,14 +185,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
    */
   constructor(name: string, tasks: readonly AnyTask[], options: WorkerOptions<Context> = {}) {
     super();
-    const {
-      concurrency = 1,
-      prefetch,
-      idleTimeout = 30_000,
-      gracePeriod = 10_000,
-      maxDeliveries = 5,
-      logger = consoleLogger,
-    } = options;
+    const { concurrency = 1, prefetch, gracePeriod = 10_000 } = options;
     const action = "Cannot create worker";
     checkInt(action, "concurrency", concurrency, 1, 100_000);
     if (prefetch !== undefined) checkInt(action, "prefetch", prefetch, 0, 100_000);
@@ -213,9 +196,14 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         }`,
       );
     }
-    checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
+    // The consumer's options are checked by the consumer itself; here, so a bad one throws now.
+    if (options.idleTimeout !== undefined) {
+      checkInt(action, "idleTimeout", options.idleTimeout, 100, MAX_MS);
+    }
     checkInt(action, "gracePeriod", gracePeriod, 0, MAX_MS);
-    checkLimit(action, "maxDeliveries", maxDeliveries, 1);
+    if (options.maxDeliveries !== undefined) {
+      checkLimit(action, "maxDeliveries", options.maxDeliveries, 1);
+    }
     if (!Array.isArray(tasks) || tasks.length === 0) {
       throw new TypeError(
         `Cannot create worker: tasks must be a non-empty array, got ${show(tasks)}`,
@@ -230,13 +218,26 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       }
       this.#tasks.set(t.name, t);
     }
-    this.#queue = new Queue(name, options);
+    this.#settings = queueSettings(name, options);
     this.name = name;
     this.concurrency = concurrency;
     this.#prefetch = prefetch;
     this.#gracePeriod = gracePeriod;
     this.#options = options;
-    this.#logger = logger;
+    this.#logger = this.#settings.logger;
+    this.#slots = new Slots(concurrency);
+    this.#executor = new Executor(
+      name,
+      this.#tasks,
+      this.#middleware,
+      this.#slots,
+      {
+        emit: (type, detail) => this.#emit(type, detail),
+        report: (e, job) => this.#report(e, job),
+      },
+      this.#logger,
+      this.#closing.signal,
+    );
     const { signal } = options;
     if (signal?.aborted) this.stop();
     signal?.addEventListener("abort", () => this.stop(), { once: true });
@@ -244,7 +245,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
 
   /** How many jobs are running now. */
   get running(): number {
-    return this.#running.size;
+    return this.#executor.running.size;
   }
 
   /** This worker's consumer name in the group, once running. */
@@ -288,14 +289,14 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     this.#state = "running";
     // Listeners stay until run() resolves, so a late signal never meets Deno's default handler.
     const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
+    const redis = share(this.#settings.redis, this.#logger);
     try {
-      void this.#checkEviction();
-      if (this.#options.lifespan) this.#context = await this.#options.lifespan();
+      void this.#checkEviction(redis);
+      if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
       const c = this.concurrency;
-      const consumer = openConsumer(this.#queue, {
+      const consumer = new Consumer(queueContext(this.#settings, redis), {
         prefetch: c + (this.#prefetch ?? c),
-        idleTimeout: this.#options.idleTimeout ?? 30_000,
-        maxDeliveries: this.#options.maxDeliveries ?? 5,
+        ...pick(this.#options, "idleTimeout", "maxDeliveries"),
       });
       if (this.#prefetch === undefined) {
         consumer.adapt(c, c, Math.max(c, Math.min(AUTO_PREFETCH_MAX, 100_000 - c)));
@@ -308,7 +309,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     } finally {
       this.#closing.abort();
       await this.#dispose();
-      await this.#queue.close();
+      await redis.release();
       this.#logger.info?.(`sluice: worker ${this.name} stopped`);
       this.#state = "stopped";
       removeSignals();
@@ -327,7 +328,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#consumer?.stop();
     } else if (this.#state === "idle") {
       this.#state = "stopped";
-      this.#queue.close().finally(() => this.#stopped.resolve());
+      this.#stopped.resolve();
     }
     return this.#stopped.promise;
   }
@@ -362,8 +363,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
    * Warns once if Redis may evict keys when full: eviction deletes jobs without a trace. Sent
    * before the consumer's first command on the same connection, so it is answered first.
    */
-  async #checkEviction(): Promise<void> {
-    const policy = await evictionPolicy(commandClient(this.#queue));
+  async #checkEviction(redis: SharedRedis): Promise<void> {
+    const policy = await evictionPolicy(redis.command);
     if (policy === undefined || policy === "noeviction") return;
     this.#logger.warn(
       `sluice: worker ${this.name}: Redis maxmemory-policy is ${policy}, not noeviction: once Redis reaches maxmemory it evicts keys, which silently deletes queued jobs, delayed jobs and their records; set maxmemory-policy noeviction, so that enqueues fail with OutOfMemoryError instead`,
@@ -373,23 +374,22 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   async #shutdown(consumer: Consumer): Promise<void> {
     this.#state = "stopping";
     consumer.stop();
+    const { running } = this.#executor;
     this.#logger.info?.(
-      `sluice: worker ${this.name} (${consumer.name}) stopping: ${this.#running.size} running, grace period ${this.#gracePeriod} ms`,
+      `sluice: worker ${this.name} (${consumer.name}) stopping: ${running.size} running, grace period ${this.#gracePeriod} ms`,
     );
-    this.#freed(); // the dispatcher may be waiting for a slot: it ends now
+    this.#slots.wake(); // the dispatcher may be waiting for a slot: it ends now
     // Held but not started (prefetched, or waiting for a slot): give back at once.
     await Promise.allSettled(
-      [...consumer.held.values()].filter((job) => !this.#running.has(job)).map((job) =>
-        job.release()
-      ),
+      [...consumer.held.values()].filter((job) => !running.has(job)).map((job) => job.release()),
     );
-    const allDone = () => Promise.all(this.#running.values());
+    const allDone = () => Promise.all(running.values());
     await Promise.race([settlesWithin(allDone(), this.#gracePeriod), this.#now.promise]);
-    if (this.#running.size > 0) {
+    if (running.size > 0) {
       const reason = new ShutdownError(
         `Worker ${this.name} is shutting down and the grace period of ${this.#gracePeriod} ms is over`,
       );
-      for (const job of this.#running.keys()) abort(job, reason);
+      for (const job of running.keys()) Job[internal].abort(job, reason);
       await Promise.race([settlesWithin(allDone(), ABORT_WAIT_MS), this.#now.promise]);
     }
     // A second signal allows Redis one second; otherwise a few, then leases lapse to peers.
@@ -398,224 +398,30 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
 
   /**
    * Starts jobs as slots free up, taking each from the consumer: at once from its prefetch
-   * buffer when it has one. This is `consume()` piped into `pool()`, without a stream between
-   * them: a job changes hands with no promise when one is ready. Ends when the consumer stops.
+   * buffer when it has one, so a job changes hands with no promise when one is ready. Ends
+   * when the consumer stops.
    */
   async #dispatch(consumer: Consumer): Promise<void> {
+    const slots = this.#slots;
     try {
       while (this.#state === "running") {
-        if (this.#handling.size >= this.concurrency) {
-          this.#slot ??= Promise.withResolvers();
-          await this.#slot.promise;
+        if (!slots.tryTake()) {
+          await slots.freed();
           continue;
         }
         const next = consumer.next();
         const job = next instanceof Promise ? await next : next;
-        if (job === undefined) return;
         // Stopping meanwhile: the job stays held, and the shutdown releases it.
-        if (this.#state !== "running" || job.settled) continue;
-        this.#handling.add(job);
-        this.#running.set(job, this.#execute(job));
+        if (job === undefined || this.#state !== "running" || job.settled) {
+          slots.give();
+          if (job === undefined) return;
+          continue;
+        }
+        this.#executor.start(job);
       }
     } catch (err) {
       this.#report(toError(err));
     }
-  }
-
-  /** A handler returned (or the job ended without one): its slot goes to the next job. */
-  #release(job: Job): void {
-    if (this.#handling.delete(job)) this.#freed();
-  }
-
-  #freed(): void {
-    const slot = this.#slot;
-    this.#slot = undefined;
-    slot?.resolve();
-  }
-
-  /**
-   * Runs a job in a slot. The slot is freed as soon as the handler has returned; the settle
-   * goes on without it (the job stays held, and counted by prefetch, until it lands), so a
-   * slot bounds running handlers and not handlers plus a round trip.
-   */
-  async #execute(job: Job): Promise<void> {
-    try {
-      await this.#runJob(job);
-    } catch (err) {
-      this.#report(toError(err), job);
-    } finally {
-      this.#running.delete(job);
-      this.#release(job);
-    }
-  }
-
-  async #runJob(job: Job): Promise<void> {
-    if (job.signal.reason instanceof CancelledError) {
-      // Cancelled while it waited for a slot: never run.
-      await this.#settle(job, () => job.ack());
-      this.#emit("cancelled", { job });
-      return;
-    }
-    const task = this.#tasks.get(job.task);
-    if (task === undefined) {
-      const error = new SluiceError(
-        `Cannot run job ${job.id}: worker ${this.name} has no task named ${job.task}`,
-      );
-      await this.#settle(job, () => job.fail(error, "unknown-task"));
-      this.#emit("dead", { job, error, reason: "unknown-task" });
-      return;
-    }
-    let data: unknown = job.data;
-    try {
-      if (task.schema !== undefined) data = await validate(`Cannot run job ${job.id}`, task, data);
-    } catch (err) {
-      const error = toError(err);
-      await this.#settle(job, () => job.fail(error, "invalid-data"));
-      this.#emit("dead", { job, error, reason: "invalid-data" });
-      return;
-    }
-    markStarted(job);
-    this.#emit("started", { job });
-    const ctx = new RunContext<Context>(job, data, this.#context as Context);
-    const timeout = job.policy.timeout ?? task.timeout;
-    let outcome: "ok" | "timeout" | Error = "ok";
-    let work: Promise<void> | undefined;
-    if (timeout === undefined) {
-      // The usual case: no timer, and with no middleware the handler is awaited directly.
-      try {
-        if (this.#middleware.length === 0) ctx.result = await task.handler(data, ctx);
-        else await this.#compose(ctx, task);
-      } catch (err) {
-        outcome = toError(err);
-      }
-      this.#release(job);
-    } else {
-      work = this.#compose(ctx, task);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), timeout);
-      });
-      outcome = await Promise.race([work.then(() => "ok" as const, toError), late]);
-      clearTimeout(timer);
-      if (outcome !== "timeout") this.#release(job);
-    }
-    if (outcome === "ok") {
-      const { result } = ctx;
-      // #settle() inlined: the hot path makes no closure unless the first try fails.
-      try {
-        await job.ack(result);
-      } catch (err) {
-        await this.#settleAgain(job, () => job.ack(result), err);
-      }
-      if (job.signal.reason instanceof CancelledError) this.#emit("cancelled", { job });
-      else this.#emit("completed", { job, result });
-      return;
-    }
-    if (outcome === "timeout") {
-      const error = new TimeoutError(`Job ${job.id} (${job.task}) timed out after ${timeout} ms`);
-      abort(job, error);
-      try {
-        await this.#failed(job, task, error);
-      } finally {
-        // The job is settled; its slot stays taken until the handler really returns, so a
-        // handler that ignores its signal can never push the worker past its concurrency.
-        await work!.catch(() => {});
-      }
-      return;
-    }
-    await this.#failed(job, task, outcome);
-  }
-
-  async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
-    const reason = job.signal.aborted ? job.signal.reason : undefined;
-    if (reason instanceof LeaseLostError) throw reason;
-    if (reason instanceof ShutdownError) {
-      // Not the job's fault: give it back uncharged, for a peer to run.
-      await this.#settle(job, () => job.release());
-      return;
-    }
-    if (reason instanceof CancelledError) {
-      await this.#settle(job, () => job.ack()); // ends cancelled
-      this.#emit("cancelled", { job });
-      return;
-    }
-    const attempts = job.policy.retry?.attempts ?? task.attempts;
-    if (error instanceof NonRetryableError) {
-      await this.#settle(job, () => job.fail(error, "non-retryable"));
-      this.#emit("dead", { job, error, reason: "non-retryable" });
-    } else if (job.attempt < attempts) {
-      const backoff = job.policy.retry?.backoff ?? task.backoff;
-      let delay: number;
-      try {
-        delay = backoffDelay(backoff, job.attempt, error);
-      } catch (err) {
-        this.#report(toError(err), job); // a custom backoff that throws: retry at once
-        delay = 0;
-      }
-      await this.#settle(job, () => job.retry(error, { delay }));
-      this.#emit("retrying", { job, error, delay, dueAt: Date.now() + delay });
-    } else {
-      const reason = error instanceof TimeoutError ? "timeout" : "failed";
-      await this.#settle(job, () => job.fail(error, reason));
-      this.#emit("dead", { job, error, reason });
-    }
-  }
-
-  /**
-   * Settles a job, trying again while Redis is unreachable. If it still fails, the job is
-   * abandoned: its lease is no longer renewed, so a peer reclaims it after idleTimeout, and its
-   * slot is freed. A lost lease is final at once.
-   */
-  async #settle(job: Job, settle: () => Promise<void>): Promise<void> {
-    try {
-      await settle();
-    } catch (err) {
-      await this.#settleAgain(job, settle, err);
-    }
-  }
-
-  /** The rest of {@linkcode Worker.#settle}, once the first try failed with `err`. */
-  async #settleAgain(job: Job, settle: () => Promise<void>, err: unknown): Promise<void> {
-    for (let attempt = 1;; attempt++) {
-      if (err instanceof LeaseLostError || job.settled) throw err;
-      if (attempt >= SETTLE_ATTEMPTS || this.#closing.signal.aborted) {
-        this.#consumer?.abandon(
-          job,
-          new LeaseLostError(`Gave up settling job ${job.id}`, { cause: err }),
-        );
-        throw err;
-      }
-      const wait = 100 * 2 ** attempt;
-      this.#logger.error(
-        `sluice: worker ${this.name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
-        err,
-      );
-      await delay(wait, { signal: this.#closing.signal }).catch(() => {});
-      try {
-        return await settle();
-      } catch (again) {
-        err = again;
-      }
-    }
-  }
-
-  #compose(ctx: MiddlewareContext<Context>, task: AnyTask): Promise<void> {
-    const layers = this.#middleware;
-    if (layers.length === 0) return runHandler(ctx, task);
-    const dispatch = async (i: number): Promise<void> => {
-      const layer = layers[i];
-      if (layer === undefined) {
-        ctx.result = await task.handler(ctx.data, ctx);
-        return;
-      }
-      let called = false;
-      await layer(ctx, () => {
-        if (called) throw new SluiceError("Cannot call next() twice in one middleware");
-        called = true;
-        return dispatch(i + 1);
-      });
-    };
-    return dispatch(0);
   }
 
   #emit<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
@@ -652,8 +458,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 
   async #dispose(): Promise<void> {
-    const value = this.#context as unknown;
-    this.#context = undefined;
+    const value = this.#executor.context as unknown;
+    this.#executor.context = undefined;
     try {
       if (isObject(value) && Symbol.asyncDispose in value) {
         await (value as AsyncDisposable)[Symbol.asyncDispose]();
@@ -666,27 +472,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 }
 
-/** What a handler and middleware see of a running job; one object per job. */
-class RunContext<Context> implements MiddlewareContext<Context> {
-  readonly job: Job;
-  data: unknown;
-  readonly context: Context;
-  result?: unknown;
-
-  constructor(job: Job, data: unknown, context: Context) {
-    this.job = job;
-    this.data = data;
-    this.context = context;
-  }
-
-  get signal(): AbortSignal {
-    return this.job.signal;
-  }
-}
-
-/** Runs the handler alone; what it throws, even synchronously, rejects the promise. */
-async function runHandler<C>(ctx: MiddlewareContext<C>, task: AnyTask): Promise<void> {
-  ctx.result = await task.handler(ctx.data, ctx);
+/** The options that are set, of `keys`: the rest keep the receiver's defaults. */
+function pick<T extends object, K extends keyof T>(options: T, ...keys: K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const key of keys) if (options[key] !== undefined) out[key] = options[key];
+  return out;
 }
 
 function isObject(value: unknown): value is object {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
 import { CancelledError, type Job, Queue, task, Worker } from "../mod.ts";
 import { settlesWithin } from "../src/async.ts";
-import { commandClient } from "../src/queue.ts";
+import { share } from "../src/redis/connect.ts";
 import { startRedis } from "../src/testing.ts";
 import { inspect, pendingCount, waitForRedis } from "./_helpers.ts";
 
@@ -393,7 +393,9 @@ Deno.test("a read in flight counts against the room a settle reads into: never m
   // On the connection the consumer settles on, three jobs arrive, then a is acked. Redis hands
   // b to the blocked read before the settle runs, and the settle is sent before that read's
   // reply can be back: the settle must count the read in flight, and read one job, not two.
-  const command = commandClient(queue);
+  // The process's shared command connection: the one the consumer settles on.
+  await using shared = sharedRedis(redis.url);
+  const command = shared.command;
   const added = ["b", "c", "d"].map((id) =>
     command.xadd(queue.keys.stream, "*", ...entryFields(id))
   );
@@ -598,7 +600,8 @@ Deno.test("a reclaim under way holds its room: a settle's read sent meanwhile do
     return (rows as unknown[]).length === 2;
   }, "the peer's deliveries idle past idleTimeout");
   // Ack a the moment the reclaim script is sent, before its reply.
-  const client = commandClient(queue) as unknown as Record<string, (...args: unknown[]) => unknown>;
+  await using shared = sharedRedis(redis.url);
+  const client = shared.command as unknown as Record<string, (...args: unknown[]) => unknown>;
   const reclaim = client.sluiceReclaim!;
   let acked: Promise<void> | undefined;
   client.sluiceReclaim = function (this: unknown, ...args: unknown[]) {
@@ -614,3 +617,9 @@ Deno.test("a reclaim under way holds its room: a settle's read sent meanwhile do
   for (const job of more) await job.ack();
   await end(controller, reader);
 });
+
+/** The process's shared connections to `url` (the ones its queues use), for `await using`. */
+function sharedRedis(url: string) {
+  const redis = share(url);
+  return Object.assign(redis, { [Symbol.asyncDispose]: () => redis.release() });
+}

@@ -1,0 +1,234 @@
+/**
+ * Admission: entries read or claimed become held jobs, or burials. An entry that fails to
+ * decode, fails its signature check or is over the size limit goes to the dead letters with
+ * its reason, is acked, and never runs.
+ *
+ * @module
+ */
+import type { Holding } from "./consume.ts";
+import {
+  dataError,
+  decodeData,
+  type DecodeFailure,
+  decodeFields,
+  isFailure,
+  mayBeMangled,
+  validUtf8,
+  type WireJob,
+} from "./codec.ts";
+import { type DeadReason, Job, type JobPolicy, type Lessor, trimText } from "./job.ts";
+import { RECORD_TTL_MS } from "./keys.ts";
+import type { RetryOptions } from "./backoff.ts";
+import type { Signer } from "./sign.ts";
+import type { Cancels } from "./cancel.ts";
+import { internal } from "./_internal.ts";
+
+/** A read or claimed entry: its id, delivery count and flat fields. */
+export type Entry = [entryId: string, deliveries: number, fields: string[]];
+/** Entries as XREADGROUP returns them: id and flat fields. */
+export type ReadEntry = [entryId: string, fields: string[]];
+
+/** An entry decoded, or why it cannot run. */
+type Verdict = WireJob | DecodeFailure | {
+  reason: "bad-encoding" | "bad-signature";
+  error: string;
+};
+
+/** A job given no retry or timeout at enqueue: one shared, frozen policy. */
+const NO_POLICY: JobPolicy = Object.freeze({});
+
+/** Turns one consumer's entries into held jobs. */
+export class Admitter {
+  #c: Holding;
+  #lessor: Lessor;
+  #cancels: Cancels;
+
+  constructor(c: Holding, lessor: Lessor, cancels: Cancels) {
+    this.#c = c;
+    this.#lessor = lessor;
+    this.#cancels = cancels;
+  }
+
+  /**
+   * Admits entries fresh from a read (first deliveries), counted in the window as requested
+   * until now. `mark` is the cancel listener's state from before the read: if a cancel may have
+   * been missed since, the jobs' records are looked at.
+   */
+  async fresh(entries: readonly ReadEntry[], mark: number): Promise<void> {
+    const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
+    let admitted: Job[];
+    try {
+      const admission = this.admit(batch);
+      admitted = Array.isArray(admission) ? admission : await admission;
+    } finally {
+      this.#c.window.free(entries.length);
+    }
+    if (this.#cancels.missed(mark)) await this.#cancels.check(admitted);
+  }
+
+  /**
+   * Turns a batch of entries into held jobs, and dead-letters those that cannot run. Checks
+   * that need a round trip or Web Crypto (raw bytes, signatures) run for the whole batch before
+   * any job is buffered; without signing keys and without a U+FFFD in sight there are none, and
+   * no await either.
+   */
+  admit(batch: Entry[]): Job[] | Promise<Job[]> {
+    const { signer, maxPayloadBytes } = this.#c.ctx;
+    if (signer === undefined && !batch.some(([, , fields]) => mayBeMangled(fields))) {
+      return this.#admitDecoded(
+        batch,
+        batch.map(([, , fields]) => decodeFields(fields, maxPayloadBytes)),
+        true,
+      );
+    }
+    return this.#admitChecked(batch, signer);
+  }
+
+  async #admitChecked(batch: Entry[], signer: Signer | undefined): Promise<Job[]> {
+    const mangled = await this.#badBytes(batch.filter(([, , fields]) => mayBeMangled(fields)));
+    const verdicts = batch.map(([entryId, , fields]): Verdict =>
+      mangled.has(entryId)
+        ? { reason: "bad-encoding", error: "a field is not valid UTF-8" }
+        : decodeFields(fields, this.#c.ctx.maxPayloadBytes)
+    );
+    if (signer !== undefined) {
+      const signed = await Promise.all(
+        verdicts.map((v) => isFailure(v) ? true : signer.verify(v)),
+      );
+      signed.forEach((ok, i) => {
+        if (ok) return;
+        const { sig } = verdicts[i] as WireJob;
+        verdicts[i] = {
+          reason: "bad-signature",
+          error: sig === undefined
+            ? "the entry is not signed (no field sig) and signing keys are set"
+            : "field sig does not match the entry under any signing key",
+        };
+      });
+    }
+    return this.#admitDecoded(batch, verdicts, signer === undefined);
+  }
+
+  /**
+   * The entry ids, among `suspects`, whose raw bytes are not valid UTF-8. ioredis decoded them
+   * with U+FFFD for invalid bytes: a second look, as bytes, tells a real U+FFFD from a mangled
+   * byte. An entry gone from the stream meanwhile cannot be checked, and counts as bad.
+   */
+  async #badBytes(suspects: Entry[]): Promise<Set<string>> {
+    const bad = new Set<string>();
+    if (suspects.length === 0) return bad;
+    const pipeline = this.#c.ctx.client.pipeline();
+    for (const [entryId] of suspects) {
+      pipeline.xrangeBuffer(this.#c.ctx.keys.stream, entryId, entryId);
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    suspects.forEach(([entryId], i) => {
+      const [err, reply] = replies[i] ?? [new Error("no reply")];
+      if (err) throw err;
+      const raw = (reply as [Uint8Array, Uint8Array[]][])[0]?.[1];
+      if (raw === undefined || !validUtf8(raw)) bad.add(entryId);
+    });
+    return bad;
+  }
+
+  /**
+   * Admits decoded entries, in order. An entry that decoded, and whose signature checked out
+   * when keys are set, has a job id to trust: its record is marked dead with it.
+   */
+  #admitDecoded(batch: Entry[], verdicts: Verdict[], trusted: boolean): Job[] {
+    const admitted: Job[] = [];
+    batch.forEach(([entryId, deliveries, fields], i) => {
+      const verdict = verdicts[i]!;
+      if (isFailure(verdict)) {
+        const id = verdict.reason === "too-large" && trusted ? jobIdOf(fields) : undefined;
+        this.#bury(entryId, deliveries, verdict.error, verdict.reason, id);
+        return;
+      }
+      let data: unknown;
+      try {
+        data = decodeData(verdict.data);
+      } catch (err) {
+        this.#bury(entryId, deliveries, dataError(err), "bad-json", verdict.id);
+        return;
+      }
+      admitted.push(this.#hold(entryId, deliveries, verdict, data));
+    });
+    return admitted;
+  }
+
+  /** Turns a decoded entry into a held job, ready to hand out. */
+  #hold(entryId: string, deliveries: number, decoded: WireJob, data: unknown): Job {
+    let policy = NO_POLICY;
+    if (decoded.retry !== undefined || decoded.timeout !== undefined) {
+      const own: { retry?: RetryOptions; timeout?: number } = {};
+      if (decoded.retry !== undefined) own.retry = JSON.parse(decoded.retry);
+      if (decoded.timeout !== undefined) own.timeout = decoded.timeout;
+      policy = own;
+    }
+    const job = new Job(internal, {
+      policy,
+      entryId,
+      id: decoded.id,
+      task: decoded.task,
+      data,
+      attempt: decoded.attempt,
+      deliveries,
+      enqueuedAt: decoded.enq,
+      consumer: this.#c.name,
+    }, this.#lessor);
+    this.#c.held.set(entryId, job);
+    this.#c.buffer.push(job);
+    this.#cancels.admitted(job);
+    return job;
+  }
+
+  /**
+   * Dead-letters an entry that cannot run, and acks it. The log line names the entry, the
+   * reason and the error, never the payload. With a trusted job id, the job's own record is
+   * marked dead (a producer awaiting its result learns of it); otherwise a placeholder is.
+   */
+  #bury(entryId: string, deliveries: number, error: string, reason: DeadReason, id?: string): void {
+    const { window, ctx, name } = this.#c;
+    window.burying++;
+    const { keys, group, logger, client } = ctx;
+    const text = trimText(error);
+    logger.warn(
+      `sluice: queue ${ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${text}`,
+    );
+    client.sluiceSettle(
+      5,
+      keys.stream,
+      keys.dead,
+      keys.delayed,
+      keys.payloads,
+      keys.job(id ?? `malformed:${entryId}`),
+      group,
+      keys.wake,
+      keys.done,
+      id === undefined ? "0" : String(ctx.keepResult),
+      String(RECORD_TTL_MS),
+      String(ctx.maxDead),
+      name,
+      keys.jobPrefix,
+      entryId,
+      entryId,
+      "dead",
+      entryId,
+      String(deliveries),
+      text,
+      reason,
+    ).catch((err) =>
+      logger.error(`sluice: queue ${ctx.name}: could not dead-letter ${entryId}`, err)
+    )
+      .finally(() => {
+        window.burying--;
+        this.#c.wake();
+      });
+  }
+}
+
+/** The id field of an entry that decoded (so the id is valid). */
+function jobIdOf(fields: string[]): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === "id") return fields[i + 1];
+  return undefined;
+}

@@ -1,0 +1,75 @@
+/**
+ * The promoter: moves due delayed jobs (and retries) to the stream on Redis `TIME`, and keeps
+ * the time the next one is due, so a worker sleeps until then instead of polling.
+ *
+ * @module
+ */
+import type { Holding } from "./consume.ts";
+import { isOutOfMemory } from "./errors.ts";
+import { retryWait } from "./backoff.ts";
+
+/** Most delayed jobs moved to the stream per promotion call. */
+const PROMOTE_BATCH = 1_000;
+
+/** One consumer's promoter. */
+export class Promoter {
+  /** Local time at which the next delayed job is due (0: look now). */
+  dueAt = 0;
+  #c: Holding;
+  #tickMs: number;
+  #failures = 0;
+
+  /** @param tickMs The longest sleep between looks at the delayed set. */
+  constructor(c: Holding, tickMs: number) {
+    this.#c = c;
+    this.#tickMs = tickMs;
+  }
+
+  /**
+   * Promotes due jobs, and learns when the next one is due. If Redis refuses (at maxmemory the
+   * XADD is refused), logs it and tries again later: reading what is already in the stream must
+   * go on. Other errors are thrown.
+   */
+  async run(): Promise<void> {
+    try {
+      const { ctx } = this.#c;
+      const { keys } = ctx;
+      const [moved, wait] = await ctx.client.sluicePromote(
+        keys.stream,
+        keys.delayed,
+        keys.payloads,
+        String(PROMOTE_BATCH),
+        keys.jobPrefix,
+      );
+      this.#failures = 0;
+      if (moved === PROMOTE_BATCH) this.dueAt = 0; // more are due right now
+      else this.dueAt = Date.now() + (wait < 0 ? this.#tickMs : Math.min(wait, this.#tickMs));
+    } catch (err) {
+      if (!isOutOfMemory(err)) throw err;
+      this.#failures++;
+      const wait = retryWait(100, this.#failures, 5_000);
+      this.dueAt = Date.now() + wait;
+      if (this.#failures === 1 || this.#failures % 10 === 0) {
+        this.#c.ctx.logger.error(
+          `sluice: queue ${this.#c.ctx.name}: could not move due delayed jobs to the stream (${this.#failures} in a row), retrying in ${wait} ms`,
+          err,
+        );
+      }
+    }
+  }
+
+  /**
+   * A message on the wake channel: a producer or a retry scheduled a job due in `message` ms
+   * (null: messages may have been missed, so look now). A read blocking past the new due time
+   * is cut short, so the loop can promote.
+   */
+  heard(message: string | null): void {
+    if (this.#c.stopping) return;
+    const wait = message === null ? 0 : Number(message);
+    if (!Number.isFinite(wait)) return;
+    const at = message === null ? 0 : Date.now() + Math.max(0, wait);
+    if (at >= this.dueAt) return;
+    this.dueAt = at;
+    this.#c.interrupt();
+  }
+}

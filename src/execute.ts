@@ -1,0 +1,292 @@
+/**
+ * One job's run in a Worker: validation, the handler under its timeout and middleware, and
+ * the outcome turned into a settle (ack, retry, dead letter, release), tried again while Redis
+ * is unreachable.
+ *
+ * @module
+ */
+import { delay } from "./async.ts";
+import {
+  CancelledError,
+  LeaseLostError,
+  NonRetryableError,
+  ShutdownError,
+  SluiceError,
+  TimeoutError,
+  toError,
+} from "./errors.ts";
+import { backoffDelay } from "./backoff.ts";
+import { Job } from "./job.ts";
+import type { Logger } from "./_log.ts";
+import type { Slots } from "./_slots.ts";
+import { internal } from "./_internal.ts";
+import { type AnyTask, type TaskContext, validate } from "./task.ts";
+import type {
+  Middleware,
+  MiddlewareContext,
+  WorkerEventDetail,
+  WorkerEventName,
+} from "./worker.ts";
+
+/** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
+const SETTLE_ATTEMPTS = 5;
+
+/** What a run reports to its worker. */
+export interface RunEvents {
+  emit<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void;
+  report(error: Error, job?: Job): void;
+}
+
+/** Runs a worker's jobs, each in one of its slots. */
+export class Executor<Context> {
+  /** Jobs being run, with their runs. */
+  readonly running = new Map<Job, Promise<void>>();
+  /** The lifespan's value: every handler's `ctx.context`. */
+  context: Context | undefined;
+  #name: string;
+  #tasks: ReadonlyMap<string, AnyTask>;
+  #middleware: readonly Middleware<Context>[];
+  #slots: Slots;
+  #events: RunEvents;
+  #logger: Logger;
+  #closing: AbortSignal;
+
+  /**
+   * @param closing Aborts when the worker is about to return: settle retries stop then.
+   */
+  constructor(
+    name: string,
+    tasks: ReadonlyMap<string, AnyTask>,
+    middleware: readonly Middleware<Context>[],
+    slots: Slots,
+    events: RunEvents,
+    logger: Logger,
+    closing: AbortSignal,
+  ) {
+    this.#name = name;
+    this.#tasks = tasks;
+    this.#middleware = middleware;
+    this.#slots = slots;
+    this.#events = events;
+    this.#logger = logger;
+    this.#closing = closing;
+  }
+
+  /** Runs `job`, which holds one of the slots; the slot is given back once its handler ends. */
+  start(job: Job): void {
+    this.running.set(job, this.#run(job));
+  }
+
+  /**
+   * The slot is given back as soon as the handler has returned; the settle goes on without it
+   * (the job stays held, and counted by the window, until it lands), so slots bound running
+   * handlers and not handlers plus a round trip.
+   */
+  async #run(job: Job): Promise<void> {
+    let slot = true;
+    try {
+      if (job.signal.reason instanceof CancelledError) {
+        // Cancelled while it waited for a slot: never run.
+        await this.#settle(job, () => job.ack());
+        this.#events.emit("cancelled", { job });
+        return;
+      }
+      const task = this.#tasks.get(job.task);
+      if (task === undefined) {
+        const error = new SluiceError(
+          `Cannot run job ${job.id}: worker ${this.#name} has no task named ${job.task}`,
+        );
+        await this.#settle(job, () => job.fail(error, "unknown-task"));
+        this.#events.emit("dead", { job, error, reason: "unknown-task" });
+        return;
+      }
+      let data: unknown = job.data;
+      try {
+        if (task.schema !== undefined) {
+          data = await validate(`Cannot run job ${job.id}`, task, data);
+        }
+      } catch (err) {
+        const error = toError(err);
+        await this.#settle(job, () => job.fail(error, "invalid-data"));
+        this.#events.emit("dead", { job, error, reason: "invalid-data" });
+        return;
+      }
+      Job[internal].started(job);
+      this.#events.emit("started", { job });
+      const ctx = new RunContext<Context>(job, data, this.context as Context);
+      const timeout = job.policy.timeout ?? task.timeout;
+      let outcome: "ok" | "timeout" | Error = "ok";
+      let work: Promise<void> | undefined;
+      if (timeout === undefined) {
+        // The usual case: no timer, and with no middleware the handler is awaited directly.
+        try {
+          if (this.#middleware.length === 0) ctx.result = await task.handler(data, ctx);
+          else await this.#compose(ctx, task);
+        } catch (err) {
+          outcome = toError(err);
+        }
+        slot = false;
+        this.#slots.give();
+      } else {
+        work = this.#compose(ctx, task);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<"timeout">((resolve) => {
+          timer = setTimeout(() => resolve("timeout"), timeout);
+        });
+        outcome = await Promise.race([work.then(() => "ok" as const, toError), late]);
+        clearTimeout(timer);
+        if (outcome !== "timeout") {
+          slot = false;
+          this.#slots.give();
+        }
+      }
+      if (outcome === "ok") {
+        const { result } = ctx;
+        // #settle() inlined: the hot path makes no closure unless the first try fails.
+        try {
+          await job.ack(result);
+        } catch (err) {
+          await this.#settleAgain(job, () => job.ack(result), err);
+        }
+        if (job.signal.reason instanceof CancelledError) this.#events.emit("cancelled", { job });
+        else this.#events.emit("completed", { job, result });
+      } else if (outcome === "timeout") {
+        const error = new TimeoutError(`Job ${job.id} (${job.task}) timed out after ${timeout} ms`);
+        Job[internal].abort(job, error);
+        try {
+          await this.#failed(job, task, error);
+        } finally {
+          // The job is settled; its slot stays taken until the handler really returns, so a
+          // handler that ignores its signal can never push the worker past its concurrency.
+          await work!.catch(() => {});
+        }
+      } else {
+        await this.#failed(job, task, outcome);
+      }
+    } catch (err) {
+      this.#events.report(toError(err), job);
+    } finally {
+      this.running.delete(job);
+      if (slot) this.#slots.give();
+    }
+  }
+
+  async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
+    const reason = job.signal.aborted ? job.signal.reason : undefined;
+    if (reason instanceof LeaseLostError) throw reason;
+    if (reason instanceof ShutdownError) {
+      // Not the job's fault: give it back uncharged, for a peer to run.
+      await this.#settle(job, () => job.release());
+      return;
+    }
+    if (reason instanceof CancelledError) {
+      await this.#settle(job, () => job.ack()); // ends cancelled
+      this.#events.emit("cancelled", { job });
+      return;
+    }
+    const attempts = job.policy.retry?.attempts ?? task.attempts;
+    if (error instanceof NonRetryableError) {
+      await this.#settle(job, () => job.fail(error, "non-retryable"));
+      this.#events.emit("dead", { job, error, reason: "non-retryable" });
+    } else if (job.attempt < attempts) {
+      const backoff = job.policy.retry?.backoff ?? task.backoff;
+      let delay: number;
+      try {
+        delay = backoffDelay(backoff, job.attempt, error);
+      } catch (err) {
+        this.#events.report(toError(err), job); // a custom backoff that throws: retry at once
+        delay = 0;
+      }
+      await this.#settle(job, () => job.retry(error, { delay }));
+      this.#events.emit("retrying", { job, error, delay, dueAt: Date.now() + delay });
+    } else {
+      const reason = error instanceof TimeoutError ? "timeout" : "failed";
+      await this.#settle(job, () => job.fail(error, reason));
+      this.#events.emit("dead", { job, error, reason });
+    }
+  }
+
+  /**
+   * Settles a job, trying again while Redis is unreachable. If it still fails, the job is
+   * abandoned: its lease is no longer renewed, so a peer reclaims it after idleTimeout, and its
+   * slot is freed. A lost lease is final at once.
+   */
+  async #settle(job: Job, settle: () => Promise<void>): Promise<void> {
+    try {
+      await settle();
+    } catch (err) {
+      await this.#settleAgain(job, settle, err);
+    }
+  }
+
+  /** The rest of {@linkcode Executor.#settle}, once the first try failed with `err`. */
+  async #settleAgain(job: Job, settle: () => Promise<void>, err: unknown): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      if (err instanceof LeaseLostError || job.settled) throw err;
+      if (attempt >= SETTLE_ATTEMPTS || this.#closing.aborted) {
+        Job[internal].lose(
+          job,
+          new LeaseLostError(`Gave up settling job ${job.id}`, { cause: err }),
+        );
+        throw err;
+      }
+      const wait = 100 * 2 ** attempt;
+      this.#logger.error(
+        `sluice: worker ${this.#name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
+        err,
+      );
+      await delay(wait, { signal: this.#closing }).catch(() => {});
+      try {
+        return await settle();
+      } catch (again) {
+        err = again;
+      }
+    }
+  }
+
+  #compose(ctx: MiddlewareContext<Context>, task: AnyTask): Promise<void> {
+    const layers = this.#middleware;
+    if (layers.length === 0) return runHandler(ctx, task);
+    const dispatch = async (i: number): Promise<void> => {
+      const layer = layers[i];
+      if (layer === undefined) {
+        ctx.result = await task.handler(ctx.data, ctx);
+        return;
+      }
+      let called = false;
+      await layer(ctx, () => {
+        if (called) throw new SluiceError("Cannot call next() twice in one middleware");
+        called = true;
+        return dispatch(i + 1);
+      });
+    };
+    return dispatch(0);
+  }
+}
+
+/** What a handler and middleware see of a running job; one object per job. */
+class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Context> {
+  readonly job: Job;
+  data: unknown;
+  readonly context: Context;
+  result?: unknown;
+
+  constructor(job: Job, data: unknown, context: Context) {
+    this.job = job;
+    this.data = data;
+    this.context = context;
+  }
+
+  /**
+   * Aborts on the job's timeout, on cancellation, on a lost lease, and on shutdown once the
+   * grace period is over.
+   */
+  get signal(): AbortSignal {
+    return this.job.signal;
+  }
+}
+
+/** Runs the handler alone; what it throws, even synchronously, rejects the promise. */
+async function runHandler<C>(ctx: MiddlewareContext<C>, task: AnyTask): Promise<void> {
+  ctx.result = await task.handler(ctx.data, ctx);
+}

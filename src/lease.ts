@@ -1,0 +1,70 @@
+/**
+ * Leases: every job a consumer holds, prefetched or running, is renewed in one batched script
+ * call per tick (idleTimeout / 3), on a timer independent of handlers, along with the worker's
+ * heartbeat. A job whose delivery another consumer owns now is marked lost.
+ *
+ * @module
+ */
+import type { Holding } from "./consume.ts";
+import { LeaseLostError } from "./errors.ts";
+import { Job } from "./job.ts";
+import { internal } from "./_internal.ts";
+
+/** Most deliveries per renewal script call; bigger sets are split. */
+const CHUNK = 1_000;
+
+/** One consumer's lease keeper. */
+export class Leases {
+  #c: Holding;
+  #idleTimeout: number;
+  #timer: ReturnType<typeof setInterval>;
+  #renewing = false;
+  #stopped = false;
+
+  /** Starts renewing at once, then every `idleTimeout / 3` ms. */
+  constructor(c: Holding, idleTimeout: number) {
+    this.#c = c;
+    this.#idleTimeout = idleTimeout;
+    this.#timer = setInterval(() => this.renew(), Math.max(1, Math.floor(idleTimeout / 3)));
+    void this.renew();
+  }
+
+  /** Stops renewing; leases then lapse unless settled. */
+  stop(): void {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+  }
+
+  /** One renewal: every held job's lease and the heartbeat, in one script call per chunk. */
+  async renew(): Promise<void> {
+    if (this.#renewing || this.#stopped) return;
+    this.#renewing = true;
+    const { ctx, held, name } = this.#c;
+    const { keys, group, logger, client } = ctx;
+    const hooks = Job[internal];
+    // Jobs being settled are left out: their settle reports their fate.
+    const jobs = [...held.values()].filter(hooks.leased);
+    try {
+      for (let i = 0; i === 0 || i < jobs.length; i += CHUNK) {
+        const chunk = jobs.slice(i, i + CHUNK);
+        const sent = new Map(chunk.map((job) => [job, job.deliveries]));
+        const args = [group, name, String(this.#idleTimeout * 3)];
+        for (const [job, deliveries] of sent) args.push(job.entryId, String(deliveries));
+        const lost = await client.sluiceRenew(keys.stream, keys.workers, ...args);
+        for (const entryId of lost) {
+          const job = held.get(entryId);
+          // Our own reclaim may have moved the delivery count on meanwhile: still ours.
+          if (job === undefined || sent.get(job) !== job.deliveries) continue;
+          const error = new LeaseLostError(
+            `Lost the lease on job ${job.id} (${entryId}): another consumer owns it now`,
+          );
+          if (hooks.lose(job, error)) logger.warn(`sluice: queue ${ctx.name}: ${error.message}`);
+        }
+      }
+    } catch (err) {
+      logger.error(`sluice: queue ${ctx.name}: lease renewal failed`, err);
+    } finally {
+      this.#renewing = false;
+    }
+  }
+}

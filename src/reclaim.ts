@@ -1,0 +1,114 @@
+/**
+ * Reclaim: XAUTOCLAIM of deliveries idle past idleTimeout (their consumer died or stalled),
+ * following the cursor across ticks, claiming no more than the free room. Also prunes dead
+ * consumers, and dead-letters crash loops past `maxDeliveries`.
+ *
+ * @module
+ */
+import type { Holding } from "./consume.ts";
+import type { Admitter, Entry } from "./admit.ts";
+import type { Cancels } from "./cancel.ts";
+import { Job } from "./job.ts";
+import { internal } from "./_internal.ts";
+
+/** One consumer's reclaimer. */
+export class Reclaimer {
+  /** Local time of the next reclaim. */
+  next = 0;
+  #c: Holding;
+  #admitter: Admitter;
+  #cancels: Cancels;
+  #idleTimeout: number;
+  #maxDeliveries: number;
+  #cursor = "0-0";
+  #runs = 0;
+
+  constructor(
+    c: Holding,
+    admitter: Admitter,
+    cancels: Cancels,
+    idleTimeout: number,
+    maxDeliveries: number,
+  ) {
+    this.#c = c;
+    this.#admitter = admitter;
+    this.#cancels = cancels;
+    this.#idleTimeout = idleTimeout;
+    this.#maxDeliveries = maxDeliveries;
+  }
+
+  /**
+   * One reclaim step. What it may claim is room nothing else may read into meanwhile (a
+   * settle's read among them), until the claimed jobs are held.
+   */
+  async run(): Promise<void> {
+    const { window, held } = this.#c;
+    const room = Math.max(0, window.room(held.size));
+    window.reserve(room);
+    try {
+      await this.#claim(room);
+    } finally {
+      window.free(room);
+    }
+  }
+
+  async #claim(room: number): Promise<void> {
+    const prune = this.#runs++ % 10 === 0 ? "1" : "0";
+    this.next = Date.now() + Math.max(1, Math.floor(this.#idleTimeout / 3));
+    const { ctx, held, name } = this.#c;
+    const { keys, group, logger, client } = ctx;
+    const [cursor, claimed, deleted, buried] = await client.sluiceReclaim(
+      keys.stream,
+      keys.dead,
+      keys.workers,
+      group,
+      name,
+      String(this.#idleTimeout),
+      this.#cursor,
+      String(room),
+      this.#maxDeliveries === Infinity ? "9007199254740991" : String(this.#maxDeliveries),
+      prune,
+      String(ctx.maxDead),
+    );
+    this.#cursor = cursor;
+    if (deleted.length > 0) {
+      logger.warn(
+        `sluice: queue ${ctx.name}: ${deleted.length} pending entries were trimmed from the stream before they were settled; dropped them from the pending list (${
+          deleted.slice(0, 5).join(", ")
+        }${deleted.length > 5 ? ", ..." : ""})`,
+      );
+    }
+    // Admit what was claimed first: it is ours in Redis now, whatever happens next.
+    const fresh: Entry[] = [];
+    for (const [entryId, deliveries, fields] of claimed) {
+      const mine = held.get(entryId);
+      if (mine === undefined) {
+        fresh.push([entryId, deliveries, fields]);
+        continue;
+      }
+      // Our own job went idle (a blocked event loop, or renewals failing) and we claimed it
+      // back: it is still ours, under a new delivery count. Keep one Job, never two.
+      Job[internal].reclaimed(mine, deliveries);
+      logger.warn(
+        `sluice: queue ${ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.#idleTimeout} ms) while held; was the event loop blocked?`,
+      );
+    }
+    await this.#cancels.check(fresh.length === 0 ? [] : await this.#admitter.admit(fresh));
+    const ids = buried.filter((id) => id !== "");
+    if (buried.length > 0) {
+      logger.warn(
+        `sluice: queue ${ctx.name}: ${buried.length} jobs went to the dead letters with reason delivery-limit (delivered more than ${this.#maxDeliveries} times)`,
+      );
+    }
+    if (ids.length > 0) {
+      const error = `delivered more than maxDeliveries ${this.#maxDeliveries} times`;
+      await client.sluiceMarkDead(
+        ids.length,
+        ...ids.map((id) => keys.job(id)),
+        keys.done,
+        String(ctx.keepResult),
+        ...ids.flatMap((id) => [id, error]),
+      ).catch((err) => logger.error(`sluice: queue ${ctx.name}: could not mark dead`, err));
+    }
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * Redis connections, one per role. Per Redis it talks to, a process holds one `command`
+ * connection and one `subscriber`, shared by every Queue, Worker, consumer and job handle in
+ * it, plus one `blocking` connection per consumer: a plain Worker holds 3.
+ *
+ * @module
+ */
+import { Redis, type RedisOptions } from "ioredis";
+import { defineScripts, type ScriptClient } from "../scripts.ts";
+import { PubSub } from "./pubsub.ts";
+import type { Logger } from "../_log.ts";
+
+/**
+ * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
+ * Sentinel's `sentinels` and `name` included. The common ones are listed.
+ */
+export interface RedisConnectionOptions {
+  /** Host name. @default {"127.0.0.1"} */
+  host?: string;
+  /** Port. @default {6379} */
+  port?: number;
+  /** ACL user name. */
+  username?: string;
+  /** Password. */
+  password?: string;
+  /** Database index. @default {0} */
+  db?: number;
+  /** TLS options; `{}` turns TLS on with defaults. */
+  tls?: Record<string, unknown>;
+  /** Sentinel nodes, with `name` the master group. */
+  sentinels?: { host: string; port: number }[];
+  /** The Sentinel master group name. */
+  name?: string;
+  /** Any other ioredis option. */
+  [option: string]: unknown;
+}
+
+/** Where Redis is: a `redis://` or `rediss://` URL, or connection options. */
+export type RedisConfig = string | RedisConnectionOptions;
+
+/** The roles a connection can play; one connection each. */
+export type Role = "command" | "blocking" | "subscriber";
+
+/** `<host>-<pid>`: names this process in consumer and connection names. */
+export function processName(): string {
+  let host = "host";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // no --allow-sys: the pid (and a consumer's random part) keep names apart
+  }
+  return `${host}-${Deno.pid}`;
+}
+
+/** The default Redis URL. */
+export const DEFAULT_REDIS = "redis://127.0.0.1:6379";
+
+/**
+ * Opens a lazily connecting ioredis client for one role, with sluice's scripts defined on it.
+ * Connection errors are left to the caller's error handling; ioredis reconnects with backoff.
+ */
+export function connect(config: RedisConfig, role: Role, name: string): ScriptClient {
+  const base: RedisOptions = {
+    lazyConnect: true,
+    connectionName: `sluice:${role}:${name}`,
+    // Reconnect with capped exponential backoff, forever: a worker outlives Redis restarts.
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), 2_000),
+  };
+  if (role === "blocking") {
+    // A blocking read must not be replayed after a reconnect: the read loop decides what to send.
+    base.autoResendUnfulfilledCommands = false;
+    base.maxRetriesPerRequest = 0;
+  }
+  const client = typeof config === "string" ? new Redis(config, base) : new Redis({
+    ...base,
+    ...(config as RedisOptions),
+    ...pick(base, "lazyConnect", "connectionName"),
+  });
+  // ioredis emits "error" on every failed reconnect; callers see failures through commands.
+  client.on("error", () => {});
+  return defineScripts(client);
+}
+
+/** Closes a client politely if it is connected, and at once otherwise. Never throws. */
+export async function close(client: Redis): Promise<void> {
+  if (client.status === "ready") {
+    try {
+      await client.quit();
+      return;
+    } catch {
+      // fall through to a hard disconnect
+    }
+  }
+  client.disconnect();
+}
+
+/**
+ * Redis's `maxmemory-policy`, or undefined if it cannot be read (CONFIG is disabled on many
+ * managed services).
+ */
+export async function evictionPolicy(client: Redis): Promise<string | undefined> {
+  try {
+    const reply = await client.config("GET", "maxmemory-policy") as string[];
+    return reply[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The connections a process shares for one Redis. Release it once done. */
+export interface SharedRedis {
+  /** Scripts, writes and reads that do not block. */
+  readonly command: ScriptClient;
+  /** Every subscription of the process on this Redis. */
+  readonly pubsub: PubSub;
+  /** Stops sharing; the last user closes both connections. */
+  release(): Promise<void>;
+}
+
+interface Entry {
+  command: ScriptClient;
+  subscriber: ScriptClient;
+  pubsub: PubSub;
+  users: number;
+}
+
+const shared = new Map<unknown, Entry>();
+
+/**
+ * The process's shared connections to the Redis that `config` names. Configs that are the same
+ * URL, or options with the same JSON, share; options with functions in them share by identity.
+ * Nothing connects until first used. Outages are logged to the first user's `logger`, once
+ * each.
+ */
+export function share(config: RedisConfig, logger?: Logger): SharedRedis {
+  const key = shareKey(config);
+  let entry = shared.get(key);
+  if (entry === undefined) {
+    const name = processName();
+    const command = connect(config, "command", name);
+    const subscriber = connect(config, "subscriber", name);
+    if (logger !== undefined) logOutages(command, logger, address(config));
+    entry = { command, subscriber, pubsub: new PubSub(subscriber), users: 0 };
+    shared.set(key, entry);
+  }
+  entry.users++;
+  const mine = entry;
+  let released = false;
+  return {
+    command: mine.command,
+    pubsub: mine.pubsub,
+    release: async () => {
+      if (released) return;
+      released = true;
+      if (--mine.users > 0) return;
+      if (shared.get(key) === mine) shared.delete(key);
+      await Promise.all([close(mine.command), close(mine.subscriber)]);
+    },
+  };
+}
+
+/** One line per outage, not one per reconnect attempt; commands wait and are retried. */
+function logOutages(client: Redis, logger: Logger, where: string): void {
+  let down = false;
+  client.on("error", (err: Error) => {
+    if (down || client.status === "ready") return;
+    down = true;
+    logger.warn(
+      `sluice: cannot reach Redis at ${where} (${err.message}); reconnecting with backoff (commands wait, and fail after about 20 attempts)`,
+    );
+  });
+  client.on("ready", () => {
+    if (!down) return;
+    down = false;
+    logger.warn(`sluice: Redis is reachable again (${where})`);
+  });
+}
+
+/** Where a config points, for messages: host:port, a socket path, or a Sentinel group. */
+export function address(config: RedisConfig): string {
+  if (typeof config === "string") {
+    try {
+      const url = new URL(config);
+      return `${url.hostname || "127.0.0.1"}:${url.port || "6379"}`;
+    } catch {
+      return config;
+    }
+  }
+  if (config.sentinels !== undefined) return `Sentinel master ${config.name ?? "mymaster"}`;
+  if (typeof config.path === "string") return config.path;
+  return `${config.host ?? "127.0.0.1"}:${config.port ?? 6379}`;
+}
+
+function shareKey(config: RedisConfig): unknown {
+  if (typeof config === "string") return config;
+  let functions = false;
+  const json = JSON.stringify(config, (_key, value) => {
+    if (typeof value === "function") functions = true;
+    return value;
+  });
+  return functions ? config : json;
+}
+
+function pick<T extends object, K extends keyof T>(obj: T, ...keys: K[]): Pick<T, K> {
+  const out = {} as Pick<T, K>;
+  for (const key of keys) out[key] = obj[key];
+  return out;
+}
