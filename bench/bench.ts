@@ -5,13 +5,29 @@
  * Everything runs in one process run against one Redis (a throwaway redis-server, or
  * REDIS_URL), so the ratios hold on a noisy machine:
  * - the floor: a bare Deno + ioredis loop (pipelined XADD, then XREADGROUP COUNT 200 + XACK);
- * - sluice: enqueueMany, a Worker with a no-op task at concurrency 1, 32 and 256, pickup
- *   latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and memory;
- * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work.
+ * - sluice: enqueueMany, a Worker with a no-op task at concurrency 1, 32 and 256 keeping no job
+ *   records (`keepResult: 0`), and at concurrency 32 with `keepResult` at its default (24 h of
+ *   records: the "c=32 defaults" row), pickup latency at idle and at a fixed 2,000 jobs/s,
+ *   delayed-job lateness, and memory;
+ * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work: its no-record
+ *   rows use `removeOnComplete: true`, its defaults row `removeOnComplete: { age: 86400 }`.
  *
  * Each contender first gets the same untimed warm-up of WARM_UP jobs in the process it is timed
  * in, so no row is measured with a cold JIT and none is favoured by running after the others.
+ *
+ * Besides jobs/s, every enqueue and processing row reports CPU per job (µs) on each side, which
+ * holds steadier than jobs/s on a shared machine:
+ * - worker: user + system time of the process doing the work (`process.cpuUsage()`): this one
+ *   for the floor and sluice, the Node process for BullMQ (it measures its own);
+ * - Redis: `used_cpu_user` + `used_cpu_sys` from INFO CPU (all of Redis, so REDIS_URL should
+ *   point at a Redis nothing else uses).
+ * Both are taken around the phase: the enqueue loop, or a worker's run() from its start until it
+ * has stopped (so its last settles count). The floor's figures are the lower of its two runs.
+ * For each processing row, INFO commandstats gives the script calls (EVALSHA + EVAL: settles and
+ * the rest) and XREADGROUP calls per 1k jobs over the same phase, and the c=32 row's script calls
+ * are also given per 300k jobs, the figure that must not grow across a refactor.
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { type AnyTask, Queue, task, Worker } from "../mod.ts";
@@ -46,10 +62,52 @@ let round = 0;
 const fresh = () => `bench-${Date.now()}-${round++}`;
 const rate = (n: number, ms: number) => Math.round(n / (ms / 1_000));
 
+/** CPU (µs) spent so far by this process and by Redis, and Redis's count of some commands. */
+interface Spent {
+  worker: number;
+  redis: number;
+  scripts: number;
+  xreadgroup: number;
+}
+
+async function spent(): Promise<Spent> {
+  const cpu = await admin.info("cpu");
+  const stats = await admin.info("commandstats");
+  const field = (name: string) =>
+    Number(cpu.match(new RegExp(`^${name}:([\\d.]+)`, "m"))?.[1] ?? 0);
+  const calls = (command: string) =>
+    Number(stats.match(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, "m"))?.[1] ?? 0);
+  const { user, system } = process.cpuUsage();
+  return {
+    worker: user + system,
+    redis: Math.round((field("used_cpu_user") + field("used_cpu_sys")) * 1e6),
+    scripts: calls("evalsha") + calls("eval"),
+    xreadgroup: calls("xreadgroup"),
+  };
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+/** CPU per job (µs) on each side between two readings. */
+const cpuPerJob = (from: Spent, to: Spent, n: number) => ({
+  worker: round2((to.worker - from.worker) / n),
+  redis: round2((to.redis - from.redis) / n),
+});
+
+/** Script and XREADGROUP calls between two readings, as counted and per 1k jobs. */
+const callsPerJob = (from: Spent, to: Spent, n: number) => ({
+  jobs: n,
+  scripts: to.scripts - from.scripts,
+  xreadgroup: to.xreadgroup - from.xreadgroup,
+  scriptsPer1k: round2(((to.scripts - from.scripts) / n) * 1_000),
+  xreadgroupPer1k: round2(((to.xreadgroup - from.xreadgroup) / n) * 1_000),
+});
+
 async function floor(n = N) {
   const key = fresh();
   const fields = ["v", "1", "id", crypto.randomUUID(), "task", "noop", "data", "null"];
   fields.push("attempt", "1", "enq", String(Date.now()));
+  let before = await spent();
   let started = performance.now();
   for (let i = 0; i < n; i += 5_000) {
     const pipeline = admin.pipeline();
@@ -57,7 +115,9 @@ async function floor(n = N) {
     await pipeline.exec();
   }
   const enqueue = rate(n, performance.now() - started);
+  const enqueueCpu = cpuPerJob(before, await spent(), n);
   await admin.xgroup("CREATE", key, "g", "0");
+  before = await spent();
   started = performance.now();
   for (let done = 0; done < n;) {
     const reply = await admin.xreadgroup("GROUP", "g", "c", "COUNT", 200, "STREAMS", key, ">") as
@@ -68,18 +128,25 @@ async function floor(n = N) {
     done += ids.length;
   }
   const process = rate(n, performance.now() - started);
+  const processCpu = cpuPerJob(before, await spent(), n);
   await admin.del(key);
-  return { enqueue, process };
+  return { enqueue, process, cpuUs: { enqueue: enqueueCpu, process: processCpu } };
 }
 
 const noop = task("noop", () => {});
 
-/** A quiet no-op-style worker on queue `name` that keeps no records. */
-function benchWorker(name: string, tasks: AnyTask[], concurrency: number): Worker {
+/** A quiet worker on queue `name` that keeps no job records, or keeps them for the default
+ * 24 h if `keepRecords`. */
+function benchWorker(
+  name: string,
+  tasks: AnyTask[],
+  concurrency: number,
+  keepRecords = false,
+): Worker {
   return new Worker(name, tasks, {
     redis: url,
     concurrency,
-    keepResult: 0,
+    ...(keepRecords ? {} : { keepResult: 0 }),
     handleSignals: false,
     logger: quiet,
   });
@@ -88,6 +155,7 @@ function benchWorker(name: string, tasks: AnyTask[], concurrency: number): Worke
 async function sluiceEnqueue(n = N) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url });
+  const before = await spent();
   const started = performance.now();
   for (let i = 0; i < n; i += 10_000) {
     await queue.enqueueMany(
@@ -96,8 +164,9 @@ async function sluiceEnqueue(n = N) {
     );
   }
   const result = rate(n, performance.now() - started);
+  const cpuUs = cpuPerJob(before, await spent(), n);
   await dropQueue(queue);
-  return result;
+  return { rate: result, cpuUs };
 }
 
 /** Deletes every key of a bench queue, so the memory row's "before" counts none of them. */
@@ -116,7 +185,8 @@ async function deleteRecords(prefix: string) {
   } while (cursor !== "0");
 }
 
-async function sluiceProcess(concurrency: number, n: number) {
+/** Processes `n` no-op jobs at `concurrency`; with `keepRecords`, at the default keepResult. */
+async function sluiceProcess(concurrency: number, n: number, keepRecords = false) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url });
   for (let i = 0; i < n; i += 10_000) {
@@ -125,18 +195,20 @@ async function sluiceProcess(concurrency: number, n: number) {
       Array.from({ length: Math.min(10_000, n - i) }, () => ({ data: null })),
     );
   }
-  const worker = benchWorker(name, [noop], concurrency);
+  const worker = benchWorker(name, [noop], concurrency, keepRecords);
   let done = 0;
   const all = Promise.withResolvers<void>();
   worker.addEventListener("completed", () => ++done === n && all.resolve());
+  const before = await spent();
   const started = performance.now();
   const run = worker.run();
   await all.promise;
   const result = rate(n, performance.now() - started);
   await worker.stop();
   await run;
+  const after = await spent();
   await dropQueue(queue);
-  return result;
+  return { rate: result, cpuUs: cpuPerJob(before, after, n), calls: callsPerJob(before, after, n) };
 }
 
 function percentiles(samples: number[]) {
@@ -258,8 +330,28 @@ async function memory() {
   };
 }
 
+type Cpu = { worker: number; redis: number };
+type Calls = ReturnType<typeof callsPerJob>;
+
+/** The processing rows, in the order they run (BullMQ's peer runs the same ones). */
+const ROWS = [
+  { id: "1", concurrency: 1, keepRecords: false },
+  { id: "32", concurrency: 32, keepRecords: false },
+  { id: "256", concurrency: 256, keepRecords: false },
+  { id: "32-defaults", concurrency: 32, keepRecords: true },
+];
+const jobsAt = (concurrency: number) => concurrency === 1 ? Math.max(1_000, Math.floor(N / 10)) : N;
+
 async function bullmq(): Promise<
-  { version: string; warmUp: number; enqueue: number; process: Record<string, number> } | undefined
+  | {
+    version: string;
+    warmUp: number;
+    enqueue: number;
+    process: Record<string, number>;
+    cpuUs: { enqueue: Cpu; process: Record<string, Cpu> };
+    redisCalls: Record<string, Calls>;
+  }
+  | undefined
 > {
   if (values["no-peer"]) return undefined;
   const dir = new URL("./peers/", import.meta.url).pathname;
@@ -276,7 +368,7 @@ async function bullmq(): Promise<
     if (!install.success) throw new Error("bench: npm install in bench/peers failed");
   }
   const out = await new Deno.Command("node", {
-    args: [`${dir}bullmq.mjs`, url, String(N), "1,32,256", String(WARM_UP)],
+    args: [`${dir}bullmq.mjs`, url, String(N), ROWS.map((r) => r.id).join(","), String(WARM_UP)],
     stdout: "piped",
     stderr: "inherit",
   }).output();
@@ -306,19 +398,35 @@ await sluiceProcess(32, WARM_UP);
 log("bench: floor");
 const floorFirst = await floor();
 log("bench: sluice enqueue");
-const enqueue = await sluiceEnqueue();
+const enqueueRun = await sluiceEnqueue();
+const enqueue = enqueueRun.rate;
 const processing: Record<string, number> = {};
-for (const c of [1, 32, 256]) {
-  log(`bench: sluice processing at concurrency ${c}`);
-  processing[c] = await sluiceProcess(c, c === 1 ? Math.max(1_000, Math.floor(N / 10)) : N);
+const processCpu: Record<string, Cpu> = {};
+const calls: Record<string, Calls> = {};
+for (const { id, concurrency, keepRecords } of ROWS) {
+  const records = keepRecords ? ", keepResult at its default (24 h of records)" : "";
+  log(`bench: sluice processing at concurrency ${concurrency}${records}`);
+  const result = await sluiceProcess(concurrency, jobsAt(concurrency), keepRecords);
+  processing[id] = result.rate;
+  processCpu[id] = result.cpuUs;
+  calls[id] = result.calls;
 }
 // The floor again, right after the processing rows: machines here drift over minutes, and the
 // higher of the two runs is the one sluice is compared with.
 log("bench: floor again");
 const floorAgain = await floor();
+// CPU per job only gains from noise, so the lower of the two runs is the floor's figure.
+const lower = (a: Cpu, b: Cpu) => ({
+  worker: Math.min(a.worker, b.worker),
+  redis: Math.min(a.redis, b.redis),
+});
 const floorResult = {
   enqueue: Math.max(floorFirst.enqueue, floorAgain.enqueue),
   process: Math.max(floorFirst.process, floorAgain.process),
+  cpuUs: {
+    enqueue: lower(floorFirst.cpuUs.enqueue, floorAgain.cpuUs.enqueue),
+    process: lower(floorFirst.cpuUs.process, floorAgain.cpuUs.process),
+  },
 };
 log("bench: pickup latency at idle");
 const idle = await pickup("idle");
@@ -336,6 +444,8 @@ const steal = cpuStart && cpuEnd && cpuEnd.total > cpuStart.total
   ? Math.round((cpuEnd.steal - cpuStart.steal) / (cpuEnd.total - cpuStart.total) * 100)
   : null;
 
+const c32 = calls["32"]!;
+const scriptCallsPer300kJobsAtC32 = Math.round((c32.scripts / c32.jobs) * 300_000);
 const ratio = (a: number, b: number | undefined) => (b ? Math.round((a / b) * 100) / 100 : null);
 const report = {
   mode: quick ? "quick" : "full",
@@ -345,7 +455,13 @@ const report = {
   floor: floorResult,
   floorRuns: [floorFirst, floorAgain],
   cpuStealPercent: steal,
-  sluice: { enqueue, process: processing },
+  sluice: {
+    enqueue,
+    process: processing,
+    cpuUs: { enqueue: enqueueRun.cpuUs, process: processCpu },
+    redisCalls: calls,
+    scriptCallsPer300kJobsAtC32,
+  },
   bullmq: peer ?? null,
   ratios: {
     enqueueVsFloor: ratio(enqueue, floorResult.enqueue),
@@ -372,6 +488,17 @@ if (values.json) {
   const k = (n: number) => `${(n / 1_000).toFixed(1)}k/s`;
   const pct = (x: number | null) => (x === null ? "n/a" : `${Math.round(x * 100)}%`);
   const times = (x: number | null) => (x === null ? "n/a" : `${x.toFixed(1)}x`);
+  const fixed1 = (x: number | undefined) => (x === undefined ? "n/a" : x.toFixed(1));
+  const label = (id: string) => `process c=${id.replace("-", " ")}`;
+  const table = (rows: string[][]) => {
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+    console.log(line(rows[0]!));
+    console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+    for (const r of rows.slice(1)) console.log(line(r));
+    console.log();
+  };
+
   const rows: string[][] = [["", "floor", "sluice", "BullMQ", "sluice/floor", "sluice/BullMQ"]];
   rows.push([
     "enqueue",
@@ -381,22 +508,65 @@ if (values.json) {
     pct(report.ratios.enqueueVsFloor),
     times(report.ratios.enqueueVsBullmq),
   ]);
-  for (const c of ["1", "32", "256"]) {
+  for (const { id } of ROWS) {
     rows.push([
-      `process c=${c}`,
+      label(id),
       k(floorResult.process),
-      k(processing[c]!),
-      peer ? k(peer.process[c]!) : "n/a",
-      pct(report.ratios.processVsFloor[c]!),
-      times(report.ratios.processVsBullmq[c]!),
+      k(processing[id]!),
+      peer ? k(peer.process[id]!) : "n/a",
+      pct(report.ratios.processVsFloor[id]!),
+      times(report.ratios.processVsBullmq[id]!),
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-  console.log(line(rows[0]!));
-  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const r of rows.slice(1)) console.log(line(r));
+  table(rows);
+
+  console.log("CPU per job (µs): worker | Redis");
+  const cpuRows: string[][] = [[
+    "",
+    "floor worker",
+    "floor Redis",
+    "sluice worker",
+    "sluice Redis",
+    "BullMQ worker",
+    "BullMQ Redis",
+  ]];
+  const cpuRow = (name: string, floorCpu: Cpu, sluiceCpu: Cpu, peerCpu: Cpu | undefined) =>
+    cpuRows.push([
+      name,
+      fixed1(floorCpu.worker),
+      fixed1(floorCpu.redis),
+      fixed1(sluiceCpu.worker),
+      fixed1(sluiceCpu.redis),
+      fixed1(peerCpu?.worker),
+      fixed1(peerCpu?.redis),
+    ]);
+  cpuRow("enqueue", floorResult.cpuUs.enqueue, enqueueRun.cpuUs, peer?.cpuUs.enqueue);
+  for (const { id } of ROWS) {
+    cpuRow(label(id), floorResult.cpuUs.process, processCpu[id]!, peer?.cpuUs.process[id]);
+  }
+  table(cpuRows);
+
+  console.log("Redis calls per 1k jobs (INFO commandstats)");
+  const callRows: string[][] = [[
+    "",
+    "sluice EVALSHA+EVAL",
+    "sluice XREADGROUP",
+    "BullMQ EVALSHA+EVAL",
+  ]];
+  for (const { id } of ROWS) {
+    callRows.push([
+      label(id),
+      fixed1(calls[id]!.scriptsPer1k),
+      fixed1(calls[id]!.xreadgroupPer1k),
+      fixed1(peer?.redisCalls[id]?.scriptsPer1k),
+    ]);
+  }
+  table(callRows);
+  console.log(
+    `sluice script calls at c=32:  ${scriptCallsPer300kJobsAtC32} EVALSHA+EVAL per 300k jobs (${c32.scripts} over ${c32.jobs} jobs)`,
+  );
   console.log();
+
   const ms = (p: { p50: number; p95: number; p99: number }) =>
     `p50 ${p.p50} ms, p95 ${p.p95} ms, p99 ${p.p99} ms`;
   console.log(`pickup at idle:          ${ms(idle)}`);
@@ -425,7 +595,10 @@ if (values.json) {
     `floor runs:              ${
       [floorFirst, floorAgain].map((f) => `${k(f.enqueue)} enqueue, ${k(f.process)} process`)
         .join("; then ")
-    } (the higher is used)`,
+    } (the higher is used; for CPU per job, the lower)`,
+  );
+  console.log(
+    `records:                 "defaults" rows keep job records: sluice at keepResult's default (24 h), BullMQ with removeOnComplete { age: 86400 }; the other rows keep none`,
   );
   if (steal !== null) console.log(`cpu steal during the run: ${steal}% (time the VM host took)`);
 }
