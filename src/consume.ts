@@ -114,6 +114,33 @@ export interface Holding {
 /** How long a shutdown waits on Redis before it gives up and lets leases lapse. */
 const SHUTDOWN_WAIT_MS = 5_000;
 
+/** @internal Consume options, checked, with their defaults. */
+export type ConsumeSettings = Required<Omit<ConsumeOptions, "signal">>;
+
+/**
+ * @internal Checks consume options up front and fills in their defaults (a Worker checks its
+ * own with this too, before anything runs).
+ * @throws {RangeError} If prefetch, idleTimeout or maxDeliveries is out of range.
+ * @throws {TypeError} If the consumer name is not 1 to 200 characters.
+ */
+export function consumeSettings(action: string, options: ConsumeOptions): ConsumeSettings {
+  const {
+    prefetch = 16,
+    idleTimeout = 30_000,
+    maxDeliveries = 5,
+    consumer = consumerName(),
+  } = options;
+  checkInt(action, "prefetch", prefetch, 1, 100_000);
+  checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
+  checkLimit(action, "maxDeliveries", maxDeliveries, 1);
+  if (typeof consumer !== "string" || consumer.length === 0 || consumer.length > 200) {
+    throw new TypeError(
+      `${action}: consumer must be a name of 1 to 200 characters, got ${show(consumer)}`,
+    );
+  }
+  return { prefetch, idleTimeout, maxDeliveries, consumer };
+}
+
 /**
  * @internal The machinery behind `queue.consume()`; a `Worker` pulls from it with `next()`.
  */
@@ -144,27 +171,11 @@ export class Consumer implements Holding {
   #roomWaiter: PromiseWithResolvers<void> | undefined;
   #unsubscribe: Promise<(() => Promise<void>)[]>;
 
-  /**
-   * @throws {RangeError} If prefetch, idleTimeout or maxDeliveries is out of range.
-   * @throws {TypeError} If the consumer name is not 1 to 200 characters.
-   */
+  /** @throws {RangeError | TypeError} If an option is invalid (see `consumeSettings`). */
   constructor(ctx: QueueContext, options: ConsumeOptions = {}) {
-    const {
-      signal,
-      prefetch = 16,
-      idleTimeout = 30_000,
-      maxDeliveries = 5,
-      consumer = consumerName(),
-    } = options;
-    const action = `Cannot consume ${ctx.name}`;
-    checkInt(action, "prefetch", prefetch, 1, 100_000);
-    checkInt(action, "idleTimeout", idleTimeout, 100, MAX_MS);
-    checkLimit(action, "maxDeliveries", maxDeliveries, 1);
-    if (typeof consumer !== "string" || consumer.length === 0 || consumer.length > 200) {
-      throw new TypeError(
-        `${action}: consumer must be a name of 1 to 200 characters, got ${show(consumer)}`,
-      );
-    }
+    const { signal } = options;
+    const settings = consumeSettings(`Cannot consume ${ctx.name}`, options);
+    const { prefetch, idleTimeout, maxDeliveries, consumer } = settings;
     this.ctx = ctx;
     this.name = consumer;
     this.window = new Window(prefetch);

@@ -6,11 +6,11 @@
  * @module
  */
 import { settlesWithin } from "./async.ts";
-import { Consumer } from "./consume.ts";
+import { Consumer, type ConsumeSettings, consumeSettings } from "./consume.ts";
 import { LeaseLostError, ShutdownError, toError } from "./errors.ts";
 import { Job } from "./job.ts";
 import type { Logger } from "./_log.ts";
-import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
+import { checkInt, MAX_MS, show } from "./_options.ts";
 import { queueContext, type QueueOptions, type QueueSettings, queueSettings } from "./queue.ts";
 import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
 import type { AnyTask, TaskContext } from "./task.ts";
@@ -151,7 +151,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   /** The most jobs running at once. */
   readonly concurrency: number;
   #settings: QueueSettings;
-  #tasks = new Map<string, AnyTask>();
+  #consume: ConsumeSettings;
+  #tasks: Map<string, AnyTask>;
   #options: WorkerOptions<Context>;
   /** Undefined: adaptive. */
   #prefetch: number | undefined;
@@ -196,28 +197,12 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         }`,
       );
     }
-    // The consumer's options are checked by the consumer itself; here, so a bad one throws now.
-    if (options.idleTimeout !== undefined) {
-      checkInt(action, "idleTimeout", options.idleTimeout, 100, MAX_MS);
-    }
+    this.#consume = consumeSettings(action, {
+      prefetch: concurrency + (prefetch ?? concurrency),
+      ...pick(options, "idleTimeout", "maxDeliveries"),
+    });
     checkInt(action, "gracePeriod", gracePeriod, 0, MAX_MS);
-    if (options.maxDeliveries !== undefined) {
-      checkLimit(action, "maxDeliveries", options.maxDeliveries, 1);
-    }
-    if (!Array.isArray(tasks) || tasks.length === 0) {
-      throw new TypeError(
-        `Cannot create worker: tasks must be a non-empty array, got ${show(tasks)}`,
-      );
-    }
-    for (const t of tasks) {
-      if (typeof t?.name !== "string" || typeof t.handler !== "function") {
-        throw new TypeError(`Cannot create worker: ${show(t)} is not a task; make one with task()`);
-      }
-      if (this.#tasks.has(t.name)) {
-        throw new TypeError(`Cannot create worker: two tasks are named ${t.name}`);
-      }
-      this.#tasks.set(t.name, t);
-    }
+    this.#tasks = byName(tasks);
     this.#settings = queueSettings(name, options);
     this.name = name;
     this.concurrency = concurrency;
@@ -294,10 +279,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       void this.#checkEviction(redis);
       if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
       const c = this.concurrency;
-      const consumer = new Consumer(queueContext(this.#settings, redis), {
-        prefetch: c + (this.#prefetch ?? c),
-        ...pick(this.#options, "idleTimeout", "maxDeliveries"),
-      });
+      const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
       if (this.#prefetch === undefined) {
         consumer.adapt(c, c, Math.max(c, Math.min(AUTO_PREFETCH_MAX, 100_000 - c)));
       }
@@ -438,7 +420,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 
   #listen(): () => void {
-    const onSignal = () => {
+    return onSignals(() => {
       this.#signalCount++;
       if (this.#signalCount === 1) {
         this.stop();
@@ -449,26 +431,53 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#hurry = true;
       this.#now.resolve();
       settlesWithin(this.#stopped.promise, 2_500).finally(() => Deno.exit(0));
-    };
-    const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-    for (const sig of signals) Deno.addSignalListener(sig, onSignal);
-    return () => {
-      for (const sig of signals) Deno.removeSignalListener(sig, onSignal);
-    };
+    });
   }
 
   async #dispose(): Promise<void> {
     const value = this.#executor.context as unknown;
     this.#executor.context = undefined;
     try {
-      if (isObject(value) && Symbol.asyncDispose in value) {
-        await (value as AsyncDisposable)[Symbol.asyncDispose]();
-      } else if (isObject(value) && Symbol.dispose in value) {
-        (value as Disposable)[Symbol.dispose]();
-      }
+      await dispose(value);
     } catch (err) {
       this.#report(toError(err));
     }
+  }
+}
+
+/** The tasks by name, checked. */
+function byName(tasks: readonly AnyTask[]): Map<string, AnyTask> {
+  if (!Array.isArray(tasks) || tasks.length === 0) {
+    throw new TypeError(
+      `Cannot create worker: tasks must be a non-empty array, got ${show(tasks)}`,
+    );
+  }
+  const map = new Map<string, AnyTask>();
+  for (const t of tasks) {
+    if (typeof t?.name !== "string" || typeof t.handler !== "function") {
+      throw new TypeError(`Cannot create worker: ${show(t)} is not a task; make one with task()`);
+    }
+    if (map.has(t.name)) throw new TypeError(`Cannot create worker: two tasks are named ${t.name}`);
+    map.set(t.name, t);
+  }
+  return map;
+}
+
+/** Calls `listener` on SIGINT and SIGTERM (SIGINT alone on Windows); returns the undo. */
+function onSignals(listener: () => void): () => void {
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const sig of signals) Deno.addSignalListener(sig, listener);
+  return () => {
+    for (const sig of signals) Deno.removeSignalListener(sig, listener);
+  };
+}
+
+/** Disposes a lifespan's value, if it is `AsyncDisposable` or `Disposable`. */
+async function dispose(value: unknown): Promise<void> {
+  if (isObject(value) && Symbol.asyncDispose in value) {
+    await (value as AsyncDisposable)[Symbol.asyncDispose]();
+  } else if (isObject(value) && Symbol.dispose in value) {
+    (value as Disposable)[Symbol.dispose]();
   }
 }
 
