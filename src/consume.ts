@@ -33,10 +33,17 @@ import {
   trimText,
 } from "./job.ts";
 import type { Signer } from "./sign.ts";
-import { type Keys, RECORD_TTL_MS } from "./keys.ts";
+import type { Keys } from "./keys.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { close, connect, processName, type RedisConfig } from "./redis.ts";
-import type { ScriptClient } from "./scripts.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
+import { cancelledArgs } from "./scripts/cancelled.ts";
+import { markDeadArgs } from "./scripts/mark_dead.ts";
+import { promote } from "./scripts/promote.ts";
+import { reclaimArgs } from "./scripts/reclaim.ts";
+import { renewArgs } from "./scripts/renew.ts";
+import { retire as retireConsumer } from "./scripts/retire.ts";
+import { settleArgs, type SettleOp } from "./scripts/settle.ts";
 import type { Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
 
@@ -93,7 +100,6 @@ export interface QueueContext {
   ensureGroup(force?: boolean): Promise<void>;
 }
 
-type SettleOp = { job: Job; op: string; a: string; b: string };
 /** A read or claimed entry: its id, delivery count and flat fields. */
 type Entry = [entryId: string, deliveries: number, fields: string[]];
 /** An entry decoded, or why it cannot run. */
@@ -346,8 +352,8 @@ export class Consumer implements Lessor {
   }
 
   // Lessor: called by jobs.
-  settle(job: Job, op: string, a = "", b = ""): Promise<number> {
-    return this.#settler.push({ job, op, a, b });
+  settle(op: SettleOp): Promise<number> {
+    return this.#settler.push(op);
   }
 
   forget(job: Job): void {
@@ -511,14 +517,7 @@ export class Consumer implements Lessor {
 
   /** Moves due delayed jobs to the stream, and learns when the next one is due. */
   async #promote(): Promise<void> {
-    const { keys } = this.#ctx;
-    const [moved, wait] = await this.#ctx.client().sluicePromote(
-      keys.stream,
-      keys.delayed,
-      keys.payloads,
-      String(PROMOTE_BATCH),
-      keys.jobPrefix,
-    );
+    const [moved, wait] = await promote(this.#ctx.client(), this.#ctx, PROMOTE_BATCH);
     if (moved === PROMOTE_BATCH) this.#dueAt = 0; // more are due right now
     else this.#dueAt = Date.now() + (wait < 0 ? this.#tickMs() : Math.min(wait, this.#tickMs()));
   }
@@ -593,21 +592,17 @@ export class Consumer implements Lessor {
   }
 
   async #reclaimInto(room: number): Promise<void> {
-    const prune = this.#reclaims++ % 10 === 0 ? "1" : "0";
+    const prune = this.#reclaims++ % 10 === 0;
     this.#nextReclaim = Date.now() + this.#tickMs();
-    const { keys, group, logger } = this.#ctx;
+    const { logger } = this.#ctx;
     const [cursor, claimed, deleted, buried] = await this.#ctx.client().sluiceReclaim(
-      keys.stream,
-      keys.dead,
-      keys.workers,
-      group,
-      this.name,
-      String(this.idleTimeout),
-      this.#reclaimCursor,
-      String(room),
-      this.maxDeliveries === Infinity ? "9007199254740991" : String(this.maxDeliveries),
-      prune,
-      String(this.#ctx.maxDead),
+      reclaimArgs(this.#ctx, this.name, {
+        minIdle: this.idleTimeout,
+        cursor: this.#reclaimCursor,
+        count: room,
+        maxDeliveries: this.maxDeliveries,
+        prune,
+      }),
     );
     this.#reclaimCursor = cursor;
     if (deleted.length > 0) {
@@ -641,13 +636,9 @@ export class Consumer implements Lessor {
     }
     if (ids.length > 0) {
       const error = `delivered more than maxDeliveries ${this.maxDeliveries} times`;
-      await this.#ctx.client().sluiceMarkDead(
-        ids.length,
-        ...ids.map((id) => keys.job(id)),
-        keys.done,
-        String(this.#ctx.keepResult),
-        ...ids.flatMap((id) => [id, error]),
-      ).catch((err) => logger.error(`sluice: queue ${this.#ctx.name}: could not mark dead`, err));
+      await this.#ctx.client().sluiceMarkDead(markDeadArgs(this.#ctx, ids, error)).catch((err) =>
+        logger.error(`sluice: queue ${this.#ctx.name}: could not mark dead`, err)
+      );
     }
   }
 
@@ -658,8 +649,9 @@ export class Consumer implements Lessor {
    */
   async #checkCancelled(jobs: Job[]): Promise<void> {
     if (jobs.length === 0) return;
-    const keys = jobs.map((job) => this.#ctx.keys.job(job.id));
-    const cancelled = await this.#ctx.client().sluiceCancelled(keys.length, ...keys);
+    const cancelled = await this.#ctx.client().sluiceCancelled(
+      cancelledArgs(this.#ctx.keys, jobs),
+    );
     for (const position of cancelled) this.#cancel(jobs[position - 1]!.id);
   }
 
@@ -787,33 +779,15 @@ export class Consumer implements Lessor {
    */
   #bury(entryId: string, deliveries: number, error: string, reason: DeadReason, id?: string): void {
     this.#burying++;
-    const { keys, group, logger } = this.#ctx;
+    const { logger } = this.#ctx;
     const text = trimText(error);
     logger.warn(
       `sluice: queue ${this.#ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${text}`,
     );
     this.#ctx.client().sluiceSettle(
-      5,
-      keys.stream,
-      keys.dead,
-      keys.delayed,
-      keys.payloads,
-      keys.job(id ?? `malformed:${entryId}`),
-      group,
-      keys.wake,
-      keys.done,
-      id === undefined ? "0" : String(this.#ctx.keepResult),
-      String(RECORD_TTL_MS),
-      String(this.#ctx.maxDead),
-      this.name,
-      keys.jobPrefix,
-      entryId,
-      entryId,
-      "dead",
-      entryId,
-      String(deliveries),
-      text,
-      reason,
+      settleArgs(this.#ctx, this.name, [
+        { op: "dead", job: { entryId, deliveries, id }, error: text, reason },
+      ]),
     ).catch((err) =>
       logger.error(`sluice: queue ${this.#ctx.name}: could not dead-letter ${entryId}`, err)
     ).finally(() => {
@@ -823,36 +797,11 @@ export class Consumer implements Lessor {
   }
 
   async #flushSettles(ops: SettleOp[]): Promise<number[]> {
-    const { keys, group, keepResult, maxDead } = this.#ctx;
+    const { keys, group } = this.#ctx;
     const codes: number[] = [];
     for (let i = 0; i < ops.length; i += CHUNK) {
       const chunk = ops.slice(i, i + CHUNK);
-      const args: string[] = [
-        keys.stream,
-        keys.dead,
-        keys.delayed,
-        keys.payloads,
-      ];
-      for (const { job } of chunk) args.push(keys.job(job.id));
-      args.push(
-        group,
-        keys.wake,
-        keys.done,
-        String(keepResult),
-        String(RECORD_TTL_MS),
-        String(maxDead),
-        this.name,
-        keys.jobPrefix,
-      );
-      let low = chunk[0]!.job.entryId, high = low;
-      for (const { job: { entryId } } of chunk) {
-        if (entryBefore(entryId, low)) low = entryId;
-        else if (entryBefore(high, entryId)) high = entryId;
-      }
-      args.push(low, high);
-      for (const { job, op, a, b } of chunk) {
-        args.push(op, job.entryId, String(job.deliveries), a, b);
-      }
+      const args = settleArgs(this.#ctx, this.name, chunk);
       // The room these settles free is read right behind them, in the same write and round
       // trip, unless a promotion or a reclaim is due: those run in the read loop, which needs
       // room to get its turn.
@@ -876,7 +825,7 @@ export class Consumer implements Lessor {
         : Math.max(0, this.#room() + this.#settling);
       const epoch = this.#listening ? this.#epoch : -1;
       const pipeline = this.#ctx.client().pipeline();
-      (pipeline as unknown as ScriptClient).sluiceSettle(4 + chunk.length, ...args);
+      (pipeline as unknown as ScriptClient).sluiceSettle(args);
       if (reads > 0) {
         pipeline.xreadgroup(
           "GROUP",
@@ -931,16 +880,16 @@ export class Consumer implements Lessor {
   async #renew(): Promise<void> {
     if (this.#renewing || this.#finished) return;
     this.#renewing = true;
-    const { keys, group, logger } = this.#ctx;
+    const { logger } = this.#ctx;
     // Jobs being settled are left out: their settle reports their fate.
     const jobs = [...this.held.values()].filter(isLeased);
     try {
       for (let i = 0; i === 0 || i < jobs.length; i += CHUNK) {
         const chunk = jobs.slice(i, i + CHUNK);
         const sent = new Map(chunk.map((job) => [job, job.deliveries]));
-        const args = [group, this.name, String(this.idleTimeout * 3)];
-        for (const [job, deliveries] of sent) args.push(job.entryId, String(deliveries));
-        const lost = await this.#ctx.client().sluiceRenew(keys.stream, keys.workers, ...args);
+        const lost = await this.#ctx.client().sluiceRenew(
+          renewArgs(this.#ctx, this.name, this.idleTimeout * 3, sent),
+        );
         for (const entryId of lost) {
           const job = this.held.get(entryId);
           // Our own reclaim may have moved the delivery count on meanwhile: still ours.
@@ -1056,19 +1005,11 @@ export class Consumer implements Lessor {
     this.#signal?.removeEventListener("abort", this.#onAbort);
     const abandoned = new LeaseLostError(`Consumer ${this.name} stopped`);
     for (const job of [...this.held.values()]) markLost(job, abandoned);
-    const { keys, group, logger } = this.#ctx;
+    const { logger } = this.#ctx;
     const retire = async () => {
       if (this.#busy) await this.#busy;
       await this.#settler.idle();
-      const released = await this.#ctx.client().sluiceRetire(
-        keys.stream,
-        keys.workers,
-        group,
-        this.name,
-        keys.jobPrefix,
-        keys.done,
-        String(this.#ctx.keepResult),
-      );
+      const released = await retireConsumer(this.#ctx.client(), this.#ctx, this.name);
       if (released > 0) {
         logger.warn(`sluice: queue ${this.#ctx.name}: released ${released} unseen deliveries`);
       }
@@ -1088,18 +1029,6 @@ export class Consumer implements Lessor {
 
 /** A job given no retry or timeout at enqueue: one shared, frozen policy. */
 const NO_POLICY = Object.freeze({});
-
-/** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
-function entryBefore(a: string, b: string): boolean {
-  const cutA = a.indexOf("-"), cutB = b.indexOf("-");
-  if (cutA !== cutB) return cutA < cutB;
-  // Both parts of the same lengths (the usual case): the strings compare as the numbers do.
-  if (a.length === b.length) return a < b;
-  const msA = a.slice(0, cutA), msB = b.slice(0, cutB);
-  if (msA !== msB) return msA < msB;
-  if (a.length !== b.length) return a.length < b.length;
-  return a < b;
-}
 
 /** The id field of an entry that decoded (so the id is valid). */
 function jobIdOf(fields: string[]): string | undefined {

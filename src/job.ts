@@ -7,6 +7,7 @@
 import { CancelledError, LeaseLostError, SluiceError, toError } from "./errors.ts";
 import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
+import type { SettleOp } from "./scripts/settle.ts";
 
 /**
  * Dead-letter reasons. A handler's job ends with `failed`, `non-retryable` or `timeout`; a
@@ -37,12 +38,7 @@ export type DeadReason =
 
 /** @internal How a job reaches Redis; supplied by the consumer that read it. */
 export interface Lessor {
-  settle(
-    job: Job,
-    op: "ack" | "cancel" | "retry" | "release" | "dead",
-    a?: string,
-    b?: string,
-  ): Promise<number>;
+  settle(op: SettleOp): Promise<number>;
   forget(job: Job): void;
 }
 
@@ -187,8 +183,10 @@ export class Job<Data = unknown> implements JobInfo {
       );
     }
     const started = String(this.#startedAt ?? "");
-    if (this.#reason instanceof CancelledError) return this.#settle("ack", "cancel", "", started);
-    return this.#settle("ack", "ack", text, started);
+    if (this.#reason instanceof CancelledError) {
+      return this.#settle("ack", { op: "cancel", job: this, startedAt: started });
+    }
+    return this.#settle("ack", { op: "ack", job: this, result: text, startedAt: started });
   }
 
   /**
@@ -210,8 +208,11 @@ export class Job<Data = unknown> implements JobInfo {
         ),
       );
     }
-    if (this.#reason instanceof CancelledError) return this.#settle("retry", "cancel", "", "");
-    return this.#settle("retry", "retry", String(delay), errorText(_error ?? "retried"));
+    if (this.#reason instanceof CancelledError) {
+      return this.#settle("retry", { op: "cancel", job: this, startedAt: "" });
+    }
+    const error = errorText(_error ?? "retried");
+    return this.#settle("retry", { op: "retry", job: this, delay, error });
   }
 
   /**
@@ -222,7 +223,7 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   fail(error: unknown, reason: DeadReason = "failed"): Promise<void> {
-    return this.#settle("fail", "dead", errorText(error), reason);
+    return this.#settle("fail", { op: "dead", job: this, error: errorText(error), reason });
   }
 
   /**
@@ -231,16 +232,13 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   release(): Promise<void> {
-    if (this.#reason instanceof CancelledError) return this.#settle("release", "cancel", "", "");
-    return this.#settle("release", "release");
+    if (this.#reason instanceof CancelledError) {
+      return this.#settle("release", { op: "cancel", job: this, startedAt: "" });
+    }
+    return this.#settle("release", { op: "release", job: this });
   }
 
-  async #settle(
-    action: string,
-    op: "ack" | "cancel" | "retry" | "release" | "dead",
-    a?: string,
-    b?: string,
-  ): Promise<void> {
+  async #settle(action: string, op: SettleOp): Promise<void> {
     if (this.#state === "lost") {
       throw new LeaseLostError(`Cannot ${action} job ${this.id}: its lease was lost`, {
         cause: this.#reason,
@@ -252,7 +250,7 @@ export class Job<Data = unknown> implements JobInfo {
     this.#state = "settling";
     let code: number;
     try {
-      code = await this.#lessor.settle(this, op, a, b);
+      code = await this.#lessor.settle(op);
     } catch (err) {
       this.#state = "held";
       throw err;

@@ -6,7 +6,7 @@
  * @module
  */
 import { Redis, type RedisOptions } from "ioredis";
-import { defineScripts, type ScriptClient } from "./scripts.ts";
+import { defineScripts, type ScriptClient } from "./scripts/mod.ts";
 
 /**
  * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
