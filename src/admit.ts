@@ -17,7 +17,7 @@ import {
   type WireJob,
 } from "./codec.ts";
 import { type DeadReason, Job, type JobPolicy, type Lessor, trimText } from "./job.ts";
-import { RECORD_TTL_MS } from "./keys.ts";
+import { settleArgs } from "./scripts/settle.ts";
 import type { RetryOptions } from "./backoff.ts";
 import type { Signer } from "./sign.ts";
 import type { Cancels } from "./cancel.ts";
@@ -190,36 +190,17 @@ export class Admitter {
   #bury(entryId: string, deliveries: number, error: string, reason: DeadReason, id?: string): void {
     const { window, ctx, name } = this.#c;
     window.burying++;
-    const { keys, group, logger, client } = ctx;
+    const { logger, client } = ctx;
     const text = trimText(error);
     logger.warn(
       `sluice: queue ${ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${text}`,
     );
-    client.sluiceSettle(
-      5,
-      keys.stream,
-      keys.dead,
-      keys.delayed,
-      keys.payloads,
-      keys.job(id ?? `malformed:${entryId}`),
-      group,
-      keys.wake,
-      keys.done,
-      id === undefined ? "0" : String(ctx.keepResult),
-      String(RECORD_TTL_MS),
-      String(ctx.maxDead),
-      name,
-      keys.jobPrefix,
-      entryId,
-      entryId,
-      "dead",
-      entryId,
-      String(deliveries),
-      text,
-      reason,
-    ).catch((err) =>
-      logger.error(`sluice: queue ${ctx.name}: could not dead-letter ${entryId}`, err)
-    )
+    // With no trusted id, the op names no record: it touches none and tells no one.
+    const job = { entryId, deliveries, id };
+    client.sluiceSettle(settleArgs(ctx, name, [{ op: "dead", job, error: text, reason }]))
+      .catch((err) =>
+        logger.error(`sluice: queue ${ctx.name}: could not dead-letter ${entryId}`, err)
+      )
       .finally(() => {
         window.burying--;
         this.#c.wake();

@@ -9,6 +9,7 @@ import type { Holding } from "./consume.ts";
 import { CancelledError } from "./errors.ts";
 import { Job } from "./job.ts";
 import { internal } from "./_internal.ts";
+import { cancelledArgs } from "./scripts/cancelled.ts";
 
 /** How long a cancel message is remembered, for a read reply it may have overtaken. */
 const CANCEL_MEMORY_MS = 10_000;
@@ -79,8 +80,7 @@ export class Cancels {
   async check(jobs: readonly Job[]): Promise<void> {
     if (jobs.length === 0) return;
     const { keys, client } = this.#c.ctx;
-    const records = jobs.map((job) => keys.job(job.id));
-    const cancelled = await client.sluiceCancelled(records.length, ...records);
+    const cancelled = await client.sluiceCancelled(cancelledArgs(keys, jobs));
     for (const position of cancelled) this.heard(jobs[position - 1]!.id);
   }
 }

@@ -15,7 +15,7 @@ import type { Signer } from "./sign.ts";
 import type { RedisConfig } from "./redis/connect.ts";
 import { processName } from "./redis/connect.ts";
 import type { PubSub } from "./redis/pubsub.ts";
-import type { ScriptClient } from "./scripts.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
 import type { Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
 import { internal } from "./_internal.ts";
@@ -27,6 +27,7 @@ import { Leases } from "./lease.ts";
 import { Reader } from "./read.ts";
 import { Reclaimer } from "./reclaim.ts";
 import { Settler } from "./settle.ts";
+import { retire } from "./scripts/retire.ts";
 
 /** Options of `queue.consume()`. */
 export interface ConsumeOptions {
@@ -169,6 +170,8 @@ export class Consumer implements Holding {
   #finished = false;
   #done = Promise.withResolvers<void>();
   #roomWaiter: PromiseWithResolvers<void> | undefined;
+  /** Jobs given back whose release is under way: still held, but not running. */
+  #givingBack = 0;
   #unsubscribe: Promise<(() => Promise<void>)[]>;
 
   /** @throws {RangeError | TypeError} If an option is invalid (see `consumeSettings`). */
@@ -243,16 +246,21 @@ export class Consumer implements Holding {
   }
 
   resized(resize: Resize): void {
-    this.#settler.resized(resize.limit);
-    this.wake();
-    if (!resize.shrank || this.stopping) return;
-    // Jobs turned slow: prefetched jobs that would wait too long go back for idle peers. The
-    // newest are given back; the oldest stay first in line.
-    const keep = this.window.keep(this.buffer.length, this.held.size, resize.rate);
-    for (const job of this.buffer.splice(keep)) {
+    if (resize.changed) {
+      this.#settler.resized(resize.limit);
+      this.wake();
+    }
+    if (this.stopping) return;
+    // Prefetched jobs that would wait too long go back for idle peers. The newest are given
+    // back; the oldest stay first in line.
+    const { buffer } = this;
+    const keep = this.window.keep(buffer.length, this.held.size - this.#givingBack, resize.rate);
+    if (keep >= buffer.length) return;
+    for (const job of buffer.splice(keep)) {
+      this.#givingBack++;
       job.release().catch((err) =>
         this.abandon(job, new LeaseLostError(`Could not give back job ${job.id}`, { cause: err }))
-      );
+      ).finally(() => this.#givingBack--);
     }
   }
 
@@ -419,24 +427,16 @@ export class Consumer implements Holding {
     this.#signal?.removeEventListener("abort", this.#onAbort);
     const abandoned = new LeaseLostError(`Consumer ${this.name} stopped`);
     for (const job of [...this.held.values()]) Job[internal].lose(job, abandoned);
-    const { keys, group, logger, client } = this.ctx;
-    const retire = async () => {
+    const { logger, client } = this.ctx;
+    const retirement = async () => {
       if (this.#busy) await this.#busy;
       await this.#settler.idle();
-      const released = await client.sluiceRetire(
-        keys.stream,
-        keys.workers,
-        group,
-        this.name,
-        keys.jobPrefix,
-        keys.done,
-        String(this.ctx.keepResult),
-      );
+      const released = await retire(client, this.ctx, this.name);
       if (released > 0) {
         logger.warn(`sluice: queue ${this.ctx.name}: released ${released} unseen deliveries`);
       }
     };
-    const retired = retire().catch((err) =>
+    const retired = retirement().catch((err) =>
       logger.error(`sluice: queue ${this.ctx.name}: could not retire consumer ${this.name}`, err)
     );
     if (!await settlesWithin(retired, wait)) {

@@ -6,7 +6,7 @@
  */
 import type { HandleContext } from "./handle.ts";
 import { checkInt, show } from "./_options.ts";
-import { RECORD_TTL_MS } from "./keys.ts";
+import { replayArgs } from "./scripts/replay.ts";
 
 /** One dead letter. */
 export interface DeadLetter {
@@ -95,15 +95,7 @@ export class DeadLetters {
   async replay(which: DeadSelection): Promise<number> {
     let replayed = 0;
     for await (const page of this.#pages(which, "replay")) {
-      const { keys } = this.#ctx;
-      replayed += await this.#ctx.client().sluiceReplay(
-        2 + page.length,
-        keys.dead,
-        keys.stream,
-        ...page.map((letter) => keys.job(letter.id || `dead:${letter.deadId}`)),
-        String(RECORD_TTL_MS),
-        ...page.map((letter) => letter.deadId),
-      );
+      replayed += await this.#ctx.client().sluiceReplay(replayArgs(this.#ctx, page));
     }
     return replayed;
   }

@@ -7,6 +7,7 @@
 import type { Holding } from "./consume.ts";
 import { isOutOfMemory } from "./errors.ts";
 import { retryWait } from "./backoff.ts";
+import { promote } from "./scripts/promote.ts";
 
 /** Most delayed jobs moved to the stream per promotion call. */
 const PROMOTE_BATCH = 1_000;
@@ -33,14 +34,7 @@ export class Promoter {
   async run(): Promise<void> {
     try {
       const { ctx } = this.#c;
-      const { keys } = ctx;
-      const [moved, wait] = await ctx.client.sluicePromote(
-        keys.stream,
-        keys.delayed,
-        keys.payloads,
-        String(PROMOTE_BATCH),
-        keys.jobPrefix,
-      );
+      const [moved, wait] = await promote(ctx.client, ctx, PROMOTE_BATCH);
       this.#failures = 0;
       if (moved === PROMOTE_BATCH) this.dueAt = 0; // more are due right now
       else this.dueAt = Date.now() + (wait < 0 ? this.#tickMs : Math.min(wait, this.#tickMs));

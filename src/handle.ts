@@ -6,7 +6,8 @@
 import { CancelledError, SluiceError } from "./errors.ts";
 import { abortable } from "./async.ts";
 import type { Keys } from "./keys.ts";
-import type { ScriptClient } from "./scripts.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
+import { cancelArgs } from "./scripts/cancel.ts";
 
 /** Where a job is in its life. */
 export type JobState =
@@ -225,18 +226,7 @@ export class JobHandle<Result = unknown> {
    * A finished job is left as it is: the outcome says so.
    */
   async cancel(): Promise<CancelOutcome> {
-    const { keys, group, keepResult } = this.#ctx;
-    const before = await this.#ctx.client().sluiceCancel(
-      keys.stream,
-      keys.delayed,
-      keys.payloads,
-      keys.job(this.id),
-      group,
-      keys.done,
-      String(keepResult),
-      keys.cancel,
-      this.id,
-    );
+    const before = await this.#ctx.client().sluiceCancel(cancelArgs(this.#ctx, this.id));
     const finished = before === "completed" || before === "dead" || before === "cancelled";
     return { cancelled: !finished && before !== "unknown", state: before as JobState | "unknown" };
   }

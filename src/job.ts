@@ -8,7 +8,7 @@ import { CancelledError, LeaseLostError, SluiceError, toError } from "./errors.t
 import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { internal } from "./_internal.ts";
-import type { SettleOp } from "./settle.ts";
+import type { SettleOp } from "./scripts/settle.ts";
 
 /**
  * Dead-letter reasons. A handler's job ends with `failed`, `non-retryable` or `timeout`; a
@@ -200,14 +200,11 @@ export class Job<Data = unknown> implements JobInfo {
         new TypeError(`Cannot ack job ${this.id}: its result is not JSON`, { cause: err }),
       );
     }
-    const startedAt = String(this.#startedAt ?? "");
-    const { entryId, id } = this, deliveries = this.#deliveries;
-    return this.#settle(
-      "ack",
-      this.#reason instanceof CancelledError
-        ? { op: "cancel", entryId, deliveries, jobId: id, startedAt }
-        : { op: "ack", entryId, deliveries, jobId: id, result: text, startedAt },
-    );
+    const started = String(this.#startedAt ?? "");
+    if (this.#reason instanceof CancelledError) {
+      return this.#settle("ack", { op: "cancel", job: this, startedAt: started });
+    }
+    return this.#settle("ack", { op: "ack", job: this, result: text, startedAt: started });
   }
 
   /**
@@ -229,15 +226,11 @@ export class Job<Data = unknown> implements JobInfo {
         ),
       );
     }
-    if (this.#reason instanceof CancelledError) return this.#settle("retry", this.#cancelOp());
-    return this.#settle("retry", {
-      op: "retry",
-      entryId: this.entryId,
-      deliveries: this.#deliveries,
-      jobId: this.id,
-      delay,
-      error: errorText(_error ?? "retried"),
-    });
+    if (this.#reason instanceof CancelledError) {
+      return this.#settle("retry", { op: "cancel", job: this, startedAt: "" });
+    }
+    const error = errorText(_error ?? "retried");
+    return this.#settle("retry", { op: "retry", job: this, delay, error });
   }
 
   /**
@@ -248,14 +241,7 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   fail(error: unknown, reason: DeadReason = "failed"): Promise<void> {
-    return this.#settle("fail", {
-      op: "dead",
-      entryId: this.entryId,
-      deliveries: this.#deliveries,
-      jobId: this.id,
-      error: errorText(error),
-      reason,
-    });
+    return this.#settle("fail", { op: "dead", job: this, error: errorText(error), reason });
   }
 
   /**
@@ -264,24 +250,10 @@ export class Job<Data = unknown> implements JobInfo {
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
    */
   release(): Promise<void> {
-    if (this.#reason instanceof CancelledError) return this.#settle("release", this.#cancelOp());
-    return this.#settle("release", {
-      op: "release",
-      entryId: this.entryId,
-      deliveries: this.#deliveries,
-      jobId: this.id,
-    });
-  }
-
-  /** Ends a cancelled job: acked unrun (or stopped), its record `cancelled`. */
-  #cancelOp(): SettleOp {
-    return {
-      op: "cancel",
-      entryId: this.entryId,
-      deliveries: this.#deliveries,
-      jobId: this.id,
-      startedAt: "",
-    };
+    if (this.#reason instanceof CancelledError) {
+      return this.#settle("release", { op: "cancel", job: this, startedAt: "" });
+    }
+    return this.#settle("release", { op: "release", job: this });
   }
 
   async #settle(action: string, op: SettleOp): Promise<void> {

@@ -26,7 +26,7 @@ export interface Keys {
   readonly done: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
-  /** The prefix of every job record's key (for scripts that learn ids as they go). */
+  /** The prefix of every job record's key: scripts read a job id off its record's key. */
   readonly jobPrefix: string;
 }
 

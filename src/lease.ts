@@ -9,6 +9,7 @@ import type { Holding } from "./consume.ts";
 import { LeaseLostError } from "./errors.ts";
 import { Job } from "./job.ts";
 import { internal } from "./_internal.ts";
+import { renewArgs } from "./scripts/renew.ts";
 
 /** Most deliveries per renewal script call; bigger sets are split. */
 const CHUNK = 1_000;
@@ -40,7 +41,7 @@ export class Leases {
     if (this.#renewing || this.#stopped) return;
     this.#renewing = true;
     const { ctx, held, name } = this.#c;
-    const { keys, group, logger, client } = ctx;
+    const { logger, client } = ctx;
     const hooks = Job[internal];
     // Jobs being settled are left out: their settle reports their fate.
     const jobs = [...held.values()].filter(hooks.leased);
@@ -48,9 +49,7 @@ export class Leases {
       for (let i = 0; i === 0 || i < jobs.length; i += CHUNK) {
         const chunk = jobs.slice(i, i + CHUNK);
         const sent = new Map(chunk.map((job) => [job, job.deliveries]));
-        const args = [group, name, String(this.#idleTimeout * 3)];
-        for (const [job, deliveries] of sent) args.push(job.entryId, String(deliveries));
-        const lost = await client.sluiceRenew(keys.stream, keys.workers, ...args);
+        const lost = await client.sluiceRenew(renewArgs(ctx, name, this.#idleTimeout * 3, sent));
         for (const entryId of lost) {
           const job = held.get(entryId);
           // Our own reclaim may have moved the delivery count on meanwhile: still ours.

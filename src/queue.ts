@@ -16,10 +16,11 @@ import {
 } from "./codec.ts";
 import { OutOfMemoryError, PayloadTooLargeError, toError, ValidationError } from "./errors.ts";
 import type { Job } from "./job.ts";
-import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
+import { checkName, type Keys, queueKeys } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
 import { DEFAULT_REDIS, type RedisConfig, share, type SharedRedis } from "./redis/connect.ts";
-import type { ScriptClient } from "./scripts.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
+import { enqueueArgs, enqueueHead, type EnqueueReply } from "./scripts/enqueue.ts";
 import type { ChainableCommander } from "ioredis";
 import { type Backoff, checkRetry } from "./backoff.ts";
 import { checkInt, MAX_MS, show } from "./_options.ts";
@@ -232,40 +233,6 @@ async function sign(signer: Signer, entries: Entry[], task: string, enq: number)
     entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) });
   }));
 }
-
-/**
- * The arguments of one enqueue script call, for entries `from` to `to`: the key count, the keys,
- * the call's own arguments (`head`, then its shape) and each job's. See ENQUEUE in scripts.ts.
- */
-function enqueueArgs(
-  keys: Keys,
-  head: readonly string[],
-  entries: readonly Entry[],
-  from: number,
-  to: number,
-): string[] {
-  let plain = true;
-  for (let i = from; i < to && plain; i++) {
-    plain = entries[i]!.when === undefined && entries[i]!.extras === undefined;
-  }
-  const args = [String(3 + to - from), keys.stream, keys.delayed, keys.payloads];
-  for (let i = from; i < to; i++) args.push(keys.job(entries[i]!.id));
-  for (const arg of head) args.push(arg);
-  args.push(plain ? "plain" : "full");
-  for (let i = from; i < to; i++) {
-    const { data, when, extras } = entries[i]!;
-    if (plain) {
-      args.push(data);
-      continue;
-    }
-    args.push(when?.mode ?? "now", String(when?.ms ?? 0), String(extras?.length ?? 0), data);
-    if (extras !== undefined) args.push(...extras);
-  }
-  return args;
-}
-
-/** One enqueue script call's reply, per job: see ENQUEUE in scripts.ts. */
-type EnqueueReply = (string | number | [string, number])[];
 
 /** Ten years: far enough for any schedule, near enough to catch unit mistakes. */
 const MAX_DELAY = 10 * 365 * 24 * 3_600_000;
@@ -546,8 +513,7 @@ export class Queue implements AsyncDisposable {
 
   async #write(entries: Entry[], task: string, now: number): Promise<JobHandle[]> {
     const client = this.#command();
-    const { wake, jobPrefix } = this.keys;
-    const head = [wake, String(RECORD_TTL_MS), task, String(now), jobPrefix, WIRE_VERSION];
+    const head = enqueueHead(this.keys, task, now, WIRE_VERSION);
     // One script call per batch of jobs. The calls go in pipelines of PIPELINE_JOBS, each sent
     // once built: Redis runs the first while the client builds the next.
     const sent: Promise<[Error | null, unknown][] | null>[] = [];

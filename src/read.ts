@@ -11,7 +11,7 @@ import { settlesWithin } from "./async.ts";
 import { retryWait } from "./backoff.ts";
 import { isOutOfMemory, toError } from "./errors.ts";
 import { close, connect } from "./redis/connect.ts";
-import type { ScriptClient } from "./scripts.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
 
 /** The longest a blocking read waits before the loop looks around again. */
 const MAX_BLOCK_MS = 10_000;

@@ -10,6 +10,8 @@ import type { Admitter, Entry } from "./admit.ts";
 import type { Cancels } from "./cancel.ts";
 import { Job } from "./job.ts";
 import { internal } from "./_internal.ts";
+import { markDeadArgs } from "./scripts/mark_dead.ts";
+import { reclaimArgs } from "./scripts/reclaim.ts";
 
 /** One consumer's reclaimer. */
 export class Reclaimer {
@@ -53,23 +55,17 @@ export class Reclaimer {
   }
 
   async #claim(room: number): Promise<void> {
-    const prune = this.#runs++ % 10 === 0 ? "1" : "0";
+    const prune = this.#runs++ % 10 === 0;
     this.next = Date.now() + Math.max(1, Math.floor(this.#idleTimeout / 3));
     const { ctx, held, name } = this.#c;
-    const { keys, group, logger, client } = ctx;
-    const [cursor, claimed, deleted, buried] = await client.sluiceReclaim(
-      keys.stream,
-      keys.dead,
-      keys.workers,
-      group,
-      name,
-      String(this.#idleTimeout),
-      this.#cursor,
-      String(room),
-      this.#maxDeliveries === Infinity ? "9007199254740991" : String(this.#maxDeliveries),
+    const { logger, client } = ctx;
+    const [cursor, claimed, deleted, buried] = await client.sluiceReclaim(reclaimArgs(ctx, name, {
+      minIdle: this.#idleTimeout,
+      cursor: this.#cursor,
+      count: room,
+      maxDeliveries: this.#maxDeliveries,
       prune,
-      String(ctx.maxDead),
-    );
+    }));
     this.#cursor = cursor;
     if (deleted.length > 0) {
       logger.warn(
@@ -102,13 +98,8 @@ export class Reclaimer {
     }
     if (ids.length > 0) {
       const error = `delivered more than maxDeliveries ${this.#maxDeliveries} times`;
-      await client.sluiceMarkDead(
-        ids.length,
-        ...ids.map((id) => keys.job(id)),
-        keys.done,
-        String(ctx.keepResult),
-        ...ids.flatMap((id) => [id, error]),
-      ).catch((err) => logger.error(`sluice: queue ${ctx.name}: could not mark dead`, err));
+      await client.sluiceMarkDead(markDeadArgs(ctx, ids, error))
+        .catch((err) => logger.error(`sluice: queue ${ctx.name}: could not mark dead`, err));
     }
   }
 }

@@ -9,19 +9,8 @@ import type { Holding } from "./consume.ts";
 import { Batcher } from "./_batch.ts";
 import type { Job, Lessor } from "./job.ts";
 import type { ReadEntry } from "./admit.ts";
-import { RECORD_TTL_MS } from "./keys.ts";
-import type { ScriptClient } from "./scripts.ts";
-
-/** One settle of one delivery; the fields each op needs, and no others. */
-export type SettleOp =
-  & { entryId: string; deliveries: number; jobId: string }
-  & (
-    | { op: "ack"; result: string; startedAt: string }
-    | { op: "cancel"; startedAt: string }
-    | { op: "retry"; delay: number; error: string }
-    | { op: "release" }
-    | { op: "dead"; error: string; reason: string }
-  );
+import type { ScriptClient } from "./scripts/mod.ts";
+import { settleArgs, type SettleOp } from "./scripts/settle.ts";
 
 /** Most deliveries per settle script call; bigger batches are split. */
 const CHUNK = 1_000;
@@ -91,7 +80,7 @@ export class Settler implements Lessor {
     const reads = c.readsBehindSettles(Date.now()) ? window.settleRoom(c.held.size) : 0;
     const mark = c.cancels.mark();
     const pipeline = ctx.client.pipeline();
-    (pipeline as unknown as ScriptClient).sluiceSettle(...settleArgs(c, chunk));
+    (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(ctx, c.name, chunk));
     if (reads > 0) {
       pipeline.xreadgroup(
         "GROUP",
@@ -123,65 +112,4 @@ export class Settler implements Lessor {
     if (settleError) throw settleError;
     return settled as number[];
   }
-}
-
-/** The settle script's key count, keys and arguments for `chunk` (see SETTLE). */
-function settleArgs(c: Holding, chunk: readonly SettleOp[]): [number, ...string[]] {
-  const { keys, group, keepResult, maxDead } = c.ctx;
-  const args: [number, ...string[]] = [
-    4 + chunk.length,
-    keys.stream,
-    keys.dead,
-    keys.delayed,
-    keys.payloads,
-  ];
-  for (const { jobId } of chunk) args.push(keys.job(jobId));
-  args.push(
-    group,
-    keys.wake,
-    keys.done,
-    String(keepResult),
-    String(RECORD_TTL_MS),
-    String(maxDead),
-    c.name,
-    keys.jobPrefix,
-  );
-  let low = chunk[0]!.entryId, high = low;
-  for (const { entryId } of chunk) {
-    if (entryBefore(entryId, low)) low = entryId;
-    else if (entryBefore(high, entryId)) high = entryId;
-  }
-  args.push(low, high);
-  for (const op of chunk) {
-    args.push(op.op, op.entryId, String(op.deliveries));
-    switch (op.op) {
-      case "ack":
-        args.push(op.result, op.startedAt);
-        break;
-      case "cancel":
-        args.push("", op.startedAt);
-        break;
-      case "retry":
-        args.push(String(op.delay), op.error);
-        break;
-      case "release":
-        args.push("", "");
-        break;
-      case "dead":
-        args.push(op.error, op.reason);
-    }
-  }
-  return args;
-}
-
-/** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
-function entryBefore(a: string, b: string): boolean {
-  const cutA = a.indexOf("-"), cutB = b.indexOf("-");
-  if (cutA !== cutB) return cutA < cutB;
-  // Both parts of the same lengths (the usual case): the strings compare as the numbers do.
-  if (a.length === b.length) return a < b;
-  const msA = a.slice(0, cutA), msB = b.slice(0, cutB);
-  if (msA !== msB) return msA < msB;
-  if (a.length !== b.length) return a.length < b.length;
-  return a < b;
 }

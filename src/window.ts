@@ -15,10 +15,13 @@ export const ADAPT_CHECK_MS = 100;
 /** Prefetched jobs that would take longer than this (ms) to start are given back. */
 export const ADAPT_DRAIN_MS = 1_000;
 
-/** What a measurement changed: the new limit and the rate (jobs/ms) it was set for. */
+/** A measurement: the rate of ended jobs (per ms), and the limit it sets. */
 export interface Resize {
   readonly limit: number;
   readonly rate: number;
+  /** The limit moved. */
+  readonly changed: boolean;
+  /** The limit moved down. */
   readonly shrank: boolean;
 }
 
@@ -98,7 +101,7 @@ export class Window {
   /**
    * Counts `n` jobs that ran to an end (retried and failed ones too: fast failing jobs are fast
    * work all the same), then measures if at least `every` ms passed since the last time.
-   * Returns what changed, or undefined.
+   * Returns the measurement, or undefined if it is too soon (or the window is fixed).
    */
   ended(n: number, now: number, every: number = ADAPT_EVERY_MS): Resize | undefined {
     const adapt = this.#adapt;
@@ -111,18 +114,21 @@ export class Window {
     adapt.ended = 0;
     const limit = adapt.base +
       Math.min(adapt.max, Math.max(adapt.min, Math.ceil(rate * ADAPT_TARGET_MS)));
-    if (limit === this.limit) return undefined;
-    const shrank = limit < this.limit;
+    const changed = limit !== this.limit, shrank = limit < this.limit;
     this.limit = limit;
-    return { limit, rate, shrank };
+    return { limit, rate, changed, shrank };
   }
 
   /**
-   * How many of `buffered` prefetched jobs to keep, once the window shrank because jobs turned
-   * slow (`rate` jobs/ms), with `held` jobs held in all. Jobs beyond the window that would wait
-   * more than ADAPT_DRAIN_MS to start go back to the stream, for idle peers, instead of being
-   * hoarded here. A brief dip in a fast stream gives back nothing: its buffer drains in
-   * milliseconds at the rate measured.
+   * How many of `buffered` prefetched jobs to keep, at a measured rate of `rate` jobs/ms, with
+   * `held` jobs held in all (not counting jobs already on their way back). Jobs beyond the
+   * window that would wait more than ADAPT_DRAIN_MS to start go back to the stream, for idle
+   * peers, instead of being hoarded here. A brief dip in a fast stream gives back nothing: its
+   * buffer drains in milliseconds at the rate measured.
+   *
+   * Asked at every measurement, not only when the window shrinks: the shrink to the minimum
+   * may come at a rate that still drains the buffer in time (the tail of fast jobs counted in),
+   * and jobs of reads in flight may land after it.
    */
   keep(buffered: number, held: number, rate: number): number {
     if (buffered === 0 || buffered <= rate * ADAPT_DRAIN_MS) return buffered;

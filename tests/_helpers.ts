@@ -3,6 +3,7 @@
  * with a deadline, never a fixed sleep.
  */
 import { Redis } from "ioredis";
+import { share, type SharedRedis } from "../src/redis/connect.ts";
 
 const WORKER = new URL("./fault/_worker.ts", import.meta.url).pathname;
 
@@ -181,4 +182,13 @@ export async function commandCalls(redis: Redis, command: string): Promise<numbe
   const info = await redis.info("commandstats");
   const match = info.match(new RegExp(`cmdstat_${command}:calls=(\\d+)`));
   return match ? Number(match[1]) : 0;
+}
+
+/**
+ * The process's shared connections to `url`: the command connection every queue and consumer
+ * of this process uses, with sluice's scripts defined. For `await using`.
+ */
+export function sharedRedis(url: string): SharedRedis & AsyncDisposable {
+  const redis = share(url);
+  return Object.assign(redis, { [Symbol.asyncDispose]: () => redis.release() });
 }

@@ -8,9 +8,8 @@ import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
 import { CancelledError, type Job, Queue, task, Worker } from "../mod.ts";
 import { settlesWithin } from "../src/async.ts";
-import { share } from "../src/redis/connect.ts";
 import { startRedis } from "../src/testing.ts";
-import { inspect, pendingCount, waitForRedis } from "./_helpers.ts";
+import { inspect, pendingCount, sharedRedis, waitForRedis } from "./_helpers.ts";
 
 const quiet = { info() {}, warn() {}, error() {} };
 
@@ -617,9 +616,3 @@ Deno.test("a reclaim under way holds its room: a settle's read sent meanwhile do
   for (const job of more) await job.ack();
   await end(controller, reader);
 });
-
-/** The process's shared connections to `url` (the ones its queues use), for `await using`. */
-function sharedRedis(url: string) {
-  const redis = share(url);
-  return Object.assign(redis, { [Symbol.asyncDispose]: () => redis.release() });
-}

@@ -42,13 +42,18 @@ Deno.test("an adaptive window starts at base + min and grows with the rate of en
   window.adapt(32, 32, 512, 0);
   assert.equal(window.limit, 64);
   // 50 jobs in 10 ms: 5 jobs/ms, so ADAPT_TARGET_MS (5 ms) of work is 25 jobs: under min.
-  assert.equal(window.ended(50, 10), undefined, "still base + min");
+  assert.deepEqual(window.ended(50, 10), { limit: 64, rate: 5, changed: false, shrank: false });
   // 2,000 jobs in 10 ms: 200 jobs/ms, 1,000 jobs of work: capped at max.
   const grown = window.ended(2_000, 20);
-  assert.deepEqual(grown, { limit: 32 + 512, rate: 200, shrank: false });
+  assert.deepEqual(grown, { limit: 32 + 512, rate: 200, changed: true, shrank: false });
   // 60 jobs/ms: 60 * ADAPT_TARGET_MS jobs beyond base.
   const shrunk = window.ended(600, 30);
-  assert.deepEqual(shrunk, { limit: 32 + 60 * ADAPT_TARGET_MS, rate: 60, shrank: true });
+  assert.deepEqual(shrunk, {
+    limit: 32 + 60 * ADAPT_TARGET_MS,
+    rate: 60,
+    changed: true,
+    shrank: true,
+  });
 });
 
 Deno.test("an adaptive window measures no more often than asked", () => {
@@ -56,7 +61,12 @@ Deno.test("an adaptive window measures no more often than asked", () => {
   window.adapt(1, 1, 100, 0);
   assert.equal(window.ended(500, 5, 10), undefined, "5 ms is too soon");
   // The count carries over: 1,000 jobs over 10 ms.
-  assert.deepEqual(window.ended(500, 10, 10), { limit: 1 + 100, rate: 100, shrank: false });
+  assert.deepEqual(window.ended(500, 10, 10), {
+    limit: 1 + 100,
+    rate: 100,
+    changed: true,
+    shrank: false,
+  });
 });
 
 Deno.test("a blocking read on an adaptive window fills no more than base + min", () => {

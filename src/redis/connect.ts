@@ -6,7 +6,7 @@
  * @module
  */
 import { Redis, type RedisOptions } from "ioredis";
-import { defineScripts, type ScriptClient } from "../scripts.ts";
+import { defineScripts, type ScriptClient } from "../scripts/mod.ts";
 import { PubSub } from "./pubsub.ts";
 import type { Logger } from "../_log.ts";
 

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ScriptClient } from "../scripts.ts";
+import type { ScriptClient } from "../scripts/mod.ts";
 
 /** Gets each message of a channel; `null` after a reconnect: messages may have been missed. */
 export type Listener = (message: string | null) => void;

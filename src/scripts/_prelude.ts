@@ -1,0 +1,123 @@
+/**
+ * The Lua helpers every sluice script starts with, and the view of a queue the argument builders
+ * take.
+ *
+ * @module
+ */
+import type { Keys } from "../keys.ts";
+
+/** What the argument builders need to know of a queue: a `QueueContext` is one. */
+export interface ScriptQueue {
+  /** The queue's keys. */
+  readonly keys: Keys;
+  /** The consumer group. */
+  readonly group: string;
+  /** How long (ms) finished jobs' records are kept; 0 keeps none. */
+  readonly keepResult: number;
+  /** The most dead letters kept; 0 is unbounded. */
+  readonly maxDead: number;
+}
+
+/**
+ * Shared Lua: the ownership check, TIME in ms, reading and re-adding entries, burying, and
+ * finish(), which ends a job's record and announces its outcome.
+ *
+ * Fencing: a delivery is owned by (consumer, delivery count). A script acts on an entry only if
+ * the group's pending entry still names that consumer with that count; otherwise it changes
+ * nothing and reports the lease as lost.
+ */
+export const PRELUDE = `
+local function owned(stream, group, id, consumer, deliveries)
+  local ok, p = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
+  if not ok then return false end
+  local e = p[1]
+  return e ~= nil and e[2] == consumer and e[4] == tonumber(deliveries)
+end
+local function id_ms(id)
+  return tonumber(string.match(id, '^(%d+)')) or 0
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fields_of(stream, id)
+  local r = redis.call('XRANGE', stream, id, id)
+  if r[1] == nil then return nil end
+  return r[1][2]
+end
+local function bump(f)
+  for i = 1, #f, 2 do
+    if f[i] == 'attempt' then f[i + 1] = tostring((tonumber(f[i + 1]) or 0) + 1) break end
+  end
+  return f
+end
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return nil
+end
+-- Puts an entry on the delayed zset, due \`wait\` ms after \`now\`, and tells sleeping workers.
+local function schedule(delayed, payloads, channel, f, now, wait)
+  local id = field(f, 'id') or ''
+  redis.call('ZADD', delayed, now + wait, id)
+  redis.call('HSET', payloads, id, cjson.encode(f))
+  redis.call('PUBLISH', channel, tostring(wait))
+  return 1
+end
+-- Re-adds an entry at the tail (attempt + 1 if asked), then acks and deletes the old one.
+-- Returns the new entry id and the fields, or nil if the entry had been trimmed away.
+local function readd(stream, group, id, again)
+  local f = fields_of(stream, id)
+  local new = nil
+  if f ~= nil then
+    if again > 0 then bump(f) end
+    new = redis.call('XADD', stream, '*', unpack(f))
+  end
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  return new, f
+end
+local function bury(stream, dead, group, id, fields, err, reason, now, max_dead)
+  local f = fields or {'entry', id}
+  f[#f + 1] = 'error'; f[#f + 1] = err
+  f[#f + 1] = 'reason'; f[#f + 1] = reason
+  f[#f + 1] = 'failed_at'; f[#f + 1] = tostring(now)
+  if max_dead and max_dead > 0 then
+    redis.call('XADD', dead, 'MAXLEN', max_dead, '*', unpack(f))
+  else
+    redis.call('XADD', dead, '*', unpack(f))
+  end
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+end
+-- A job reached its end: record the outcome for \`keep\` ms (or drop the record), and tell
+-- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0:
+-- state, reason and result JSON (or error text), one per line.
+local drop = nil -- when a table, finish() collects records to delete instead of deleting them
+local later = nil -- when a table, finish() collects its messages to publish at the very end
+local function finish(rec, keep, now, channel, state, body, reason, ...)
+  local kept = false
+  if keep > 0 then
+    -- At maxmemory (noeviction) Redis refuses the HSET: the job still ends, without its
+    -- record, so workers drain a full Redis instead of failing every ack.
+    if state == 'completed' or state == 'cancelled' then
+      kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'result', body, ...)
+      if kept then redis.call('HDEL', rec, 'error', 'reason', 'due') end
+    else
+      kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'error', body,
+        'reason', reason, ...)
+    end
+    if kept then redis.call('PEXPIRE', rec, keep) end
+  end
+  if not kept and drop then
+    drop[#drop + 1] = rec
+  elseif not kept then
+    redis.call('DEL', rec)
+  end
+  local message = state .. '\\n' .. reason .. '\\n' .. body
+  if later then
+    later[#later + 1] = {channel, message}
+  else
+    redis.call('PUBLISH', channel, message)
+  end
+end
+`;

@@ -1,0 +1,134 @@
+/**
+ * ENQUEUE: writes a batch of jobs of one task, each unless its id is still known (dedup).
+ * `enqueueHead` and `enqueueArgs` build its arguments.
+ *
+ * KEYS: stream, delayed, payloads, then one record per job.
+ * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape; then per job,
+ * if shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
+ * or 'at'), ms, n, data, then n values: the job's optional fields as field/value pairs (trace to
+ * sig, as encodeExtras in codec.ts lays them out). With 'delay' a job is due `ms` after Redis
+ * TIME, so producer clocks do not matter; with 'at' it is due at epoch ms.
+ * The wake channel is a pub/sub channel, not a key: it stays in ARGV.
+ * Reply (`EnqueueReply`): one value per job: the entry id if written to the stream, the due
+ * time if written to the delayed zset, or {entry id or '', due time or 0} if the id was known
+ * (a duplicate).
+ *
+ * The entry's leading fields are the same for the whole batch, bar id (the record key minus the
+ * prefix) and data, so the script writes them itself, in the order of encodeFields in codec.ts,
+ * and no job carries them: fewer arguments cost less on both sides. No table is built per job.
+ *
+ * @module
+ */
+import { type Keys, RECORD_TTL_MS } from "../keys.ts";
+import { PRELUDE } from "./_prelude.ts";
+
+/** One job of an ENQUEUE call. */
+export interface EnqueueJob {
+  /** The job id. */
+  readonly id: string;
+  /** The data as JSON text. */
+  readonly data: string;
+  /** When it is due: undefined for now, else a delay (ms) or an epoch time (ms). */
+  readonly when: { readonly mode: "delay" | "at"; readonly ms: number } | undefined;
+  /** The optional wire fields (trace to sig), flat; undefined if none. */
+  readonly extras: readonly string[] | undefined;
+}
+
+/** What ENQUEUE replies, per job: entry id, due time, or {entry id, due time} if known. */
+export type EnqueueReply = (string | number | [string, number])[];
+
+/** The Lua of ENQUEUE. */
+export const ENQUEUE: string = PRELUDE + `
+local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
+local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local skip, v, plain = #ARGV[5] + 1, ARGV[6], ARGV[7] == 'plain'
+local call, sub = redis.call, string.sub
+local out, now = {}, now_ms()
+-- One expiry time for the batch's waiting records: PEXPIREAT is what PEXPIRE is rewritten to.
+local expire_at = now + live
+local a = 8
+for k = 4, #KEYS do
+  local rec = KEYS[k]
+  local mode, ms, n, data = 'now', 0, 0, nil
+  if plain then
+    data = ARGV[a]
+    a = a + 1
+  else
+    mode, ms, n, data = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+    a = a + 4 + n
+  end
+  if call('EXISTS', rec) == 1 then
+    local known = call('HMGET', rec, 'entry', 'due')
+    out[k - 3] = {known[1] or '', tonumber(known[2] or '0')}
+  elseif mode == 'now' then
+    local entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
+      'data', data, 'attempt', '1', 'enq', enq, unpack(ARGV, a - n, a - 1))
+    call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', '1', 'enq', enq,
+      'entry', entry)
+    call('PEXPIREAT', rec, expire_at)
+    out[k - 3] = entry
+  else
+    local due = ms
+    if mode == 'delay' then due = now + ms end
+    local wait = math.max(0, due - now)
+    local f = {'v', v, 'id', sub(rec, skip), 'task', task, 'data', data, 'attempt', '1',
+      'enq', enq, unpack(ARGV, a - n, a - 1)}
+    schedule(delayed, payloads, wake, f, now, wait)
+    call('HSET', rec, 'state', 'delayed', 'task', task, 'attempt', '1', 'enq', enq, 'due', due)
+    call('PEXPIREAT', rec, expire_at + wait)
+    out[k - 3] = due
+  end
+end
+return out
+`;
+
+/**
+ * The arguments every ENQUEUE call of one enqueue shares: build them once, pass them to each
+ * `enqueueArgs`.
+ *
+ * @param keys The queue's keys.
+ * @param task The task name.
+ * @param enq The enqueue time, ms since epoch.
+ * @param version The wire version.
+ * @returns The shared arguments.
+ */
+export function enqueueHead(keys: Keys, task: string, enq: number, version: string): string[] {
+  return [keys.wake, String(RECORD_TTL_MS), task, String(enq), keys.jobPrefix, version];
+}
+
+/**
+ * The arguments of one ENQUEUE call, for jobs `from` to `to`, key count first.
+ *
+ * @param keys The queue's keys.
+ * @param head What `enqueueHead` built.
+ * @param jobs The jobs.
+ * @param from The first job of this call.
+ * @param to One past the last job of this call.
+ * @returns The flat argument list: key count, KEYS, ARGV.
+ */
+export function enqueueArgs(
+  keys: Keys,
+  head: readonly string[],
+  jobs: readonly EnqueueJob[],
+  from: number,
+  to: number,
+): string[] {
+  let plain = true;
+  for (let i = from; i < to && plain; i++) {
+    plain = jobs[i]!.when === undefined && jobs[i]!.extras === undefined;
+  }
+  const args = [String(3 + to - from), keys.stream, keys.delayed, keys.payloads];
+  for (let i = from; i < to; i++) args.push(keys.job(jobs[i]!.id));
+  for (const arg of head) args.push(arg);
+  args.push(plain ? "plain" : "full");
+  for (let i = from; i < to; i++) {
+    const { data, when, extras } = jobs[i]!;
+    if (plain) {
+      args.push(data);
+      continue;
+    }
+    args.push(when?.mode ?? "now", String(when?.ms ?? 0), String(extras?.length ?? 0), data);
+    if (extras !== undefined) args.push(...extras);
+  }
+  return args;
+}

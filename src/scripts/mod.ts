@@ -1,0 +1,79 @@
+/**
+ * Defines every sluice Lua script on a Redis client. ioredis sends them by SHA (EVALSHA) and
+ * falls back to EVAL on NOSCRIPT, so a Redis restart or SCRIPT FLUSH is harmless.
+ *
+ * One file per script holds its Lua, a header listing its KEYS, ARGV and reply, and a typed
+ * builder of its arguments. Every script names every key it touches in KEYS, and all of a
+ * queue's keys share one hash tag, so the scripts run on Redis Cluster and proxies. Each method
+ * takes the one flat array its builder returns: the key count, the keys, then the arguments.
+ *
+ * @module
+ */
+import type { Redis } from "ioredis";
+import { CANCEL } from "./cancel.ts";
+import { CANCELLED } from "./cancelled.ts";
+import { ENQUEUE, type EnqueueReply } from "./enqueue.ts";
+import { MARK_DEAD } from "./mark_dead.ts";
+import { DUE, type DueReply, PROMOTE, type PromoteReply } from "./promote.ts";
+import { RECLAIM, type ReclaimReply } from "./reclaim.ts";
+import { RENEW } from "./renew.ts";
+import { REPLAY } from "./replay.ts";
+import { HELD, RETIRE, RETIRE_END } from "./retire.ts";
+import { SETTLE, type SettleCode } from "./settle.ts";
+
+/** A Redis client with sluice's scripts defined on it. Each takes its builder's array. */
+export interface ScriptClient extends Redis {
+  /** SETTLE (settle.ts), with `settleArgs`: one code per operation. */
+  sluiceSettle(args: string[]): Promise<SettleCode[]>;
+  /** RENEW (renew.ts), with `renewArgs`: the entry ids no longer owned. */
+  sluiceRenew(args: string[]): Promise<string[]>;
+  /** RECLAIM (reclaim.ts), with `reclaimArgs`. */
+  sluiceReclaim(args: string[]): Promise<ReclaimReply>;
+  /** MARK_DEAD (mark_dead.ts), with `markDeadArgs`: how many records were marked. */
+  sluiceMarkDead(args: string[]): Promise<number>;
+  /** CANCELLED (cancelled.ts), with `cancelledArgs`: 1-based positions of cancelled jobs. */
+  sluiceCancelled(args: string[]): Promise<number[]>;
+  /** ENQUEUE (enqueue.ts), with `enqueueArgs`: one value per job. */
+  sluiceEnqueue(args: string[]): Promise<EnqueueReply>;
+  /** CANCEL (cancel.ts), with `cancelArgs`: the state before, or 'unknown'. */
+  sluiceCancel(args: string[]): Promise<string>;
+  /** DUE (promote.ts), with `dueArgs`: the ids due now; use `promote()`. */
+  sluiceDue(args: string[]): Promise<DueReply>;
+  /** PROMOTE (promote.ts), with `promoteArgs`: moved, and ms until the next is due. */
+  sluicePromote(args: string[]): Promise<PromoteReply>;
+  /** HELD (retire.ts), with `heldArgs`: entry id, job id pairs; use `retire()`. */
+  sluiceHeld(args: string[]): Promise<string[]>;
+  /** RETIRE (retire.ts), with `retireArgs`: how many entries were released. */
+  sluiceRetire(args: string[]): Promise<number>;
+  /** RETIRE_END (retire.ts), with `retireEndArgs`: 1 if the consumer was deleted. */
+  sluiceRetireEnd(args: string[]): Promise<number>;
+  /** REPLAY (replay.ts), with `replayArgs`: how many letters were replayed. */
+  sluiceReplay(args: string[]): Promise<number>;
+}
+
+/**
+ * Defines every script on `client` (by SHA, with EVAL fallback) and returns it.
+ *
+ * @param client An ioredis client.
+ * @returns The same client, typed with the script methods.
+ */
+export function defineScripts(client: Redis): ScriptClient {
+  // No script has a fixed key count: each builder puts it first.
+  const scripts: [string, string][] = [
+    ["sluiceSettle", SETTLE],
+    ["sluiceRenew", RENEW],
+    ["sluiceReclaim", RECLAIM],
+    ["sluiceMarkDead", MARK_DEAD],
+    ["sluiceCancelled", CANCELLED],
+    ["sluiceEnqueue", ENQUEUE],
+    ["sluiceCancel", CANCEL],
+    ["sluiceDue", DUE],
+    ["sluicePromote", PROMOTE],
+    ["sluiceHeld", HELD],
+    ["sluiceRetire", RETIRE],
+    ["sluiceRetireEnd", RETIRE_END],
+    ["sluiceReplay", REPLAY],
+  ];
+  for (const [name, lua] of scripts) client.defineCommand(name, { lua });
+  return client as ScriptClient;
+}

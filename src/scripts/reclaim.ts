@@ -1,0 +1,109 @@
+/**
+ * RECLAIM: claims idle deliveries of dead peers with XAUTOCLAIM, dead-letters crash loops, and
+ * now and then prunes dead consumers. `reclaimArgs` builds its arguments.
+ *
+ * KEYS: stream, dead, workers.
+ * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead.
+ * Reply (`ReclaimReply`): { next cursor, { entry id, deliveries, fields }..., deleted entry ids,
+ * dead-lettered job ids ('' for an entry without one) }.
+ *
+ * Entries delivered more than max deliveries times are dead-lettered with reason
+ * `delivery-limit`. The caller then marks the dead jobs' records with MARK_DEAD: their keys are
+ * only known now. With prune, consumers with nothing pending and no live heartbeat are deleted.
+ *
+ * @module
+ */
+import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
+
+/** What RECLAIM replies: cursor, claimed entries, deleted entry ids, dead-lettered job ids. */
+export type ReclaimReply = [
+  cursor: string,
+  claimed: [entryId: string, deliveries: number, fields: string[]][],
+  deleted: string[],
+  buried: string[],
+];
+
+/** One reclaim step's parameters. */
+export interface ReclaimStep {
+  /** Deliveries idle at least this long (ms) are claimed. */
+  minIdle: number;
+  /** Where the previous step's XAUTOCLAIM left off ("0-0" to start over). */
+  cursor: string;
+  /** The most entries to claim. */
+  count: number;
+  /** Deliveries beyond this go to the dead letters; `Infinity` turns the check off. */
+  maxDeliveries: number;
+  /** Also delete consumers with nothing pending and no live heartbeat. */
+  prune: boolean;
+}
+
+/** The Lua of RECLAIM. */
+export const RECLAIM: string = PRELUDE + `
+local stream, dead, workers = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local max_deliveries = tonumber(ARGV[6])
+local now = now_ms()
+local r = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, ARGV[4], 'COUNT', ARGV[5])
+local claimed, deleted, buried = {}, r[3] or {}, {}
+for _, e in ipairs(r[2]) do
+  local id, fields = e[1], e[2]
+  if not fields then
+    -- Redis 6.2 returns trimmed entries with nil fields instead of listing them in r[3].
+    redis.call('XACK', stream, group, id)
+    deleted[#deleted + 1] = id
+  else
+    local n = redis.call('XPENDING', stream, group, id, id, 1)[1][4]
+    if n > max_deliveries then
+      bury(stream, dead, group, id, fields,
+        'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6], 'delivery-limit', now,
+        tonumber(ARGV[8]))
+      buried[#buried + 1] = field(fields, 'id') or ''
+    else
+      claimed[#claimed + 1] = {id, n, fields}
+    end
+  end
+end
+if ARGV[7] == '1' then
+  redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+  local consumers = redis.call('XINFO', 'CONSUMERS', stream, group)
+  for _, c in ipairs(consumers) do
+    local info = {}
+    for j = 1, #c, 2 do info[c[j]] = c[j + 1] end
+    if info['pending'] == 0 and info['idle'] > min_idle and info['name'] ~= consumer
+      and not redis.call('ZSCORE', workers, info['name']) then
+      redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
+    end
+  end
+end
+return {r[1], claimed, deleted, buried}
+`;
+
+/**
+ * The arguments of one RECLAIM call, key count first.
+ *
+ * @param q The queue.
+ * @param consumer The consumer that claims.
+ * @param step The step's parameters.
+ * @returns The flat argument list: key count, KEYS, ARGV.
+ */
+export function reclaimArgs(
+  q: Pick<ScriptQueue, "keys" | "group" | "maxDead">,
+  consumer: string,
+  step: ReclaimStep,
+): string[] {
+  const { keys } = q;
+  return [
+    "3",
+    keys.stream,
+    keys.dead,
+    keys.workers,
+    q.group,
+    consumer,
+    String(step.minIdle),
+    step.cursor,
+    String(step.count),
+    step.maxDeliveries === Infinity ? "9007199254740991" : String(step.maxDeliveries),
+    step.prune ? "1" : "0",
+    String(q.maxDead),
+  ];
+}

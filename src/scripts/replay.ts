@@ -1,0 +1,71 @@
+/**
+ * REPLAY: puts dead letters back in the stream with attempt 1. `replayArgs` builds its
+ * arguments.
+ *
+ * KEYS: dead, stream, then the record of each letter that has a job id, in order.
+ * ARGV: live ms, then pairs of dead entry id, job id ('' for a letter without one: it gets no
+ * record, since no record key can be named for it without colliding with some job's).
+ * Reply: the number replayed.
+ *
+ * Each letter leaves the dead stream in the same step, so replaying the same letter twice (from
+ * two processes, say) runs it once.
+ *
+ * @module
+ */
+import { RECORD_TTL_MS } from "../keys.ts";
+import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
+
+/** The Lua of REPLAY. */
+export const REPLAY: string = PRELUDE + `
+local dead, stream, live = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local replayed, k = 0, 3
+for i = 2, #ARGV, 2 do
+  local dead_id, id = ARGV[i], ARGV[i + 1]
+  local rec = nil
+  if id ~= '' then
+    rec = KEYS[k]
+    k = k + 1
+  end
+  local r = redis.call('XRANGE', dead, dead_id, dead_id)
+  if r[1] then
+    local f, kept = r[1][2], {}
+    for j = 1, #f, 2 do
+      local name = f[j]
+      if name ~= 'error' and name ~= 'reason' and name ~= 'failed_at' then
+        kept[#kept + 1] = name
+        kept[#kept + 1] = (name == 'attempt') and '1' or f[j + 1]
+      end
+    end
+    local entry = redis.call('XADD', stream, '*', unpack(kept))
+    redis.call('XDEL', dead, dead_id)
+    if rec then
+      redis.call('DEL', rec)
+      redis.call('HSET', rec, 'state', 'waiting', 'entry', entry, 'attempt', 1,
+        'task', field(kept, 'task') or '', 'enq', field(kept, 'enq') or '')
+      redis.call('PEXPIRE', rec, live)
+    end
+    replayed = replayed + 1
+  end
+end
+return replayed
+`;
+
+/**
+ * The arguments of one REPLAY call, key count first.
+ *
+ * @param q The queue.
+ * @param letters The dead letters: `deadId`, and the job `id` ('' if the letter has none).
+ * @returns The flat argument list: key count, KEYS, ARGV.
+ */
+export function replayArgs(
+  q: Pick<ScriptQueue, "keys">,
+  letters: readonly { readonly deadId: string; readonly id: string }[],
+): string[] {
+  const { keys } = q;
+  const args = ["", keys.dead, keys.stream];
+  for (const { id } of letters) if (id !== "") args.push(keys.job(id));
+  args[0] = String(args.length - 1);
+  args.push(String(RECORD_TTL_MS));
+  for (const { deadId, id } of letters) args.push(deadId, id);
+  return args;
+}

@@ -1,0 +1,303 @@
+/**
+ * SETTLE: acks, retries, releases and dead-letters a batch of deliveries in one script call,
+ * and keeps each job's record in step. `settleArgs` builds its arguments.
+ *
+ * KEYS: stream, dead, delayed, payloads, then the record key of each operation that has one
+ * (every operation but `bury`), in order.
+ * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
+ * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
+ * lowest and highest entry ids, then 5 values per operation: op, entry id, deliveries, a, b
+ * (the job id is the record key minus the prefix):
+ *   ack      a = result JSON ('' for none), b = start time ms ('' if it never started)
+ *   cancel   acked without running to the end: record cancelled; a = '', b as for ack
+ *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
+ *            delayed zset, due at Redis TIME + delay
+ *   release  re-added unchanged (no attempt charged)
+ *   dead     a = error text, b = reason
+ *   bury     as dead, for an entry with no trusted job id: no record is touched and no outcome
+ *            is published
+ * The wake and done channels are pub/sub channels, not keys: they stay in ARGV.
+ * Reply: one code per operation (`SettleCode`): 1 done, 0 lease lost (nothing changed), 2 done
+ * but the entry had been trimmed away, 3 refused by Redis for memory (nothing changed; try
+ * again). Outcome messages are published last, once everything has landed.
+ *
+ * Fencing looks at the batch in one XPENDING: the consumer's deliveries between the batch's
+ * lowest and highest entry ids. The next read is not made here but pipelined right after this
+ * call by the consumer: a read made in Lua costs Redis about three times as much, because its
+ * reply is turned into Lua tables and back.
+ *
+ * Finished entries leave the stream by trimming, not one by one: XDEL costs Redis about 20
+ * times what XTRIM MINID ~ does per entry. Everything older than the oldest pending delivery
+ * is done, so the stream is trimmed up to it. An acked entry more than TRIM_SLACK_MS of stream
+ * time newer than that oldest delivery (a long job holds the trim point back) is deleted
+ * at once instead, so a slow job keeps at most TRIM_SLACK_MS worth of finished entries.
+ *
+ * @module
+ */
+import { RECORD_TTL_MS } from "../keys.ts";
+import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
+
+/** The delivery a settle acts on: a `Job` is one. Read when the batch is sent, not before. */
+export interface Delivery {
+  /** The stream entry id. */
+  readonly entryId: string;
+  /** The delivery count this consumer holds it under (its fencing token). */
+  readonly deliveries: number;
+  /** The job id, which names its record. */
+  readonly id: string;
+}
+
+/** A delivery whose job id may be unknown: an entry that cannot run, without a trusted id. */
+export interface MaybeOrphan {
+  /** The stream entry id. */
+  readonly entryId: string;
+  /** The delivery count this consumer holds it under. */
+  readonly deliveries: number;
+  /** The job id, or undefined if the entry has none to trust: then no record is touched. */
+  readonly id: string | undefined;
+}
+
+/** One settle operation. */
+export type SettleOp =
+  /** Done: the result (JSON text, '' for none) is stored; `startedAt` is ms or ''. */
+  | {
+    readonly op: "ack";
+    readonly job: Delivery;
+    readonly result: string;
+    readonly startedAt: string;
+  }
+  /** Cancelled: acked without running to the end; the record ends `cancelled`. */
+  | { readonly op: "cancel"; readonly job: Delivery; readonly startedAt: string }
+  /** Another attempt, `delay` ms from now on Redis's clock (0: re-added at once). */
+  | { readonly op: "retry"; readonly job: Delivery; readonly delay: number; readonly error: string }
+  /** Given back unchanged, no attempt charged. */
+  | { readonly op: "release"; readonly job: Delivery }
+  /** Dead-lettered with an error text and a reason. */
+  | {
+    readonly op: "dead";
+    readonly job: MaybeOrphan;
+    readonly error: string;
+    readonly reason: string;
+  };
+
+/** A settle operation's outcome: 1 done, 0 lease lost, 2 done but trimmed, 3 refused (OOM). */
+export type SettleCode = 0 | 1 | 2 | 3;
+
+/** The Lua of SETTLE. */
+export const SETTLE: string = PRELUDE + `
+local TRIM_SLACK_MS = 5000
+local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
+local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
+local out, now = {}, now_ms()
+local done_ids = {}
+drop, later = {}, {}
+-- Fencing: one XPENDING for the whole batch, over the consumer's own deliveries between the
+-- batch's lowest and highest entry ids. If that range holds many more of ours than the batch
+-- (a long-running job in the middle), it falls back to one XPENDING per job.
+local mine = nil
+local ops = (#ARGV - 10) / 5
+if ops > 0 then
+  local most = 4 * ops + 16
+  local ok, p = pcall(redis.call, 'XPENDING', stream, group, low, high, most + 1, consumer)
+  if ok and #p <= most then
+    mine = {}
+    for _, e in ipairs(p) do mine[e[1]] = e[4] end
+  end
+end
+-- Retry, release and dead: returns the operation's code.
+local function other(op, entry, rec, id, a, b)
+  if op == 'retry' and tonumber(a) > 0 then
+    local f = fields_of(stream, entry)
+    local code = 2
+    if f ~= nil then
+      schedule(delayed, payloads, channel, bump(f), now, tonumber(a))
+      redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
+        'due', now + tonumber(a), 'error', b)
+      redis.call('HDEL', rec, 'entry')
+      redis.call('PEXPIRE', rec, live + tonumber(a))
+      code = 1
+    end
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return code
+  elseif op == 'retry' or op == 'release' then
+    local again = op == 'retry' and 1 or 0
+    local new, f = readd(stream, group, entry, again)
+    if new then
+      redis.call('HSET', rec, 'state', 'waiting', 'entry', new, 'attempt', field(f, 'attempt'))
+      if again == 1 then redis.call('HSET', rec, 'error', b) end
+      redis.call('PEXPIRE', rec, live)
+    end
+    return new and 1 or 2
+  elseif op == 'dead' or op == 'bury' then
+    local f = fields_of(stream, entry)
+    bury(stream, dead, group, entry, f, a, b, now, max_dead)
+    -- A buried entry with no trusted job id has no record and nobody awaiting it.
+    if rec then finish(rec, keep, now, done .. id, 'dead', a, b) end
+    return f and 1 or 2
+  end
+  error('sluice: unknown settle op ' .. tostring(op))
+end
+-- Trims finished entries: up to the oldest pending delivery (whole nodes), exactly up to the
+-- last delivered entry once nothing is pending, and deletes acked entries far past a pinned
+-- trim point one by one.
+local function trim(stream, group, acked, newest)
+  local pending = redis.call('XPENDING', stream, group)
+  if pending[1] == 0 then
+    -- The group has caught up (rare under load): everything it delivered is done. Trim up to
+    -- the first entry after the last delivered one, or everything if there is none.
+    local last = nil
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      if field(g, 'name') == group then last = field(g, 'last-delivered-id') end
+    end
+    if not last then return end
+    local after = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+    if after[1] then
+      redis.call('XTRIM', stream, 'MINID', after[1][1])
+    else
+      redis.call('XTRIM', stream, 'MAXLEN', 0)
+    end
+    return
+  end
+  local oldest = pending[2]
+  redis.call('XTRIM', stream, 'MINID', '~', oldest)
+  local limit = id_ms(oldest) + TRIM_SLACK_MS
+  if id_ms(newest) <= limit then return end
+  local far = {}
+  for _, entry in ipairs(acked) do
+    if id_ms(entry) > limit then far[#far + 1] = entry end
+  end
+  for i = 1, #far, 500 do
+    redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
+  end
+end
+local k = 5
+for i = 11, #ARGV, 5 do
+  local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local rec, id = nil, nil
+  if op ~= 'bury' then
+    rec = KEYS[k]
+    id = string.sub(rec, skip)
+    k = k + 1
+  end
+  local ours
+  if mine then ours = mine[entry] == tonumber(deliveries)
+  else ours = owned(stream, group, entry, consumer, deliveries) end
+  if not ours then
+    out[#out + 1] = 0
+  elseif op == 'ack' or op == 'cancel' then
+    -- Acked together after the loop: one XACK per batch.
+    done_ids[#done_ids + 1] = entry
+    local state = op == 'ack' and 'completed' or 'cancelled'
+    finish(rec, keep, now, done .. id, state, a, '', 'started', b, 'worker', consumer,
+      'deliveries', deliveries)
+    out[#out + 1] = 1
+  elseif (op == 'retry' or op == 'release') and redis.call('HGET', rec, 'state') == 'cancelling' then
+    -- Cancelled while it ran: it ends here, whatever the worker wanted next.
+    done_ids[#done_ids + 1] = entry
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', 'worker', consumer)
+    out[#out + 1] = 1
+  else
+    -- At maxmemory Redis refuses the first write that may grow memory; a script that has
+    -- not written yet is refused whole. pcall keeps the refusal to this one operation, which
+    -- then changed nothing (code 3: the worker tries again), and the batch goes on.
+    local ok, code = pcall(function()
+      return other(op, entry, rec, id, a, b)
+    end)
+    if not ok and string.find(tostring(code.err or code), 'OOM', 1, true) then
+      out[#out + 1] = 3
+    elseif not ok then
+      return redis.error_reply(tostring(code.err or code))
+    else
+      out[#out + 1] = code
+    end
+  end
+end
+for i = 1, #drop, 500 do
+  redis.call('DEL', unpack(drop, i, math.min(i + 499, #drop)))
+end
+if #done_ids > 0 then
+  for i = 1, #done_ids, 500 do
+    redis.call('XACK', stream, group, unpack(done_ids, i, math.min(i + 499, #done_ids)))
+  end
+  -- Housekeeping never fails a settle: its errors are dropped.
+  pcall(trim, stream, group, done_ids, high)
+end
+for _, m in ipairs(later) do redis.call('PUBLISH', m[1], m[2]) end
+return out
+`;
+
+/**
+ * The arguments of one SETTLE call for `ops`, key count first. Runs per settle flush: one pass
+ * for the keys and the entry id range, one for the operations, plain pushes only.
+ *
+ * @param q The queue.
+ * @param consumer The consumer that holds the deliveries.
+ * @param ops The operations, in the order of the codes SETTLE replies with.
+ * @returns The flat argument list: key count, KEYS, ARGV.
+ */
+export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly SettleOp[]): string[] {
+  const { keys } = q;
+  const args = ["", keys.stream, keys.dead, keys.delayed, keys.payloads];
+  let low = ops[0]?.job.entryId ?? "-", high = ops[0]?.job.entryId ?? "+";
+  for (let i = 0; i < ops.length; i++) {
+    const { entryId, id } = ops[i]!.job;
+    if (id !== undefined) args.push(keys.job(id));
+    if (entryBefore(entryId, low)) low = entryId;
+    else if (entryBefore(high, entryId)) high = entryId;
+  }
+  args[0] = String(args.length - 1);
+  args.push(
+    q.group,
+    keys.wake,
+    keys.done,
+    String(q.keepResult),
+    String(RECORD_TTL_MS),
+    String(q.maxDead),
+    consumer,
+    keys.jobPrefix,
+    low,
+    high,
+  );
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    const { entryId } = op.job, deliveries = String(op.job.deliveries);
+    switch (op.op) {
+      case "ack":
+        args.push("ack", entryId, deliveries, op.result, op.startedAt);
+        break;
+      case "cancel":
+        args.push("cancel", entryId, deliveries, "", op.startedAt);
+        break;
+      case "retry":
+        args.push("retry", entryId, deliveries, String(op.delay), op.error);
+        break;
+      case "release":
+        args.push("release", entryId, deliveries, "", "");
+        break;
+      case "dead":
+        args.push(
+          op.job.id === undefined ? "bury" : "dead",
+          entryId,
+          deliveries,
+          op.error,
+          op.reason,
+        );
+    }
+  }
+  return args;
+}
+
+/** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
+function entryBefore(a: string, b: string): boolean {
+  const cutA = a.indexOf("-"), cutB = b.indexOf("-");
+  if (cutA !== cutB) return cutA < cutB;
+  // Both parts of the same lengths (the usual case): the strings compare as the numbers do.
+  if (a.length === b.length) return a < b;
+  const msA = a.slice(0, cutA), msB = b.slice(0, cutB);
+  if (msA !== msB) return msA < msB;
+  if (a.length !== b.length) return a.length < b.length;
+  return a < b;
+}
