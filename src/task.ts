@@ -55,8 +55,9 @@ export interface TaskContext<Context = unknown> {
   /** The job being run. */
   readonly job: JobInfo;
   /**
-   * Aborts on a lost lease (`LeaseLostError`) and on shutdown once the grace period is over
-   * (`ShutdownError`). Pass it to fetch() and friends.
+   * Aborts when the job times out (`TimeoutError`), is cancelled from any process
+   * (`CancelledError`), loses its lease (`LeaseLostError`), and on shutdown once the grace
+   * period is over (`ShutdownError`). Pass it to fetch() and friends.
    */
   readonly signal: AbortSignal;
   /** Whatever the worker's `lifespan` returned. */

@@ -1,8 +1,8 @@
 /**
- * Tests for the fixes of commit a924264 ("Read the next batch in the settle script; fixes from
- * review"): settles at maxmemory, RETIRE of a cancelling job, cancel messages per delivery,
- * promotion refused at maxmemory, trimming past large sequence numbers, stats().waiting after
- * a deleted entry, and the read that rides along with a settle.
+ * Edge cases found in review: settles at maxmemory, RETIRE of a cancelling job, cancel messages
+ * per delivery, promotion refused at maxmemory, trimming past large sequence numbers,
+ * stats().waiting after a deleted entry, and the read pipelined right behind each settle
+ * (which must count reads and reclaims in flight against the window).
  */
 import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
