@@ -15,7 +15,7 @@ import {
   TimeoutError,
   toError,
 } from "./errors.ts";
-import { backoffDelay } from "./backoff.ts";
+import { backoffDelay, retryWait } from "./backoff.ts";
 import { Job } from "./job.ts";
 import type { Logger } from "./_log.ts";
 import type { Slots } from "./_slots.ts";
@@ -230,7 +230,7 @@ export class Executor<Context> {
         );
         throw err;
       }
-      const wait = 100 * 2 ** attempt;
+      const wait = retryWait(100, attempt, 1_600);
       this.#logger.error(
         `sluice: worker ${this.#name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
         err,

@@ -9,6 +9,7 @@ import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { internal } from "./_internal.ts";
 import type { SettleOp } from "./scripts/settle.ts";
+import { MAX_MS } from "./_options.ts";
 
 /**
  * Dead-letter reasons. A handler's job ends with `failed`, `non-retryable` or `timeout`; a
@@ -219,7 +220,7 @@ export class Job<Data = unknown> implements JobInfo {
    */
   retry(_error?: unknown, options: { delay?: number } = {}): Promise<void> {
     const { delay = 0 } = options;
-    if (!Number.isInteger(delay) || delay < 0 || delay > 2 ** 31 - 1) {
+    if (!Number.isInteger(delay) || delay < 0 || delay > MAX_MS) {
       return Promise.reject(
         new RangeError(
           `Cannot retry job ${this.id}: delay must be an integer from 0 to 2147483647, got ${delay}`,
