@@ -153,6 +153,26 @@ export class PayloadTooLargeError extends SluiceError {}
  */
 export class OutOfMemoryError extends SluiceError {}
 
+/**
+ * True if `err` is Redis refusing a write at `maxmemory` (a reply starting with `OOM`), or an
+ * {@linkcode OutOfMemoryError} made from one.
+ *
+ * @param err Anything thrown.
+ * @returns Whether it is an out-of-memory refusal.
+ *
+ * @example
+ * ```ts
+ * import { isOutOfMemory } from "@sluice/sluice";
+ * const reply = new Error("OOM command not allowed when used memory > 'maxmemory'.");
+ * console.log(isOutOfMemory(reply), isOutOfMemory(new Error("ERR syntax error"))); // true false
+ * ```
+ */
+export function isOutOfMemory(err: unknown): boolean {
+  if (err instanceof OutOfMemoryError) return true;
+  const message = err instanceof Error ? err.message : typeof err === "string" ? err : "";
+  return /^OOM\b/.test(message);
+}
+
 /** Turns anything thrown into an Error, keeping Errors as they are. */
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

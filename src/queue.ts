@@ -9,12 +9,19 @@ import {
   decodeData,
   encodeData,
   encodeExtras,
+  fieldsToRecord,
   oversize,
   uuidv7,
   WIRE_VERSION,
   type WireJob,
 } from "./codec.ts";
-import { OutOfMemoryError, PayloadTooLargeError, toError, ValidationError } from "./errors.ts";
+import {
+  isOutOfMemory,
+  OutOfMemoryError,
+  PayloadTooLargeError,
+  toError,
+  ValidationError,
+} from "./errors.ts";
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
@@ -146,12 +153,6 @@ export interface QueueStats {
   oldestWaitingMs: number | null;
   /** The group's lag as Redis reports it, or null when Redis cannot tell (after deletions). */
   lag: number | null;
-}
-
-function toRecord(flat: unknown[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
 }
 
 interface Entry {
@@ -411,7 +412,7 @@ export class Queue implements AsyncDisposable {
       client.zcount(workers, now, "+inf"),
       client.xinfo("GROUPS", stream).catch(() => []) as Promise<unknown[][]>,
     ]);
-    const info = groups.map(toRecord).find((g) => g.name === this.group);
+    const info = groups.map(fieldsToRecord).find((g) => g.name === this.group);
     const active = Number(info?.pending ?? 0);
     const lastDelivered = String(info?.["last-delivered-id"] ?? "0-0");
     const lag = info?.lag === null || info?.lag === undefined ? null : Number(info.lag);
@@ -585,7 +586,7 @@ export class Queue implements AsyncDisposable {
 
   /** An enqueue script call failed: out of memory gets its own error, with what was written. */
   #writeError(err: Error, results: [Error | null, unknown][], total: number): Error {
-    if (!/^OOM\b/.test(err.message)) return err;
+    if (!isOutOfMemory(err)) return err;
     let written = 0;
     for (const [failed, replies] of results) {
       if (failed) continue;
@@ -768,7 +769,7 @@ export class Queue implements AsyncDisposable {
           if (message.includes("BUSYGROUP")) return;
           // At maxmemory Redis refuses XGROUP CREATE before it looks for the group: if the
           // group is there, workers may still drain the queue.
-          if (message.startsWith("OOM") && await this.#groupExists().catch(() => false)) return;
+          if (isOutOfMemory(err) && await this.#groupExists().catch(() => false)) return;
           this.#group = undefined;
           throw err;
         });
@@ -778,7 +779,7 @@ export class Queue implements AsyncDisposable {
 
   async #groupExists(): Promise<boolean> {
     const groups = await this.#command().xinfo("GROUPS", this.keys.stream) as unknown[][];
-    return groups.some((group) => toRecord(group).name === this.group);
+    return groups.some((group) => fieldsToRecord(group).name === this.group);
   }
 
   #context(): QueueContext {

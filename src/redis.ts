@@ -7,6 +7,7 @@
  */
 import { Redis, type RedisOptions } from "ioredis";
 import { defineScripts, type ScriptClient } from "./scripts.ts";
+import { retryWait } from "./backoff.ts";
 
 /**
  * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
@@ -62,7 +63,7 @@ export function connect(config: RedisConfig, role: Role, name: string): ScriptCl
     lazyConnect: true,
     connectionName: `sluice:${role}:${name}`,
     // Reconnect with capped exponential backoff, forever: a worker outlives Redis restarts.
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), 2_000),
+    retryStrategy: (times) => retryWait(50, times, 2_000),
   };
   if (role === "blocking") {
     // A blocking read must not be replayed after a reconnect: the read loop decides what to send.
