@@ -25,7 +25,14 @@ import {
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys, RECORD_TTL_MS } from "./keys.ts";
 import { consoleLogger, type Logger } from "./_log.ts";
-import { close, connect, DEFAULT_REDIS, processName, type RedisConfig } from "./redis.ts";
+import {
+  checkRedisConfig,
+  close,
+  connect,
+  DEFAULT_REDIS,
+  processName,
+  type RedisConfig,
+} from "./redis.ts";
 import type { ScriptClient } from "./scripts.ts";
 import type { ChainableCommander } from "ioredis";
 import { type Backoff, checkRetry } from "./backoff.ts";
@@ -337,8 +344,9 @@ export class Queue implements AsyncDisposable {
    *
    * @param name 1 to 200 characters of `A-Z a-z 0-9 . _ : -`.
    * @param options Where Redis is, the key prefix and the group.
-   * @throws {TypeError} If the name, prefix or group is invalid, or a signing key is not a
-   * non-empty string or Uint8Array.
+   * @throws {TypeError} If the name, prefix or group is invalid, a signing key is not a
+   * non-empty string or Uint8Array, or `redis` is not a `redis://` URL or holds an option
+   * ioredis does not know (or `cluster`, which is not supported yet).
    * @throws {RangeError} If a number is out of range.
    */
   constructor(name: string, options: QueueOptions = {}) {
@@ -362,11 +370,7 @@ export class Queue implements AsyncDisposable {
     this.#signer = signingKeys === undefined ? undefined : new Signer(action, signingKeys);
     this.keys = queueKeys(name, prefix);
     checkName("group", group);
-    if (typeof redis !== "string" && (typeof redis !== "object" || redis === null)) {
-      throw new TypeError(
-        `Cannot create queue: redis must be a URL or ioredis options, got ${redis}`,
-      );
-    }
+    checkRedisConfig(action, redis);
     this.name = name;
     this.group = group;
     this.#redis = redis;
