@@ -154,6 +154,27 @@ export class PayloadTooLargeError extends SluiceError {}
 export class OutOfMemoryError extends SluiceError {}
 
 /**
+ * Redis cannot be reached: the connection was never made, or it was lost and did not come
+ * back in time. The message names the action, the queue, where Redis was looked for and the
+ * last connection error (such as `ECONNREFUSED`); `cause` is that error.
+ *
+ * @example Tell an outage from a bad request
+ * ```ts
+ * import { ConnectionError, Queue } from "@sluice/sluice";
+ *
+ * await using queue = new Queue("q", { redis: "redis://127.0.0.1:1" }); // nothing listens there
+ * try {
+ *   await queue.enqueue("t", 1);
+ * } catch (err) {
+ *   console.log(err instanceof ConnectionError); // true
+ *   // "Cannot enqueue t on queue q: Redis at 127.0.0.1:1 is unreachable (ECONNREFUSED)"
+ *   console.log((err as Error).message);
+ * }
+ * ```
+ */
+export class ConnectionError extends SluiceError {}
+
+/**
  * True if `err` is Redis refusing a write at `maxmemory` (a reply starting with `OOM`), or an
  * {@linkcode OutOfMemoryError} made from one.
  *

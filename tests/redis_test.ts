@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkRedisConfig } from "../src/redis.ts";
+import { checkRedisConfig, describeRedis } from "../src/redis.ts";
 import { Queue } from "../src/queue.ts";
 import { task } from "../src/task.ts";
 import { Worker } from "../src/worker.ts";
@@ -100,6 +100,21 @@ Deno.test("new Worker() refuses an unknown redis option too", () => {
   assert.throws(
     () => new Worker("q", [t], { redis: { hots: "x" }, handleSignals: false }),
     /^TypeError: Cannot create queue: redis has an unknown option "hots"/,
+  );
+});
+
+Deno.test("describeRedis() names where Redis is, never the password", () => {
+  assert.equal(describeRedis("redis://:secret@cache.internal:6380/2"), "cache.internal:6380");
+  assert.equal(describeRedis("rediss://cache.internal"), "cache.internal:6379");
+  assert.equal(describeRedis("redis://[::1]:7000"), "[::1]:7000");
+  assert.equal(describeRedis("/run/redis.sock?db=2"), "/run/redis.sock");
+  assert.equal(describeRedis({}), "localhost:6379");
+  assert.equal(describeRedis({ host: "10.0.0.5", port: 6380 }), "10.0.0.5:6380");
+  assert.equal(describeRedis({ host: "::1" }), "[::1]:6379");
+  assert.equal(describeRedis({ path: "/run/redis.sock" }), "/run/redis.sock");
+  assert.equal(
+    describeRedis({ sentinels: [{ host: "s1", port: 26379 }], name: "main" }),
+    'Sentinel master "main"',
   );
 });
 
