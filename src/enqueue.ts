@@ -73,7 +73,7 @@ export interface EnqueueOptions {
 
 /** One item of `queue.enqueueMany()`: the job's data and its own options. */
 export interface EnqueueItem<Data> extends Omit<EnqueueOptions, "signal"> {
-  /** The job's data. */
+  /** The job's data. Required: give `null` for none (`undefined` is written as `null`). */
   data: Data;
 }
 
@@ -136,7 +136,7 @@ type WireOptions = { retry?: string; timeout?: number };
  *
  * @param q The queue's side of it.
  * @param task A task (its schema checks the data) or a task name.
- * @param items Each job's data and options.
+ * @param items Each job's data and options; each must have its own `data` property.
  * @param options `signal` to bound the wait.
  * @returns One handle per item, in order.
  * @throws {ValidationError} If an item fails a check; nothing is written.
@@ -162,11 +162,12 @@ export function enqueueJobs(
   items: Iterable<EnqueueItem<unknown>>,
   options: EnqueueManyOptions = {},
 ): Promise<JobHandle[]> {
-  return enqueue(q, task, items, options.signal);
+  return enqueue(q, task, items, options.signal, false);
 }
 
 /**
- * Enqueues one job: {@linkcode enqueueJobs} for `queue.enqueue()`.
+ * Enqueues one job: {@linkcode enqueueJobs} for `queue.enqueue()`, where `undefined` data is
+ * written as `null`.
  *
  * @param q The queue's side of it.
  * @param task A task or a task name.
@@ -190,7 +191,7 @@ export async function enqueueJob(
   data: unknown,
   options: EnqueueOptions = {},
 ): Promise<JobHandle> {
-  const [handle] = await enqueue(q, task, [{ ...options, data }], options.signal);
+  const [handle] = await enqueue(q, task, [{ ...options, data }], options.signal, true);
   return handle!;
 }
 
@@ -199,6 +200,7 @@ async function enqueue(
   task: AnyTask | string,
   items: Iterable<EnqueueItem<unknown>>,
   signal: AbortSignal | undefined,
+  single: boolean,
 ): Promise<JobHandle[]> {
   const name = typeof task === "string" ? task : (task as AnyTask)?.name;
   checkName("task name", name, "Cannot enqueue");
@@ -212,6 +214,7 @@ async function enqueue(
   const now = Date.now();
   const entries: Entry[] = [];
   for (const item of items) {
+    if (!single) checkItem(action, item, entries.length);
     const id = item.id === undefined ? uuidv7() : item.id;
     const when = item.delay === undefined && item.at === undefined
       ? undefined
@@ -260,6 +263,30 @@ async function enqueue(
   const result = signal === undefined ? write : abortable(write, signal);
   q.track(result);
   return result;
+}
+
+/**
+ * An item of enqueueMany must be an object with its own `data`, so that `[{ n: 1 }]` (data
+ * left out) is caught. An explicit `data: undefined` is taken, written as null like
+ * `enqueue(task, undefined)`: a task typed `(data: undefined) => ...` has no other way.
+ */
+function checkItem(action: string, item: unknown, index: number): void {
+  if (typeof item !== "object" || item === null) {
+    throw new ValidationError(
+      `${action}: item ${index} must be an object like { data }, got ${brief(item)}`,
+    );
+  }
+  if (!Object.hasOwn(item, "data")) {
+    throw new ValidationError(
+      `${action}: item ${index} has no data (give data: null for none), got ${brief(item)}`,
+    );
+  }
+}
+
+/** A value for a message, cut short: items may be big. */
+function brief(value: unknown): string {
+  const text = show(value);
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
 
 /** When a job is due: undefined for now, else a delay or an epoch time. */

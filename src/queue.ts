@@ -283,10 +283,11 @@ export class Queue implements AsyncDisposable {
    * throws before anything is written.
    *
    * @param task A task or a task name.
-   * @param items Data and options for each job.
+   * @param items Data (required; `null` for none) and options for each job.
    * @param options A `signal` to bound the wait, as for {@linkcode Queue.enqueue}.
    * @returns One handle per item, in order.
-   * @throws {ValidationError} If any item fails validation; nothing is written.
+   * @throws {ValidationError} If any item fails validation or has no `data`; nothing is
+   * written.
    * @throws {PayloadTooLargeError} If any item's data is over `maxPayloadBytes`; nothing is
    * written.
    * @throws {OutOfMemoryError} If Redis is at `maxmemory`. Jobs are written 100 to a script

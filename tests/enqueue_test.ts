@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { ConnectionError } from "../src/errors.ts";
+import { Redis } from "ioredis";
+import { ConnectionError, ValidationError } from "../src/errors.ts";
 import { commandClient, Queue } from "../src/queue.ts";
 import { startRedis } from "../src/testing.ts";
 
@@ -11,6 +12,58 @@ async function deadRedis(): Promise<{ url: string; port: number }> {
   await redis.stop();
   return { url: redis.url, port: redis.port };
 }
+
+Deno.test("enqueueMany() refuses an item without data, naming its index, and writes nothing", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const cases: [unknown[], RegExp][] = [
+    [
+      [{ n: 1 }],
+      /^Cannot enqueue t: item 0 has no data \(give data: null for none\), got \{"n":1\}$/,
+    ],
+    [[{ data: 1 }, { id: "b" }], /^Cannot enqueue t: item 1 has no data .*, got \{"id":"b"\}$/],
+    [[{ data: 1 }, null], /^Cannot enqueue t: item 1 must be an object like \{ data \}, got null/],
+    [[7], /^Cannot enqueue t: item 0 must be an object like \{ data \}, got 7$/],
+  ];
+  for (const [items, message] of cases) {
+    await assert.rejects(
+      queue.enqueueMany("t", items as { data: unknown }[]),
+      (err: unknown) => {
+        assert.ok(err instanceof ValidationError);
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  }
+  const db = new Redis(redis.url);
+  try {
+    assert.equal(await db.exists(queue.keys.stream), 0);
+  } finally {
+    await db.quit();
+  }
+});
+
+Deno.test("enqueueMany() takes data: null or an explicit data: undefined, written as null like enqueue() does", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const [a, b] = await queue.enqueueMany("t", [{ data: null, id: "a" }, {
+    data: undefined,
+    id: "b",
+  }]);
+  const c = await queue.enqueue("t", undefined, { id: "c" });
+  assert.deepEqual([a!.id, b!.id, c.id], ["a", "b", "c"]);
+  const db = new Redis(redis.url);
+  try {
+    const entries = await db.xrange(queue.keys.stream, "-", "+");
+    assert.deepEqual(entries.map(([, fields]) => fields[fields.indexOf("data") + 1]), [
+      "null",
+      "null",
+      "null",
+    ]);
+  } finally {
+    await db.quit();
+  }
+});
 
 Deno.test("enqueue() to a Redis that never answered fails soon with ConnectionError naming the queue, the address and the reason", async () => {
   const { url, port } = await deadRedis();
