@@ -39,7 +39,9 @@ export type {
   TaskOptions,
 } from "./src/task.ts";
 export { Queue } from "./src/queue.ts";
-export type { EnqueueItem, EnqueueOptions, QueueOptions, QueueStats } from "./src/queue.ts";
+export type { QueueOptions } from "./src/queue.ts";
+export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
+export type { QueueStats } from "./src/stats.ts";
 export { JobHandle } from "./src/handle.ts";
 export type { CancelOutcome, JobState, JobStatus } from "./src/handle.ts";
 export { DeadLetters } from "./src/dead.ts";

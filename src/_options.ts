@@ -43,3 +43,13 @@ export function show(value: unknown): string {
     return String(value);
   }
 }
+
+/** The options that are set, of `keys`: the rest keep the receiver's defaults. */
+export function pick<T extends object, K extends keyof T>(
+  options: T,
+  ...keys: K[]
+): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const key of keys) if (options[key] !== undefined) out[key] = options[key];
+  return out;
+}

@@ -85,3 +85,27 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
     clearTimeout(timer);
   }
 }
+
+/**
+ * Disposes `value` if it is `AsyncDisposable` or `Disposable` (a Worker's lifespan value, say);
+ * anything else is left alone.
+ *
+ * @example
+ * ```ts
+ * import { dispose } from "./async.ts";
+ * let closed = false;
+ * await dispose({ [Symbol.asyncDispose]: async () => void (closed = true) });
+ * console.log(closed); // true
+ * ```
+ */
+export async function dispose(value: unknown): Promise<void> {
+  if (isObject(value) && Symbol.asyncDispose in value) {
+    await (value as AsyncDisposable)[Symbol.asyncDispose]();
+  } else if (isObject(value) && Symbol.dispose in value) {
+    (value as Disposable)[Symbol.dispose]();
+  }
+}
+
+function isObject(value: unknown): value is object {
+  return (typeof value === "object" && value !== null) || typeof value === "function";
+}

@@ -116,15 +116,27 @@ export function backoffDelay(
 }
 
 /**
- * sluice's own waits between tries (reads, promotions, reconnects): `base` doubling with each
- * `attempt`, capped at `max` ms.
+ * A capped exponential wait for sluice's own retries (reconnects, a failed read or promote):
+ * `base * 2^attempt`, at most `max`. With `jitter`, the wait is drawn uniformly from
+ * [wait / 2, wait], so many processes that failed together do not retry together.
+ *
+ * @param base The wait in ms before growth (attempt 0).
+ * @param attempt How many times in a row it failed; 0 or more.
+ * @param max The longest wait in ms.
+ * @param jitter Spread the wait over its upper half.
+ * @returns A whole number of ms from 0 to `max`.
  *
  * @example
  * ```ts
  * import { retryWait } from "./backoff.ts";
- * console.log([1, 2, 3, 10].map((n) => retryWait(50, n, 2_000))); // [100, 200, 400, 2000]
+ * console.log([0, 1, 2, 3, 10].map((n) => retryWait(50, n, 1_000))); // [50, 100, 200, 400, 1000]
+ * const spread = retryWait(100, 3, 5_000, true);
+ * console.log(spread >= 400 && spread <= 800); // true
  * ```
  */
-export function retryWait(base: number, attempt: number, max: number): number {
-  return Math.min(max, base * 2 ** Math.min(attempt, 30));
+export function retryWait(base: number, attempt: number, max: number, jitter = false): number {
+  // 2^31 already passes any sensible max; capping the exponent keeps the product finite.
+  let wait = Math.min(max, base * 2 ** Math.min(Math.max(attempt, 0), 31));
+  if (jitter) wait = wait / 2 + (wait / 2) * Math.random();
+  return Math.round(wait);
 }

@@ -7,6 +7,7 @@
  */
 
 import { checkRetry } from "./backoff.ts";
+import { NAME, NAME_RULE } from "./keys.ts";
 
 /** The wire version this code writes and reads. */
 export const WIRE_VERSION = "1";
@@ -92,7 +93,6 @@ export function encodeExtras(job: Pick<WireJob, "trace" | "retry" | "timeout" | 
 }
 
 const INTEGER = /^(0|[1-9][0-9]{0,15})$/;
-const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
 
 /**
  * Decodes the flat field list of a stream entry. Never throws: an entry that cannot run comes
@@ -146,7 +146,7 @@ export function decodeFields(
   if (id!.length > 200) return malformed(`field id must be 1 to 200 characters, got ${id!.length}`);
   if (!NAME.test(task!)) {
     return malformed(
-      `field task must be 1 to 200 characters of A-Z a-z 0-9 . _ : -, got ${quote(task)}`,
+      `field task must be ${NAME_RULE}, got ${quote(task)}`,
     );
   }
   if (attempt === undefined || !INTEGER.test(attempt) || attempt === "0") {
@@ -195,6 +195,40 @@ function validRetry(text: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Turns Redis's flat field/value list (an entry's fields, an XINFO reply) into an object.
+ * A field given twice keeps its last value. The list is untrusted: a field named `__proto__`
+ * becomes a plain property, never the object's prototype.
+ *
+ * @param flat `[field, value, field, value, ...]`; a trailing odd item is ignored.
+ * @returns The fields as an object.
+ *
+ * @example
+ * ```ts
+ * import { fieldsToRecord } from "./codec.ts";
+ * console.log(fieldsToRecord(["id", "a", "reason", "failed", "reason", "too-large"]));
+ * // { id: "a", reason: "too-large" }
+ * ```
+ */
+export function fieldsToRecord<T>(flat: readonly T[]): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const key = String(flat[i]);
+    const value = flat[i + 1]!;
+    if (key === "__proto__") {
+      Object.defineProperty(out, key, {
+        value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } else {
+      out[key] = value;
+    }
+  }
+  return out;
 }
 
 /** True if `decoded` is a failure. */

@@ -8,15 +8,10 @@
  * @module
  */
 import { settlesWithin } from "./async.ts";
+import type { QueueContext } from "./queue.ts";
 import { LeaseLostError } from "./errors.ts";
 import { Job } from "./job.ts";
-import type { Keys } from "./keys.ts";
-import type { Signer } from "./sign.ts";
-import type { RedisConfig } from "./redis/connect.ts";
 import { processName } from "./redis/connect.ts";
-import type { PubSub } from "./redis/pubsub.ts";
-import type { ScriptClient } from "./scripts/mod.ts";
-import type { Logger } from "./_log.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
 import { internal } from "./_internal.ts";
 import { ADAPT_CHECK_MS, type Resize, Window } from "./window.ts";
@@ -61,28 +56,6 @@ export interface ConsumeOptions {
    * @default {"<host>-<pid>-<random>"}
    */
   consumer?: string;
-}
-
-/** @internal What a consumer needs from its queue: settings and the shared connections. */
-export interface QueueContext {
-  readonly name: string;
-  readonly keys: Keys;
-  readonly group: string;
-  /** How long (ms) finished jobs' records and results are kept; 0 keeps none. */
-  readonly keepResult: number;
-  /** The most dead letters kept; 0 is unbounded. */
-  readonly maxDead: number;
-  /** The most UTF-8 bytes field data may hold. */
-  readonly maxPayloadBytes: number;
-  /** Checks signatures, when signing keys are set. */
-  readonly signer: Signer | undefined;
-  /** Where Redis is: the consumer opens its own blocking connection there. */
-  readonly redis: RedisConfig;
-  readonly logger: Logger;
-  /** The process's command connection. */
-  readonly client: ScriptClient;
-  /** The process's subscriptions. */
-  readonly pubsub: PubSub;
 }
 
 /** @internal What a consumer's parts share: plain fields, and a few calls back. */

@@ -7,6 +7,7 @@
 import type { HandleContext } from "./handle.ts";
 import { checkInt, show } from "./_options.ts";
 import { replayArgs } from "./scripts/replay.ts";
+import { fieldsToRecord } from "./codec.ts";
 
 /** One dead letter. */
 export interface DeadLetter {
@@ -155,9 +156,8 @@ export class DeadLetters {
 }
 
 function toLetter(deadId: string, flat: string[]): DeadLetter {
-  const fields: Record<string, string> = {};
   // The last error/reason/failed_at win: sluice appends its own after the original fields.
-  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
+  const fields = fieldsToRecord(flat);
   return {
     deadId,
     id: fields.id ?? "",

@@ -153,6 +153,47 @@ export class PayloadTooLargeError extends SluiceError {}
  */
 export class OutOfMemoryError extends SluiceError {}
 
+/**
+ * Redis cannot be reached: the connection was never made, or it was lost and did not come
+ * back in time. The message names the action, the queue, where Redis was looked for and the
+ * last connection error (such as `ECONNREFUSED`); `cause` is that error.
+ *
+ * @example Tell an outage from a bad request
+ * ```ts
+ * import { ConnectionError, Queue } from "@sluice/sluice";
+ *
+ * await using queue = new Queue("q", { redis: "redis://127.0.0.1:1" }); // nothing listens there
+ * try {
+ *   await queue.enqueue("t", 1);
+ * } catch (err) {
+ *   console.log(err instanceof ConnectionError); // true
+ *   // "Cannot enqueue t on queue q: Redis at 127.0.0.1:1 is unreachable (ECONNREFUSED)"
+ *   console.log((err as Error).message);
+ * }
+ * ```
+ */
+export class ConnectionError extends SluiceError {}
+
+/**
+ * True if `err` is Redis refusing a write at `maxmemory` (a reply starting with `OOM`), or an
+ * {@linkcode OutOfMemoryError} made from one.
+ *
+ * @param err Anything thrown.
+ * @returns Whether it is an out-of-memory refusal.
+ *
+ * @example
+ * ```ts
+ * import { isOutOfMemory } from "@sluice/sluice";
+ * const reply = new Error("OOM command not allowed when used memory > 'maxmemory'.");
+ * console.log(isOutOfMemory(reply), isOutOfMemory(new Error("ERR syntax error"))); // true false
+ * ```
+ */
+export function isOutOfMemory(err: unknown): boolean {
+  if (err instanceof OutOfMemoryError) return true;
+  const message = err instanceof Error ? err.message : typeof err === "string" ? err : "";
+  return /^OOM\b/.test(message);
+}
+
 /** Turns anything thrown into an Error, keeping Errors as they are. */
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;
@@ -165,9 +206,4 @@ function safeString(value: unknown): string {
   } catch {
     return String(value);
   }
-}
-
-/** True if Redis refused a write because it is at `maxmemory` (an `OOM ...` error). */
-export function isOutOfMemory(err: unknown): boolean {
-  return /^OOM\b/.test(toError(err).message);
 }

@@ -21,12 +21,42 @@ import type { Logger } from "./_log.ts";
 import type { Slots } from "./_slots.ts";
 import { internal } from "./_internal.ts";
 import { type AnyTask, type TaskContext, validate } from "./task.ts";
-import type {
-  Middleware,
-  MiddlewareContext,
-  WorkerEventDetail,
-  WorkerEventName,
-} from "./worker.ts";
+
+/** The context middleware sees: the handler's context, the data, and the result once known. */
+export interface MiddlewareContext<Context = unknown> extends TaskContext<Context> {
+  /** The job data, after validation. */
+  data: unknown;
+  /** The handler's result, set when `next()` resolves; middleware may replace it. */
+  result?: unknown;
+}
+
+/** Middleware: an onion around every handler. Call `next()` once to run the inner layers. */
+export type Middleware<Context = unknown> = (
+  ctx: MiddlewareContext<Context>,
+  next: () => Promise<void>,
+) => Promise<void>;
+
+/** What each worker event carries in `detail`. */
+export interface WorkerEventDetail {
+  /** A handler is about to run the job. */
+  started: { job: Job };
+  /** The job's handler returned and the job was acked; `result` is what it returned. */
+  completed: { job: Job; result: unknown };
+  /**
+   * The handler threw (or timed out) and the job was scheduled for another attempt, `delay`
+   * ms from now, due at `dueAt` (epoch ms, this machine's clock).
+   */
+  retrying: { job: Job; error: Error; delay: number; dueAt: number };
+  /** The job went to the dead letters; `reason` says why (`failed`, `unknown-task`, ...). */
+  dead: { job: Job; error: Error; reason: string };
+  /** The job was cancelled (from any process) and ended without running to completion. */
+  cancelled: { job: Job };
+  /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
+  error: { error: Error; job?: Job };
+}
+
+/** The names of worker events. */
+export type WorkerEventName = keyof WorkerEventDetail;
 
 /** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
 const SETTLE_ATTEMPTS = 5;

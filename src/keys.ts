@@ -34,7 +34,20 @@ export interface Keys {
  * live for `keepResult` instead. */
 export const RECORD_TTL_MS = 7 * 24 * 3_600_000;
 
-const NAME = /^[A-Za-z0-9._:-]{1,200}$/;
+/**
+ * What a queue, task, group or prefix name may be ({@linkcode NAME_RULE}): nothing that could
+ * break a key's hash tag (braces) or a log line.
+ *
+ * @example
+ * ```ts
+ * import { NAME } from "./keys.ts";
+ * console.log(NAME.test("images.v2"), NAME.test("a{b}")); // true false
+ * ```
+ */
+export const NAME: RegExp = /^[A-Za-z0-9._:-]{1,200}$/;
+
+/** {@linkcode NAME} in words, for error messages. */
+export const NAME_RULE = "1 to 200 characters of A-Z a-z 0-9 . _ : -";
 
 /**
  * Builds the keys of queue `name` under `prefix`.
@@ -63,9 +76,7 @@ export function queueKeys(name: string, prefix: string): Keys {
 export function checkName(what: string, value: unknown, action = "Cannot create queue"): void {
   if (typeof value !== "string" || !NAME.test(value)) {
     throw new TypeError(
-      `${action}: ${what} must be 1 to 200 characters of A-Z a-z 0-9 . _ : -, got ${
-        JSON.stringify(value) ?? String(value)
-      }`,
+      `${action}: ${what} must be ${NAME_RULE}, got ${JSON.stringify(value) ?? String(value)}`,
     );
   }
 }

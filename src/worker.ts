@@ -5,17 +5,22 @@
  *
  * @module
  */
-import { settlesWithin } from "./async.ts";
+import { dispose, settlesWithin } from "./async.ts";
 import { Consumer, type ConsumeSettings, consumeSettings } from "./consume.ts";
 import { LeaseLostError, ShutdownError, toError } from "./errors.ts";
 import { Job } from "./job.ts";
 import type { Logger } from "./_log.ts";
-import { checkInt, MAX_MS, show } from "./_options.ts";
+import { checkInt, MAX_MS, pick, show } from "./_options.ts";
 import { queueContext, type QueueOptions, type QueueSettings, queueSettings } from "./queue.ts";
 import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
-import type { AnyTask, TaskContext } from "./task.ts";
+import type { AnyTask } from "./task.ts";
 import { Slots } from "./_slots.ts";
-import { Executor } from "./execute.ts";
+import {
+  Executor,
+  type Middleware,
+  type WorkerEventDetail,
+  type WorkerEventName,
+} from "./execute.ts";
 import { internal } from "./_internal.ts";
 
 /** Options of {@linkcode Worker}. */
@@ -76,41 +81,12 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
   lifespan?: () => Context | Promise<Context>;
 }
 
-/** The context middleware sees: the handler's context, the data, and the result once known. */
-export interface MiddlewareContext<Context = unknown> extends TaskContext<Context> {
-  /** The job data, after validation. */
-  data: unknown;
-  /** The handler's result, set when `next()` resolves; middleware may replace it. */
-  result?: unknown;
-}
-
-/** Middleware: an onion around every handler. Call `next()` once to run the inner layers. */
-export type Middleware<Context = unknown> = (
-  ctx: MiddlewareContext<Context>,
-  next: () => Promise<void>,
-) => Promise<void>;
-
-/** What each worker event carries in `detail`. */
-export interface WorkerEventDetail {
-  /** A handler is about to run the job. */
-  started: { job: Job };
-  /** The job's handler returned and the job was acked; `result` is what it returned. */
-  completed: { job: Job; result: unknown };
-  /**
-   * The handler threw (or timed out) and the job was scheduled for another attempt, `delay`
-   * ms from now, due at `dueAt` (epoch ms, this machine's clock).
-   */
-  retrying: { job: Job; error: Error; delay: number; dueAt: number };
-  /** The job went to the dead letters; `reason` says why (`failed`, `unknown-task`, ...). */
-  dead: { job: Job; error: Error; reason: string };
-  /** The job was cancelled (from any process) and ended without running to completion. */
-  cancelled: { job: Job };
-  /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
-  error: { error: Error; job?: Job };
-}
-
-/** The names of worker events. */
-export type WorkerEventName = keyof WorkerEventDetail;
+export type {
+  Middleware,
+  MiddlewareContext,
+  WorkerEventDetail,
+  WorkerEventName,
+} from "./execute.ts";
 
 /** How long aborted jobs get to wind down before they are released. */
 const ABORT_WAIT_MS = 1_000;
@@ -470,24 +446,4 @@ function onSignals(listener: () => void): () => void {
   return () => {
     for (const sig of signals) Deno.removeSignalListener(sig, listener);
   };
-}
-
-/** Disposes a lifespan's value, if it is `AsyncDisposable` or `Disposable`. */
-async function dispose(value: unknown): Promise<void> {
-  if (isObject(value) && Symbol.asyncDispose in value) {
-    await (value as AsyncDisposable)[Symbol.asyncDispose]();
-  } else if (isObject(value) && Symbol.dispose in value) {
-    (value as Disposable)[Symbol.dispose]();
-  }
-}
-
-/** The options that are set, of `keys`: the rest keep the receiver's defaults. */
-function pick<T extends object, K extends keyof T>(options: T, ...keys: K[]): Partial<Pick<T, K>> {
-  const out: Partial<Pick<T, K>> = {};
-  for (const key of keys) if (options[key] !== undefined) out[key] = options[key];
-  return out;
-}
-
-function isObject(value: unknown): value is object {
-  return (typeof value === "object" && value !== null) || typeof value === "function";
 }

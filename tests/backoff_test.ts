@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { backoffDelay, checkRetry } from "../src/backoff.ts";
+import { backoffDelay, checkRetry, retryWait } from "../src/backoff.ts";
 
 const err = new Error("x");
 
@@ -54,4 +54,23 @@ Deno.test("checkRetry() rejects out-of-range policies with the action, field and
     assert.throws(() => checkRetry("A", policy as never), (e: Error) => message.test(e.message));
   }
   checkRetry("A", { attempts: 1, backoff: { type: "fixed", delay: 0 } }); // edges allowed
+});
+
+Deno.test("retryWait() doubles from base, stops at max, and never overflows", () => {
+  assert.deepEqual([0, 1, 2, 5, 6, 1_000].map((n) => retryWait(50, n, 2_000)), [
+    50,
+    100,
+    200,
+    1_600,
+    2_000,
+    2_000,
+  ]);
+  assert.equal(retryWait(0, 1_000, 2_000), 0);
+  assert.equal(retryWait(50, -3, 2_000), 50);
+});
+
+Deno.test("retryWait() with jitter draws from the upper half of the wait", () => {
+  const waits = new Set(Array.from({ length: 50 }, () => retryWait(1_000, 1, 60_000, true)));
+  assert.ok(waits.size > 10, "waits spread out");
+  for (const ms of waits) assert.ok(ms >= 1_000 && ms <= 2_000, String(ms));
 });

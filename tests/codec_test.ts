@@ -5,6 +5,7 @@ import {
   decodeFields,
   encodeData,
   encodeFields,
+  fieldsToRecord,
   isFailure,
   mayBeMangled,
   oversize,
@@ -329,4 +330,16 @@ Deno.test("uuidv7() ids from the real clock sort by the ms they were made in", (
   }
   const second = uuidv7();
   assert.ok(first < second, `${first} should sort before ${second}`);
+});
+
+Deno.test("fieldsToRecord() keeps the last value of a repeated field and ignores an odd tail", () => {
+  assert.deepEqual(fieldsToRecord(["a", "1", "b", "2", "a", "3", "tail"]), { a: "3", b: "2" });
+  assert.deepEqual(fieldsToRecord(["n", 7, "lag", null]), { n: 7, lag: null });
+});
+
+Deno.test("fieldsToRecord() keeps a field named __proto__ as a plain property", () => {
+  const record = fieldsToRecord(["__proto__", "x", "id", "a"]);
+  assert.equal(Object.getPrototypeOf(record), Object.prototype);
+  assert.deepEqual(Object.keys(record), ["__proto__", "id"]);
+  assert.equal(Object.getOwnPropertyDescriptor(record, "__proto__")?.value, "x");
 });

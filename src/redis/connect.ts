@@ -9,11 +9,15 @@ import { Redis, type RedisOptions } from "ioredis";
 import { defineScripts, type ScriptClient } from "../scripts/mod.ts";
 import { PubSub } from "./pubsub.ts";
 import { retryWait } from "../backoff.ts";
+import { track } from "./health.ts";
+import { describeRedis } from "./config.ts";
 import type { Logger } from "../_log.ts";
 
 /**
  * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
- * Sentinel's `sentinels` and `name` included. The common ones are listed.
+ * Sentinel's `sentinels` and `name` included. The common ones are listed. A name ioredis does
+ * not know is refused up front (a typo would otherwise be ignored and the default Redis used),
+ * and so are `cluster` (not supported yet) and `keyPrefix` (use the queue's `prefix`).
  */
 export interface RedisConnectionOptions {
   /** Host name. @default {"127.0.0.1"} */
@@ -32,11 +36,14 @@ export interface RedisConnectionOptions {
   sentinels?: { host: string; port: number }[];
   /** The Sentinel master group name. */
   name?: string;
-  /** Any other ioredis option. */
+  /** Any other ioredis `RedisOptions` field. */
   [option: string]: unknown;
 }
 
-/** Where Redis is: a `redis://` or `rediss://` URL, or connection options. */
+/**
+ * Where Redis is: a `redis://` or `rediss://` URL, a Unix socket path (`/run/redis.sock`), or
+ * connection options.
+ */
 export type RedisConfig = string | RedisConnectionOptions;
 
 /** The roles a connection can play; one connection each. */
@@ -72,13 +79,21 @@ export function connect(config: RedisConfig, role: Role, name: string): ScriptCl
     base.autoResendUnfulfilledCommands = false;
     base.maxRetriesPerRequest = 0;
   }
+  if (role === "subscriber") {
+    // ioredis sends SUBSCRIBE at once while its ready check (INFO) is under way, since Redis
+    // takes it while loading; the INFO then fails on a connection in subscriber mode, and the
+    // connection drops. Many subscribers share this connection, so that race is common: the
+    // subscriber skips the ready check (pub/sub has nothing to wait for while Redis loads).
+    base.enableReadyCheck = false;
+  }
   const client = typeof config === "string" ? new Redis(config, base) : new Redis({
     ...base,
     ...(config as RedisOptions),
     ...pick(base, "lazyConnect", "connectionName"),
   });
-  // ioredis emits "error" on every failed reconnect; callers see failures through commands.
-  client.on("error", () => {});
+  // ioredis emits "error" on every failed reconnect; callers see failures through commands,
+  // and enqueue reports the last one (see whenReady in health.ts).
+  track(client);
   return defineScripts(client);
 }
 
@@ -140,7 +155,7 @@ export function share(config: RedisConfig, logger?: Logger): SharedRedis {
     const name = processName();
     const command = connect(config, "command", name);
     const subscriber = connect(config, "subscriber", name);
-    if (logger !== undefined) logOutages(command, logger, address(config));
+    if (logger !== undefined) logOutages(command, logger, describeRedis(config));
     entry = { command, subscriber, pubsub: new PubSub(subscriber), users: 0 };
     shared.set(key, entry);
   }
@@ -177,21 +192,6 @@ function logOutages(client: Redis, logger: Logger, where: string): void {
   });
 }
 
-/** Where a config points, for messages: host:port, a socket path, or a Sentinel group. */
-export function address(config: RedisConfig): string {
-  if (typeof config === "string") {
-    try {
-      const url = new URL(config);
-      return `${url.hostname || "127.0.0.1"}:${url.port || "6379"}`;
-    } catch {
-      return config;
-    }
-  }
-  if (config.sentinels !== undefined) return `Sentinel master ${config.name ?? "mymaster"}`;
-  if (typeof config.path === "string") return config.path;
-  return `${config.host ?? "127.0.0.1"}:${config.port ?? 6379}`;
-}
-
 function shareKey(config: RedisConfig): unknown {
   if (typeof config === "string") return config;
   let functions = false;
@@ -207,3 +207,5 @@ function pick<T extends object, K extends keyof T>(obj: T, ...keys: K[]): Pick<T
   for (const key of keys) out[key] = obj[key];
   return out;
 }
+
+export { checkRedisConfig, describeRedis } from "./config.ts";

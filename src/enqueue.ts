@@ -1,0 +1,387 @@
+/**
+ * Enqueueing: check every item, encode and sign it, then write the batch in ENQUEUE script
+ * calls, pipelined. Nothing is written until every item has passed, and a failed write says
+ * why in sluice's terms (out of memory, Redis unreachable) and how much of the batch got in.
+ *
+ * @module
+ */
+import type { ChainableCommander } from "ioredis";
+import { abortable } from "./async.ts";
+import type { Backoff } from "./backoff.ts";
+import {
+  decodeData,
+  encodeData,
+  encodeExtras,
+  oversize,
+  uuidv7,
+  WIRE_VERSION,
+  type WireJob,
+} from "./codec.ts";
+import {
+  ConnectionError,
+  isOutOfMemory,
+  OutOfMemoryError,
+  PayloadTooLargeError,
+  toError,
+  ValidationError,
+} from "./errors.ts";
+import { type HandleContext, JobHandle } from "./handle.ts";
+import { checkName, type Keys } from "./keys.ts";
+import { checkItem, schedule, wireOptions } from "./_items.ts";
+import { show } from "./_options.ts";
+import { describeRedis, type RedisConfig } from "./redis/connect.ts";
+import { isConnectionLoss, lastConnectionError, whenReady } from "./redis/health.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
+import { enqueueArgs, enqueueHead, type EnqueueReply } from "./scripts/enqueue.ts";
+import type { Signer } from "./sign.ts";
+import { type AnyTask, type Task, validate } from "./task.ts";
+
+/** Options of one enqueued job, and of the call that enqueues it. */
+export interface EnqueueOptions {
+  /**
+   * The job id: 1 to 200 characters. Defaults to a UUIDv7, which sorts by time.
+   */
+  id?: string;
+  /**
+   * Run no sooner than this many ms from now, measured on Redis's clock. 0 runs at once.
+   *
+   * @default {0}
+   */
+  delay?: number;
+  /** Run no sooner than this time (a Date or epoch ms). Cannot be combined with `delay`. */
+  at?: Date | number;
+  /**
+   * This job's retry policy; it wins over the task's. Backoff must be fixed or exponential
+   * here (a function cannot travel in the entry).
+   */
+  retry?: { attempts?: number; backoff?: Exclude<Backoff, (...args: never) => unknown> };
+  /** This job's timeout in ms; it wins over the task's. */
+  timeout?: number;
+  /**
+   * Bounds the wait: the call rejects with `signal.reason` soon after the signal aborts, for
+   * instance when Redis cannot be reached. It cannot take back what was sent: if the abort
+   * comes after the job was handed to Redis (or to the client's queue while it reconnects),
+   * the job may still be written. Give an `id` so that a retry of the call is deduplicated.
+   *
+   * @default {undefined} (wait until written or failed)
+   */
+  signal?: AbortSignal;
+}
+
+/** One item of `queue.enqueueMany()`: the job's data and its own options. */
+export interface EnqueueItem<Data> extends Omit<EnqueueOptions, "signal"> {
+  /** The job's data. Required: give `null` for none (`undefined` is written as `null`). */
+  data: Data;
+}
+
+/** Options of a whole `queue.enqueueMany()` call. */
+export interface EnqueueManyOptions {
+  /**
+   * Bounds the wait, as {@linkcode EnqueueOptions.signal} does: the call rejects with
+   * `signal.reason` soon after it aborts. Script calls already sent (100 jobs each) may
+   * still be written.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
+/** @internal What enqueueing needs from its queue. */
+export interface EnqueueContext {
+  /** The queue name, for messages. */
+  readonly name: string;
+  readonly keys: Keys;
+  readonly maxPayloadBytes: number;
+  readonly signer: Signer | undefined;
+  /** Where Redis is, for messages. */
+  readonly redis: RedisConfig;
+  /** For the handles returned. */
+  readonly handles: HandleContext;
+  /** The command connection. */
+  client(): ScriptClient;
+  /** Holds a write until it settles (or its signal aborts), so that closing the queue waits
+   * for it. */
+  track(write: Promise<unknown>): void;
+}
+
+/** Jobs per enqueue script call: big enough to spread the call's cost, small enough not to
+ * hold Redis up (about a millisecond of work). */
+const ENQUEUE_BATCH = 100;
+/** Jobs per pipeline: each is sent as soon as it is built, so Redis runs one while the next is
+ * serialized. */
+const PIPELINE_JOBS = 1_000;
+
+/** One job, checked and encoded, ready for the enqueue script. */
+export interface Entry {
+  id: string;
+  /** The data as JSON text. */
+  data: string;
+  when: { mode: "delay" | "at"; ms: number } | undefined;
+  /** Retry and timeout in wire form, if given. */
+  options: WireOptions | undefined;
+  /** The optional wire fields (retry, timeout, sig), flat; undefined if none. */
+  extras: string[] | undefined;
+}
+
+/** A job's retry and timeout in wire form. */
+export type WireOptions = { retry?: string; timeout?: number };
+
+/**
+ * Enqueues the jobs of `items`: checks them all, then writes them in pipelined batches.
+ * What `queue.enqueueMany()` runs.
+ *
+ * @param q The queue's side of it.
+ * @param task A task (its schema checks the data) or a task name.
+ * @param items Each job's data and options; each must have its own `data` property.
+ * @param options `signal` to bound the wait.
+ * @returns One handle per item, in order.
+ * @throws {ValidationError} If an item fails a check; nothing is written.
+ * @throws {PayloadTooLargeError} If an item's data is over `maxPayloadBytes`; nothing is
+ * written.
+ * @throws {OutOfMemoryError} If Redis is at `maxmemory`; the message says how much got in.
+ * @throws {ConnectionError} If Redis cannot be reached.
+ *
+ * @example
+ * ```ts
+ * import { Queue } from "./queue.ts";
+ * import { startRedis } from "./testing.ts";
+ * await using redis = await startRedis();
+ * await using queue = new Queue("q", { redis: redis.url });
+ * // Queue.enqueueMany() calls enqueueJobs() with the queue's EnqueueContext.
+ * const handles = await queue.enqueueMany("t", [{ data: 1 }, { data: null, id: "b" }]);
+ * console.log(handles.map((h) => h.id)[1]); // "b"
+ * ```
+ */
+export function enqueueJobs(
+  q: EnqueueContext,
+  task: AnyTask | string,
+  items: Iterable<EnqueueItem<unknown>>,
+  options: EnqueueManyOptions = {},
+): Promise<JobHandle[]> {
+  return enqueue(q, task, items, options.signal, false);
+}
+
+/**
+ * Enqueues one job: {@linkcode enqueueJobs} for `queue.enqueue()`, where `undefined` data is
+ * written as `null`.
+ *
+ * @param q The queue's side of it.
+ * @param task A task or a task name.
+ * @param data The job's data.
+ * @param options The job's options and `signal`.
+ * @returns A handle on the job.
+ *
+ * @example
+ * ```ts
+ * import { Queue } from "./queue.ts";
+ * import { startRedis } from "./testing.ts";
+ * await using redis = await startRedis();
+ * await using queue = new Queue("q", { redis: redis.url });
+ * const handle = await queue.enqueue("t", undefined, { id: "a" }); // calls enqueueJob()
+ * console.log(handle.id); // "a"
+ * ```
+ */
+export async function enqueueJob(
+  q: EnqueueContext,
+  task: AnyTask | string,
+  data: unknown,
+  options: EnqueueOptions = {},
+): Promise<JobHandle> {
+  const [handle] = await enqueue(q, task, [{ ...options, data }], options.signal, true);
+  return handle!;
+}
+
+async function enqueue(
+  q: EnqueueContext,
+  task: AnyTask | string,
+  items: Iterable<EnqueueItem<unknown>>,
+  signal: AbortSignal | undefined,
+  single: boolean,
+): Promise<JobHandle[]> {
+  const name = typeof task === "string" ? task : (task as AnyTask)?.name;
+  checkName("task name", name, "Cannot enqueue");
+  const action = `Cannot enqueue ${name}`;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(`${action}: signal must be an AbortSignal, got ${show(signal)}`);
+  }
+  signal?.throwIfAborted();
+  const schema = typeof task !== "string" && (task as Task).schema !== undefined;
+  const maxBytes = q.maxPayloadBytes;
+  const now = Date.now();
+  const entries: Entry[] = [];
+  for (const item of items) {
+    if (!single) checkItem(action, item, entries.length);
+    const id = item.id === undefined ? uuidv7() : item.id;
+    const when = item.delay === undefined && item.at === undefined
+      ? undefined
+      : schedule(action, item);
+    const options = item.retry === undefined && item.timeout === undefined
+      ? undefined
+      : wireOptions(action, item);
+    if (typeof id !== "string" || id.length === 0 || id.length > 200) {
+      throw new ValidationError(
+        `${action}: id must be a string of 1 to 200 characters, got ${JSON.stringify(id)}`,
+      );
+    }
+    let data: unknown = item.data;
+    if (schema) data = await validate(`Cannot enqueue`, task as Task, data);
+    let text: string;
+    try {
+      text = encodeData(data);
+    } catch (err) {
+      throw new ValidationError(
+        `${action}: data is not JSON-serializable: ${toError(err).message}`,
+        { cause: err },
+      );
+    }
+    const size = oversize(text, maxBytes);
+    if (size !== undefined) {
+      throw new PayloadTooLargeError(
+        `${action}: data must be at most maxPayloadBytes ${maxBytes} bytes of JSON, got ${size}`,
+      );
+    }
+    // Consumers refuse such data (bad-json): say so now, before anything is written.
+    if (text.includes("__proto__")) {
+      try {
+        decodeData(text);
+      } catch (err) {
+        throw new ValidationError(`${action}: ${toError(err).message}`, { cause: err });
+      }
+    }
+    const extras = options === undefined ? undefined : encodeExtras(options);
+    entries.push({ id, data: text, when, options, extras });
+  }
+  if (entries.length === 0) return [];
+  if (q.signer !== undefined) await sign(q.signer, entries, name, now);
+  signal?.throwIfAborted();
+  const write = send(q, action, entries, name, now, signal);
+  // Closing the queue waits for the write, unless the caller gave up on it first.
+  const result = signal === undefined ? write : abortable(write, signal);
+  q.track(result);
+  return result;
+}
+
+/** Fills in each entry's optional fields, with its signature by the current key. */
+async function sign(signer: Signer, entries: Entry[], task: string, enq: number): Promise<void> {
+  await Promise.all(entries.map(async (entry) => {
+    const job: WireJob = {
+      id: entry.id,
+      task,
+      data: entry.data,
+      attempt: 1,
+      enq,
+      ...entry.options,
+    };
+    entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) });
+  }));
+}
+
+/** Writes checked entries: one script call per batch, the calls in pipelines. */
+async function send(
+  q: EnqueueContext,
+  action: string,
+  entries: Entry[],
+  task: string,
+  now: number,
+  signal: AbortSignal | undefined,
+): Promise<JobHandle[]> {
+  const client = q.client();
+  if (client.status !== "ready") {
+    // A client that never connected is not handed commands to hold for ~33 s: we wait for it
+    // here, and give up (writing nothing) once it is plainly unreachable or the signal aborts.
+    const failure = await whenReady(client, signal);
+    if (failure !== undefined) throw unreachable(q, action, client, failure, "");
+    signal?.throwIfAborted();
+  }
+  const head = enqueueHead(q.keys, task, now, WIRE_VERSION);
+  // One script call per batch of jobs. The calls go in pipelines of PIPELINE_JOBS, each sent
+  // once built: Redis runs the first while the client builds the next.
+  const sent: Promise<[Error | null, unknown][] | null>[] = [];
+  for (let i = 0; i < entries.length; i += PIPELINE_JOBS) {
+    const pipeline = client.pipeline() as unknown as ScriptClient;
+    const end = Math.min(i + PIPELINE_JOBS, entries.length);
+    for (let j = i; j < end; j += ENQUEUE_BATCH) {
+      pipeline.sluiceEnqueue(
+        enqueueArgs(q.keys, head, entries, j, Math.min(j + ENQUEUE_BATCH, end)),
+      );
+    }
+    sent.push((pipeline as unknown as ChainableCommander).exec());
+  }
+  // Every pipeline is awaited, so an error reports what the others wrote.
+  const settled = await Promise.allSettled(sent);
+  const results: [Error | null, unknown][] = [];
+  let failed: Error | undefined;
+  for (const outcome of settled) {
+    if (outcome.status === "rejected") failed ??= toError(outcome.reason);
+    else results.push(...outcome.value ?? []);
+  }
+  failed ??= results.find(([err]) => err)?.[0] ?? undefined;
+  if (failed) throw writeError(q, action, client, failed, results, entries.length);
+  const handles: JobHandle[] = [];
+  for (const [, replies] of results) {
+    for (const reply of replies as EnqueueReply) {
+      const { id } = entries[handles.length]!;
+      handles.push(
+        typeof reply === "string"
+          ? new JobHandle(q.handles, id, { entryId: reply })
+          : typeof reply === "number"
+          ? new JobHandle(q.handles, id, { dueAt: reply })
+          : new JobHandle(q.handles, id, { entryId: reply[0], dueAt: reply[1], duplicate: true }),
+      );
+    }
+  }
+  return handles;
+}
+
+/**
+ * A write failed: out of memory and a lost connection get their own errors, which say how
+ * many jobs were written.
+ */
+function writeError(
+  q: EnqueueContext,
+  action: string,
+  client: ScriptClient,
+  err: Error,
+  results: [Error | null, unknown][],
+  total: number,
+): Error {
+  const oom = isOutOfMemory(err);
+  if (!oom && !isConnectionLoss(err)) return err;
+  let written = 0;
+  for (const [failed, replies] of results) {
+    if (failed) continue;
+    // A duplicate's reply is a pair; a written job's is its entry id or due time.
+    for (const reply of replies as EnqueueReply) if (!Array.isArray(reply)) written++;
+  }
+  if (!oom) {
+    // Calls without a reply may have run too before the connection went.
+    const part = written > 0 ? ` (at least ${written} of ${total} jobs were written)` : "";
+    return unreachable(q, action, client, err, part);
+  }
+  const part = written > 0
+    ? ` (${written} of ${total} jobs were written, in whole batches of ${ENQUEUE_BATCH})`
+    : "";
+  return new OutOfMemoryError(
+    `Cannot enqueue to ${q.name}: Redis is out of memory (maxmemory reached): ${err.message}${part}`,
+    { cause: err },
+  );
+}
+
+/** "Cannot enqueue t on queue q: Redis at 127.0.0.1:1 is unreachable (ECONNREFUSED)" */
+function unreachable(
+  q: EnqueueContext,
+  action: string,
+  client: ScriptClient,
+  err: Error,
+  part: string,
+): ConnectionError {
+  const last = lastConnectionError(client) ?? err;
+  const code = (last as { code?: unknown }).code;
+  const reason = typeof code === "string" && code !== "" ? code : last.message;
+  return new ConnectionError(
+    `${action} on queue ${q.name}: Redis at ${
+      describeRedis(q.redis)
+    } is unreachable (${reason})${part}`,
+    { cause: last },
+  );
+}
