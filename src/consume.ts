@@ -133,7 +133,6 @@ export class Consumer implements Holding {
   #leases: Leases;
   #reclaimer: Reclaimer;
   #promoter: Promoter;
-  #tickMs: number;
   #adaptTick: ReturnType<typeof setInterval> | undefined;
   #signal: AbortSignal | undefined;
   /** One loop round talking to Redis (group check, promotion, reclaim, read), while under way. */
@@ -155,12 +154,11 @@ export class Consumer implements Holding {
     this.ctx = ctx;
     this.name = consumer;
     this.window = new Window(prefetch);
-    this.#tickMs = Math.max(1, Math.floor(idleTimeout / 3));
     this.cancels = new Cancels(this);
     this.#settler = new Settler(this);
     this.#admitter = new Admitter(this, this.#settler, this.cancels);
     this.#reader = new Reader(this);
-    this.#promoter = new Promoter(this, this.#tickMs);
+    this.#promoter = new Promoter(this, Math.max(1, Math.floor(idleTimeout / 3)));
     this.#reclaimer = new Reclaimer(
       this,
       this.#admitter,
