@@ -164,6 +164,21 @@ export class JobHandle<Result = unknown> {
   async result(options: { signal?: AbortSignal } = {}): Promise<Result> {
     const { signal } = options;
     signal?.throwIfAborted();
+    // Settles announce outcomes only while some waiter has raised this counter. It is raised
+    // as the subscription is sent, not a round trip before it: on the command connection, so a
+    // settle this process sends later lands after it, and a settle that finds it at 0 lands
+    // before we read the record.
+    const { waiters } = this.#ctx.keys;
+    const raised = this.#ctx.client().incr(waiters);
+    try {
+      return await this.#wait(signal, raised);
+    } finally {
+      await raised.then(() => this.#ctx.client().decr(waiters)).catch(() => {});
+    }
+  }
+
+  /** Subscribes to the job's end, then reads its record: see `result()`. */
+  async #wait(signal: AbortSignal | undefined, raised: Promise<number>): Promise<Result> {
     const ended = Promise.withResolvers<Record<string, string>>();
     let heard: Record<string, string> | undefined;
     const reread = async () => {
@@ -191,6 +206,7 @@ export class JobHandle<Result = unknown> {
       },
     );
     try {
+      await raised;
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
       let outcome: Record<string, string>;
       if (record.state === undefined) {

@@ -24,6 +24,11 @@ export interface Keys {
   readonly cancel: string;
   /** The prefix of per-job pub/sub channels that announce a job's end. */
   readonly done: string;
+  /**
+   * How many `result()` waiters there are: a counter each raises before it subscribes to its
+   * job's `done` channel and lowers when done. While it is 0, settles publish no outcomes.
+   */
+  readonly waiters: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -67,6 +72,7 @@ export function queueKeys(name: string, prefix: string): Keys {
     wake: `${base}:wake`,
     cancel: `${base}:cancel`,
     done: `${base}:done:`,
+    waiters: `${base}:waiters`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

@@ -17,7 +17,7 @@ const quiet = { info() {}, warn() {}, error() {} };
 Deno.test("settleArgs() names a record per operation but for an entry with no job id, and the batch's entry id range", () => {
   const keys = queueKeys("q", "sluice");
   const q = { keys, group: "g", keepResult: 5, maxDead: 7 };
-  const job = (entryId: string, id: string) => ({ entryId, deliveries: 2, id });
+  const job = (entryId: string, id: string) => ({ entryId, deliveries: 2, id, attempt: 1 });
   const args = settleArgs(q, "c", [
     { op: "ack", job: job("10-5", "a"), result: '"r"', startedAt: "9" },
     { op: "dead", job: { entryId: "9-0", deliveries: 1, id: undefined }, error: "e", reason: "x" },
@@ -27,11 +27,12 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     { op: "dead", job: job("12-0", "e"), error: "bad", reason: "failed" },
   ]);
   assert.deepEqual(args, [
-    "9",
+    "10",
     keys.stream,
     keys.dead,
     keys.delayed,
     keys.payloads,
+    keys.waiters,
     keys.job("a"),
     keys.job("b"),
     keys.job("c"),

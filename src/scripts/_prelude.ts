@@ -91,33 +91,66 @@ local function bury(stream, dead, group, id, fields, err, reason, now, max_dead)
 end
 -- A job reached its end: record the outcome for \`keep\` ms (or drop the record), and tell
 -- anyone awaiting its result. The message carries the outcome, so it arrives even with keep 0:
--- state, reason and result JSON (or error text), one per line.
+-- state, reason and result JSON (or error text), one per line. \`clean\`: the record may hold
+-- an earlier attempt's error, to drop (a first attempt's never does).
 local drop = nil -- when a table, finish() collects records to delete instead of deleting them
-local later = nil -- when a table, finish() collects its messages to publish at the very end
-local function finish(rec, keep, now, channel, state, body, reason, ...)
+-- When a table, finish() collects its outcomes (channel, state, reason, body, flat) for
+-- announce(), which publishes only those someone listens to.
+local later = nil
+-- When true, finish() announces nothing: nobody awaits a result (see announce()).
+local silent = false
+-- Numbers handed to redis.call are formatted on every call (about 0.3 µs each): finish() formats
+-- keep and now once per script run instead.
+local keep_n, keep_s, now_n, now_s = nil, nil, nil, nil
+local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
   local kept = false
+  if keep ~= keep_n then keep_n, keep_s = keep, tostring(keep) end
+  if now ~= now_n then now_n, now_s = now, tostring(now) end
+  now = now_s
   if keep > 0 then
     -- At maxmemory (noeviction) Redis refuses the HSET: the job still ends, without its
     -- record, so workers drain a full Redis instead of failing every ack.
     if state == 'completed' or state == 'cancelled' then
       kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'result', body, ...)
-      if kept then redis.call('HDEL', rec, 'error', 'reason', 'due') end
+      if kept and clean then redis.call('HDEL', rec, 'error', 'reason', 'due') end
     else
       kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'error', body,
         'reason', reason, ...)
     end
-    if kept then redis.call('PEXPIRE', rec, keep) end
+    if kept then redis.call('PEXPIRE', rec, keep_s) end
   end
   if not kept and drop then
     drop[#drop + 1] = rec
   elseif not kept then
     redis.call('DEL', rec)
   end
-  local message = state .. '\\n' .. reason .. '\\n' .. body
-  if later then
-    later[#later + 1] = {channel, message}
+  if silent then
+    return
+  elseif later then
+    local n = #later
+    later[n + 1], later[n + 2], later[n + 3], later[n + 4] = channel, state, reason, body
   else
-    redis.call('PUBLISH', channel, message)
+    redis.call('PUBLISH', channel, state .. '\\n' .. reason .. '\\n' .. body)
+  end
+end
+-- Publishes the outcomes finish() collected to the channels someone listens to: one PUBSUB
+-- NUMSUB per 500 outcomes, and a PUBLISH only where a result() waits (or to all, while any
+-- pattern subscription exists on the server: NUMSUB does not count those). A waiter subscribes
+-- before it reads the record, so it either hears the outcome or finds it recorded.
+local function announce()
+  if #later == 0 then return end
+  local all = redis.call('PUBSUB', 'NUMPAT') > 0
+  for i = 1, #later, 2000 do
+    local last = math.min(i + 1999, #later)
+    local channels = {}
+    for j = i, last, 4 do channels[#channels + 1] = later[j] end
+    local counts = redis.call('PUBSUB', 'NUMSUB', unpack(channels))
+    for c = 2, #counts, 2 do
+      if all or counts[c] > 0 then
+        local j = i + (c - 2) * 2
+        redis.call('PUBLISH', later[j], later[j + 1] .. '\\n' .. later[j + 2] .. '\\n' .. later[j + 3])
+      end
+    end
   end
 end
 `;

@@ -26,7 +26,7 @@ if state == 'delayed' or state == 'retrying' then
   if redis.call('ZREM', delayed, id) == 1 then
     redis.call('HDEL', payloads, id)
     redis.call('HDEL', rec, 'due')
-    finish(rec, keep, now, done .. id, 'cancelled', '', '')
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return state
   end
   state = 'waiting' -- promoted meanwhile: look at the stream
@@ -36,7 +36,7 @@ if entry then
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
   if not (ok and p[1]) then
     redis.call('XDEL', stream, entry)
-    finish(rec, keep, now, done .. id, 'cancelled', '', '')
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return 'waiting'
   end
 end

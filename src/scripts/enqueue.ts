@@ -46,6 +46,8 @@ local call, sub = redis.call, string.sub
 local out, now = {}, now_ms()
 -- One expiry time for the batch's waiting records: PEXPIREAT is what PEXPIRE is rewritten to.
 local expire_at = now + live
+-- Formatted once: a number handed to redis.call is formatted on every call.
+local expire_s = tostring(expire_at)
 local a = 8
 for k = 4, #KEYS do
   local rec = KEYS[k]
@@ -65,7 +67,7 @@ for k = 4, #KEYS do
       'data', data, 'attempt', '1', 'enq', enq, unpack(ARGV, a - n, a - 1))
     call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', '1', 'enq', enq,
       'entry', entry)
-    call('PEXPIREAT', rec, expire_at)
+    call('PEXPIREAT', rec, expire_s)
     out[k - 3] = entry
   else
     local due = ms

@@ -16,7 +16,7 @@ export const MARK_DEAD: string = PRELUDE + `
 local now = now_ms()
 for i = 1, #KEYS do
   local id, err = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
-  finish(KEYS[i], tonumber(ARGV[2]), now, ARGV[1] .. id, 'dead', err, 'delivery-limit')
+  finish(KEYS[i], tonumber(ARGV[2]), now, ARGV[1] .. id, 'dead', err, 'delivery-limit', false)
 end
 return #KEYS
 `;

@@ -68,7 +68,7 @@ for i = 5, #ARGV, 2 do
       -- Cancelled while we held it: it ends here instead of going back to the stream.
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
-      finish(rec, keep, now_ms(), done .. id, 'cancelled', '', '')
+      finish(rec, keep, now_ms(), done .. id, 'cancelled', '', '', true)
     else
       local new = readd(stream, group, entry, 0)
       if new and state then redis.call('HSET', rec, 'state', 'waiting', 'entry', new) end

@@ -2,13 +2,14 @@
  * SETTLE: acks, retries, releases and dead-letters a batch of deliveries in one script call,
  * and keeps each job's record in step. `settleArgs` builds its arguments.
  *
- * KEYS: stream, dead, delayed, payloads, then the record key of each operation that has one
- * (every operation but `bury`), in order.
+ * KEYS: stream, dead, delayed, payloads, waiters, then the record key of each operation that has
+ * one (every operation but `bury`), in order.
  * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
  * lowest and highest entry ids, then 5 values per operation: op, entry id, deliveries, a, b
  * (the job id is the record key minus the prefix):
  *   ack      a = result JSON ('' for none), b = start time ms ('' if it never started)
+ *   ack-retried  as ack, for a later attempt: the record's last error is dropped too
  *   cancel   acked without running to the end: record cancelled; a = '', b as for ack
  *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
  *            delayed zset, due at Redis TIME + delay
@@ -19,7 +20,9 @@
  * The wake and done channels are pub/sub channels, not keys: they stay in ARGV.
  * Reply: one code per operation (`SettleCode`): 1 done, 0 lease lost (nothing changed), 2 done
  * but the entry had been trimmed away, 3 refused by Redis for memory (nothing changed; try
- * again). Outcome messages are published last, once everything has landed.
+ * again). Outcome messages are published last, once everything has landed, and only where
+ * someone listens: none while the waiters counter is 0, else one PUBSUB NUMSUB per 500 outcomes
+ * picks the channels with a subscriber.
  *
  * Fencing looks at the batch in one XPENDING: the consumer's deliveries between the batch's
  * lowest and highest entry ids. The next read is not made here but pipelined right after this
@@ -45,6 +48,8 @@ export interface Delivery {
   readonly deliveries: number;
   /** The job id, which names its record. */
   readonly id: string;
+  /** The attempt: after the first, the record may hold an earlier error, which an ack drops. */
+  readonly attempt: number;
 }
 
 /** A delivery whose job id may be unknown: an entry that cannot run, without a trusted id. */
@@ -87,6 +92,9 @@ export type SettleCode = 0 | 1 | 2 | 3;
 export const SETTLE: string = PRELUDE + `
 local TRIM_SLACK_MS = 5000
 local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Every result() waiter raises KEYS[5] as it subscribes: while it is 0 (and no pattern
+-- subscription exists on the server), nobody can hear an outcome, and none is built or published.
+silent = (tonumber(redis.call('GET', KEYS[5])) or 0) <= 0 and redis.call('PUBSUB', 'NUMPAT') == 0
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
@@ -107,7 +115,7 @@ if ops > 0 then
   end
 end
 -- Retry, release and dead: returns the operation's code.
-local function other(op, entry, rec, id, a, b)
+local function other(op, entry, rec, outcome, a, b)
   if op == 'retry' and tonumber(a) > 0 then
     local f = fields_of(stream, entry)
     local code = 2
@@ -135,7 +143,7 @@ local function other(op, entry, rec, id, a, b)
     local f = fields_of(stream, entry)
     bury(stream, dead, group, entry, f, a, b, now, max_dead)
     -- A buried entry with no trusted job id has no record and nobody awaiting it.
-    if rec then finish(rec, keep, now, done .. id, 'dead', a, b) end
+    if rec then finish(rec, keep, now, outcome, 'dead', a, b, false) end
     return f and 1 or 2
   end
   error('sluice: unknown settle op ' .. tostring(op))
@@ -173,13 +181,14 @@ local function trim(stream, group, acked, newest)
     redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
   end
 end
-local k = 5
+local k = 6
 for i = 11, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local rec, id = nil, nil
+  -- The channel that announces this job's outcome (none while nobody listens).
+  local rec, outcome = nil, nil
   if op ~= 'bury' then
     rec = KEYS[k]
-    id = string.sub(rec, skip)
+    if not silent then outcome = done .. string.sub(rec, skip) end
     k = k + 1
   end
   local ours
@@ -187,24 +196,24 @@ for i = 11, #ARGV, 5 do
   else ours = owned(stream, group, entry, consumer, deliveries) end
   if not ours then
     out[#out + 1] = 0
-  elseif op == 'ack' or op == 'cancel' then
+  elseif op == 'ack' or op == 'ack-retried' or op == 'cancel' then
     -- Acked together after the loop: one XACK per batch.
     done_ids[#done_ids + 1] = entry
-    local state = op == 'ack' and 'completed' or 'cancelled'
-    finish(rec, keep, now, done .. id, state, a, '', 'started', b, 'worker', consumer,
+    local state = op == 'cancel' and 'cancelled' or 'completed'
+    finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'started', b, 'worker', consumer,
       'deliveries', deliveries)
     out[#out + 1] = 1
   elseif (op == 'retry' or op == 'release') and redis.call('HGET', rec, 'state') == 'cancelling' then
     -- Cancelled while it ran: it ends here, whatever the worker wanted next.
     done_ids[#done_ids + 1] = entry
-    finish(rec, keep, now, done .. id, 'cancelled', '', '', 'worker', consumer)
+    finish(rec, keep, now, outcome, 'cancelled', '', '', true, 'worker', consumer)
     out[#out + 1] = 1
   else
     -- At maxmemory Redis refuses the first write that may grow memory; a script that has
     -- not written yet is refused whole. pcall keeps the refusal to this one operation, which
     -- then changed nothing (code 3: the worker tries again), and the batch goes on.
     local ok, code = pcall(function()
-      return other(op, entry, rec, id, a, b)
+      return other(op, entry, rec, outcome, a, b)
     end)
     if not ok and string.find(tostring(code.err or code), 'OOM', 1, true) then
       out[#out + 1] = 3
@@ -225,7 +234,7 @@ if #done_ids > 0 then
   -- Housekeeping never fails a settle: its errors are dropped.
   pcall(trim, stream, group, done_ids, high)
 end
-for _, m in ipairs(later) do redis.call('PUBLISH', m[1], m[2]) end
+announce()
 return out
 `;
 
@@ -240,7 +249,7 @@ return out
  */
 export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly SettleOp[]): string[] {
   const { keys } = q;
-  const args = ["", keys.stream, keys.dead, keys.delayed, keys.payloads];
+  const args = ["", keys.stream, keys.dead, keys.delayed, keys.payloads, keys.waiters];
   let low = ops[0]?.job.entryId ?? "-", high = ops[0]?.job.entryId ?? "+";
   for (let i = 0; i < ops.length; i++) {
     const { entryId, id } = ops[i]!.job;
@@ -266,7 +275,13 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     const { entryId } = op.job, deliveries = String(op.job.deliveries);
     switch (op.op) {
       case "ack":
-        args.push("ack", entryId, deliveries, op.result, op.startedAt);
+        args.push(
+          op.job.attempt > 1 ? "ack-retried" : "ack",
+          entryId,
+          deliveries,
+          op.result,
+          op.startedAt,
+        );
         break;
       case "cancel":
         args.push("cancel", entryId, deliveries, "", op.startedAt);

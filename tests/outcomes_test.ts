@@ -1,0 +1,99 @@
+// How a job's end is announced: only while a result() waits (or a pattern subscription exists),
+// and what a settle writes to the record.
+import assert from "node:assert/strict";
+import { type AnyTask, Queue, task, Worker } from "../mod.ts";
+import { startRedis } from "../src/testing.ts";
+import { commandCalls, inspect } from "./_helpers.ts";
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+/** Runs `n` jobs of `t` on queue q with one worker, then stops it. */
+async function drain(url: string, t: AnyTask, n: number, keepResult?: number) {
+  let ended = 0;
+  const all = Promise.withResolvers<void>();
+  const worker = new Worker("q", [t], {
+    redis: url,
+    concurrency: 8,
+    handleSignals: false,
+    logger: quiet,
+    ...(keepResult === undefined ? {} : { keepResult }),
+  });
+  const count = () => ++ended === n && all.resolve();
+  worker.addEventListener("completed", count);
+  worker.addEventListener("dead", count);
+  const run = worker.run();
+  await all.promise;
+  await worker.stop();
+  await run;
+}
+
+Deno.test("with nobody awaiting a result, settles publish no outcome", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const noop = task("noop", () => {});
+  await queue.enqueueMany(noop, Array.from({ length: 200 }, () => ({ data: null })));
+  const before = await commandCalls(db, "publish");
+  await drain(redis.url, noop, 200);
+  assert.equal(await commandCalls(db, "publish"), before);
+  assert.equal(await db.get(queue.keys.waiters), null, "no waiter ever raised the counter");
+});
+
+Deno.test("a result() waiter hears its job's outcome, with keepResult 0 too, and the counter goes back to 0", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const double = task("double", async (n: number) => {
+    await gate.promise;
+    return 2 * n;
+  });
+  const gate = Promise.withResolvers<void>();
+  const handles = await queue.enqueueMany(double, [{ data: 1 }, { data: 2 }, { data: 3 }]);
+  const results = handles.map((h) => h.result({ signal: AbortSignal.timeout(10_000) }));
+  const worker = drain(redis.url, double, 3, 0);
+  gate.resolve();
+  assert.deepEqual(await Promise.all(results), [2, 4, 6]);
+  await worker;
+  assert.equal(await db.get(queue.keys.waiters), "0");
+  // keepResult 0: nothing but the outcome messages told the waiters.
+  assert.equal(await db.exists(queue.keys.job(handles[0]!.id)), 0);
+});
+
+Deno.test("a pattern subscriber still hears every outcome", async () => {
+  await using redis = await startRedis();
+  await using sub = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const heard: string[] = [];
+  sub.on("pmessage", (_p: string, channel: string) => heard.push(channel));
+  await sub.psubscribe(`${queue.keys.done}*`);
+  const noop = task("noop", () => {});
+  const [handle] = await queue.enqueueMany(noop, [{ data: null }]);
+  await drain(redis.url, noop, 1);
+  // Published inside the settle, before the worker stopped: a PING on the subscriber's own
+  // connection is answered after it.
+  await sub.ping();
+  assert.deepEqual(heard, [queue.keys.done + handle!.id]);
+});
+
+Deno.test("an ack keeps a retried job's record clean of its last error, and a first attempt needs no cleaning", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  let tries = 0;
+  const flaky = task("flaky", () => {
+    if (++tries === 1) throw new Error("first try fails");
+    return "ok";
+  }, { retry: { attempts: 2, backoff: { type: "fixed", delay: 0 } } });
+  const handle = await queue.enqueue(flaky, null);
+  await drain(redis.url, flaky, 1);
+  const info = await handle.info();
+  assert.equal(info?.state, "completed");
+  assert.equal(info?.attempt, 2);
+  assert.equal(info?.error, undefined, "the first attempt's error is gone");
+
+  const noop = task("noop", () => {});
+  await queue.enqueueMany(noop, Array.from({ length: 50 }, () => ({ data: null })));
+  const hdel = await commandCalls(db, "hdel");
+  await drain(redis.url, noop, 50);
+  assert.equal(await commandCalls(db, "hdel"), hdel, "first attempts end with no HDEL");
+});
