@@ -130,6 +130,13 @@ export class JobHandle<Result = unknown> {
     if (r.state === "cancelling") status.state = "active";
     if (r.task) status.task = r.task;
     setNumber(status, "attempt", r.attempt);
+    if (r.run !== undefined) {
+      // "<started ms, or nothing> <deliveries> <consumer>", written as the job ended.
+      const first = r.run.indexOf(" "), second = r.run.indexOf(" ", first + 1);
+      r.started = r.run.slice(0, first);
+      r.deliveries = r.run.slice(first + 1, second);
+      r.worker = r.run.slice(second + 1);
+    }
     setNumber(status, "deliveries", r.deliveries);
     setNumber(status, "enqueuedAt", r.enq);
     setNumber(status, "startedAt", r.started);
@@ -164,21 +171,6 @@ export class JobHandle<Result = unknown> {
   async result(options: { signal?: AbortSignal } = {}): Promise<Result> {
     const { signal } = options;
     signal?.throwIfAborted();
-    // Settles announce outcomes only while some waiter has raised this counter. It is raised
-    // as the subscription is sent, not a round trip before it: on the command connection, so a
-    // settle this process sends later lands after it, and a settle that finds it at 0 lands
-    // before we read the record.
-    const { waiters } = this.#ctx.keys;
-    const raised = this.#ctx.client().incr(waiters);
-    try {
-      return await this.#wait(signal, raised);
-    } finally {
-      await raised.then(() => this.#ctx.client().decr(waiters)).catch(() => {});
-    }
-  }
-
-  /** Subscribes to the job's end, then reads its record: see `result()`. */
-  async #wait(signal: AbortSignal | undefined, raised: Promise<number>): Promise<Result> {
     const ended = Promise.withResolvers<Record<string, string>>();
     let heard: Record<string, string> | undefined;
     const reread = async () => {
@@ -186,7 +178,8 @@ export class JobHandle<Result = unknown> {
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
       if (isFinal(record.state) || record.state === undefined) ended.resolve(record);
     };
-    const unsubscribe = await this.#ctx.subscribe(
+    // The SUBSCRIBE is written now, before the counter below is raised.
+    const subscribing = this.#ctx.subscribe(
       this.#ctx.keys.done + this.id,
       (message) => {
         if (message === null) {
@@ -205,7 +198,14 @@ export class JobHandle<Result = unknown> {
         ended.resolve(heard);
       },
     );
+    // Settles announce outcomes only while some waiter has raised this counter. It is raised
+    // right behind the SUBSCRIBE, on the command connection: a settle this process sends later
+    // lands after both, and a settle that finds it at 0 lands before we read the record.
+    const { waiters } = this.#ctx.keys;
+    const raised = this.#ctx.client().incr(waiters);
+    let unsubscribe: (() => Promise<void>) | undefined;
     try {
+      unsubscribe = await subscribing;
       await raised;
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
       let outcome: Record<string, string>;
@@ -231,7 +231,8 @@ export class JobHandle<Result = unknown> {
       }
       return this.#outcome(outcome);
     } finally {
-      await unsubscribe();
+      await unsubscribe?.();
+      await raised.then(() => this.#ctx.client().decr(waiters)).catch(() => {});
     }
   }
 

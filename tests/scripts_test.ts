@@ -48,11 +48,11 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     keys.jobPrefix,
     "9-0",
     "100-0",
-    ...["ack", "10-5", "2", '"r"', "9"],
+    ...["ack", "10-5", "2", '"r"', "9 2 c"],
     ...["bury", "9-0", "1", "e", "x"],
     ...["retry", "100-0", "2", "30", "boom"],
     ...["release", "10-10", "2", "", ""],
-    ...["cancel", "11-0", "2", "", ""],
+    ...["cancel", "11-0", "2", "", " 2 c"],
     ...["dead", "12-0", "2", "bad", "failed"],
   ]);
 });

@@ -8,7 +8,8 @@
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
  * lowest and highest entry ids, then 5 values per operation: op, entry id, deliveries, a, b
  * (the job id is the record key minus the prefix):
- *   ack      a = result JSON ('' for none), b = start time ms ('' if it never started)
+ *   ack      a = result JSON ('' for none), b = "<start ms> <deliveries> <consumer>" (the
+ *            record's run field; the start is '' if the job never started)
  *   ack-retried  as ack, for a later attempt: the record's last error is dropped too
  *   cancel   acked without running to the end: record cancelled; a = '', b as for ack
  *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
@@ -99,6 +100,7 @@ local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local out, now = {}, now_ms()
+local now_s, keep_s = tostring(now), ARGV[4]
 local done_ids = {}
 drop, later = {}, {}
 -- Fencing: one XPENDING for the whole batch, over the consumer's own deliveries between the
@@ -199,14 +201,29 @@ for i = 11, #ARGV, 5 do
   elseif op == 'ack' or op == 'ack-retried' or op == 'cancel' then
     -- Acked together after the loop: one XACK per batch.
     done_ids[#done_ids + 1] = entry
-    local state = op == 'cancel' and 'cancelled' or 'completed'
-    finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'started', b, 'worker', consumer,
-      'deliveries', deliveries)
+    if op == 'ack' and keep > 0 then
+      -- The common case, inline: finish() for a first attempt's ack, with no call to make.
+      local r = redis.pcall('HSET', rec, 'state', 'completed', 'finished', now_s, 'result', a,
+        'run', b)
+      if type(r) == 'table' then
+        drop[#drop + 1] = rec
+      else
+        redis.call('PEXPIRE', rec, keep_s)
+      end
+      if outcome then
+        local n = #later
+        later[n + 1], later[n + 2], later[n + 3], later[n + 4] = outcome, 'completed', '', a
+      end
+    else
+      local state = op == 'cancel' and 'cancelled' or 'completed'
+      finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'run', b)
+    end
     out[#out + 1] = 1
   elseif (op == 'retry' or op == 'release') and redis.call('HGET', rec, 'state') == 'cancelling' then
     -- Cancelled while it ran: it ends here, whatever the worker wanted next.
     done_ids[#done_ids + 1] = entry
-    finish(rec, keep, now, outcome, 'cancelled', '', '', true, 'worker', consumer)
+    finish(rec, keep, now, outcome, 'cancelled', '', '', true, 'run',
+      ' ' .. deliveries .. ' ' .. consumer)
     out[#out + 1] = 1
   else
     -- At maxmemory Redis refuses the first write that may grow memory; a script that has
@@ -280,11 +297,12 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
           entryId,
           deliveries,
           op.result,
-          op.startedAt,
+          // The record's run field; with no record kept, nothing reads it.
+          q.keepResult === 0 ? "" : `${op.startedAt} ${deliveries} ${consumer}`,
         );
         break;
       case "cancel":
-        args.push("cancel", entryId, deliveries, "", op.startedAt);
+        args.push("cancel", entryId, deliveries, "", `${op.startedAt} ${deliveries} ${consumer}`);
         break;
       case "retry":
         args.push("retry", entryId, deliveries, String(op.delay), op.error);
