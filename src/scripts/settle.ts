@@ -183,7 +183,7 @@ local function trim(stream, group, acked, newest)
     redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
   end
 end
-local k = 6
+local k, o, nd = 6, 0, 0 -- the next record key; how many codes and acked ids so far
 for i = 11, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   -- The channel that announces this job's outcome (none while nobody listens).
@@ -196,13 +196,21 @@ for i = 11, #ARGV, 5 do
   local ours
   if mine then ours = mine[entry] == tonumber(deliveries)
   else ours = owned(stream, group, entry, consumer, deliveries) end
+  o = o + 1
   if not ours then
-    out[#out + 1] = 0
+    out[o] = 0
   elseif op == 'ack' or op == 'ack-retried' or op == 'cancel' then
     -- Acked together after the loop: one XACK per batch.
-    done_ids[#done_ids + 1] = entry
-    if op == 'ack' and keep > 0 then
-      -- The common case, inline: finish() for a first attempt's ack, with no call to make.
+    nd = nd + 1
+    done_ids[nd] = entry
+    if op == 'ack' and keep == 0 then
+      -- The common cases, inline: finish() for a first attempt's ack, with no call to make.
+      drop[#drop + 1] = rec
+      if outcome then
+        local n = #later
+        later[n + 1], later[n + 2], later[n + 3], later[n + 4] = outcome, 'completed', '', a
+      end
+    elseif op == 'ack' then
       local r = redis.pcall('HSET', rec, 'state', 'completed', 'finished', now_s, 'result', a,
         'run', b)
       if type(r) == 'table' then
@@ -218,13 +226,14 @@ for i = 11, #ARGV, 5 do
       local state = op == 'cancel' and 'cancelled' or 'completed'
       finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'run', b)
     end
-    out[#out + 1] = 1
+    out[o] = 1
   elseif (op == 'retry' or op == 'release') and redis.call('HGET', rec, 'state') == 'cancelling' then
     -- Cancelled while it ran: it ends here, whatever the worker wanted next.
-    done_ids[#done_ids + 1] = entry
+    nd = nd + 1
+    done_ids[nd] = entry
     finish(rec, keep, now, outcome, 'cancelled', '', '', true, 'run',
       ' ' .. deliveries .. ' ' .. consumer)
-    out[#out + 1] = 1
+    out[o] = 1
   else
     -- At maxmemory Redis refuses the first write that may grow memory; a script that has
     -- not written yet is refused whole. pcall keeps the refusal to this one operation, which
@@ -233,11 +242,11 @@ for i = 11, #ARGV, 5 do
       return other(op, entry, rec, outcome, a, b)
     end)
     if not ok and string.find(tostring(code.err or code), 'OOM', 1, true) then
-      out[#out + 1] = 3
+      out[o] = 3
     elseif not ok then
       return redis.error_reply(tostring(code.err or code))
     else
-      out[#out + 1] = code
+      out[o] = code
     end
   end
 end
