@@ -7,12 +7,6 @@
  * @module
  */
 
-interface Pending<T, R> {
-  item: T;
-  resolve: (value: R) => void;
-  reject: (reason: unknown) => void;
-}
-
 /** Microtasks a batch waits for work under way that has stopped moving, before it goes. */
 const STILL_HOPS = 32;
 /** Microtasks a batch waits at most, however busy the work under way: it never starves. */
@@ -24,7 +18,10 @@ export class Batcher<T, R> {
   #lanes: number;
   #most: number;
   #coming: () => number;
-  #queue: Pending<T, R>[] = [];
+  /** Items waiting for a batch, and beside each, its caller's promise (two arrays: no object
+   * per item). */
+  #items: T[] = [];
+  #waits: PromiseWithResolvers<R>[] = [];
   #inFlight = 0;
   #scheduled = false;
   #idle: PromiseWithResolvers<void> | undefined;
@@ -55,20 +52,21 @@ export class Batcher<T, R> {
 
   /** Items waiting, plus flushes in flight. */
   get size(): number {
-    return this.#queue.length + this.#inFlight;
+    return this.#items.length + this.#inFlight;
   }
 
   /** Adds an item; resolves with its result once its batch is flushed. */
   push(item: T): Promise<R> {
-    const { promise, resolve, reject } = Promise.withResolvers<R>();
-    this.#queue.push({ item, resolve, reject });
+    const wait = Promise.withResolvers<R>();
+    this.#items.push(item);
+    this.#waits.push(wait);
     this.#schedule();
-    return promise;
+    return wait.promise;
   }
 
   /** Resolves once nothing is waiting or in flight. */
   idle(): Promise<void> {
-    if (this.#inFlight === 0 && this.#queue.length === 0) return Promise.resolve();
+    if (this.#inFlight === 0 && this.#items.length === 0) return Promise.resolve();
     this.#idle ??= Promise.withResolvers();
     return this.#idle.promise;
   }
@@ -82,7 +80,7 @@ export class Batcher<T, R> {
     let last = this.#coming(), still = 0, hops = 0;
     const hop = () => {
       const coming = this.#coming();
-      if (this.#queue.length < this.#most && coming > 0 && ++hops < MAX_HOPS) {
+      if (this.#items.length < this.#most && coming > 0 && ++hops < MAX_HOPS) {
         if (coming !== last) {
           last = coming;
           still = 0;
@@ -96,20 +94,29 @@ export class Batcher<T, R> {
   }
 
   #start(): void {
-    if (this.#queue.length === 0 || this.#inFlight >= this.#lanes) return;
-    let batch = this.#queue;
-    if (batch.length > this.#most) {
-      this.#queue = batch.slice(this.#most);
-      batch = batch.slice(0, this.#most);
-    } else this.#queue = [];
+    if (this.#items.length === 0 || this.#inFlight >= this.#lanes) return;
+    let items = this.#items, waits = this.#waits;
+    if (items.length > this.#most) {
+      this.#items = items.slice(this.#most);
+      this.#waits = waits.slice(this.#most);
+      items = items.slice(0, this.#most);
+      waits = waits.slice(0, this.#most);
+    } else {
+      this.#items = [];
+      this.#waits = [];
+    }
     this.#inFlight++;
-    if (this.#queue.length > 0) this.#schedule();
-    this.#flush(batch.map((p) => p.item)).then(
-      (results) => batch.forEach((p, i) => p.resolve(results[i]!)),
-      (err) => batch.forEach((p) => p.reject(err)),
+    if (this.#items.length > 0) this.#schedule();
+    this.#flush(items).then(
+      (results) => {
+        for (let i = 0; i < waits.length; i++) waits[i]!.resolve(results[i]!);
+      },
+      (err) => {
+        for (const wait of waits) wait.reject(err);
+      },
     ).finally(() => {
       this.#inFlight--;
-      while (this.#queue.length > 0 && this.#inFlight < this.#lanes) this.#start();
+      while (this.#items.length > 0 && this.#inFlight < this.#lanes) this.#start();
       if (this.#inFlight === 0) {
         this.#idle?.resolve();
         this.#idle = undefined;

@@ -23,8 +23,6 @@ import type { Signer } from "./sign.ts";
 import type { Cancels } from "./cancel.ts";
 import { internal } from "./_internal.ts";
 
-/** A read or claimed entry: its id, delivery count and flat fields. */
-export type Entry = [entryId: string, deliveries: number, fields: string[]];
 /** Entries as XREADGROUP returns them: id and flat fields. */
 export type ReadEntry = [entryId: string, fields: string[]];
 
@@ -55,10 +53,9 @@ export class Admitter {
    * been missed since, the jobs' records are looked at.
    */
   async fresh(entries: readonly ReadEntry[], mark: number): Promise<void> {
-    const batch = entries.map(([entryId, fields]): Entry => [entryId, 1, fields]);
     let admitted: Job[];
     try {
-      const admission = this.admit(batch);
+      const admission = this.admit(entries);
       admitted = Array.isArray(admission) ? admission : await admission;
     } finally {
       this.#c.window.free(entries.length);
@@ -71,22 +68,29 @@ export class Admitter {
    * that need a round trip or Web Crypto (raw bytes, signatures) run for the whole batch before
    * any job is buffered; without signing keys and without a U+FFFD in sight there are none, and
    * no await either.
+   *
+   * @param deliveries Each entry's delivery count (claimed entries); fresh reads are all 1.
    */
-  admit(batch: Entry[]): Job[] | Promise<Job[]> {
+  admit(batch: readonly ReadEntry[], deliveries?: readonly number[]): Job[] | Promise<Job[]> {
     const { signer, maxPayloadBytes } = this.#c.ctx;
-    if (signer === undefined && !batch.some(([, , fields]) => mayBeMangled(fields))) {
+    if (signer === undefined && !batch.some(([, fields]) => mayBeMangled(fields))) {
       return this.#admitDecoded(
         batch,
-        batch.map(([, , fields]) => decodeFields(fields, maxPayloadBytes)),
+        deliveries,
+        batch.map(([, fields]) => decodeFields(fields, maxPayloadBytes)),
         true,
       );
     }
-    return this.#admitChecked(batch, signer);
+    return this.#admitChecked(batch, deliveries, signer);
   }
 
-  async #admitChecked(batch: Entry[], signer: Signer | undefined): Promise<Job[]> {
-    const mangled = await this.#badBytes(batch.filter(([, , fields]) => mayBeMangled(fields)));
-    const verdicts = batch.map(([entryId, , fields]): Verdict =>
+  async #admitChecked(
+    batch: readonly ReadEntry[],
+    deliveries: readonly number[] | undefined,
+    signer: Signer | undefined,
+  ): Promise<Job[]> {
+    const mangled = await this.#badBytes(batch.filter(([, fields]) => mayBeMangled(fields)));
+    const verdicts = batch.map(([entryId, fields]): Verdict =>
       mangled.has(entryId)
         ? { reason: "bad-encoding", error: "a field is not valid UTF-8" }
         : decodeFields(fields, this.#c.ctx.maxPayloadBytes)
@@ -106,7 +110,7 @@ export class Admitter {
         };
       });
     }
-    return this.#admitDecoded(batch, verdicts, signer === undefined);
+    return this.#admitDecoded(batch, deliveries, verdicts, signer === undefined);
   }
 
   /**
@@ -114,7 +118,7 @@ export class Admitter {
    * with U+FFFD for invalid bytes: a second look, as bytes, tells a real U+FFFD from a mangled
    * byte. An entry gone from the stream meanwhile cannot be checked, and counts as bad.
    */
-  async #badBytes(suspects: Entry[]): Promise<Set<string>> {
+  async #badBytes(suspects: readonly ReadEntry[]): Promise<Set<string>> {
     const bad = new Set<string>();
     if (suspects.length === 0) return bad;
     const pipeline = this.#c.ctx.client.pipeline();
@@ -135,10 +139,16 @@ export class Admitter {
    * Admits decoded entries, in order. An entry that decoded, and whose signature checked out
    * when keys are set, has a job id to trust: its record is marked dead with it.
    */
-  #admitDecoded(batch: Entry[], verdicts: Verdict[], trusted: boolean): Job[] {
+  #admitDecoded(
+    batch: readonly ReadEntry[],
+    counts: readonly number[] | undefined,
+    verdicts: Verdict[],
+    trusted: boolean,
+  ): Job[] {
     const admitted: Job[] = [];
-    batch.forEach(([entryId, deliveries, fields], i) => {
+    batch.forEach(([entryId, fields], i) => {
       const verdict = verdicts[i]!;
+      const deliveries = counts === undefined ? 1 : counts[i]!;
       if (isFailure(verdict)) {
         const id = verdict.reason === "too-large" && trusted ? jobIdOf(fields) : undefined;
         this.#bury(entryId, deliveries, verdict.error, verdict.reason, id);
@@ -165,17 +175,7 @@ export class Admitter {
       if (decoded.timeout !== undefined) own.timeout = decoded.timeout;
       policy = own;
     }
-    const job = new Job(internal, {
-      policy,
-      entryId,
-      id: decoded.id,
-      task: decoded.task,
-      data,
-      attempt: decoded.attempt,
-      deliveries,
-      enqueuedAt: decoded.enq,
-      consumer: this.#c.name,
-    }, this.#lessor);
+    const job = new Job(internal, this.#lessor, decoded, entryId, deliveries, data, policy);
     this.#c.held.set(entryId, job);
     this.#c.buffer.push(job);
     this.#cancels.admitted(job);

@@ -9,6 +9,7 @@ import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
 import { internal } from "./_internal.ts";
 import type { SettleOp } from "./scripts/settle.ts";
+import type { WireJob } from "./codec.ts";
 import { MAX_MS } from "./_options.ts";
 
 /**
@@ -40,6 +41,8 @@ export type DeadReason =
 
 /** @internal How a job reaches Redis: the settler of the consumer that read it. */
 export interface Lessor {
+  /** The consumer that holds the job. */
+  readonly consumer: string;
   /** Sends one settle in the next batch; resolves with its code (see SETTLE). */
   settle(op: SettleOp): Promise<number>;
   /** The job is settled or lost: it no longer takes room. */
@@ -66,19 +69,6 @@ export interface JobPolicy {
   readonly retry?: RetryOptions;
   /** Timeout in ms given at enqueue. */
   readonly timeout?: number;
-}
-
-/** @internal What the consumer knows when it creates a job. */
-export interface JobInit {
-  policy: JobPolicy;
-  entryId: string;
-  id: string;
-  task: string;
-  data: unknown;
-  attempt: number;
-  deliveries: number;
-  enqueuedAt: number;
-  consumer: string;
 }
 
 /** Longest error text kept in a dead letter. */
@@ -119,7 +109,6 @@ export class Job<Data = unknown> implements JobInfo {
   readonly entryId: string;
   /** Options given at enqueue, which win over the task's. */
   readonly policy: JobPolicy;
-  #consumer: string;
   #deliveries: number;
   #startedAt: number | undefined;
   #lessor: Lessor;
@@ -140,19 +129,26 @@ export class Job<Data = unknown> implements JobInfo {
    * @internal Jobs are made by a consumer only: the key is package-private.
    * @throws {TypeError} If called from outside sluice.
    */
-  constructor(key: typeof internal, init: JobInit, lessor: Lessor) {
+  constructor(
+    key: typeof internal,
+    lessor: Lessor,
+    wire: WireJob,
+    entryId: string,
+    deliveries: number,
+    data: Data,
+    policy: JobPolicy,
+  ) {
     if (key !== internal) {
       throw new TypeError("Cannot create a job: jobs come from queue.consume() or a Worker");
     }
-    this.entryId = init.entryId;
-    this.policy = init.policy;
-    this.id = init.id;
-    this.task = init.task;
-    this.data = init.data as Data;
-    this.attempt = init.attempt;
-    this.#deliveries = init.deliveries;
-    this.enqueuedAt = init.enqueuedAt;
-    this.#consumer = init.consumer;
+    this.entryId = entryId;
+    this.policy = policy;
+    this.id = wire.id;
+    this.task = wire.task;
+    this.data = data;
+    this.attempt = wire.attempt;
+    this.#deliveries = deliveries;
+    this.enqueuedAt = wire.enq;
     this.#lessor = lessor;
   }
 
@@ -163,7 +159,7 @@ export class Job<Data = unknown> implements JobInfo {
 
   /** The fencing token: who holds this delivery. Every state change checks it in Redis. */
   get token(): { readonly consumer: string; readonly deliveries: number } {
-    return { consumer: this.#consumer, deliveries: this.#deliveries };
+    return { consumer: this.#lessor.consumer, deliveries: this.#deliveries };
   }
 
   /**

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Holding } from "./consume.ts";
-import type { Admitter, Entry } from "./admit.ts";
+import type { Admitter, ReadEntry } from "./admit.ts";
 import type { Cancels } from "./cancel.ts";
 import { Job } from "./job.ts";
 import { internal } from "./_internal.ts";
@@ -75,11 +75,12 @@ export class Reclaimer {
       );
     }
     // Admit what was claimed first: it is ours in Redis now, whatever happens next.
-    const fresh: Entry[] = [];
+    const fresh: ReadEntry[] = [], counts: number[] = [];
     for (const [entryId, deliveries, fields] of claimed) {
       const mine = held.get(entryId);
       if (mine === undefined) {
-        fresh.push([entryId, deliveries, fields]);
+        fresh.push([entryId, fields]);
+        counts.push(deliveries);
         continue;
       }
       // Our own job went idle (a blocked event loop, or renewals failing) and we claimed it
@@ -89,7 +90,7 @@ export class Reclaimer {
         `sluice: queue ${ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.#idleTimeout} ms) while held; was the event loop blocked?`,
       );
     }
-    await this.#cancels.check(fresh.length === 0 ? [] : await this.#admitter.admit(fresh));
+    await this.#cancels.check(fresh.length === 0 ? [] : await this.#admitter.admit(fresh, counts));
     const ids = buried.filter((id) => id !== "");
     if (buried.length > 0) {
       logger.warn(

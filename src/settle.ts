@@ -37,6 +37,10 @@ export class Settler implements Lessor {
     this.#batcher.most = Math.max(1, Math.ceil(limit / 2));
   }
 
+  get consumer(): string {
+    return this.#c.name;
+  }
+
   settle(op: SettleOp): Promise<number> {
     return this.#batcher.push(op);
   }
