@@ -121,6 +121,8 @@ export interface Entry {
   options: WireOptions | undefined;
   /** The optional wire fields (retry, timeout, sig), flat; undefined if none. */
   extras: string[] | undefined;
+  /** True if the id was made here (a UUIDv7): no earlier job can have it. */
+  made: boolean;
 }
 
 /** A job's retry and timeout in wire form. */
@@ -249,7 +251,7 @@ async function enqueue(
       }
     }
     const extras = options === undefined ? undefined : encodeExtras(options);
-    entries.push({ id, data: text, when, options, extras });
+    entries.push({ id, data: text, when, options, extras, made: item.id === undefined });
   }
   if (entries.length === 0) return [];
   if (q.signer !== undefined) await sign(q.signer, entries, name, now);

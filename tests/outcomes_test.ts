@@ -97,3 +97,19 @@ Deno.test("an ack keeps a retried job's record clean of its last error, and a fi
   await drain(redis.url, noop, 50);
   assert.equal(await commandCalls(db, "hdel"), hdel, "first attempts end with no HDEL");
 });
+
+Deno.test("an enqueue of ids the producer made looks for no earlier record; given ids still dedup", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const exists = await commandCalls(db, "exists");
+  const made = await queue.enqueueMany("t", Array.from({ length: 100 }, () => ({ data: 1 })));
+  assert.equal(await commandCalls(db, "exists"), exists, "no EXISTS for ids made here");
+  assert.equal(new Set(made.map((h) => h.id)).size, 100);
+  assert.ok(made.every((h) => !h.duplicate));
+  const first = await queue.enqueue("t", 1, { id: "given" });
+  const again = await queue.enqueue("t", 2, { id: "given" });
+  assert.deepEqual([first.duplicate, again.duplicate], [false, true]);
+  assert.equal(again.entryId, first.entryId);
+  assert.equal(await db.xlen(queue.keys.stream), 101);
+});

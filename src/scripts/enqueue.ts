@@ -11,7 +11,8 @@
  * The wake channel is a pub/sub channel, not a key: it stays in ARGV.
  * Reply (`EnqueueReply`): one value per job: the entry id if written to the stream, the due
  * time if written to the delayed zset, or {entry id or '', due time or 0} if the id was known
- * (a duplicate).
+ * (a duplicate). A shape ending in '-new' ('plain-new', 'full-new') says every id of the call
+ * was made by the producer just now (a UUIDv7): no record can exist, and none is looked for.
  *
  * The entry's leading fields are the same for the whole batch, bar id (the record key minus the
  * prefix) and data, so the script writes them itself, in the order of encodeFields in codec.ts,
@@ -32,6 +33,8 @@ export interface EnqueueJob {
   readonly when: { readonly mode: "delay" | "at"; readonly ms: number } | undefined;
   /** The optional wire fields (trace to sig), flat; undefined if none. */
   readonly extras: readonly string[] | undefined;
+  /** True if the producer made the id just now (a UUIDv7): it cannot be known already. */
+  readonly made?: boolean;
 }
 
 /** What ENQUEUE replies, per job: entry id, due time, or {entry id, due time} if known. */
@@ -41,7 +44,11 @@ export type EnqueueReply = (string | number | [string, number])[];
 export const ENQUEUE: string = PRELUDE + `
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local skip, v, plain = #ARGV[5] + 1, ARGV[6], ARGV[7] == 'plain'
+local skip, v, shape = #ARGV[5] + 1, ARGV[6], ARGV[7]
+local plain = shape == 'plain' or shape == 'plain-new'
+-- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look, which saves Redis
+-- about a fifth of an enqueue.
+local check = shape == 'plain' or shape == 'full'
 local call, sub = redis.call, string.sub
 local out, now = {}, now_ms()
 -- One expiry time for the batch's waiting records: PEXPIREAT is what PEXPIRE is rewritten to.
@@ -59,7 +66,7 @@ for k = 4, #KEYS do
     mode, ms, n, data = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
     a = a + 4 + n
   end
-  if call('EXISTS', rec) == 1 then
+  if check and call('EXISTS', rec) == 1 then
     local known = call('HMGET', rec, 'entry', 'due')
     out[k - 3] = {known[1] or '', tonumber(known[2] or '0')}
   elseif mode == 'now' then
@@ -115,14 +122,16 @@ export function enqueueArgs(
   from: number,
   to: number,
 ): string[] {
-  let plain = true;
-  for (let i = from; i < to && plain; i++) {
-    plain = jobs[i]!.when === undefined && jobs[i]!.extras === undefined;
+  let plain = true, made = true;
+  for (let i = from; i < to; i++) {
+    const job = jobs[i]!;
+    if (job.when !== undefined || job.extras !== undefined) plain = false;
+    if (job.made !== true) made = false;
   }
   const args = [String(3 + to - from), keys.stream, keys.delayed, keys.payloads];
   for (let i = from; i < to; i++) args.push(keys.job(jobs[i]!.id));
   for (const arg of head) args.push(arg);
-  args.push(plain ? "plain" : "full");
+  args.push((plain ? "plain" : "full") + (made ? "-new" : ""));
   for (let i = from; i < to; i++) {
     const { data, when, extras } = jobs[i]!;
     if (plain) {
