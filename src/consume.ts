@@ -168,13 +168,13 @@ export class Consumer implements Holding {
     );
     // A wake-up missed while (re)subscribing costs at most one tick: the loop also looks at the
     // delayed set once a tick, and at once when the subscriber is back.
-    this.#unsubscribe = Promise.all([
+    // A failed subscribe is seen as not listening; the other one is still undone at the end.
+    this.#unsubscribe = Promise.allSettled([
       ctx.pubsub.subscribe(ctx.keys.wake, (message) => this.#promoter.heard(message)),
       ctx.pubsub.subscribe(ctx.keys.cancel, (message) => {
         if (message !== null) this.cancels.heard(message);
       }),
-    ]);
-    this.#unsubscribe.catch(() => {}); // a failed subscribe is seen as not listening
+    ]).then((subs) => subs.flatMap((sub) => sub.status === "fulfilled" ? [sub.value] : []));
     this.#leases = new Leases(this, idleTimeout);
     this.readable = new ReadableStream<Job>({
       start: (controller) => {

@@ -7,7 +7,12 @@ import { CancelledError, SluiceError } from "./errors.ts";
 import { abortable } from "./async.ts";
 import type { Keys } from "./keys.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
+import { waitingArgs } from "./scripts/waiting.ts";
+import { uuidv7 } from "./codec.ts";
 import { cancelArgs } from "./scripts/cancel.ts";
+
+/** How long (ms) a result() waiter's registration lasts unless refreshed (every third of it). */
+const WAITER_TTL_MS = 60_000;
 
 /** Where a job is in its life. */
 export type JobState =
@@ -173,14 +178,23 @@ export class JobHandle<Result = unknown> {
     signal?.throwIfAborted();
     const ended = Promise.withResolvers<Record<string, string>>();
     let heard: Record<string, string> | undefined;
+    // Settles announce outcomes only while some waiter is registered. This one registers right
+    // behind its SUBSCRIBE, on the command connection: a settle this process sends later lands
+    // after both, and a settle that finds no waiter lands before we read the record. The
+    // registration expires unless refreshed, so a waiter that crashed is forgotten.
+    const { client, keys } = this.#ctx;
+    const token = uuidv7();
+    const register = () => client().sluiceWaiting(waitingArgs(keys, token, WAITER_TTL_MS));
     const reread = async () => {
-      // After a reconnect a message may have been missed: the record tells.
-      const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
+      // After a reconnect a message may have been missed (and Redis may have lost the
+      // registration): register again, then the record tells.
+      await register();
+      const record = await client().hgetall(keys.job(this.id));
       if (isFinal(record.state) || record.state === undefined) ended.resolve(record);
     };
-    // The SUBSCRIBE is written now, before the counter below is raised.
+    // The SUBSCRIBE is written now, before the registration below.
     const subscribing = this.#ctx.subscribe(
-      this.#ctx.keys.done + this.id,
+      keys.done + this.id,
       (message) => {
         if (message === null) {
           reread().catch(() => {});
@@ -198,15 +212,12 @@ export class JobHandle<Result = unknown> {
         ended.resolve(heard);
       },
     );
-    // Settles announce outcomes only while some waiter has raised this counter. It is raised
-    // right behind the SUBSCRIBE, on the command connection: a settle this process sends later
-    // lands after both, and a settle that finds it at 0 lands before we read the record.
-    const { waiters } = this.#ctx.keys;
-    const raised = this.#ctx.client().incr(waiters);
+    const registered = register();
+    const refresh = setInterval(() => register().catch(() => {}), WAITER_TTL_MS / 3);
     let unsubscribe: (() => Promise<void>) | undefined;
     try {
       unsubscribe = await subscribing;
-      await raised;
+      await registered;
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
       let outcome: Record<string, string>;
       if (record.state === undefined) {
@@ -231,8 +242,9 @@ export class JobHandle<Result = unknown> {
       }
       return this.#outcome(outcome);
     } finally {
+      clearInterval(refresh);
       await unsubscribe?.();
-      await raised.then(() => this.#ctx.client().decr(waiters)).catch(() => {});
+      await registered.then(() => client().zrem(keys.waiters, token)).catch(() => {});
     }
   }
 

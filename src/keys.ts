@@ -25,8 +25,8 @@ export interface Keys {
   /** The prefix of per-job pub/sub channels that announce a job's end. */
   readonly done: string;
   /**
-   * How many `result()` waiters there are: a counter each raises before it subscribes to its
-   * job's `done` channel and lowers when done. While it is 0, settles publish no outcomes.
+   * The `result()` calls waiting on this queue: a zset of waiter tokens scored by when the
+   * registration expires (ms, Redis's clock). While none is live, settles publish no outcomes.
    */
   readonly waiters: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */

@@ -3,7 +3,9 @@
 import assert from "node:assert/strict";
 import { type AnyTask, Queue, task, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
-import { commandCalls, inspect } from "./_helpers.ts";
+import { commandCalls, inspect, sharedRedis, waitForRedis } from "./_helpers.ts";
+import { enqueueArgs, enqueueHead } from "../src/scripts/enqueue.ts";
+import { WIRE_VERSION } from "../src/codec.ts";
 
 const quiet = { info() {}, warn() {}, error() {} };
 
@@ -36,10 +38,10 @@ Deno.test("with nobody awaiting a result, settles publish no outcome", async () 
   const before = await commandCalls(db, "publish");
   await drain(redis.url, noop, 200);
   assert.equal(await commandCalls(db, "publish"), before);
-  assert.equal(await db.get(queue.keys.waiters), null, "no waiter ever raised the counter");
+  assert.equal(await db.exists(queue.keys.waiters), 0, "no waiter ever registered");
 });
 
-Deno.test("a result() waiter hears its job's outcome, with keepResult 0 too, and the counter goes back to 0", async () => {
+Deno.test("a result() waiter hears its job's outcome, with keepResult 0 too, and unregisters", async () => {
   await using redis = await startRedis();
   await using db = inspect(redis.url);
   await using queue = new Queue("q", { redis: redis.url });
@@ -54,7 +56,7 @@ Deno.test("a result() waiter hears its job's outcome, with keepResult 0 too, and
   gate.resolve();
   assert.deepEqual(await Promise.all(results), [2, 4, 6]);
   await worker;
-  assert.equal(await db.get(queue.keys.waiters), "0");
+  assert.equal(await db.zcard(queue.keys.waiters), 0, "each waiter unregistered");
   // keepResult 0: nothing but the outcome messages told the waiters.
   assert.equal(await db.exists(queue.keys.job(handles[0]!.id)), 0);
 });
@@ -98,13 +100,13 @@ Deno.test("an ack keeps a retried job's record clean of its last error, and a fi
   assert.equal(await commandCalls(db, "hdel"), hdel, "first attempts end with no HDEL");
 });
 
-Deno.test("an enqueue of ids the producer made looks for no earlier record; given ids still dedup", async () => {
+Deno.test("an enqueue of ids the producer made looks for one earlier record per call; given ids still dedup", async () => {
   await using redis = await startRedis();
   await using db = inspect(redis.url);
   await using queue = new Queue("q", { redis: redis.url });
   const exists = await commandCalls(db, "exists");
   const made = await queue.enqueueMany("t", Array.from({ length: 100 }, () => ({ data: 1 })));
-  assert.equal(await commandCalls(db, "exists"), exists, "no EXISTS for ids made here");
+  assert.equal(await commandCalls(db, "exists"), exists + 1, "one EXISTS for the call's 100 ids");
   assert.equal(new Set(made.map((h) => h.id)).size, 100);
   assert.ok(made.every((h) => !h.duplicate));
   const first = await queue.enqueue("t", 1, { id: "given" });
@@ -112,4 +114,50 @@ Deno.test("an enqueue of ids the producer made looks for no earlier record; give
   assert.deepEqual([first.duplicate, again.duplicate], [false, true]);
   assert.equal(again.entryId, first.entryId);
   assert.equal(await db.xlen(queue.keys.stream), 101);
+});
+
+Deno.test("an enqueue call of made ids that runs twice (a resend after a lost reply) writes its jobs once", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using shared = sharedRedis(redis.url);
+  const { keys } = new Queue("q", { redis: redis.url });
+  const head = enqueueHead(keys, "t", Date.now(), WIRE_VERSION);
+  const jobs = ["a", "b", "c"].map((id) => ({
+    id,
+    data: "1",
+    when: undefined,
+    extras: undefined,
+    made: true,
+  }));
+  const args = enqueueArgs(keys, head, jobs, 0, jobs.length);
+  assert.equal(args[args.indexOf(WIRE_VERSION) + 1], "plain-new");
+  const first = await shared.command.sluiceEnqueue(args);
+  const again = await shared.command.sluiceEnqueue(args);
+  assert.ok(first.every((reply) => typeof reply === "string"), "written");
+  assert.deepEqual(again, first.map((entry) => [entry, 0]), "known: the same entries");
+  assert.equal(await db.xlen(keys.stream), 3);
+});
+
+Deno.test("a waiter registers with an expiry, and registers again when Redis restarts without it", async () => {
+  // Jobs and records survive the restart (AOF); the registration is taken away by hand first.
+  await using redis = await startRedis({ persistence: "always" });
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const handle = await queue.enqueue("t", 1);
+  const result = handle.result({ signal: AbortSignal.timeout(20_000) }).catch((e: Error) => e);
+  await waitForRedis(async () => (await db.zcard(queue.keys.waiters)) === 1, "a registration");
+  const [token, score] = await db.zrange(queue.keys.waiters, 0, 0, "WITHSCORES");
+  const [seconds] = await db.time();
+  const left = Number(score) - Number(seconds) * 1_000;
+  assert.ok(left > 50_000 && left <= 61_000, `expires in ${left} ms`);
+  assert.ok(token!.length > 0);
+  // Redis loses the registration and restarts: the subscriber reconnects, and the waiter
+  // registers again.
+  await db.del(queue.keys.waiters);
+  await redis.restart();
+  await waitForRedis(async () => (await db.zcard(queue.keys.waiters)) === 1, "registered again");
+  await handle.cancel();
+  const err = await result;
+  assert.ok(err instanceof Error, String(err));
+  await waitForRedis(async () => (await db.zcard(queue.keys.waiters)) === 0, "unregistered");
 });

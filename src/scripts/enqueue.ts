@@ -12,7 +12,8 @@
  * Reply (`EnqueueReply`): one value per job: the entry id if written to the stream, the due
  * time if written to the delayed zset, or {entry id or '', due time or 0} if the id was known
  * (a duplicate). A shape ending in '-new' ('plain-new', 'full-new') says every id of the call
- * was made by the producer just now (a UUIDv7): no record can exist, and none is looked for.
+ * was made by the producer just now (a UUIDv7): only the first job's record is looked for,
+ * which exists only if this very call ran already (a resend after a lost reply).
  *
  * The entry's leading fields are the same for the whole batch, bar id (the record key minus the
  * prefix) and data, so the script writes them itself, in the order of encodeFields in codec.ts,
@@ -46,10 +47,12 @@ local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local skip, v, shape = #ARGV[5] + 1, ARGV[6], ARGV[7]
 local plain = shape == 'plain' or shape == 'plain-new'
--- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look, which saves Redis
--- about a fifth of an enqueue.
+-- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look per job, which
+-- saves Redis about a fifth of an enqueue. Unless this very call ran already: ioredis sends a
+-- call again when a disconnect lost its reply, and then its first id is known. One look tells.
 local check = shape == 'plain' or shape == 'full'
 local call, sub = redis.call, string.sub
+if not check and KEYS[4] and call('EXISTS', KEYS[4]) == 1 then check = true end
 local out, now = {}, now_ms()
 -- One expiry time for the batch's waiting records: PEXPIREAT is what PEXPIRE is rewritten to.
 local expire_at = now + live

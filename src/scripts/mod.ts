@@ -20,6 +20,7 @@ import { RENEW } from "./renew.ts";
 import { REPLAY } from "./replay.ts";
 import { HELD, RETIRE, RETIRE_END } from "./retire.ts";
 import { SETTLE, type SettleCode } from "./settle.ts";
+import { WAITING } from "./waiting.ts";
 
 /** A Redis client with sluice's scripts defined on it. Each takes its builder's array. */
 export interface ScriptClient extends Redis {
@@ -49,6 +50,8 @@ export interface ScriptClient extends Redis {
   sluiceRetireEnd(args: string[]): Promise<number>;
   /** REPLAY (replay.ts), with `replayArgs`: how many letters were replayed. */
   sluiceReplay(args: string[]): Promise<number>;
+  /** WAITING (waiting.ts), with `waitingArgs`: registers a result() waiter. */
+  sluiceWaiting(args: string[]): Promise<number>;
 }
 
 /**
@@ -73,6 +76,7 @@ export function defineScripts(client: Redis): ScriptClient {
     ["sluiceRetire", RETIRE],
     ["sluiceRetireEnd", RETIRE_END],
     ["sluiceReplay", REPLAY],
+    ["sluiceWaiting", WAITING],
   ];
   for (const [name, lua] of scripts) client.defineCommand(name, { lua });
   return client as ScriptClient;

@@ -22,8 +22,8 @@
  * Reply: one code per operation (`SettleCode`): 1 done, 0 lease lost (nothing changed), 2 done
  * but the entry had been trimmed away, 3 refused by Redis for memory (nothing changed; try
  * again). Outcome messages are published last, once everything has landed, and only where
- * someone listens: none while the waiters counter is 0, else one PUBSUB NUMSUB per 500 outcomes
- * picks the channels with a subscriber.
+ * someone listens: none while no waiter is registered (see waiting.ts), else one PUBSUB NUMSUB
+ * per 500 outcomes picks the channels with a subscriber.
  *
  * Fencing looks at the batch in one XPENDING: the consumer's deliveries between the batch's
  * lowest and highest entry ids. The next read is not made here but pipelined right after this
@@ -93,13 +93,14 @@ export type SettleCode = 0 | 1 | 2 | 3;
 export const SETTLE: string = PRELUDE + `
 local TRIM_SLACK_MS = 5000
 local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
--- Every result() waiter raises KEYS[5] as it subscribes: while it is 0 (and no pattern
--- subscription exists on the server), nobody can hear an outcome, and none is built or published.
-silent = (tonumber(redis.call('GET', KEYS[5])) or 0) <= 0 and redis.call('PUBSUB', 'NUMPAT') == 0
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local out, now = {}, now_ms()
+-- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
+-- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
+-- published.
+silent = redis.call('ZCOUNT', KEYS[5], now, '+inf') == 0 and redis.call('PUBSUB', 'NUMPAT') == 0
 local now_s, keep_s = tostring(now), ARGV[4]
 local done_ids = {}
 drop, later = {}, {}
