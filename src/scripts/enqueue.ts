@@ -73,8 +73,14 @@ for k = 4, #KEYS do
     local known = call('HMGET', rec, 'entry', 'due')
     out[k - 3] = {known[1] or '', tonumber(known[2] or '0')}
   elseif mode == 'now' then
-    local entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
-      'data', data, 'attempt', '1', 'enq', enq, unpack(ARGV, a - n, a - 1))
+    local entry
+    if n == 0 then
+      entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
+        'data', data, 'attempt', '1', 'enq', enq)
+    else
+      entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
+        'data', data, 'attempt', '1', 'enq', enq, unpack(ARGV, a - n, a - 1))
+    end
     call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', '1', 'enq', enq,
       'entry', entry)
     call('PEXPIREAT', rec, expire_s)
