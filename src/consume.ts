@@ -149,8 +149,10 @@ export class Consumer implements Holding {
   /** @throws {RangeError | TypeError} If an option is invalid (see `consumeSettings`). */
   constructor(ctx: QueueContext, options: ConsumeOptions = {}) {
     const { signal } = options;
-    const settings = consumeSettings(`Cannot consume ${ctx.name}`, options);
-    const { prefetch, idleTimeout, maxDeliveries, consumer } = settings;
+    const { prefetch, idleTimeout, maxDeliveries, consumer } = consumeSettings(
+      `Cannot consume ${ctx.name}`,
+      options,
+    );
     this.ctx = ctx;
     this.name = consumer;
     this.window = new Window(prefetch);
@@ -159,13 +161,8 @@ export class Consumer implements Holding {
     this.#admitter = new Admitter(this, this.#settler, this.cancels);
     this.#reader = new Reader(this);
     this.#promoter = new Promoter(this, Math.max(1, Math.floor(idleTimeout / 3)));
-    this.#reclaimer = new Reclaimer(
-      this,
-      this.#admitter,
-      this.cancels,
-      idleTimeout,
-      maxDeliveries,
-    );
+    const admitter = this.#admitter;
+    this.#reclaimer = new Reclaimer(this, admitter, this.cancels, idleTimeout, maxDeliveries);
     // A wake-up missed while (re)subscribing costs at most one tick: the loop also looks at the
     // delayed set once a tick, and at once when the subscriber is back.
     // A failed subscribe is seen as not listening; the other one is still undone at the end.
@@ -194,11 +191,6 @@ export class Consumer implements Holding {
     if (signal?.aborted) this.stop();
     signal?.addEventListener("abort", this.#onAbort, { once: true });
     this.#signal = signal;
-  }
-
-  /** How many jobs the consumer may hold at once now: read and not yet settled. */
-  get limit(): number {
-    return this.window.limit;
   }
 
   /**
