@@ -1,6 +1,7 @@
 #!/usr/bin/env sh
-# Installs what sluice's demo and tests need, if missing: Deno (from the npm registry) and
-# redis-server (from Debian's packages). Safe to run again; it changes nothing when both exist.
+# Installs what sluice's demo and tests need, if missing: Deno (from the npm registry), and
+# redis-server and redis-cli (from Debian's packages; the cluster tests need redis-cli). Safe to
+# run again; it changes nothing when all are there.
 set -eu
 DENO_VERSION=2.9.6
 
@@ -13,10 +14,10 @@ if ! command -v deno >/dev/null 2>&1; then
   fi
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "setup: installing redis-server from Debian's packages" >&2
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  echo "setup: installing redis-server and redis-cli from Debian's packages" >&2
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install --yes --no-install-recommends redis-server >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install --yes --no-install-recommends redis-server redis-tools >&2
 fi
