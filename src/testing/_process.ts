@@ -135,7 +135,7 @@ export async function spawn(
   return { child, drained };
 }
 
-export function lines_(): TransformStream<string, string> {
+function lines_(): TransformStream<string, string> {
   let rest = "";
   return new TransformStream({
     transform(chunk, controller) {
