@@ -3,7 +3,7 @@
  * A worker process for fault tests. It runs task "sleep" and prints one JSON line per event
  * on stdout, so tests wait on what happened instead of on the clock.
  *
- *   deno run -A tests/fault/_worker.ts --redis URL --queue q [--concurrency 1] [--prefetch 0]
+ *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
  *     [--max-payload bytes]
  *
@@ -70,7 +70,8 @@ if (ledger !== undefined) {
 }
 
 const worker = new Worker(values.queue, tasks, {
-  redis: values.redis!,
+  // A JSON object (Redis Cluster, Sentinel) or a URL.
+  redis: values.redis!.startsWith("{") ? JSON.parse(values.redis!) : values.redis!,
   concurrency: Number(values.concurrency),
   prefetch: Number(values.prefetch),
   idleTimeout: Number(values.idle),
