@@ -117,7 +117,7 @@ export class SlotLink {
 
   /** The connection now, if one is open. */
   get current(): Redis | undefined {
-    return this.#connection;
+    return this.#connection?.status === "end" ? undefined : this.#connection;
   }
 
   /**

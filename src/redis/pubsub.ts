@@ -17,8 +17,11 @@ export type Listener = (message: string | null) => void;
 export interface Wire {
   /** True for sharded pub/sub (SSUBSCRIBE), as on Redis Cluster. */
   readonly sharded: boolean;
-  /** The connection `channel` is (to be) subscribed on. */
-  connection(channel: string): Promise<Redis>;
+  /**
+   * The connection `channel` is (to be) subscribed on: at once if it is open, so that a
+   * SUBSCRIBE goes out before anything the caller sends next (see `subscribe`).
+   */
+  connection(channel: string): Redis | Promise<Redis>;
   /** The connections open now. */
   connections(): Redis[];
   /** Closes every connection. */
@@ -31,7 +34,7 @@ export function singleWire(subscriber: Redis): (watch: (c: Redis) => void) => Wi
     watch(subscriber);
     return {
       sharded: false,
-      connection: () => Promise.resolve(subscriber),
+      connection: () => subscriber,
       connections: () => [subscriber],
       close: () => close(subscriber),
     };
@@ -54,7 +57,7 @@ export function clusterWire(
           link = new SlotLink(cluster, channel, options, watch, true);
           links.set(slot, link);
         }
-        return link.connection();
+        return link.current ?? link.connection();
       },
       connections: () => [...links.values()].flatMap((l) => l.current ?? []),
       close: async () => {
@@ -104,7 +107,8 @@ export class PubSub {
 
   /**
    * Listens on `channel`. Resolves once Redis confirmed the subscription, with a function that
-   * stops listening (and unsubscribes once no listener is left).
+   * stops listening (and unsubscribes once no listener is left). The SUBSCRIBE is written
+   * before this returns if the connection is open.
    */
   async subscribe(channel: string, listener: Listener): Promise<() => Promise<void>> {
     let entry = this.#channels.get(channel);
@@ -198,7 +202,10 @@ export class PubSub {
     entry.confirming = true;
     try {
       const epoch = this.#epoch;
-      const connection = await this.#wire.connection(channel);
+      // No await before the SUBSCRIBE is written when the connection is open: a result() call
+      // counts on its SUBSCRIBE going out before the registration it sends right after.
+      const open = this.#wire.connection(channel);
+      const connection = open instanceof Promise ? await open : open;
       await (this.#wire.sharded ? connection.ssubscribe(channel) : connection.subscribe(channel));
       entry.on = connection;
       entry.heard = true;
