@@ -126,7 +126,9 @@ function checkClusterConfig(action: string, config: Record<string, unknown>): vo
     );
   }
   nodes.forEach((node, i) => {
-    if (typeof node === "string") return checkRedisUrl(action, node, `redis.cluster[${i}]`);
+    if (typeof node === "string" && !node.startsWith("/")) {
+      return checkRedisUrl(action, node, `redis.cluster[${i}]`);
+    }
     const ok = typeof node === "object" && node !== null && !Array.isArray(node) &&
       (node.host === undefined || typeof node.host === "string") &&
       Number.isInteger(node.port) && node.port > 0 && node.port < 65536;

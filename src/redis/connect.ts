@@ -1,7 +1,9 @@
 /**
  * Redis connections, one per role. Per Redis it talks to, a process holds one `command`
  * connection and one `subscriber`, shared by every Queue, Worker, consumer and job handle in
- * it, plus one `blocking` connection per consumer: a plain Worker holds 3.
+ * it, plus one `blocking` connection per consumer: a plain Worker holds 3. On Redis Cluster the
+ * command role is an ioredis `Cluster` (a connection per master), and there is one subscriber
+ * per slot in use (see pubsub.ts); a consumer's blocking connection goes to its queue's master.
  *
  * @module
  */
@@ -18,7 +20,7 @@ import type { Logger } from "../_log.ts";
  * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
  * Sentinel's `sentinels` and `name` included. The common ones are listed. A name ioredis does
  * not know is refused up front (a typo would otherwise be ignored and the default Redis used),
- * and so are `cluster` (not supported yet) and `keyPrefix` (use the queue's `prefix`).
+ * and so is `keyPrefix` (use the queue's `prefix`). For Redis Cluster see `RedisClusterConfig`.
  */
 export interface RedisConnectionOptions {
   /** Host name. @default {"127.0.0.1"} */
