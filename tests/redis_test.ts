@@ -38,6 +38,10 @@ Deno.test("new Queue() checks a redis.cluster config: nodes, its options, and no
     /^Cannot create queue: redis\.cluster\[0\] must be a redis:\/\/ .*got "a:7000"$/,
   );
   refuses(
+    { cluster: ["/run/redis.sock"] },
+    /redis\.cluster\[0\] must be a redis:\/\/ URL or \{ host, port \}/,
+  );
+  refuses(
     { cluster: [{ host: "a", port: 0 }] },
     /redis\.cluster\[0\] must be .*port 1 to 65535, got/,
   );
