@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { CancelledError, type JobHandle, Queue, task, Worker } from "../mod.ts";
 import { startCluster } from "../src/testing.ts";
+import { keySlot } from "../src/redis/cluster.ts";
 import { inspect, WorkerProcess } from "./_helpers.ts";
 import { masterOf } from "./_cluster.ts";
 
@@ -56,6 +57,15 @@ Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on
     await assert.rejects(held.result(), CancelledError);
     assert.equal((await queue.job(held.id).info())?.state, "cancelled");
 
+    // The slot sluice computes for a key is the one Redis does, hash tags and all.
+    {
+      await using admin = inspect(cluster.urls[0]!);
+      for (
+        const key of ["sluice:{cq}:stream", "{}", "{a", "a{}b{c}", "x{y}z", "🙂{é}", "123456789"]
+      ) {
+        assert.equal(keySlot(key), Number(await admin.call("CLUSTER", "KEYSLOT", key)), key);
+      }
+    }
     // The queue's blocking read and its subscriptions are on its master, and nowhere else;
     // nothing uses classic (cluster-wide) pub/sub.
     const owner = await masterOf(cluster.urls[0]!, "sluice:{cq}:stream");

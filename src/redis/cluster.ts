@@ -62,6 +62,22 @@ function nodeOptions(config: RedisClusterConfig): RedisOptions {
   return { ...(config.options?.redisOptions as RedisOptions | undefined) };
 }
 
+/** Per `Cluster`, what to call on each slot map refresh: one listener, however many links. */
+const followers = new WeakMap<Cluster, Set<() => void>>();
+
+function following(cluster: Cluster): Set<() => void> {
+  let set = followers.get(cluster);
+  if (set === undefined) {
+    const created = new Set<() => void>();
+    cluster.on("refresh", () => {
+      for (const follow of created) follow();
+    });
+    followers.set(cluster, created);
+    set = created;
+  }
+  return set;
+}
+
 /**
  * A plain connection to the master that owns one slot of a Redis Cluster, opened when first
  * asked for. When the connection is lost, or the cluster's slot map (refreshed by ioredis on
@@ -99,7 +115,7 @@ export class SlotLink {
     this.#slot = keySlot(key);
     this.#options = options;
     this.#watch = watch;
-    cluster.on("refresh", this.#follow);
+    following(cluster).add(this.#follow);
   }
 
   /** The `host:port` the link's connection goes to, if open. */
@@ -149,7 +165,7 @@ export class SlotLink {
   /** Closes the connection; the link opens none after this. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#cluster.off("refresh", this.#follow);
+    following(this.#cluster).delete(this.#follow);
     const connection = this.#connection ?? await this.#opening?.catch(() => undefined);
     this.#connection = undefined;
     if (connection !== undefined) await close(connection);
