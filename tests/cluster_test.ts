@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { CancelledError, type JobHandle, Queue, task, Worker } from "../mod.ts";
 import { startCluster } from "../src/testing.ts";
 import { keySlot } from "../src/redis/cluster.ts";
-import { inspect, WorkerProcess } from "./_helpers.ts";
-import { masterOf } from "./_cluster.ts";
+import { inspect, waitForRedis, WorkerProcess } from "./_helpers.ts";
+import { clusterNodes, masterOf } from "./_cluster.ts";
 
 Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on the queue's master with sharded pub/sub", async () => {
   await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
@@ -29,20 +29,20 @@ Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on
   const running = worker.run();
   try {
     await using queue = new Queue("cq", { redis });
-    assert.equal(await (await queue.enqueue(add, { a: 1, b: 2 })).result(), 3);
+    assert.equal(await (await queue.enqueue(add, { a: 1, b: 2 })).result(soon()), 3);
     const delayed = await queue.enqueue(add, { a: 2, b: 2 }, { delay: 200 });
-    assert.equal(await delayed.result(), 4);
+    assert.equal(await delayed.result(soon()), 4);
     const many = await queue.enqueueMany(
       add,
       Array.from({ length: 500 }, (_, i) => ({ data: { a: i, b: 1 } })),
     );
     assert.deepEqual(
-      await Promise.all(many.map((h) => h.result())),
+      await Promise.all(many.map((h) => h.result(soon()))),
       Array.from({ length: 500 }, (_, i) => i + 1),
     );
 
     const failing = await queue.enqueue(boom, null);
-    await assert.rejects(failing.result(), /dead letters \(failed\)/);
+    await assert.rejects(failing.result(soon()), /dead letters \(failed\)/);
     assert.equal(await queue.dead.count(), 1);
     const [letter] = await queue.dead.list();
     assert.equal(letter?.id, failing.id);
@@ -54,7 +54,7 @@ Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on
     await started.promise;
     // The cancel reaches the worker over sharded pub/sub.
     assert.equal((await queue.job(held.id).cancel()).cancelled, true);
-    await assert.rejects(held.result(), CancelledError);
+    await assert.rejects(held.result(soon()), CancelledError);
     assert.equal((await queue.job(held.id).info())?.state, "cancelled");
 
     // The slot sluice computes for a key is the one Redis does, hash tags and all.
@@ -109,7 +109,7 @@ Deno.test("Redis Cluster: six queues on several masters, one worker process each
           q.enqueueMany("sleep", Array.from({ length: 200 }, () => ({ data: { ms: 1 } })))
         ),
       );
-      const results = await Promise.all(handles.flat().map((h) => h.result()));
+      const results = await Promise.all(handles.flat().map((h) => h.result(soon())));
       assert.equal(results.length, 1_200);
       assert.ok(results.every((r) => r === 1));
       // Each job ran in the worker of its own queue, once.
@@ -145,10 +145,115 @@ Deno.test("Redis Cluster: a worker killed with kill -9 leaves its jobs to a peer
     await doomed.status;
     // Started only now, so what the dead worker held can reach it only by being reclaimed.
     survivor = new WorkerProcess(redis, options);
-    const results = await Promise.all(handles.map((h) => h.result()));
+    const results = await Promise.all(handles.map((h) => h.result(soon())));
     assert.deepEqual(results, handles.map(() => 200));
     assert.ok(survivor.events.some((e) => e.ev === "started" && Number(e.deliveries) > 1));
   } finally {
     await Promise.all([doomed, survivor].map((w) => w?.[Symbol.asyncDispose]()));
   }
 });
+
+Deno.test("Redis Cluster: a queue's slot migrated to another master while a worker runs; its read and subscriptions follow", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  const redis = { cluster: [...cluster.urls] };
+  const add = task("add", (d: { a: number; b: number }) => d.a + d.b);
+  const started = Promise.withResolvers<void>();
+  const hold = task("hold", (_: null, ctx) => {
+    started.resolve();
+    return new Promise<never>((_, reject) => {
+      ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
+    });
+  });
+  const worker = new Worker("mq", [add, hold], {
+    redis,
+    concurrency: 4,
+    handleSignals: false,
+    logger: { warn() {}, error() {} },
+  });
+  const running = worker.run();
+  try {
+    await using queue = new Queue("mq", { redis });
+    const before = await queue.enqueueMany(add, [{ data: { a: 1, b: 1 } }]);
+    assert.deepEqual(await Promise.all(before.map((h) => h.result(soon()))), [2]);
+
+    // Move the slot by hand, as a resharding does: IMPORTING, MIGRATING, MIGRATE every key,
+    // then the new owner on every master.
+    const source = await masterOf(cluster.urls[0]!, "{mq}");
+    const masters = clusterNodes(await adminCall(cluster.urls[0]!, "CLUSTER", "NODES"))
+      .filter((n) => n.flags.includes("master"));
+    const target = masters.find((n) => n.id !== source.id)!;
+    const slot = keySlot("{mq}");
+    const url = (port: number) => `redis://127.0.0.1:${port}`;
+    await adminCall(url(target.port), "CLUSTER", "SETSLOT", slot, "IMPORTING", source.id);
+    await adminCall(url(source.port), "CLUSTER", "SETSLOT", slot, "MIGRATING", target.id);
+    for (;;) {
+      const keys = await adminCall(
+        url(source.port),
+        "CLUSTER",
+        "GETKEYSINSLOT",
+        slot,
+        100,
+      ) as string[];
+      if (keys.length === 0) break;
+      await adminCall(
+        url(source.port),
+        "MIGRATE",
+        "127.0.0.1",
+        target.port,
+        "",
+        0,
+        5_000,
+        "KEYS",
+        ...keys,
+      );
+    }
+    for (const m of masters) {
+      await adminCall(url(m.port), "CLUSTER", "SETSLOT", slot, "NODE", target.id);
+    }
+    assert.equal((await masterOf(cluster.urls[0]!, "{mq}")).port, target.port);
+
+    // Jobs now, delayed ones (their wake-up is a shard message), and a cancel of a running
+    // job (the same) all work on the new master.
+    const after = await queue.enqueueMany(
+      add,
+      Array.from({ length: 100 }, (_, i) => ({ data: { a: i, b: 0 } })),
+    );
+    const later = await queue.enqueue(add, { a: 5, b: 5 }, { delay: 300 });
+    assert.deepEqual(
+      await Promise.all(after.map((h) => h.result(soon()))),
+      Array.from({ length: 100 }, (_, i) => i),
+    );
+    assert.equal(await later.result(soon()), 10);
+    await waitForRedis(async () => {
+      const shard = await adminCall(url(target.port), "PUBSUB", "SHARDCHANNELS") as string[];
+      return shard.includes("sluice:{mq}:cancel") && shard.includes("sluice:{mq}:wake");
+    }, "the worker's subscriptions on the new master");
+    const held = await queue.enqueue(hold, null);
+    await started.promise;
+    assert.equal((await queue.job(held.id).cancel()).cancelled, true);
+    await assert.rejects(held.result(soon()), CancelledError);
+    // Nothing of the queue is left on the old master: no reads, no subscriptions.
+    assert.deepEqual(await adminCall(url(source.port), "PUBSUB", "SHARDCHANNELS"), []);
+    assert.doesNotMatch(
+      String(await adminCall(url(source.port), "CLIENT", "LIST")),
+      /name=sluice:blocking:/,
+    );
+    assert.match(
+      String(await adminCall(url(target.port), "CLIENT", "LIST")),
+      /name=sluice:blocking:/,
+    );
+  } finally {
+    await worker.stop();
+    await running;
+  }
+});
+
+/** A bound on each wait for a result, so a hang fails the test instead of the run. */
+function soon(): { signal: AbortSignal } {
+  return { signal: AbortSignal.timeout(30_000) };
+}
+
+async function adminCall(url: string, ...args: (string | number)[]): Promise<unknown> {
+  await using admin = inspect(url);
+  return await admin.call(...(args.map(String) as [string, ...string[]]));
+}

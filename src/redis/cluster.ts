@@ -198,6 +198,9 @@ export class SlotLink {
     });
     connection.on("error", () => {}); // failures reach the link's users through commands
     connection.on("close", () => this.#refresh());
+    // An SSUBSCRIBE answered MOVED: the slot left this master (ioredis leaves that call
+    // pending, and says so with this event).
+    connection.on("moved", () => this.#refresh());
     this.#connection = connection;
     this.#at = owner;
     this.#watch?.(connection);

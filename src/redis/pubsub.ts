@@ -86,6 +86,7 @@ export class PubSub {
   readonly #wire: Wire;
   #channels = new Map<string, Channel>();
   #epoch = 0;
+  #closed = false;
 
   /** @param wire Where subscriptions live: `singleWire(...)` or `clusterWire(...)`. */
   constructor(wire: (watch: (connection: Redis) => void) => Wire) {
@@ -162,6 +163,7 @@ export class PubSub {
 
   /** Closes the subscriber connections. */
   close(): Promise<void> {
+    this.#closed = true;
     return this.#wire.close();
   }
 
@@ -201,19 +203,44 @@ export class PubSub {
   async #confirm(channel: string, entry: Channel): Promise<void> {
     entry.confirming = true;
     try {
-      const epoch = this.#epoch;
-      // No await before the SUBSCRIBE is written when the connection is open: a result() call
-      // counts on its SUBSCRIBE going out before the registration it sends right after.
-      const open = this.#wire.connection(channel);
-      const connection = open instanceof Promise ? await open : open;
-      await (this.#wire.sharded ? connection.ssubscribe(channel) : connection.subscribe(channel));
-      entry.on = connection;
-      entry.heard = true;
-      if (epoch === this.#epoch) entry.live = true;
+      for (;;) {
+        const epoch = this.#epoch;
+        // No await before the SUBSCRIBE is written when the connection is open: a result()
+        // call counts on its SUBSCRIBE going out before the registration it sends right after.
+        const open = this.#wire.connection(channel);
+        const connection = open instanceof Promise ? await open : open;
+        const confirmed = await unlessClosed(
+          connection,
+          this.#wire.sharded ? connection.ssubscribe(channel) : connection.subscribe(channel),
+        );
+        if (this.#closed) throw new Error("Connection is closed.");
+        // The connection closed first: ioredis never settles an SSUBSCRIBE that got MOVED (the
+        // slot left that master), and the link moves. Subscribe where the channel lives now.
+        if (!confirmed) continue;
+        entry.on = connection;
+        entry.heard = true;
+        if (epoch === this.#epoch) entry.live = true;
+        break;
+      }
     } finally {
       entry.confirming = false;
     }
     // A disconnect came while it was under way: once more.
     if (!entry.live) this.#revive();
   }
+}
+
+/** Resolves true once `command` succeeds, or false if `connection` closes first. */
+function unlessClosed(connection: Redis, command: Promise<unknown>): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const closed = () => resolve(false);
+    connection.once("close", closed);
+    command.then(() => {
+      connection.off("close", closed);
+      resolve(true);
+    }, (err) => {
+      connection.off("close", closed);
+      reject(err);
+    });
+  });
 }
