@@ -79,6 +79,13 @@ export function connect(config: RedisConfig, role: Role, name: string): ScriptCl
     base.autoResendUnfulfilledCommands = false;
     base.maxRetriesPerRequest = 0;
   }
+  if (typeof config !== "string" && Array.isArray(config.sentinels)) {
+    // Sentinel: leave the old master as soon as the Sentinels announce a new one
+    // (+switch-master), not when the old one dies or, if it lives on (a partition, a manual
+    // failover), when the Sentinels demote it about 10 s later: writes meanwhile would go to a
+    // master about to drop them. Costs one connection to each Sentinel per client.
+    base.failoverDetector = true;
+  }
   if (role === "subscriber") {
     // ioredis sends SUBSCRIBE at once while its ready check (INFO) is under way, since Redis
     // takes it while loading; the INFO then fails on a connection in subscriber mode, and the
@@ -102,11 +109,11 @@ export async function close(client: Redis): Promise<void> {
   if (client.status === "ready") {
     try {
       await client.quit();
-      return;
     } catch {
-      // fall through to a hard disconnect
+      // a hard disconnect, below
     }
   }
+  // After QUIT too: it ends the connection but not ioredis's Sentinel failover detector.
   client.disconnect();
 }
 
