@@ -19,8 +19,20 @@ export class WorkerProcess implements AsyncDisposable {
   #drained: Promise<unknown>;
   #status: Promise<Deno.CommandStatus>;
 
-  constructor(redisUrl: string, options: Record<string, string | number> = {}) {
-    const args = ["run", "-A", WORKER, "--redis", redisUrl];
+  /**
+   * @param redis A Redis URL, or the Sentinels to find the master through, and its name.
+   * @param options Flags of tests/fault/_worker.ts, without the dashes.
+   */
+  constructor(
+    redis: string | { sentinels: { host: string; port: number }[]; name: string },
+    options: Record<string, string | number> = {},
+  ) {
+    const args = ["run", "-A", WORKER];
+    if (typeof redis === "string") args.push("--redis", redis);
+    else {
+      const nodes = redis.sentinels.map(({ host, port }) => `${host}:${port}`).join(",");
+      args.push("--sentinels", nodes, "--master", redis.name);
+    }
     for (const [key, value] of Object.entries(options)) args.push(`--${key}`, String(value));
     this.child = new Deno.Command(Deno.execPath(), {
       args,
