@@ -150,14 +150,11 @@ async function failover(durability: Durability | undefined, lag: boolean) {
     // each of its two settle calls takes the room the settle frees before it is confirmed.
     const held = workers.length * (CONCURRENCY + PREFETCH) * (durability ? 2 : 1);
     const ended = (await ledger.log()).filter((c) => c.at! >= riskFrom - 100 && c.at! <= killedAt);
-    const mode = durability
-      ? `durable (replicas ${durability.replicas}, timeout ${durability.timeout} ms)`
-      : "async replication";
     const tally = await ledger.verdict(
-      `Sentinel failover${lag ? ", replicas behind" : ""}, ${mode}`,
+      `Sentinel${lag ? ", replicas behind" : " failover"}${durability ? ", durable" : ""}`,
       lag
         ? `replicas cut off until ${LAG_BYTES / 1024} KB behind, then kill -9 the master`
-        : "kill -9 the master mid-run; a replica is promoted",
+        : "kill -9 the master mid-run; Sentinel promotes a replica",
       durability ? held : held + ended.length,
       { explains: deliveredTwiceAsNew, ...(durability ? {} : { mayLose: atRisk }) },
     );
