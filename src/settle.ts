@@ -151,7 +151,7 @@ export class Settler implements Lessor {
    * holding the delivery now (our write was lost in a failover, and the job was reclaimed:
    * the lease is lost). A delivery still pending under this consumer means the write was lost;
    * the settle carries it out again. A settle that writes nothing gives WAIT nothing new to
-   * wait for (on a new connection, nothing at all), so a marker write goes before it.
+   * wait for (on a new connection, nothing at all), so a marker write goes between them.
    *
    * @param codes The first call's codes; updated in place with what the resends found.
    */
