@@ -62,7 +62,11 @@ export type {
   WorkerEventName,
   WorkerOptions,
 } from "./src/worker.ts";
-export type { RedisConfig, RedisConnectionOptions } from "./src/redis/connect.ts";
+export type {
+  RedisClusterConfig,
+  RedisConfig,
+  RedisConnectionOptions,
+} from "./src/redis/connect.ts";
 export type { Keys } from "./src/keys.ts";
 export type { Logger } from "./src/_log.ts";
 export { WIRE_VERSION } from "./src/codec.ts";

@@ -32,6 +32,7 @@ import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { type AnyTask, Queue, task, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
+import { scaleOut } from "./scale.ts";
 
 const { values } = parseArgs({
   options: {
@@ -438,6 +439,9 @@ log(`bench: memory over ${MEMORY_JOBS} jobs`);
 const mem = await memory();
 log("bench: BullMQ on Node");
 const peer = await bullmq();
+const SCALE_JOBS = quick ? 20_000 : 100_000;
+log(`bench: scale-out, 3 queues of ${SCALE_JOBS} jobs on a 3-master loopback Redis Cluster`);
+const scale = await scaleOut(SCALE_JOBS);
 await admin.quit();
 const cpuEnd = await cpuTimes();
 const steal = cpuStart && cpuEnd && cpuEnd.total > cpuStart.total
@@ -473,6 +477,7 @@ const report = {
       Object.entries(processing).map(([c, r]) => [c, ratio(r, peer?.process[c])]),
     ),
   },
+  scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
   pickupMs: { idle, at2000PerSecond: loaded },
   delayedLatenessMs: late,
   memory: {
@@ -565,6 +570,21 @@ if (values.json) {
   console.log(
     `sluice script calls at c=32:  ${scriptCallsPer300kJobsAtC32} EVALSHA+EVAL per 300k jobs (${c32.scripts} over ${c32.jobs} jobs)`,
   );
+  console.log();
+
+  console.log(
+    `Redis Cluster scale-out: 3 queues x ${SCALE_JOBS} no-op jobs, one worker process each (c=32, keepResult 0)`,
+  );
+  table([
+    ["", "jobs/s", "Redis CPU µs/job (all masters)", "worker CPU µs/job"],
+    ...[scale.one, scale.three].map((r) => [
+      `${r.masters === 1 ? "all on 1 master" : "one per master (3)"}`,
+      k(r.rate),
+      fixed1(r.redisCpuUsPerJob),
+      fixed1(r.workerCpuUsPerJob),
+    ]),
+  ]);
+  console.log(`3 masters / 1 master: ${times(report.scaleOut.ratio)}`);
   console.log();
 
   const ms = (p: { p50: number; p95: number; p99: number }) =>

@@ -230,7 +230,7 @@ export class Queue implements AsyncDisposable {
    * @param options Where Redis is, the key prefix and the group.
    * @throws {TypeError} If the name, prefix or group is invalid, a signing key is not a
    * non-empty string or Uint8Array, or `redis` is not a `redis://` URL or holds an option
-   * ioredis does not know (or `cluster`, which is not supported yet).
+   * ioredis does not know (or a `cluster` config that is not a list of nodes).
    * @throws {RangeError} If a number is out of range.
    */
   constructor(name: string, options: QueueOptions = {}) {

@@ -10,8 +10,8 @@ import type { ReadEntry } from "./admit.ts";
 import { settlesWithin } from "./async.ts";
 import { retryWait } from "./backoff.ts";
 import { isOutOfMemory, toError } from "./errors.ts";
-import { close, connect } from "./redis/connect.ts";
-import type { ScriptClient } from "./scripts/mod.ts";
+import { type BlockingLine, blockingLine } from "./redis/connect.ts";
+import type { Redis } from "ioredis";
 
 /** The longest a blocking read waits before the loop looks around again. */
 const MAX_BLOCK_MS = 10_000;
@@ -19,9 +19,11 @@ const MAX_BLOCK_MS = 10_000;
 /** One consumer's reads. */
 export class Reader {
   #c: Holding;
-  #blocking: ScriptClient;
+  #line: BlockingLine;
   /** The blocking connection's CLIENT ID, once known on this connection. */
   #id: number | undefined;
+  /** The connection `#id` belongs to. */
+  #idOn: Redis | undefined;
   /** The blocking read, while under way. */
   #read: Promise<ReadEntry[]> | undefined;
   #group: Promise<void> | undefined;
@@ -29,8 +31,8 @@ export class Reader {
 
   constructor(c: Holding) {
     this.#c = c;
-    this.#blocking = connect(c.ctx.redis, "blocking", c.name);
-    this.#blocking.on("close", () => this.#id = undefined);
+    const { redis, client, keys } = c.ctx;
+    this.#line = blockingLine(redis, client, keys.stream, c.name);
   }
 
   /** Makes sure the consumer group exists (once, or again with `force`). */
@@ -67,9 +69,15 @@ export class Reader {
    * must not read that room again meanwhile.
    */
   async read(wakeAt: number, dueAt: number): Promise<ReadEntry[]> {
-    if (this.#id === undefined) {
-      this.#id = Number(await this.#blocking.client("ID"));
+    const blocking = await this.#line.connection();
+    if (this.#idOn !== blocking) {
+      this.#idOn = blocking;
+      this.#id = undefined;
+      blocking.on("close", () => {
+        if (this.#idOn === blocking) this.#id = undefined;
+      });
     }
+    this.#id ??= Number(await blocking.client("ID"));
     if (this.#c.stopping) return [];
     const { window, held, ctx, name } = this.#c;
     const count = window.readRoom(held.size);
@@ -83,7 +91,7 @@ export class Reader {
     window.reserve(count);
     let entries: ReadEntry[];
     try {
-      this.#read = this.#blocking.xreadgroup(
+      this.#read = blocking.xreadgroup(
         "GROUP",
         ctx.group,
         name,
@@ -110,7 +118,7 @@ export class Reader {
   /** Ends a blocking read now, as if it had timed out; the loop then looks again. */
   interrupt(): void {
     if (this.#read !== undefined && this.#id !== undefined) {
-      this.#c.ctx.client.client("UNBLOCK", this.#id).catch(() => {});
+      this.#line.unblock(this.#id).catch(() => {});
     }
   }
 
@@ -124,10 +132,10 @@ export class Reader {
     for (let round = busy(); round !== undefined; round = busy()) {
       if (this.#read !== undefined) {
         if (Date.now() > deadline || this.#id === undefined) {
-          this.#blocking.disconnect();
+          this.#line.disconnect();
           return;
         }
-        await this.#c.ctx.client.client("UNBLOCK", this.#id).catch(() => {});
+        await this.#line.unblock(this.#id).catch(() => {});
       }
       await settlesWithin(round, 25);
     }
@@ -145,6 +153,7 @@ export class Reader {
    */
   async recover(err: unknown, woken: Promise<void>): Promise<void> {
     if (this.#c.stopping) return;
+    this.#line.failed(err);
     const { logger, name, group } = this.#c.ctx;
     if (toError(err).message.includes("NOGROUP")) {
       logger.warn(
@@ -170,6 +179,6 @@ export class Reader {
 
   /** Closes the blocking connection. */
   close(): Promise<void> {
-    return close(this.#blocking);
+    return this.#line.close();
   }
 }

@@ -20,19 +20,16 @@ export class WorkerProcess implements AsyncDisposable {
   #status: Promise<Deno.CommandStatus>;
 
   /**
-   * @param redis A Redis URL, or the Sentinels to find the master through, and its name.
+   * @param redis A Redis URL, or the redis option as an object (Sentinel, Cluster), passed on
+   * as JSON.
    * @param options Flags of tests/fault/_worker.ts, without the dashes.
    */
   constructor(
-    redis: string | { sentinels: { host: string; port: number }[]; name: string },
+    redis: string | object,
     options: Record<string, string | number> = {},
   ) {
     const args = ["run", "-A", WORKER];
-    if (typeof redis === "string") args.push("--redis", redis);
-    else {
-      const nodes = redis.sentinels.map(({ host, port }) => `${host}:${port}`).join(",");
-      args.push("--sentinels", nodes, "--master", redis.name);
-    }
+    args.push("--redis", typeof redis === "string" ? redis : JSON.stringify(redis));
     for (const [key, value] of Object.entries(options)) args.push(`--${key}`, String(value));
     this.child = new Deno.Command(Deno.execPath(), {
       args,

@@ -2,48 +2,7 @@ import assert from "node:assert/strict";
 import { Cluster, Redis } from "ioredis";
 import { startCluster, startSentinel } from "../src/testing.ts";
 import { inspect, waitForRedis } from "./_helpers.ts";
-
-/** One line of CLUSTER NODES. */
-interface NodeLine {
-  id: string;
-  port: number;
-  flags: string[];
-  /** The id of its master, if a replica. */
-  master: string;
-  slots: [number, number][];
-}
-
-function clusterNodes(reply: unknown): NodeLine[] {
-  return String(reply).trim().split("\n").map((line) => {
-    const [id, address, flags, master, , , , , ...slots] = line.split(" ");
-    return {
-      id: id!,
-      port: Number(address!.split("@")[0]!.split(":")[1]),
-      flags: flags!.split(","),
-      master: master!,
-      slots: slots.filter((s) => !s.startsWith("[")).map((s) => {
-        const [from, to = from] = s.split("-");
-        return [Number(from), Number(to)];
-      }),
-    };
-  });
-}
-
-function ownerOf(nodes: NodeLine[], slot: number): NodeLine | undefined {
-  return nodes.find((n) =>
-    n.flags.includes("master") && !n.flags.includes("fail") &&
-    n.slots.some(([from, to]) => from <= slot && slot <= to)
-  );
-}
-
-/** Resolves to `fn()`'s value, or false if it throws: for probes that may hit a dead node. */
-async function attempt<T>(fn: () => Promise<T>): Promise<T | false> {
-  try {
-    return await fn();
-  } catch {
-    return false;
-  }
-}
+import { attempt, clusterNodes, type NodeLine, ownerOf } from "./_cluster.ts";
 
 Deno.test("startCluster() serves every slot and survives the loss of a master", async () => {
   await using cluster = await startCluster({ masters: 3, replicasPerMaster: 1 });

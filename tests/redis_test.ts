@@ -15,14 +15,59 @@ function refuses(redis: unknown, message: RegExp): void {
   );
 }
 
-Deno.test("new Queue() refuses redis.cluster with its own message", () => {
+Deno.test("new Queue() checks a redis.cluster config: nodes, its options, and nothing else beside", () => {
+  // Taken: URLs or { host, port }, with ioredis Cluster options.
+  for (
+    const ok of [
+      { cluster: ["redis://127.0.0.1:7000"] },
+      { cluster: [{ host: "10.0.0.1", port: 7000 }, { port: 7001 }] },
+      { cluster: ["redis://a:7000"], options: { redisOptions: { password: "x" } } },
+      { cluster: ["redis://a:7000"], options: { slotsRefreshInterval: 1_000 } },
+    ]
+  ) checkRedisConfig("Cannot create queue", ok);
   refuses(
-    { cluster: ["redis://127.0.0.1:7000"] },
-    /^Cannot create queue: redis\.cluster is not supported yet; /,
+    { cluster: [] },
+    /^Cannot create queue: redis\.cluster must be a non-empty array .*, got \[\]$/,
+  );
+  refuses(
+    { cluster: "redis://a:7000" },
+    /redis\.cluster must be a non-empty array .*, got "redis:\/\/a:7000"$/,
+  );
+  refuses(
+    { cluster: ["a:7000"] },
+    /^Cannot create queue: redis\.cluster\[0\] must be a redis:\/\/ .*got "a:7000"$/,
+  );
+  refuses(
+    { cluster: ["/run/redis.sock"] },
+    /redis\.cluster\[0\] must be a redis:\/\/ URL or \{ host, port \}/,
+  );
+  refuses(
+    { cluster: [{ host: "a", port: 0 }] },
+    /redis\.cluster\[0\] must be .*port 1 to 65535, got/,
+  );
+  refuses(
+    { cluster: ["redis://a:7000"], password: "x" },
+    /^Cannot create queue: redis\.cluster goes with no other option but redis\.options, got "password" \(per-node settings such as password go in options\.redisOptions\)$/,
+  );
+  refuses(
+    { cluster: ["redis://a:7000"], options: { scaleReads: "slave" } },
+    /^Cannot create queue: redis\.options\.scaleReads is not supported: /,
+  );
+  refuses(
+    { cluster: ["redis://a:7000"], options: { redisOptions: { pasword: "x" } } },
+    /redis\.options\.redisOptions has an unknown option "pasword" \(did you mean "password"\?\)$/,
+  );
+  refuses(
+    { cluster: ["redis://a:7000"], options: { keyPrefix: "app:" } },
+    /redis\.keyPrefix is not supported/,
   );
   refuses(
     ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"],
-    /^Cannot create queue: redis must be a URL or ioredis options, got an array .*Cluster is not supported yet/,
+    /^Cannot create queue: redis must be a URL or ioredis options, got an array \(for Redis Cluster, give redis: \{ cluster: \[\.\.\.node URLs\] \}\)$/,
+  );
+  assert.equal(
+    describeRedis({ cluster: ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"] }),
+    "Redis Cluster (10.0.0.1:7000, +1)",
   );
 });
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { show } from "../_options.ts";
-import type { RedisConfig } from "./connect.ts";
+import type { RedisClusterConfig, RedisConfig } from "./connect.ts";
 
 /**
  * The option names ioredis's `RedisOptions` documents (its common, standalone and Sentinel
@@ -31,12 +31,25 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set([
     .split(" "),
 ]);
 
+/**
+ * The option names ioredis's `ClusterOptions` documents, bar those sluice sets itself
+ * (`lazyConnect`, `shardedSubscribers`) and `scaleReads` (reads of a queue go to its master).
+ */
+const KNOWN_CLUSTER_OPTIONS: ReadonlySet<string> = new Set([
+  ..."redisOptions clusterRetryStrategy enableOfflineQueue enableReadyCheck".split(" "),
+  ..."maxRedirections retryDelayOnMoved retryDelayOnFailover retryDelayOnClusterDown".split(" "),
+  ..."retryDelayOnTryAgain slotsRefreshTimeout slotsRefreshInterval natMap dnsLookup".split(" "),
+  ..."useSRVRecords resolveSrv enableAutoPipelining autoPipeliningIgnoredCommands".split(" "),
+]);
+
 /** Options sluice cannot honour (or that look like one), and what to do instead. */
 const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
-  cluster: "redis.cluster is not supported yet; give the URL or host and port of one Redis " +
-    "(or a Sentinel setup with sentinels and name)",
+  cluster: "redis.cluster goes with no other option but redis.options (the ioredis Cluster " +
+    "options, with per-node settings such as password in options.redisOptions)",
   keyPrefix: "redis.keyPrefix is not supported: ioredis would prefix the keys a command " +
     "names, not those in script arguments and pub/sub channels; use the queue's prefix option",
+  scaleReads: "redis.options.scaleReads is not supported: a queue's reads take jobs (they " +
+    "write), so every command of a queue goes to the master that owns its slot",
   url: 'redis.url is not an ioredis option: give the URL as redis itself (redis: "redis://...")',
 };
 
@@ -64,29 +77,87 @@ export function checkRedisConfig(action: string, config: unknown): asserts confi
   if (typeof config === "string") return checkRedisUrl(action, config);
   if (Array.isArray(config)) {
     throw new TypeError(
-      `${action}: redis must be a URL or ioredis options, got an array (a list of cluster ` +
-        `nodes? Redis Cluster is not supported yet)`,
+      `${action}: redis must be a URL or ioredis options, got an array (for Redis Cluster, ` +
+        `give redis: { cluster: [...node URLs] })`,
     );
   }
   if (typeof config !== "object" || config === null) {
     throw new TypeError(`${action}: redis must be a URL or ioredis options, got ${show(config)}`);
   }
-  for (const key of Object.keys(config)) {
-    if (KNOWN_OPTIONS.has(key)) continue;
-    const refused = REFUSED_OPTIONS[key];
+  if ("cluster" in config) return checkClusterConfig(action, config as Record<string, unknown>);
+  checkKeys(action, "redis", config, KNOWN_OPTIONS);
+}
+
+/** Every key of `options` must be in `known`: else the closest name, or the list. */
+function checkKeys(action: string, what: string, options: object, known: ReadonlySet<string>) {
+  for (const key of Object.keys(options)) {
+    if (known.has(key)) continue;
+    const refused = what === "redis" || key === "keyPrefix" || key === "scaleReads"
+      ? REFUSED_OPTIONS[key]
+      : undefined;
     if (refused !== undefined) throw new TypeError(`${action}: ${refused}`);
-    const near = closest(key, KNOWN_OPTIONS);
+    const near = closest(key, known);
     throw new TypeError(
-      `${action}: redis has an unknown option ${JSON.stringify(key)} (${
+      `${action}: ${what} has an unknown option ${JSON.stringify(key)} (${
         near === undefined
-          ? `known: ${[...KNOWN_OPTIONS].join(", ")}`
+          ? `known: ${[...known].join(", ")}`
           : `did you mean ${JSON.stringify(near)}?`
       })`,
     );
   }
 }
 
-function checkRedisUrl(action: string, url: string): void {
+function checkClusterConfig(action: string, config: Record<string, unknown>): void {
+  for (const key of Object.keys(config)) {
+    if (key !== "cluster" && key !== "options") {
+      throw new TypeError(
+        `${action}: redis.cluster goes with no other option but redis.options, got ${
+          JSON.stringify(key)
+        } (per-node settings such as password go in options.redisOptions)`,
+      );
+    }
+  }
+  const nodes = config.cluster;
+  if (!Array.isArray(nodes) || nodes.length === 0) {
+    throw new TypeError(
+      `${action}: redis.cluster must be a non-empty array of node URLs or { host, port }, got ${
+        show(nodes)
+      }`,
+    );
+  }
+  nodes.forEach((node, i) => {
+    if (typeof node === "string" && !node.startsWith("/")) {
+      return checkRedisUrl(action, node, `redis.cluster[${i}]`);
+    }
+    const ok = typeof node === "object" && node !== null && !Array.isArray(node) &&
+      (node.host === undefined || typeof node.host === "string") &&
+      Number.isInteger(node.port) && node.port > 0 && node.port < 65536;
+    if (!ok) {
+      throw new TypeError(
+        `${action}: redis.cluster[${i}] must be a redis:// URL or { host, port } with port ` +
+          `1 to 65535, got ${show(node)}`,
+      );
+    }
+  });
+  const options = config.options;
+  if (options === undefined) return;
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(
+      `${action}: redis.options must be ioredis Cluster options, got ${show(options)}`,
+    );
+  }
+  checkKeys(action, "redis.options", options, KNOWN_CLUSTER_OPTIONS);
+  const nodeOptions = (options as Record<string, unknown>).redisOptions;
+  if (nodeOptions === undefined) return;
+  if (typeof nodeOptions !== "object" || nodeOptions === null || Array.isArray(nodeOptions)) {
+    throw new TypeError(
+      `${action}: redis.options.redisOptions must be ioredis options, got ${show(nodeOptions)}`,
+    );
+  }
+  checkKeys(action, "redis.options.redisOptions", nodeOptions, KNOWN_OPTIONS);
+}
+
+function checkRedisUrl(action: string, url: string, what = "redis"): void {
   // ioredis takes an absolute path as a Unix socket.
   if (url.startsWith("/") && !url.startsWith("//")) return;
   let protocol: string | undefined;
@@ -100,7 +171,7 @@ function checkRedisUrl(action: string, url: string): void {
     ? `; for a Unix socket give its path, e.g. "${new URL(url).pathname}"`
     : "";
   throw new TypeError(
-    `${action}: redis must be a redis:// or rediss:// URL, or a socket path, got ${
+    `${action}: ${what} must be a redis:// or rediss:// URL, or a socket path, got ${
       show(hidePassword(url))
     }${socket}`,
   );
@@ -158,9 +229,16 @@ function hidePassword(url: string): string {
  * console.log(describeRedis("redis://:secret@cache.internal:6380/2")); // "cache.internal:6380"
  * console.log(describeRedis({ sentinels: [{ host: "s1", port: 26379 }], name: "main" }));
  * // 'Sentinel master "main"'
+ * console.log(describeRedis({ cluster: ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"] }));
+ * // "Redis Cluster (10.0.0.1:7000, +1)"
  * ```
  */
 export function describeRedis(config: RedisConfig): string {
+  if (isCluster(config)) {
+    const first = config.cluster[0]!;
+    const more = config.cluster.length > 1 ? `, +${config.cluster.length - 1}` : "";
+    return `Redis Cluster (${describeRedis(first)}${more})`;
+  }
   if (typeof config === "string") {
     if (config.startsWith("/") && !config.startsWith("//")) return config.split("?")[0]!;
     try {
@@ -176,4 +254,9 @@ export function describeRedis(config: RedisConfig): string {
   if (typeof config.path === "string") return config.path;
   const host = config.host ?? "localhost";
   return `${host.includes(":") ? `[${host}]` : host}:${config.port ?? 6379}`;
+}
+
+/** True if `config` names a Redis Cluster. */
+export function isCluster(config: RedisConfig): config is RedisClusterConfig {
+  return typeof config === "object" && Array.isArray((config as RedisClusterConfig).cluster);
 }

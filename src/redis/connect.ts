@@ -1,23 +1,26 @@
 /**
  * Redis connections, one per role. Per Redis it talks to, a process holds one `command`
  * connection and one `subscriber`, shared by every Queue, Worker, consumer and job handle in
- * it, plus one `blocking` connection per consumer: a plain Worker holds 3.
+ * it, plus one `blocking` connection per consumer: a plain Worker holds 3. On Redis Cluster the
+ * command role is an ioredis `Cluster` (a connection per master), and there is one subscriber
+ * per slot in use (see pubsub.ts); a consumer's blocking connection goes to its queue's master.
  *
  * @module
  */
-import { Redis, type RedisOptions } from "ioredis";
+import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import { defineScripts, type ScriptClient } from "../scripts/mod.ts";
-import { PubSub } from "./pubsub.ts";
+import { clusterWire, PubSub, singleWire } from "./pubsub.ts";
 import { retryWait } from "../backoff.ts";
 import { track } from "./health.ts";
-import { describeRedis } from "./config.ts";
+import { describeRedis, isCluster } from "./config.ts";
+import { openCluster, SlotLink } from "./cluster.ts";
 import type { Logger } from "../_log.ts";
 
 /**
  * Connection options, handed to ioredis as they are: any ioredis `RedisOptions` field works,
  * Sentinel's `sentinels` and `name` included. The common ones are listed. A name ioredis does
  * not know is refused up front (a typo would otherwise be ignored and the default Redis used),
- * and so are `cluster` (not supported yet) and `keyPrefix` (use the queue's `prefix`).
+ * and so is `keyPrefix` (use the queue's `prefix`). For Redis Cluster see `RedisClusterConfig`.
  */
 export interface RedisConnectionOptions {
   /** Host name. @default {"127.0.0.1"} */
@@ -41,10 +44,26 @@ export interface RedisConnectionOptions {
 }
 
 /**
- * Where Redis is: a `redis://` or `rediss://` URL, a Unix socket path (`/run/redis.sock`), or
- * connection options.
+ * A Redis Cluster: some of its nodes (ioredis finds the rest), and ioredis `ClusterOptions`.
+ * Every key of a queue carries the hash tag `{<queue>}`, so each queue lives on one slot, on
+ * one master: its blocking reads and its sharded pub/sub (SSUBSCRIBE) go to that master, and
+ * follow the slot when a failover or a resharding moves it.
  */
-export type RedisConfig = string | RedisConnectionOptions;
+export interface RedisClusterConfig {
+  /** Nodes to start from: `redis://` URLs or `{ host, port }`. */
+  cluster: (string | { host?: string; port: number })[];
+  /**
+   * ioredis `ClusterOptions`; per-node settings (password, tls, username) go in
+   * `redisOptions`. Refused: `scaleReads` (a queue's reads go to its master) and `keyPrefix`.
+   */
+  options?: { redisOptions?: RedisConnectionOptions; [option: string]: unknown };
+}
+
+/**
+ * Where Redis is: a `redis://` or `rediss://` URL, a Unix socket path (`/run/redis.sock`),
+ * connection options (Sentinel's included), or a Redis Cluster.
+ */
+export type RedisConfig = string | RedisConnectionOptions | RedisClusterConfig;
 
 /** The roles a connection can play; one connection each. */
 export type Role = "command" | "blocking" | "subscriber";
@@ -66,9 +85,39 @@ export const DEFAULT_REDIS = "redis://127.0.0.1:6379";
 /**
  * Opens a lazily connecting ioredis client for one role, with sluice's scripts defined on it.
  * Connection errors are left to the caller's error handling; ioredis reconnects with backoff.
+ * On Redis Cluster only the command role has such a client (an ioredis `Cluster`, typed as
+ * the `Redis` whose commands it carries): blocking reads and subscriptions go through
+ * `blockingLine()` and the shared `PubSub`.
  */
 export function connect(config: RedisConfig, role: Role, name: string): ScriptClient {
-  const base: RedisOptions = {
+  const options = roleOptions(role, name);
+  if (isCluster(config)) {
+    if (role !== "command") throw new Error(`sluice: no ${role} client on Redis Cluster`);
+    const cluster = openCluster(config, options.connectionName!);
+    track(cluster as unknown as Redis);
+    return defineScripts(cluster as unknown as Redis, true);
+  }
+  if (typeof config !== "string" && Array.isArray(config.sentinels)) {
+    // Sentinel: leave the old master as soon as the Sentinels announce a new one
+    // (+switch-master), not when the old one dies or, if it lives on (a partition, a manual
+    // failover), when the Sentinels demote it about 10 s later: writes meanwhile would go to a
+    // master about to drop them. Costs one connection to each Sentinel per client.
+    options.failoverDetector = true;
+  }
+  const client = typeof config === "string" ? new Redis(config, options) : new Redis({
+    ...options,
+    ...(config as RedisOptions),
+    ...pick(options, "lazyConnect", "connectionName"),
+  });
+  // ioredis emits "error" on every failed reconnect; callers see failures through commands,
+  // and enqueue reports the last one (see whenReady in health.ts).
+  track(client);
+  return defineScripts(client);
+}
+
+/** The connection options of a role. */
+function roleOptions(role: Role, name: string): RedisOptions {
+  const options: RedisOptions = {
     lazyConnect: true,
     connectionName: `sluice:${role}:${name}`,
     // Reconnect with capped exponential backoff, forever: a worker outlives Redis restarts.
@@ -76,32 +125,66 @@ export function connect(config: RedisConfig, role: Role, name: string): ScriptCl
   };
   if (role === "blocking") {
     // A blocking read must not be replayed after a reconnect: the read loop decides what to send.
-    base.autoResendUnfulfilledCommands = false;
-    base.maxRetriesPerRequest = 0;
-  }
-  if (typeof config !== "string" && Array.isArray(config.sentinels)) {
-    // Sentinel: leave the old master as soon as the Sentinels announce a new one
-    // (+switch-master), not when the old one dies or, if it lives on (a partition, a manual
-    // failover), when the Sentinels demote it about 10 s later: writes meanwhile would go to a
-    // master about to drop them. Costs one connection to each Sentinel per client.
-    base.failoverDetector = true;
+    options.autoResendUnfulfilledCommands = false;
+    options.maxRetriesPerRequest = 0;
   }
   if (role === "subscriber") {
     // ioredis sends SUBSCRIBE at once while its ready check (INFO) is under way, since Redis
     // takes it while loading; the INFO then fails on a connection in subscriber mode, and the
     // connection drops. Many subscribers share this connection, so that race is common: the
     // subscriber skips the ready check (pub/sub has nothing to wait for while Redis loads).
-    base.enableReadyCheck = false;
+    options.enableReadyCheck = false;
   }
-  const client = typeof config === "string" ? new Redis(config, base) : new Redis({
-    ...base,
-    ...(config as RedisOptions),
-    ...pick(base, "lazyConnect", "connectionName"),
-  });
-  // ioredis emits "error" on every failed reconnect; callers see failures through commands,
-  // and enqueue reports the last one (see whenReady in health.ts).
-  track(client);
-  return defineScripts(client);
+  return options;
+}
+
+/** A consumer's connection for blocking reads, and the way to cut a read short. */
+export interface BlockingLine {
+  /** The connection for the next read (on Redis Cluster, to the queue's master now). */
+  connection(): Promise<Redis>;
+  /** Sends CLIENT UNBLOCK for connection `id`, to the Redis (or node) that holds it. */
+  unblock(id: number): Promise<void>;
+  /** A read failed with `err`: on Redis Cluster, look where the queue's slot lives now. */
+  failed(err: unknown): void;
+  /** Drops the connection at once: the last resort to end a read. */
+  disconnect(): void;
+  /** Closes the connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * The blocking connection of a consumer named `name` of the queue whose stream is `key`:
+ * its own connection to the Redis `command` talks to (on Redis Cluster, to the master that
+ * owns the key's slot).
+ */
+export function blockingLine(
+  config: RedisConfig,
+  command: ScriptClient,
+  key: string,
+  name: string,
+): BlockingLine {
+  if (isCluster(config)) {
+    const link = new SlotLink(command as unknown as Cluster, key, roleOptions("blocking", name));
+    return {
+      connection: () => link.connection(),
+      unblock: async (id) => {
+        if (!await link.unblock(id).catch(() => false)) link.current?.disconnect();
+      },
+      failed: (err) => link.failed(err),
+      disconnect: () => link.current?.disconnect(),
+      close: () => link.close(),
+    };
+  }
+  const connection = connect(config, "blocking", name);
+  return {
+    connection: () => Promise.resolve(connection),
+    unblock: async (id) => {
+      await command.client("UNBLOCK", id);
+    },
+    failed: () => {},
+    disconnect: () => connection.disconnect(),
+    close: () => close(connection),
+  };
 }
 
 /** Closes a client politely if it is connected, and at once otherwise. Never throws. */
@@ -142,7 +225,6 @@ export interface SharedRedis {
 
 interface Entry {
   command: ScriptClient;
-  subscriber: ScriptClient;
   pubsub: PubSub;
   users: number;
 }
@@ -161,9 +243,13 @@ export function share(config: RedisConfig, logger?: Logger): SharedRedis {
   if (entry === undefined) {
     const name = processName();
     const command = connect(config, "command", name);
-    const subscriber = connect(config, "subscriber", name);
+    const pubsub = new PubSub(
+      isCluster(config)
+        ? clusterWire(command as unknown as Cluster, roleOptions("subscriber", name))
+        : singleWire(connect(config, "subscriber", name)),
+    );
     if (logger !== undefined) logOutages(command, logger, describeRedis(config));
-    entry = { command, subscriber, pubsub: new PubSub(subscriber), users: 0 };
+    entry = { command, pubsub, users: 0 };
     shared.set(key, entry);
   }
   entry.users++;
@@ -177,7 +263,7 @@ export function share(config: RedisConfig, logger?: Logger): SharedRedis {
       released = true;
       if (--mine.users > 0) return;
       if (shared.get(key) === mine) shared.delete(key);
-      await Promise.all([close(mine.command), close(mine.subscriber)]);
+      await Promise.all([close(mine.command), mine.pubsub.close()]);
     },
   };
 }

@@ -18,6 +18,11 @@ export interface ScriptQueue {
   readonly maxDead: number;
 }
 
+/** The prelude's first line on a single Redis: scripts publish with PUBLISH. */
+export const SHARDED_OFF = "local SHARDED = false";
+/** The same line on Redis Cluster (see `defineScripts`): scripts publish with SPUBLISH. */
+export const SHARDED_ON = "local SHARDED = true";
+
 /**
  * Shared Lua: the ownership check, TIME in ms, reading and re-adding entries, burying, and
  * finish(), which ends a job's record and announces its outcome.
@@ -27,6 +32,15 @@ export interface ScriptQueue {
  * nothing and reports the lease as lost.
  */
 export const PRELUDE = `
+${SHARDED_OFF}
+-- Publishes on the channel's shard on Redis Cluster (SPUBLISH), else to every subscriber.
+local function publish(channel, message)
+  redis.call(SHARDED and 'SPUBLISH' or 'PUBLISH', channel, message)
+end
+-- True if a pattern subscription may hear anything (sharded pub/sub has no patterns).
+local function patterns()
+  return not SHARDED and redis.call('PUBSUB', 'NUMPAT') > 0
+end
 local function owned(stream, group, id, consumer, deliveries)
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
   if not ok then return false end
@@ -60,7 +74,7 @@ local function schedule(delayed, payloads, channel, f, now, wait)
   local id = field(f, 'id') or ''
   redis.call('ZADD', delayed, now + wait, id)
   redis.call('HSET', payloads, id, cjson.encode(f))
-  redis.call('PUBLISH', channel, tostring(wait))
+  publish(channel, tostring(wait))
   return 1
 end
 -- Re-adds an entry at the tail (attempt + 1 if asked), then acks and deletes the old one.
@@ -130,7 +144,7 @@ local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
     local n = #later
     later[n + 1], later[n + 2], later[n + 3], later[n + 4] = channel, state, reason, body
   else
-    redis.call('PUBLISH', channel, state .. '\\n' .. reason .. '\\n' .. body)
+    publish(channel, state .. '\\n' .. reason .. '\\n' .. body)
   end
 end
 -- Publishes the outcomes finish() collected to the channels someone listens to: one PUBSUB
@@ -139,16 +153,16 @@ end
 -- before it reads the record, so it either hears the outcome or finds it recorded.
 local function announce()
   if #later == 0 then return end
-  local all = redis.call('PUBSUB', 'NUMPAT') > 0
+  local all = patterns()
   for i = 1, #later, 2000 do
     local last = math.min(i + 1999, #later)
     local channels = {}
     for j = i, last, 4 do channels[#channels + 1] = later[j] end
-    local counts = redis.call('PUBSUB', 'NUMSUB', unpack(channels))
+    local counts = redis.call('PUBSUB', SHARDED and 'SHARDNUMSUB' or 'NUMSUB', unpack(channels))
     for c = 2, #counts, 2 do
       if all or counts[c] > 0 then
         local j = i + (c - 2) * 2
-        redis.call('PUBLISH', later[j], later[j + 1] .. '\\n' .. later[j + 2] .. '\\n' .. later[j + 3])
+        publish(later[j], later[j + 1] .. '\\n' .. later[j + 2] .. '\\n' .. later[j + 3])
       end
     end
   end

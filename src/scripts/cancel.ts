@@ -41,7 +41,7 @@ if entry then
   end
 end
 redis.call('HSET', rec, 'state', 'cancelling')
-redis.call('PUBLISH', ARGV[4], id .. '\\n' .. (entry or ''))
+publish(ARGV[4], id .. '\\n' .. (entry or ''))
 return 'active'
 `;
 

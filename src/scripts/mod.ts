@@ -10,6 +10,7 @@
  * @module
  */
 import type { Redis } from "ioredis";
+import { SHARDED_OFF, SHARDED_ON } from "./_prelude.ts";
 import { CANCEL } from "./cancel.ts";
 import { CANCELLED } from "./cancelled.ts";
 import { ENQUEUE, type EnqueueReply } from "./enqueue.ts";
@@ -57,10 +58,12 @@ export interface ScriptClient extends Redis {
 /**
  * Defines every script on `client` (by SHA, with EVAL fallback) and returns it.
  *
- * @param client An ioredis client.
+ * @param client An ioredis client (or `Cluster`).
+ * @param sharded On Redis Cluster: the scripts publish with SPUBLISH, which keeps a message on
+ *   the shard of its channel, for subscribers of SSUBSCRIBE.
  * @returns The same client, typed with the script methods.
  */
-export function defineScripts(client: Redis): ScriptClient {
+export function defineScripts(client: Redis, sharded = false): ScriptClient {
   // No script has a fixed key count: each builder puts it first.
   const scripts: [string, string][] = [
     ["sluiceSettle", SETTLE],
@@ -78,6 +81,8 @@ export function defineScripts(client: Redis): ScriptClient {
     ["sluiceReplay", REPLAY],
     ["sluiceWaiting", WAITING],
   ];
-  for (const [name, lua] of scripts) client.defineCommand(name, { lua });
+  for (const [name, lua] of scripts) {
+    client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });
+  }
   return client as ScriptClient;
 }

@@ -100,7 +100,7 @@ local out, now = {}, now_ms()
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
 -- published.
-silent = redis.call('ZCOUNT', KEYS[5], now, '+inf') == 0 and redis.call('PUBSUB', 'NUMPAT') == 0
+silent = redis.call('ZCOUNT', KEYS[5], now, '+inf') == 0 and not patterns()
 local now_s, keep_s = tostring(now), ARGV[4]
 local done_ids = {}
 drop, later = {}, {}

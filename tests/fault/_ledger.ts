@@ -29,10 +29,12 @@ export interface Commit {
 /** How a scenario's verdict differs from the default one. */
 export interface VerdictOptions {
   /**
-   * Jobs this scenario may lose (without durable mode, a failover may drop the last writes
-   * before it): their loss is counted and reported, not failed on. Any other loss fails.
+   * Why this scenario may lose jobs (e.g. "asynchronous replication": a failover may drop the
+   * last writes before it): their loss is counted and reported, not failed on.
    */
-  mayLose?: ReadonlySet<string>;
+  mayLose?: string;
+  /** With `mayLose`, the only jobs that may be lost: any other loss fails. */
+  atRisk?: ReadonlySet<string>;
   /** Explains a duplicate none of whose commits shows a redelivery, from all its commits. */
   explains?: (commits: Commit[]) => boolean;
 }
@@ -115,10 +117,11 @@ export class Ledger implements AsyncDisposable {
   }
 
   /**
-   * Asserts the run passed: nothing lost, nothing unexpected, every duplicate shows a
-   * redelivery and there are no more of them than `inFlight` (jobs held at the faults). Adds
-   * the row to the report either way. `options` may allow some loss (reported all the same)
-   * and explain duplicates otherwise.
+   * Asserts the run passed: nothing lost (unless the scenario `mayLose` jobs, for the reason
+   * given: then they are counted, not asserted, or only those `atRisk` may be lost), nothing
+   * unexpected, every duplicate shows a redelivery (or `explains` accepts it) and there are no
+   * more of them than `inFlight` (jobs held at the faults). Adds the row to the report either
+   * way.
    */
   async verdict(
     scenario: string,
@@ -127,8 +130,11 @@ export class Ledger implements AsyncDisposable {
     options: VerdictOptions = {},
   ): Promise<Tally> {
     const tally = await this.tally(options.explains);
-    const { mayLose } = options;
-    const lost = tally.lost.filter((id) => !mayLose?.has(id));
+    const { mayLose, atRisk } = options;
+    // Lost jobs that count against the run.
+    const lost = mayLose === undefined
+      ? tally.lost
+      : tally.lost.filter((id) => atRisk !== undefined && !atRisk.has(id));
     const pass = lost.length === 0 && tally.unexpected.length === 0 &&
       tally.unexplained.length === 0 && tally.duplicated <= inFlight;
     await report({

@@ -3,13 +3,12 @@
  * A worker process for fault tests. It runs task "sleep" and prints one JSON line per event
  * on stdout, so tests wait on what happened instead of on the clock.
  *
- *   deno run -A tests/fault/_worker.ts --redis URL --queue q [--concurrency 1] [--prefetch 0]
+ *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
- *     [--max-payload bytes] [--sentinels host:port,host:port --master name]
- *     [--durable replicas:timeout]
+ *     [--max-payload bytes] [--durable replicas:timeout]
  *
- * With --sentinels, Redis is found through those Sentinels (master group --master) and --redis
- * is ignored. --durable turns durable mode on.
+ * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
+ * durable mode on.
  *
  * Task "sleep" data: { ms: number, ignoreSignal?: boolean }. It waits `ms` (capped by
  * --max-sleep) and honours ctx.signal unless told not to.
@@ -23,7 +22,7 @@
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
 import { Redis } from "ioredis";
-import { type AnyTask, type Job, type RedisConfig, task, Worker } from "../../mod.ts";
+import { type AnyTask, type Job, task, Worker } from "../../mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -37,18 +36,9 @@ const { values } = parseArgs({
     "max-deliveries": { type: "string", default: "5" },
     ledger: { type: "string" },
     "max-payload": { type: "string", default: "1048576" },
-    sentinels: { type: "string" },
-    master: { type: "string", default: "mymaster" },
     durable: { type: "string" },
   },
 });
-const redis: RedisConfig = values.sentinels === undefined ? values.redis! : {
-  sentinels: values.sentinels.split(",").map((node) => {
-    const [host, port] = node.split(":");
-    return { host: host!, port: Number(port) };
-  }),
-  name: values.master,
-};
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
 const maxSleep = Number(values["max-sleep"]);
 const emit = (event: Record<string, unknown>) => console.log(JSON.stringify(event));
@@ -88,7 +78,8 @@ if (ledger !== undefined) {
 }
 
 const worker = new Worker(values.queue, tasks, {
-  redis,
+  // A JSON object (Redis Cluster, Sentinel) or a URL.
+  redis: values.redis!.startsWith("{") ? JSON.parse(values.redis!) : values.redis!,
   ...(values.durable === undefined
     ? {}
     : { durability: { replicas: replicas!, timeout: timeout! } }),

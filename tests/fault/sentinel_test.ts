@@ -156,7 +156,10 @@ async function failover(durability: Durability | undefined, lag: boolean) {
         ? `replicas cut off until ${LAG_BYTES / 1024} KB behind, then kill -9 the master`
         : "kill -9 the master mid-run; Sentinel promotes a replica",
       durability ? held : held + ended.length,
-      { explains: deliveredTwiceAsNew, ...(durability ? {} : { mayLose: atRisk }) },
+      {
+        explains: deliveredTwiceAsNew,
+        ...(durability ? {} : { mayLose: "asynchronous replication", atRisk }),
+      },
     );
     return { tally, atRisk };
   } finally {

@@ -1,0 +1,154 @@
+/**
+ * Redis Cluster, on a real loopback cluster: every feature on one queue, where its reads and
+ * sharded subscriptions live, six queues on several masters at once, and a worker killed with
+ * kill -9. (A master killed mid-run is in tests/fault/cluster_test.ts.)
+ */
+import assert from "node:assert/strict";
+import { CancelledError, type JobHandle, Queue, task, Worker } from "../mod.ts";
+import { startCluster } from "../src/testing.ts";
+import { keySlot } from "../src/redis/cluster.ts";
+import { inspect, WorkerProcess } from "./_helpers.ts";
+import { masterOf } from "./_cluster.ts";
+
+Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on the queue's master with sharded pub/sub", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  // One node to start from: ioredis finds the others.
+  const redis = { cluster: [cluster.urls[0]!] };
+  const started = Promise.withResolvers<void>();
+  const add = task("add", (d: { a: number; b: number }) => d.a + d.b);
+  const boom = task("boom", () => {
+    throw new Error("no");
+  }, { retry: { attempts: 2, backoff: { type: "fixed", delay: 20 } } });
+  const hold = task("hold", (_: null, ctx) => {
+    started.resolve();
+    return new Promise<never>((_, reject) => {
+      ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
+    });
+  });
+  const worker = new Worker("cq", [add, boom, hold], { redis, concurrency: 4 });
+  const running = worker.run();
+  try {
+    await using queue = new Queue("cq", { redis });
+    assert.equal(await (await queue.enqueue(add, { a: 1, b: 2 })).result(), 3);
+    const delayed = await queue.enqueue(add, { a: 2, b: 2 }, { delay: 200 });
+    assert.equal(await delayed.result(), 4);
+    const many = await queue.enqueueMany(
+      add,
+      Array.from({ length: 500 }, (_, i) => ({ data: { a: i, b: 1 } })),
+    );
+    assert.deepEqual(
+      await Promise.all(many.map((h) => h.result())),
+      Array.from({ length: 500 }, (_, i) => i + 1),
+    );
+
+    const failing = await queue.enqueue(boom, null);
+    await assert.rejects(failing.result(), /dead letters \(failed\)/);
+    assert.equal(await queue.dead.count(), 1);
+    const [letter] = await queue.dead.list();
+    assert.equal(letter?.id, failing.id);
+    assert.equal(letter?.attempt, 2);
+
+    const later = await queue.enqueue(add, { a: 0, b: 0 }, { delay: 60_000 });
+    assert.deepEqual(await queue.job(later.id).cancel(), { cancelled: true, state: "delayed" });
+    const held = await queue.enqueue(hold, null);
+    await started.promise;
+    // The cancel reaches the worker over sharded pub/sub.
+    assert.equal((await queue.job(held.id).cancel()).cancelled, true);
+    await assert.rejects(held.result(), CancelledError);
+    assert.equal((await queue.job(held.id).info())?.state, "cancelled");
+
+    // The slot sluice computes for a key is the one Redis does, hash tags and all.
+    {
+      await using admin = inspect(cluster.urls[0]!);
+      for (
+        const key of ["sluice:{cq}:stream", "{}", "{a", "a{}b{c}", "x{y}z", "🙂{é}", "123456789"]
+      ) {
+        assert.equal(keySlot(key), Number(await admin.call("CLUSTER", "KEYSLOT", key)), key);
+      }
+    }
+    // The queue's blocking read and its subscriptions are on its master, and nowhere else;
+    // nothing uses classic (cluster-wide) pub/sub.
+    const owner = await masterOf(cluster.urls[0]!, "sluice:{cq}:stream");
+    for (const node of cluster.nodes) {
+      await using admin = inspect(node.url);
+      const shard = (await admin.call("PUBSUB", "SHARDCHANNELS")) as string[];
+      const classic = (await admin.call("PUBSUB", "CHANNELS")) as string[];
+      const clients = String(await admin.client("LIST"));
+      assert.deepEqual(classic, [], `classic channels on ${node.port}`);
+      if (node.port === owner.port) {
+        assert.deepEqual(shard.sort(), ["sluice:{cq}:cancel", "sluice:{cq}:wake"]);
+        assert.match(clients, /name=sluice:blocking:/);
+      } else {
+        assert.deepEqual(shard, [], `shard channels on ${node.port}`);
+        assert.doesNotMatch(clients, /name=sluice:blocking:/);
+      }
+    }
+  } finally {
+    await worker.stop();
+    await running;
+  }
+});
+
+Deno.test("Redis Cluster: six queues on several masters, one worker process each, all at once", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  const redis = { cluster: [...cluster.urls] };
+  const names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+  const owners = new Set<number>();
+  for (const name of names) owners.add((await masterOf(cluster.urls[0]!, `{${name}}`)).port);
+  assert.ok(owners.size >= 2, `the queues' slots are on ${owners.size} master(s)`);
+
+  const workers = names.map((queue) =>
+    new WorkerProcess(JSON.stringify(redis), { queue, concurrency: 8, prefetch: 8 })
+  );
+  try {
+    await Promise.all(workers.map((w) => w.waitFor((e) => e.ev === "ready", "ready")));
+    const queues = names.map((name) => new Queue(name, { redis }));
+    try {
+      const handles: JobHandle<unknown>[][] = await Promise.all(
+        queues.map((q) =>
+          q.enqueueMany("sleep", Array.from({ length: 200 }, () => ({ data: { ms: 1 } })))
+        ),
+      );
+      const results = await Promise.all(handles.flat().map((h) => h.result()));
+      assert.equal(results.length, 1_200);
+      assert.ok(results.every((r) => r === 1));
+      // Each job ran in the worker of its own queue, once.
+      for (const [i, worker] of workers.entries()) {
+        const mine = new Set(handles[i]!.map((h) => h.id));
+        const completed = worker.events.filter((e) => e.ev === "completed");
+        assert.equal(completed.length, 200, `worker of ${names[i]}`);
+        assert.ok(completed.every((e) => mine.has(String(e.id))));
+      }
+    } finally {
+      await Promise.all(queues.map((q) => q.close()));
+    }
+  } finally {
+    await Promise.all(workers.map((w) => w[Symbol.asyncDispose]()));
+  }
+});
+
+Deno.test("Redis Cluster: a worker killed with kill -9 leaves its jobs to a peer, which reclaims them", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  const redis = JSON.stringify({ cluster: [...cluster.urls] });
+  const options = { queue: "kq", concurrency: 4, prefetch: 0, idle: 1_000 };
+  const doomed = new WorkerProcess(redis, options);
+  let survivor: WorkerProcess | undefined;
+  try {
+    await doomed.waitFor((e) => e.ev === "ready", "ready");
+    await using queue = new Queue("kq", { redis: JSON.parse(redis) });
+    const handles = await queue.enqueueMany(
+      "sleep",
+      Array.from({ length: 40 }, () => ({ data: { ms: 200 } })),
+    );
+    await doomed.waitFor((e) => e.ev === "started", "a job started");
+    doomed.child.kill("SIGKILL");
+    await doomed.status;
+    // Started only now, so what the dead worker held can reach it only by being reclaimed.
+    survivor = new WorkerProcess(redis, options);
+    const results = await Promise.all(handles.map((h) => h.result()));
+    assert.deepEqual(results, handles.map(() => 200));
+    assert.ok(survivor.events.some((e) => e.ev === "started" && Number(e.deliveries) > 1));
+  } finally {
+    await Promise.all([doomed, survivor].map((w) => w?.[Symbol.asyncDispose]()));
+  }
+});
