@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { DurabilityError, type Job, Queue, task, Worker } from "../mod.ts";
-import { startRedis, type TestRedis } from "../src/testing.ts";
+import { startCluster, startRedis, type TestRedis } from "../src/testing.ts";
+import { clusterNodes, masterOf } from "./_cluster.ts";
 import { QUICK_SYNC } from "../src/testing/_process.ts";
 import { settleArgs } from "../src/scripts/settle.ts";
 import { commandCalls, inspect, sharedRedis, waitForRedis, waitUntil } from "./_helpers.ts";
@@ -259,6 +260,39 @@ Deno.test("durable enqueue asking for more replicas than there are says how many
   assert.equal(err.acknowledged, 1);
   assert.equal(err.required, 2);
   assert.match(err.message, /: 1 of 2 replicas acknowledged the write within 50 ms; /);
+});
+
+Deno.test("on Redis Cluster, WAIT goes to the queue's master: enqueue and settles wait for its replica", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 1 });
+  const redis = { cluster: [...cluster.urls] };
+  const durability = { replicas: 1, timeout: 300 };
+  const owner = await masterOf(cluster.urls[0]!, "{q}");
+  await using admin = inspect(`redis://127.0.0.1:${owner.port}`);
+  await admin.set("{q}:replicated", "1"); // the replica streams (see replicated() above)
+  assert.equal(await admin.wait(1, 5_000), 1);
+  await using queue = new Queue("q", { redis, durability });
+  await queue.enqueueMany("noop", Array.from({ length: 1_500 }, () => ({ data: null })));
+  const worker = new Worker("q", [noop], { redis, durability, handleSignals: false });
+  let done = 0;
+  worker.addEventListener("completed", () => {
+    if (++done === 1_500) worker.stop();
+  });
+  await worker.run();
+  assert.equal(done, 1_500);
+  const waits = Number((await admin.info("commandstats")).match(/cmdstat_wait:calls=(\d+)/)![1]);
+  assert.ok(waits >= 1 + 2 + 1, `${waits} WAITs on the queue's master`);
+  const replica = clusterNodes(await admin.call("CLUSTER", "NODES")).find((n) =>
+    n.master === owner.id
+  )!;
+  const pid = cluster.nodes.find((n) => n.port === replica.port)!.pid;
+  Deno.kill(pid, "SIGSTOP");
+  try {
+    const err = await queue.enqueue("noop", 1, { id: "x" }).catch((e) => e);
+    assert.ok(err instanceof DurabilityError, String(err));
+    assert.equal(err.acknowledged, 0);
+  } finally {
+    Deno.kill(pid, "SIGCONT");
+  }
 });
 
 // --- settles ----------------------------------------------------------------------------------
