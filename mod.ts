@@ -40,6 +40,7 @@ export type {
 } from "./src/task.ts";
 export { Queue } from "./src/queue.ts";
 export type { QueueOptions } from "./src/queue.ts";
+export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
 export type { QueueStats } from "./src/stats.ts";
 export { JobHandle } from "./src/handle.ts";

@@ -23,6 +23,7 @@ import { Reader } from "./read.ts";
 import { Reclaimer } from "./reclaim.ts";
 import { Settler } from "./settle.ts";
 import { retire } from "./scripts/retire.ts";
+import { checkIdle } from "./durable.ts";
 
 /** Options of `queue.consume()`. */
 export interface ConsumeOptions {
@@ -149,10 +150,9 @@ export class Consumer implements Holding {
   /** @throws {RangeError | TypeError} If an option is invalid (see `consumeSettings`). */
   constructor(ctx: QueueContext, options: ConsumeOptions = {}) {
     const { signal } = options;
-    const { prefetch, idleTimeout, maxDeliveries, consumer } = consumeSettings(
-      `Cannot consume ${ctx.name}`,
-      options,
-    );
+    const action = `Cannot consume ${ctx.name}`;
+    const { prefetch, idleTimeout, maxDeliveries, consumer } = consumeSettings(action, options);
+    checkIdle(action, ctx.durability, idleTimeout);
     this.ctx = ctx;
     this.name = consumer;
     this.window = new Window(prefetch);
@@ -407,6 +407,8 @@ export class Consumer implements Holding {
         `sluice: queue ${this.ctx.name}: Redis did not answer within ${wait} ms while stopping; jobs still pending under ${this.name} go to peers after idleTimeout`,
       );
     }
+    // Settles still waiting for their replicas (durable mode) give up now.
+    this.#settler.close();
     const unsubscribe = await settlesWithin(
       this.#unsubscribe.then((stops) => Promise.all(stops.map((stop) => stop()))),
       1_000,

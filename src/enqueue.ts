@@ -19,6 +19,7 @@ import {
 } from "./codec.ts";
 import {
   ConnectionError,
+  DurabilityError,
   isOutOfMemory,
   OutOfMemoryError,
   PayloadTooLargeError,
@@ -28,6 +29,7 @@ import {
 import { type HandleContext, JobHandle } from "./handle.ts";
 import { checkName, type Keys } from "./keys.ts";
 import { checkItem, schedule, wireOptions } from "./_items.ts";
+import { type Durability, shortfall } from "./durable.ts";
 import { show } from "./_options.ts";
 import { describeRedis, type RedisConfig } from "./redis/connect.ts";
 import { isConnectionLoss, lastConnectionError, whenReady } from "./redis/health.ts";
@@ -93,6 +95,8 @@ export interface EnqueueContext {
   readonly keys: Keys;
   readonly maxPayloadBytes: number;
   readonly signer: Signer | undefined;
+  /** Durable mode: a WAIT behind every pipeline. */
+  readonly durability: Durability | undefined;
   /** Where Redis is, for messages. */
   readonly redis: RedisConfig;
   /** For the handles returned. */
@@ -296,8 +300,10 @@ async function send(
     signal?.throwIfAborted();
   }
   const head = enqueueHead(q.keys, task, now, WIRE_VERSION);
+  const durable = q.durability;
   // One script call per batch of jobs. The calls go in pipelines of PIPELINE_JOBS, each sent
-  // once built: Redis runs the first while the client builds the next.
+  // once built: Redis runs the first while the client builds the next. In durable mode each
+  // pipeline ends with a WAIT for its writes, in the same round trip.
   const sent: Promise<[Error | null, unknown][] | null>[] = [];
   for (let i = 0; i < entries.length; i += PIPELINE_JOBS) {
     const pipeline = client.pipeline() as unknown as ScriptClient;
@@ -307,18 +313,43 @@ async function send(
         enqueueArgs(q.keys, head, entries, j, Math.min(j + ENQUEUE_BATCH, end)),
       );
     }
+    if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
     sent.push((pipeline as unknown as ChainableCommander).exec());
   }
   // Every pipeline is awaited, so an error reports what the others wrote.
   const settled = await Promise.allSettled(sent);
   const results: [Error | null, unknown][] = [];
   let failed: Error | undefined;
-  for (const outcome of settled) {
-    if (outcome.status === "rejected") failed ??= toError(outcome.reason);
-    else results.push(...outcome.value ?? []);
+  /** Durable mode: the jobs of pipelines whose WAIT fell short, and the fewest acks seen. */
+  let unconfirmed: string[] | undefined, acknowledged = Infinity;
+  let waitError: Error | undefined;
+  for (let p = 0; p < settled.length; p++) {
+    const outcome = settled[p]!;
+    if (outcome.status === "rejected") {
+      failed ??= toError(outcome.reason);
+      continue;
+    }
+    const replies = outcome.value ?? [];
+    if (durable !== undefined) {
+      const wait = replies.pop();
+      const acked = shortfall(wait, durable);
+      if (acked !== undefined) {
+        const start = p * PIPELINE_JOBS;
+        unconfirmed ??= [];
+        for (let j = start; j < Math.min(start + PIPELINE_JOBS, entries.length); j++) {
+          unconfirmed.push(entries[j]!.id);
+        }
+        acknowledged = Math.min(acknowledged, acked);
+        waitError ??= wait?.[0] ?? undefined;
+      }
+    }
+    results.push(...replies);
   }
   failed ??= results.find(([err]) => err)?.[0] ?? undefined;
   if (failed) throw writeError(q, action, client, failed, results, entries.length);
+  if (unconfirmed !== undefined) {
+    throw unreplicated(q, action, durable!, acknowledged, unconfirmed, entries.length, waitError);
+  }
   const handles: JobHandle[] = [];
   for (const [, replies] of results) {
     for (const reply of replies as EnqueueReply) {
@@ -366,6 +397,31 @@ function writeError(
   return new OutOfMemoryError(
     `Cannot enqueue to ${q.name}: Redis is out of memory (maxmemory reached): ${err.message}${part}`,
     { cause: err },
+  );
+}
+
+/**
+ * "Cannot enqueue t on queue q: 0 of 1 replicas acknowledged the write within 100 ms; the job
+ * may or may not have been written ..."
+ */
+function unreplicated(
+  q: EnqueueContext,
+  action: string,
+  durable: Durability,
+  acknowledged: number,
+  ids: string[],
+  total: number,
+  cause: Error | undefined,
+): DurabilityError {
+  const jobs = ids.length === 1
+    ? "the job"
+    : ids.length === total
+    ? `the ${total} jobs`
+    : `${ids.length} of the ${total} jobs`;
+  const failed = cause === undefined ? "" : ` (WAIT failed: ${cause.message})`;
+  return new DurabilityError(
+    `${action} on queue ${q.name}: ${acknowledged} of ${durable.replicas} replicas acknowledged the write within ${durable.timeout} ms${failed}; ${jobs} may or may not have been written (Redis ran the write, but a failover before a replica has it would lose it): enqueue again with the same ids to be sure, a known id is not written twice`,
+    { acknowledged, required: durable.replicas, ids, ...(cause ? { cause } : {}) },
   );
 }
 

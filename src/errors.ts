@@ -175,6 +175,52 @@ export class OutOfMemoryError extends SluiceError {}
 export class ConnectionError extends SluiceError {}
 
 /**
+ * With the `durability` option, a write Redis ran was not acknowledged by enough replicas
+ * within the timeout (`WAIT` said so). The jobs may or may not have been written: the master
+ * has them, but a failover before a replica caught up would lose them. Enqueueing again with
+ * the same `ids` is safe: a known id is not written twice.
+ *
+ * @example Tell an unreplicated enqueue apart, and try again
+ * ```ts
+ * import { DurabilityError, SluiceError } from "@sluice/sluice";
+ *
+ * const err: unknown = new DurabilityError(
+ *   "Cannot enqueue welcome on queue mail: 0 of 1 replicas acknowledged the write within 100 ms",
+ *   { acknowledged: 0, required: 1, ids: ["welcome-a"] },
+ * );
+ * if (err instanceof DurabilityError) {
+ *   console.log(err instanceof SluiceError, err.acknowledged, err.required); // true 0 1
+ *   console.log(err.ids); // ["welcome-a"]: enqueue these again, with the same ids
+ * }
+ * ```
+ */
+export class DurabilityError extends SluiceError {
+  /** How many replicas acknowledged the write (WAIT's reply; 0 if WAIT itself failed). */
+  readonly acknowledged: number;
+  /** How many replicas `durability.replicas` asks for. */
+  readonly required: number;
+  /** The ids of the jobs whose write is not known to be replicated. */
+  readonly ids: readonly string[];
+
+  /**
+   * Makes a durability error.
+   *
+   * @param message What was being done, how many replicas acknowledged of how many required,
+   * and what that means for the jobs.
+   * @param options The counts, the job ids and `cause` (WAIT's error, if it failed).
+   */
+  constructor(
+    message: string,
+    options: ErrorOptions & { acknowledged: number; required: number; ids: readonly string[] },
+  ) {
+    super(message, options);
+    this.acknowledged = options.acknowledged;
+    this.required = options.required;
+    this.ids = options.ids;
+  }
+}
+
+/**
  * True if `err` is Redis refusing a write at `maxmemory` (a reply starting with `OOM`), or an
  * {@linkcode OutOfMemoryError} made from one.
  *

@@ -184,9 +184,14 @@ export class Job<Data = unknown> implements JobInfo {
    * record for `keepResult`, in the same script. If the job was cancelled meanwhile (its
    * signal aborted with `CancelledError`), it ends `cancelled` instead.
    *
+   * With the queue's `durability` option, it resolves only once that many replicas have the
+   * ack, which is sent again until they do.
+   *
    * @param result The job's result; anything JSON can hold. `undefined` stores none.
    * @throws {TypeError} If the result cannot be serialized; the job stays held.
    * @throws {LeaseLostError} If this consumer no longer owns the delivery; nothing changes.
+   * @throws {DurabilityError} With `durability`, if the stream is closed before the replicas
+   * acknowledged the ack; it may or may not stand.
    */
   ack(result?: unknown): Promise<void> {
     let text = "";

@@ -29,6 +29,12 @@ export interface Keys {
    * registration expires (ms, Redis's clock). While none is live, settles publish no outcomes.
    */
   readonly waiters: string;
+  /**
+   * Durable mode only: a short-lived string a worker writes when it sends a settle again to
+   * confirm it is replicated, so that the `WAIT` behind it has a write of its own connection to
+   * wait for (a settle found done already writes nothing). Expires after a minute.
+   */
+  readonly sync: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -73,6 +79,7 @@ export function queueKeys(name: string, prefix: string): Keys {
     cancel: `${base}:cancel`,
     done: `${base}:done:`,
     waiters: `${base}:waiters`,
+    sync: `${base}:sync`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

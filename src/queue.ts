@@ -18,6 +18,7 @@ import {
 } from "./redis/connect.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 import { checkInt } from "./_options.ts";
+import { checkDurability, type Durability } from "./durable.ts";
 import { type HandleContext, JobHandle } from "./handle.ts";
 import { DeadLetters } from "./dead.ts";
 import { Signer, type SigningKey } from "./sign.ts";
@@ -96,6 +97,18 @@ export interface QueueOptions {
    * @default {1_048_576} (1 MiB)
    */
   maxPayloadBytes?: number;
+  /**
+   * Durable mode: each enqueue and each settle is followed, in the same pipeline, by
+   * `WAIT replicas timeout`. `enqueue()` resolves only once that many replicas acknowledged
+   * the jobs, and rejects with `DurabilityError` if they did not within `timeout` ms (the jobs
+   * may or may not have been written). A worker reports a job done (its `ack()` resolves, its
+   * `completed` event fires) only once its settle is replicated, sending it again until it
+   * is. `replicas` 1 to 16, `timeout` 1 to 10,000 ms (and at most a third of `idleTimeout`).
+   *
+   * @default {undefined} (no WAIT: Redis replicates asynchronously, and a failover may lose
+   * the last writes)
+   */
+  durability?: Durability;
 }
 
 /** Redis's default proto-max-bulk-len: no bigger string can be written. */
@@ -112,11 +125,14 @@ export interface QueueSettings {
   readonly maxDead: number;
   readonly maxPayloadBytes: number;
   readonly signer: Signer | undefined;
+  /** Undefined: no WAIT anywhere. */
+  readonly durability: Durability | undefined;
 }
 
 /**
  * @internal Checks a queue's options and fills in their defaults, for a Queue or a Worker.
- * @throws {TypeError} If the name, prefix, group, redis or a signing key is invalid.
+ * @throws {TypeError} If the name, prefix, group, redis, durability or a signing key is
+ * invalid.
  * @throws {RangeError} If a number is out of range.
  */
 export function queueSettings(
@@ -133,6 +149,7 @@ export function queueSettings(
     maxDead = 0,
     maxPayloadBytes = 1_048_576,
     signingKeys,
+    durability,
   } = options;
   checkInt(action, "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
   checkInt(action, "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
@@ -141,7 +158,18 @@ export function queueSettings(
   const keys = queueKeys(name, prefix);
   checkName("group", group);
   checkRedisConfig(action, redis);
-  return { name, keys, group, redis, logger, keepResult, maxDead, maxPayloadBytes, signer };
+  return {
+    name,
+    keys,
+    group,
+    redis,
+    logger,
+    keepResult,
+    maxDead,
+    maxPayloadBytes,
+    signer,
+    durability: durability === undefined ? undefined : checkDurability(action, durability),
+  };
 }
 
 /** @internal What a consumer needs from its queue: settings and the shared connections. */
@@ -262,6 +290,8 @@ export class Queue implements AsyncDisposable {
    * @throws {OutOfMemoryError} If Redis is at `maxmemory`; nothing is written.
    * @throws {ConnectionError} If Redis cannot be reached; the message names the queue, the
    * address and the last connection error.
+   * @throws {DurabilityError} With `durability`, if fewer replicas than asked acknowledged the
+   * job within the timeout: it may or may not have been written.
    * @throws {unknown} `signal.reason`, soon after `signal` aborts. The job may still be
    * written if it was already sent: give an `id` so that trying again is deduplicated.
    *
@@ -304,6 +334,8 @@ export class Queue implements AsyncDisposable {
    * @throws {OutOfMemoryError} If Redis is at `maxmemory`. Jobs are written 100 to a script
    * call, each call all or nothing: the error says how many jobs were written, if any.
    * @throws {ConnectionError} If Redis cannot be reached, as for {@linkcode Queue.enqueue}.
+   * @throws {DurabilityError} With `durability`, if fewer replicas than asked acknowledged
+   * some of the jobs in time; its `ids` are those not known to be replicated.
    * @throws {unknown} `signal.reason`, soon after `signal` aborts; script calls already sent
    * may still be written.
    */
@@ -324,6 +356,7 @@ export class Queue implements AsyncDisposable {
       keys: this.keys,
       maxPayloadBytes: this.#settings.maxPayloadBytes,
       signer: this.#settings.signer,
+      durability: this.#settings.durability,
       redis: this.#settings.redis,
       handles: this.#handleContext(),
       client: () => this.#command(),

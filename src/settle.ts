@@ -1,7 +1,8 @@
 /**
  * Settling: acks, retries, releases and dead-letters of one consumer go to Redis in batches,
  * one script call per flush, with the read of the room it frees pipelined right behind it in
- * the same round trip.
+ * the same round trip. In durable mode a WAIT follows in that round trip too, and a flush is
+ * reported only once replicated.
  *
  * @module
  */
@@ -11,6 +12,10 @@ import type { Job, Lessor } from "./job.ts";
 import type { ReadEntry } from "./admit.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 import { settleArgs, type SettleOp } from "./scripts/settle.ts";
+import { type Durability, shortfall } from "./durable.ts";
+import { DurabilityError, toError } from "./errors.ts";
+import { retryWait } from "./backoff.ts";
+import { delay } from "./async.ts";
 
 /** Most deliveries per settle script call; bigger batches are split. */
 const CHUNK = 1_000;
@@ -19,6 +24,10 @@ const CHUNK = 1_000;
 export class Settler implements Lessor {
   #c: Holding;
   #batcher: Batcher<SettleOp, number>;
+  /** Durable mode: flushes waiting for their replicas now; the first one logs. */
+  #unreplicated = 0;
+  /** Aborts when the consumer is done: flushes still waiting for replicas give up. */
+  #closed = new AbortController();
 
   constructor(c: Holding) {
     this.#c = c;
@@ -52,6 +61,11 @@ export class Settler implements Lessor {
   /** Resolves once no settle is waiting or under way. */
   idle(): Promise<void> {
     return this.#batcher.idle();
+  }
+
+  /** The consumer is done: flushes still waiting for their replicas fail now. */
+  close(): void {
+    this.#closed.abort();
   }
 
   async #flush(ops: SettleOp[]): Promise<number[]> {
@@ -97,6 +111,8 @@ export class Settler implements Lessor {
         ">",
       );
     }
+    const durable = ctx.durability;
+    if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
     window.reserve(reads);
     let replies: [Error | null, unknown][];
     try {
@@ -108,12 +124,125 @@ export class Settler implements Lessor {
       window.settling -= freeing;
     }
     const [settleError, settled] = replies[0] ?? [new Error("no reply")];
-    const [readError, read] = replies[1] ?? [null, null];
+    const [readError, read] = (reads > 0 ? replies[1] : undefined) ?? [null, null];
     const entries = readError ? [] : (read as [string, ReadEntry[]][] | null)?.[0]?.[1] ?? [];
     window.free(reads - entries.length);
     // What was read is ours whatever the settle did: admit it before reporting anything.
     if (entries.length > 0) await c.admitRead(entries, mark);
     if (settleError) throw settleError;
-    return settled as number[];
+    const codes = settled as number[];
+    if (durable !== undefined) {
+      const wait = replies[reads > 0 ? 2 : 1];
+      const acked = shortfall(wait, durable);
+      if (acked !== undefined) await this.#confirm(chunk, codes, durable, acked, wait?.[0]);
+    }
+    return codes;
+  }
+
+  /**
+   * Durable mode: a settle Redis ran, whose WAIT fell short (or failed). Nothing of it is
+   * reported until it is replicated: the operations it carried out are sent again, with a WAIT,
+   * until enough replicas acknowledge, or the consumer is done.
+   *
+   * Sending a settle again is safe: SETTLE is fenced by the delivery's pending entry, so an
+   * operation that was carried out finds no entry (an acked delivery leaves the pending list
+   * for good) and changes nothing, reporting 0. An XPENDING of each delivery, in the same
+   * round trip just before the settle, tells that case (not pending: still done) from a peer
+   * holding the delivery now (our write was lost in a failover, and the job was reclaimed:
+   * the lease is lost). A delivery still pending under this consumer means the write was lost;
+   * the settle carries it out again. A settle that writes nothing gives WAIT nothing new to
+   * wait for (on a new connection, nothing at all), so a marker write goes between them.
+   *
+   * @param codes The first call's codes; updated in place with what the resends found.
+   */
+  async #confirm(
+    chunk: SettleOp[],
+    codes: number[],
+    durable: Durability,
+    acked: number,
+    error: Error | null | undefined,
+  ): Promise<void> {
+    const { ctx, name } = this.#c;
+    // A lost lease (0) or a refusal for memory (3) changed nothing: only the rest is waited on.
+    let todo: number[] = [];
+    for (let i = 0; i < codes.length; i++) if (codes[i] === 1 || codes[i] === 2) todo.push(i);
+    if (todo.length === 0) return;
+    const closed = this.#closed.signal;
+    if (this.#unreplicated++ === 0) {
+      const failed = error ? ` (WAIT failed: ${error.message})` : "";
+      ctx.logger.warn(
+        `sluice: queue ${ctx.name}: consumer ${name}: settles are not replicated: ${acked} of ${durable.replicas} replicas acknowledged within ${durable.timeout} ms${failed}; their jobs are not reported done, and the settles are sent again until replicated`,
+      );
+    }
+    const started = Date.now();
+    let confirmed = false;
+    try {
+      for (let attempt = 1;; attempt++) {
+        await delay(retryWait(50, attempt, 1_000), { signal: closed }).catch(() => {});
+        if (closed.aborted) {
+          const ids = todo.map((i) => chunk[i]!.job.id ?? chunk[i]!.job.entryId);
+          throw new DurabilityError(
+            `Cannot settle ${ids.length} jobs on queue ${ctx.name}: consumer ${name} stopped before ${durable.replicas} replicas acknowledged the settle (${acked} did within ${durable.timeout} ms); it may or may not stand`,
+            { acknowledged: acked, required: durable.replicas, ids },
+          );
+        }
+        const ops = todo.map((i) => chunk[i]!);
+        const pipeline = ctx.client.pipeline();
+        for (const { job } of ops) {
+          pipeline.xpending(ctx.keys.stream, ctx.group, job.entryId, job.entryId, 1);
+        }
+        (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(ctx, name, ops));
+        pipeline.set(ctx.keys.sync, name, "PX", 60_000);
+        pipeline.wait(durable.replicas, durable.timeout);
+        let replies: [Error | null, unknown][];
+        try {
+          replies = (await pipeline.exec()) ?? [];
+        } catch (err) {
+          error = toError(err);
+          continue;
+        }
+        const [settleError, again] = replies[ops.length] ?? [new Error("no reply")];
+        if (settleError) {
+          error = settleError;
+          continue;
+        }
+        const left: number[] = [];
+        for (let j = 0; j < ops.length; j++) {
+          const i = todo[j]!;
+          const code = (again as number[])[j];
+          const [pendingError, pending] = replies[j] ?? [new Error("no reply")];
+          if (code !== 0) {
+            // Carried out again (the first write was lost), or refused for memory now (3:
+            // the job stays held, and its owner tries again).
+            codes[i] = code!;
+            if (code !== 3) left.push(i);
+          } else if (pendingError) {
+            left.push(i); // cannot tell yet: ask again
+          } else if ((pending as unknown[]).length === 0) {
+            left.push(i); // not pending: the first write stands
+          } else {
+            codes[i] = 0; // a peer holds the delivery now
+          }
+        }
+        todo = left;
+        const wait = replies[ops.length + 2];
+        const short = shortfall(wait, durable);
+        if (short === undefined) {
+          confirmed = true;
+          return;
+        }
+        if (todo.length === 0) return; // every one of them was lost: nothing of ours to wait for
+        acked = short;
+        error = wait?.[0];
+      }
+    } finally {
+      if (--this.#unreplicated === 0 && confirmed) {
+        ctx.logger.warn(
+          `sluice: queue ${ctx.name}: consumer ${name}: settles are replicated again (after ${
+            Date.now() - started
+          } ms)`,
+        );
+      }
+    }
   }
 }

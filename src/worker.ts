@@ -15,6 +15,7 @@ import { queueContext, type QueueOptions, type QueueSettings, queueSettings } fr
 import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
 import type { AnyTask } from "./task.ts";
 import { Slots } from "./_slots.ts";
+import { checkIdle } from "./durable.ts";
 import {
   Executor,
   type Middleware,
@@ -180,6 +181,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     checkInt(action, "gracePeriod", gracePeriod, 0, MAX_MS);
     this.#tasks = byName(tasks);
     this.#settings = queueSettings(name, options);
+    checkIdle(action, this.#settings.durability, this.#consume.idleTimeout);
     this.name = name;
     this.concurrency = concurrency;
     this.#prefetch = prefetch;

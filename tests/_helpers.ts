@@ -19,8 +19,17 @@ export class WorkerProcess implements AsyncDisposable {
   #drained: Promise<unknown>;
   #status: Promise<Deno.CommandStatus>;
 
-  constructor(redisUrl: string, options: Record<string, string | number> = {}) {
-    const args = ["run", "-A", WORKER, "--redis", redisUrl];
+  /**
+   * @param redis A Redis URL, or the redis option as an object (Sentinel, Cluster), passed on
+   * as JSON.
+   * @param options Flags of tests/fault/_worker.ts, without the dashes.
+   */
+  constructor(
+    redis: string | object,
+    options: Record<string, string | number> = {},
+  ) {
+    const args = ["run", "-A", WORKER];
+    args.push("--redis", typeof redis === "string" ? redis : JSON.stringify(redis));
     for (const [key, value] of Object.entries(options)) args.push(`--${key}`, String(value));
     this.child = new Deno.Command(Deno.execPath(), {
       args,

@@ -97,6 +97,13 @@ export function connect(config: RedisConfig, role: Role, name: string): ScriptCl
     track(cluster as unknown as Redis);
     return defineScripts(cluster as unknown as Redis, true);
   }
+  if (typeof config !== "string" && Array.isArray(config.sentinels)) {
+    // Sentinel: leave the old master as soon as the Sentinels announce a new one
+    // (+switch-master), not when the old one dies or, if it lives on (a partition, a manual
+    // failover), when the Sentinels demote it about 10 s later: writes meanwhile would go to a
+    // master about to drop them. Costs one connection to each Sentinel per client.
+    options.failoverDetector = true;
+  }
   const client = typeof config === "string" ? new Redis(config, options) : new Redis({
     ...options,
     ...(config as RedisOptions),
@@ -185,11 +192,11 @@ export async function close(client: Redis): Promise<void> {
   if (client.status === "ready") {
     try {
       await client.quit();
-      return;
     } catch {
-      // fall through to a hard disconnect
+      // a hard disconnect, below
     }
   }
+  // After QUIT too: it ends the connection but not ioredis's Sentinel failover detector.
   client.disconnect();
 }
 

@@ -5,20 +5,24 @@
  *
  *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
- *     [--max-payload bytes]
+ *     [--max-payload bytes] [--durable replicas:timeout]
+ *
+ * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
+ * durable mode on.
  *
  * Task "sleep" data: { ms: number, ignoreSignal?: boolean }. It waits `ms` (capped by
  * --max-sleep) and honours ctx.signal unless told not to.
  *
  * With --ledger (a Redis that is not the one under test), tasks "work", "crash" and "throw"
  * are there too. "work" ({ ms }) waits, then records its commit in the ledger before it
- * returns: HINCRBY commits <id> 1 and RPUSH log {id, deliveries, pid}. "crash" kills its own
+ * returns: HINCRBY commits <id> 1 and RPUSH log {id, deliveries, pid, entry, at}
+ * (the stream entry id of the delivery, and the time). "crash" kills its own
  * process with SIGKILL. "throw" always throws (3 attempts, 10 ms apart).
  */
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
 import { Redis } from "ioredis";
-import { type AnyTask, task, Worker } from "../../mod.ts";
+import { type AnyTask, type Job, task, Worker } from "../../mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -32,8 +36,10 @@ const { values } = parseArgs({
     "max-deliveries": { type: "string", default: "5" },
     ledger: { type: "string" },
     "max-payload": { type: "string", default: "1048576" },
+    durable: { type: "string" },
   },
 });
+const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
 const maxSleep = Number(values["max-sleep"]);
 const emit = (event: Record<string, unknown>) => console.log(JSON.stringify(event));
 
@@ -58,6 +64,8 @@ if (ledger !== undefined) {
         id: ctx.job.id,
         deliveries: ctx.job.deliveries,
         pid: Deno.pid,
+        entry: (ctx.job as Job).entryId,
+        at: Date.now(),
         polluted: ({} as Record<string, unknown>).polluted !== undefined,
       });
       await ledger.multi().hincrby("commits", ctx.job.id, 1).rpush("log", entry).exec();
@@ -72,6 +80,9 @@ if (ledger !== undefined) {
 const worker = new Worker(values.queue, tasks, {
   // A JSON object (Redis Cluster, Sentinel) or a URL.
   redis: values.redis!.startsWith("{") ? JSON.parse(values.redis!) : values.redis!,
+  ...(values.durable === undefined
+    ? {}
+    : { durability: { replicas: replicas!, timeout: timeout! } }),
   concurrency: Number(values.concurrency),
   prefetch: Number(values.prefetch),
   idleTimeout: Number(values.idle),
