@@ -39,6 +39,16 @@ export interface VerdictOptions {
   explains?: (commits: Commit[]) => boolean;
 }
 
+/**
+ * A duplicate with no redelivery: two first deliveries of the same entry. A stream entry is
+ * delivered as new only once, unless the master that delivered it died before its replica
+ * heard of the delivery; the promoted replica then delivers it again.
+ */
+export function deliveredTwiceAsNew(commits: Commit[]): boolean {
+  const first = commits.filter((c) => c.deliveries === 1 && c.entry !== undefined);
+  return new Set(first.map((c) => c.entry)).size < first.length;
+}
+
 /** What a run came to. */
 export interface Tally {
   jobs: number;

@@ -18,7 +18,7 @@ import { type Durability, Queue } from "../../mod.ts";
 import { startSentinel } from "../../src/testing.ts";
 import { freePort } from "../../src/testing/_process.ts";
 import { inspect, waitForRedis, type WorkerEvent, WorkerProcess } from "../_helpers.ts";
-import { type Commit, Ledger } from "./_ledger.ts";
+import { deliveredTwiceAsNew, Ledger } from "./_ledger.ts";
 
 /** Jobs per enqueue call, calls in all, and the call after which the master is killed. */
 const BATCH = 25;
@@ -29,16 +29,6 @@ const CONCURRENCY = 4;
 const PREFETCH = 4;
 /** How far behind the replicas fall before the kill, in bytes of the replication stream. */
 const LAG_BYTES = 16_384;
-
-/**
- * A duplicate with no redelivery: two first deliveries of the same entry. A stream entry is
- * delivered as new only once, unless the master that delivered it died before its replica
- * heard of the delivery; the promoted replica then delivers it again.
- */
-function deliveredTwiceAsNew(commits: Commit[]): boolean {
-  const first = commits.filter((c) => c.deliveries === 1 && c.entry !== undefined);
-  return new Set(first.map((c) => c.entry)).size < first.length;
-}
 
 /** The master's replication offset: how many bytes of writes it has sent its replicas. */
 async function replOffset(url: string): Promise<number> {
