@@ -33,6 +33,7 @@ import { Redis } from "ioredis";
 import { type AnyTask, Queue, task, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
 import { scaleOut } from "./scale.ts";
+import { measureDurability } from "./durable.ts";
 
 const { values } = parseArgs({
   options: {
@@ -442,6 +443,8 @@ const peer = await bullmq();
 const SCALE_JOBS = quick ? 20_000 : 100_000;
 log(`bench: scale-out, 3 queues of ${SCALE_JOBS} jobs on a 3-master loopback Redis Cluster`);
 const scale = await scaleOut(SCALE_JOBS);
+log("bench: durable mode off and on, against a master and one replica on loopback");
+const durable = await measureDurability(SCALE_JOBS);
 await admin.quit();
 const cpuEnd = await cpuTimes();
 const steal = cpuStart && cpuEnd && cpuEnd.total > cpuStart.total
@@ -478,6 +481,7 @@ const report = {
     ),
   },
   scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
+  durable,
   pickupMs: { idle, at2000PerSecond: loaded },
   delayedLatenessMs: late,
   memory: {
@@ -586,6 +590,31 @@ if (values.json) {
   ]);
   console.log(`3 masters / 1 master: ${times(report.scaleOut.ratio)}`);
   console.log();
+
+  console.log(
+    `Durable mode: { replicas: 1, timeout: 1000 } against a master and one replica on loopback (medians of 3 rounds, ${SCALE_JOBS} jobs)`,
+  );
+  table([
+    ["", "durability off", "durability on", "on/off"],
+    [
+      "enqueue(), one at a time",
+      `${durable.off.single.toFixed(0)} µs`,
+      `${durable.on.single.toFixed(0)} µs`,
+      times(ratio(durable.on.single, durable.off.single)),
+    ],
+    [
+      "enqueueMany",
+      k(durable.off.enqueued),
+      k(durable.on.enqueued),
+      pct(ratio(durable.on.enqueued, durable.off.enqueued)),
+    ],
+    [
+      "process c=32",
+      k(durable.off.processed),
+      k(durable.on.processed),
+      pct(ratio(durable.on.processed, durable.off.processed)),
+    ],
+  ]);
 
   const ms = (p: { p50: number; p95: number; p99: number }) =>
     `p50 ${p.p50} ms, p95 ${p.p95} ms, p99 ${p.p99} ms`;
