@@ -7,6 +7,7 @@ import { CancelledError, SluiceError } from "./errors.ts";
 import { abortable } from "./async.ts";
 import type { Keys } from "./keys.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
+import type { ChainableCommander } from "ioredis";
 import { waitingArgs } from "./scripts/waiting.ts";
 import { uuidv7 } from "./codec.ts";
 import { cancelArgs } from "./scripts/cancel.ts";
@@ -184,7 +185,15 @@ export class JobHandle<Result = unknown> {
     // registration expires unless refreshed, so a waiter that crashed is forgotten.
     const { client, keys } = this.#ctx;
     const token = uuidv7();
-    const register = () => client().sluiceWaiting(waitingArgs(keys, token, WAITER_TTL_MS));
+    // In a pipeline of its own: on Redis Cluster, a direct script call that ioredis gives up
+    // on after a failover's redirections was seen to leave an unhandled rejection behind, which
+    // ends a Deno process; a pipeline hands every reply back.
+    const register = async () => {
+      const pipeline = client().pipeline() as unknown as ScriptClient;
+      pipeline.sluiceWaiting(waitingArgs(keys, token, WAITER_TTL_MS));
+      const [reply] = await (pipeline as unknown as ChainableCommander).exec() ?? [];
+      if (reply?.[0]) throw reply[0];
+    };
     const reread = async () => {
       // After a reconnect a message may have been missed (and Redis may have lost the
       // registration): register again, then the record tells.
@@ -213,11 +222,15 @@ export class JobHandle<Result = unknown> {
       },
     );
     const registered = register();
+    // Awaited below, after the subscription: until then a failure must not go unhandled.
+    registered.catch(() => {});
     const refresh = setInterval(() => register().catch(() => {}), WAITER_TTL_MS / 3);
     let unsubscribe: (() => Promise<void>) | undefined;
+    const stop = signal ? AbortSignal.any([signal, this.#ctx.closed]) : this.#ctx.closed;
     try {
-      unsubscribe = await subscribing;
-      await registered;
+      // The signal counts from the start: a subscription that waits on a failover, too.
+      unsubscribe = await abortable(subscribing, stop);
+      await abortable(registered, stop);
       const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
       let outcome: Record<string, string>;
       if (record.state === undefined) {
@@ -234,7 +247,6 @@ export class JobHandle<Result = unknown> {
           `Cannot get the result of job ${this.id}: no such job (never enqueued, or its record expired after keepResult)`,
         );
       } else {
-        const stop = signal ? AbortSignal.any([signal, this.#ctx.closed]) : this.#ctx.closed;
         outcome = await abortable(ended.promise, stop);
         if (outcome.state === undefined) {
           throw new SluiceError(`Cannot get the result of job ${this.id}: its record is gone`);
@@ -243,7 +255,9 @@ export class JobHandle<Result = unknown> {
       return this.#outcome(outcome);
     } finally {
       clearInterval(refresh);
-      await unsubscribe?.();
+      if (unsubscribe !== undefined) await unsubscribe();
+      // Given up on before it was confirmed: undone once it is.
+      else subscribing.then((undo) => undo(), () => {});
       await registered.then(() => client().zrem(keys.waiters, token)).catch(() => {});
     }
   }

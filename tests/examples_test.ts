@@ -88,3 +88,12 @@ Deno.test("the lifecycle examples run on their own throwaway Redis and print wha
     for (const pattern of patterns) assert.match(text, pattern, `${name}: ${text}`);
   }
 });
+
+Deno.test("examples/cluster.ts keeps working through the kill of the queue's master", async () => {
+  const { code, text } = await run(["run", "-A", "examples/cluster.ts"]);
+  assert.equal(code, 0, text);
+  const owner = text.match(/lives on slot \d+, master 127\.0\.0\.1:(\d+)/)?.[1];
+  const now = text.match(/400 of 400 jobs done, the queue now on 127\.0\.0\.1:(\d+)/)?.[1];
+  assert.ok(owner && now, text);
+  assert.notEqual(now, owner, "a replica took over the queue's slot");
+});

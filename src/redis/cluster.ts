@@ -62,6 +62,17 @@ function nodeOptions(config: RedisClusterConfig): RedisOptions {
   return { ...(config.options?.redisOptions as RedisOptions | undefined) };
 }
 
+/** Who wants to know of a link's connections. */
+export interface Watcher {
+  /** A connection was opened (not yet connected). */
+  opened(connection: Redis): void;
+  /**
+   * A connection was dropped for one to another node. It emits no "close" if it had closed
+   * already, and what it had queued is never settled: treat it as closed.
+   */
+  dropped(connection: Redis): void;
+}
+
 /** Per `Cluster`, what to call on each slot map refresh: one listener, however many links. */
 const followers = new WeakMap<Cluster, Set<() => void>>();
 
@@ -88,7 +99,7 @@ export class SlotLink {
   readonly #cluster: Cluster;
   readonly #slot: number;
   readonly #options: RedisOptions;
-  readonly #watch: ((connection: Redis) => void) | undefined;
+  readonly #watcher: Watcher | undefined;
   #connection: Redis | undefined;
   /** The `host:port` of the node the connection goes to. */
   #at: string | undefined;
@@ -100,7 +111,8 @@ export class SlotLink {
    * @param cluster The process's `Cluster` for this Redis Cluster.
    * @param key Any key of the slot (a queue's stream key).
    * @param options The role's connection options.
-   * @param watch Called with every connection the link opens, at once (to add listeners).
+   * @param watcher Told of every connection the link opens, at once (to add listeners), and
+   *   of every one it drops.
    * @param eager Open a new connection at once when the slot moves (a subscriber must
    *   subscribe again), instead of when next asked for.
    */
@@ -108,13 +120,13 @@ export class SlotLink {
     cluster: Cluster,
     key: string,
     options: RedisOptions,
-    watch?: (connection: Redis) => void,
+    watcher?: Watcher,
     readonly eager = false,
   ) {
     this.#cluster = cluster;
     this.#slot = keySlot(key);
     this.#options = options;
-    this.#watch = watch;
+    this.#watcher = watcher;
     following(cluster).add(this.#follow);
   }
 
@@ -203,7 +215,7 @@ export class SlotLink {
     connection.on("moved", () => this.#refresh());
     this.#connection = connection;
     this.#at = owner;
-    this.#watch?.(connection);
+    this.#watcher?.opened(connection);
     connection.connect().catch(() => {});
     return connection;
   }
@@ -227,6 +239,7 @@ export class SlotLink {
     this.#connection = undefined;
     this.#at = undefined;
     connection.disconnect();
+    this.#watcher?.dropped(connection);
     if (this.eager) this.connection().catch(() => {});
   }
 }

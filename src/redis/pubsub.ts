@@ -7,7 +7,7 @@
  * @module
  */
 import type { Cluster, Redis, RedisOptions } from "ioredis";
-import { keySlot, SlotLink } from "./cluster.ts";
+import { keySlot, SlotLink, type Watcher } from "./cluster.ts";
 import { close } from "./connect.ts";
 
 /** Gets each message of a channel; `null` after a reconnect: messages may have been missed. */
@@ -29,8 +29,8 @@ export interface Wire {
 }
 
 /** The wire of a single Redis: one subscriber connection for every channel. */
-export function singleWire(subscriber: Redis): (watch: (c: Redis) => void) => Wire {
-  return (watch) => {
+export function singleWire(subscriber: Redis): (watcher: Watcher) => Wire {
+  return ({ opened: watch }) => {
     watch(subscriber);
     return {
       sharded: false,
@@ -45,8 +45,8 @@ export function singleWire(subscriber: Redis): (watch: (c: Redis) => void) => Wi
 export function clusterWire(
   cluster: Cluster,
   options: RedisOptions,
-): (watch: (c: Redis) => void) => Wire {
-  return (watch) => {
+): (watcher: Watcher) => Wire {
+  return (watcher) => {
     const links = new Map<number, SlotLink>();
     return {
       sharded: true,
@@ -54,7 +54,7 @@ export function clusterWire(
         const slot = keySlot(channel);
         let link = links.get(slot);
         if (link === undefined) {
-          link = new SlotLink(cluster, channel, options, watch, true);
+          link = new SlotLink(cluster, channel, options, watcher, true);
           links.set(slot, link);
         }
         return link.current ?? link.connection();
@@ -87,10 +87,15 @@ export class PubSub {
   #channels = new Map<string, Channel>();
   #epoch = 0;
   #closed = false;
+  /** Per connection, the confirmations to end if it closes first. */
+  #closing = new Map<Redis, Set<() => void>>();
 
   /** @param wire Where subscriptions live: `singleWire(...)` or `clusterWire(...)`. */
-  constructor(wire: (watch: (connection: Redis) => void) => Wire) {
-    this.#wire = wire((connection) => this.#watch(connection));
+  constructor(wire: (watcher: Watcher) => Wire) {
+    this.#wire = wire({
+      opened: (connection) => this.#watch(connection),
+      dropped: (connection) => this.#lost(connection),
+    });
   }
 
   /**
@@ -167,6 +172,23 @@ export class PubSub {
     return this.#wire.close();
   }
 
+  /** Resolves true once `command` succeeds, or false if `connection` closes first. */
+  #unlessClosed(connection: Redis, command: Promise<unknown>): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      let waiting = this.#closing.get(connection);
+      if (waiting === undefined) this.#closing.set(connection, waiting = new Set());
+      const closed = () => resolve(false);
+      waiting.add(closed);
+      command.then(() => {
+        waiting.delete(closed);
+        resolve(true);
+      }, (err) => {
+        waiting.delete(closed);
+        reject(err);
+      });
+    });
+  }
+
   #watch(connection: Redis): void {
     const deliver = (channel: string, message: string) => {
       const entry = this.#channels.get(channel);
@@ -175,14 +197,25 @@ export class PubSub {
     // "message" on a single Redis, "smessage" on Redis Cluster (sharded pub/sub).
     connection.on("message", deliver);
     connection.on("smessage", deliver);
-    connection.on("close", () => {
-      this.#epoch++;
-      for (const entry of this.#channels.values()) {
-        if (entry.on === connection) entry.live = false;
-      }
-      this.#revive();
-    });
+    connection.on("close", () => this.#lost(connection));
     connection.on("ready", () => this.#revive());
+  }
+
+  /**
+   * A connection closed, or was dropped for another (a slot moved): its subscriptions are no
+   * longer heard, and confirmations waiting on it are sent again elsewhere. A connection
+   * dropped while it was reconnecting never settles what it had queued, nor closes again.
+   */
+  #lost(connection: Redis): void {
+    // One listener per connection, however many confirmations wait on it.
+    const waiting = this.#closing.get(connection);
+    if (waiting !== undefined) { for (const closed of waiting) closed(); }
+    this.#closing.delete(connection);
+    this.#epoch++;
+    for (const entry of this.#channels.values()) {
+      if (entry.on === connection) entry.live = false;
+    }
+    this.#revive();
   }
 
   /**
@@ -209,7 +242,7 @@ export class PubSub {
         // call counts on its SUBSCRIBE going out before the registration it sends right after.
         const open = this.#wire.connection(channel);
         const connection = open instanceof Promise ? await open : open;
-        const confirmed = await unlessClosed(
+        const confirmed = await this.#unlessClosed(
           connection,
           this.#wire.sharded ? connection.ssubscribe(channel) : connection.subscribe(channel),
         );
@@ -228,19 +261,4 @@ export class PubSub {
     // A disconnect came while it was under way: once more.
     if (!entry.live) this.#revive();
   }
-}
-
-/** Resolves true once `command` succeeds, or false if `connection` closes first. */
-function unlessClosed(connection: Redis, command: Promise<unknown>): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const closed = () => resolve(false);
-    connection.once("close", closed);
-    command.then(() => {
-      connection.off("close", closed);
-      resolve(true);
-    }, (err) => {
-      connection.off("close", closed);
-      reject(err);
-    });
-  });
 }
