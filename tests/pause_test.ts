@@ -35,7 +35,7 @@ Deno.test("two worker processes: no start later than 1 s after pause(); resume()
   await using a = new WorkerProcess(redis.url, options);
   await using b = new WorkerProcess(redis.url, options);
   await Promise.all([a, b].map((w) => w.waitFor((e) => e.ev === "ready", "ready")));
-  const n = 300;
+  const n = 500;
   const ids = new Set(
     (await queue.enqueueMany("sleep", Array.from({ length: n }, () => ({ data: { ms: 20 } }))))
       .map((h) => h.id),
@@ -182,7 +182,7 @@ Deno.test("a pause whose message is lost to a subscriber reconnect still stops e
   worker.addEventListener("completed", () => completed++);
   const run = worker.run();
   try {
-    await queue.enqueueMany(sleep, Array.from({ length: 200 }, () => ({ data: { ms: 10 } })));
+    await queue.enqueueMany(sleep, Array.from({ length: 400 }, () => ({ data: { ms: 10 } })));
     await waitForRedis(() => Promise.resolve(completed >= 10), "10 completed");
     // The subscriber connection is cut, then the pause is published while it is away.
     const killed = Number(await db.call("CLIENT", "KILL", "TYPE", "pubsub"));
@@ -191,9 +191,9 @@ Deno.test("a pause whose message is lost to a subscriber reconnect still stops e
     const pausedAt = Date.now();
     await promoted(queue, "marker", 1_500);
     assert.deepEqual(starts.filter((at) => at > pausedAt + WITHIN_MS), []);
-    assert.ok(completed < 200, "jobs were left when the queue paused");
+    assert.ok(completed < 400, "jobs were left when the queue paused");
     await queue.resume();
-    await waitForRedis(() => Promise.resolve(completed === 201), "201 completed", 30_000);
+    await waitForRedis(() => Promise.resolve(completed === 401), "401 completed", 30_000);
   } finally {
     await worker.stop();
     await run;
@@ -228,16 +228,16 @@ Deno.test("Redis Cluster: pause and resume over sharded pub/sub", async () => {
   worker.addEventListener("completed", () => completed++);
   const run = worker.run();
   try {
-    await queue.enqueueMany(sleep, Array.from({ length: 150 }, () => ({ data: { ms: 10 } })));
+    await queue.enqueueMany(sleep, Array.from({ length: 400 }, () => ({ data: { ms: 10 } })));
     await waitForRedis(() => Promise.resolve(completed >= 10), "10 completed");
     assert.equal(await queue.pause(), true);
     const pausedAt = Date.now();
     assert.equal((await queue.stats()).paused, true);
     await promoted(queue, "marker", 1_500);
     assert.deepEqual(starts.filter((at) => at > pausedAt + WITHIN_MS), []);
-    assert.ok(completed < 150, "jobs were left when the queue paused");
+    assert.ok(completed < 400, "jobs were left when the queue paused");
     assert.equal(await queue.resume(), true);
-    await waitForRedis(() => Promise.resolve(completed === 151), "151 completed", 30_000);
+    await waitForRedis(() => Promise.resolve(completed === 401), "401 completed", 30_000);
     assert.equal(await queue.isPaused(), false);
   } finally {
     await worker.stop();
