@@ -3,7 +3,8 @@
  * as a web `ReadableStream` (`queue.consume()`) or one at a time (`next()`, for a Worker).
  * This file wires the parts: window.ts counts room, read.ts reads, admit.ts turns entries into
  * jobs, settle.ts settles (with the next read behind each flush), lease.ts renews, reclaim.ts
- * claims what dead peers left, cancel.ts and delayed.ts listen.
+ * claims what dead peers left, cancel.ts and delayed.ts listen, pause.ts says whether jobs may
+ * start.
  *
  * @module
  */
@@ -18,6 +19,7 @@ import { ADAPT_CHECK_MS, type Resize, Window } from "./window.ts";
 import { Admitter, type ReadEntry } from "./admit.ts";
 import { Cancels } from "./cancel.ts";
 import { Promoter } from "./delayed.ts";
+import { type Gated, PauseGate } from "./pause.ts";
 import { Leases } from "./lease.ts";
 import { Reader } from "./read.ts";
 import { Reclaimer } from "./reclaim.ts";
@@ -119,7 +121,7 @@ export function consumeSettings(action: string, options: ConsumeOptions): Consum
 /**
  * @internal The machinery behind `queue.consume()`; a `Worker` pulls from it with `next()`.
  */
-export class Consumer implements Holding {
+export class Consumer implements Holding, Gated {
   readonly ctx: QueueContext;
   readonly name: string;
   readonly readable: ReadableStream<Job>;
@@ -134,6 +136,7 @@ export class Consumer implements Holding {
   #leases: Leases;
   #reclaimer: Reclaimer;
   #promoter: Promoter;
+  #gate: PauseGate;
   #adaptTick: ReturnType<typeof setInterval> | undefined;
   #signal: AbortSignal | undefined;
   /** One loop round talking to Redis (group check, promotion, reclaim, read), while under way. */
@@ -163,6 +166,7 @@ export class Consumer implements Holding {
     this.#promoter = new Promoter(this, Math.max(1, Math.floor(idleTimeout / 3)));
     const admitter = this.#admitter;
     this.#reclaimer = new Reclaimer(this, admitter, this.cancels, idleTimeout, maxDeliveries);
+    this.#gate = new PauseGate(this);
     // A wake-up missed while (re)subscribing costs at most one tick: the loop also looks at the
     // delayed set once a tick, and at once when the subscriber is back.
     // A failed subscribe is seen as not listening; the other one is still undone at the end.
@@ -171,7 +175,11 @@ export class Consumer implements Holding {
       ctx.pubsub.subscribe(ctx.keys.cancel, (message) => {
         if (message !== null) this.cancels.heard(message);
       }),
+      ctx.pubsub.subscribe(ctx.keys.pause, (message) => this.#gate.heard(message)),
     ]).then((subs) => subs.flatMap((sub) => sub.status === "fulfilled" ? [sub.value] : []));
+    // Nothing is read or started until the paused flag is read: subscribed first, so that a
+    // pause in between is heard or found.
+    void this.#unsubscribe.then(() => this.#gate.look());
     this.#leases = new Leases(this, idleTimeout);
     this.readable = new ReadableStream<Job>({
       start: (controller) => {
@@ -213,7 +221,8 @@ export class Consumer implements Holding {
       this.#settler.resized(resize.limit);
       this.wake();
     }
-    if (this.stopping) return;
+    // While paused, held jobs stay held (leases renewed) for the resume: no peer would run them.
+    if (this.stopping || this.#gate.blocked) return;
     // Prefetched jobs that would wait too long go back for idle peers. The newest are given
     // back; the oldest stay first in line.
     const { buffer } = this;
@@ -232,7 +241,7 @@ export class Consumer implements Holding {
    * read. Undefined once the consumer stops.
    */
   next(): Job | Promise<Job | undefined> {
-    if (!this.stopping) {
+    if (!this.stopping && !this.#gate.blocked) {
       for (let job = this.buffer.shift(); job !== undefined; job = this.buffer.shift()) {
         if (!job.settled) return job;
       }
@@ -286,10 +295,18 @@ export class Consumer implements Holding {
 
   interrupt(): void {
     this.#reader.interrupt();
+    // A paused loop sleeps until the next promotion: a wake-up may have moved it closer.
+    if (this.#gate.blocked) this.wake();
+  }
+
+  gateChanged(): void {
+    this.#reader.interrupt();
+    this.wake();
   }
 
   readsBehindSettles(now: number): boolean {
-    return !this.stopping && now < this.#promoter.dueAt && now < this.#reclaimer.next;
+    return !this.stopping && !this.#gate.blocked && now < this.#promoter.dueAt &&
+      now < this.#reclaimer.next;
   }
 
   async admitRead(entries: ReadEntry[], mark: number): Promise<void> {
@@ -318,6 +335,10 @@ export class Consumer implements Holding {
         this.#releaseBuffer();
         return undefined;
       }
+      if (this.#gate.blocked) {
+        await this.#whilePaused();
+        continue;
+      }
       const job = this.buffer.shift();
       if (job !== undefined) {
         if (!job.settled) return job;
@@ -338,8 +359,13 @@ export class Consumer implements Holding {
     try {
       await this.#reader.ensureGroup();
       if (!this.stopping && Date.now() >= this.#promoter.dueAt) await this.#promoter.run();
+      // Paused meanwhile: nothing more is claimed or read (see #whilePaused).
+      if (this.#gate.blocked) return;
       if (!this.stopping && Date.now() >= this.#reclaimer.next) await this.#reclaimer.run();
-      if (this.buffer.length === 0 && !this.stopping && this.window.room(this.held.size) > 0) {
+      if (
+        this.buffer.length === 0 && !this.stopping && !this.#gate.blocked &&
+        this.window.room(this.held.size) > 0
+      ) {
         if (this.window.readRoom(this.held.size) > 0) {
           const mark = this.cancels.mark();
           const wakeAt = Math.min(this.#reclaimer.next, this.#promoter.dueAt);
@@ -350,6 +376,32 @@ export class Consumer implements Holding {
           await this.#roomFreed();
         }
       }
+      this.#reader.succeeded();
+    } catch (err) {
+      await this.#reader.recover(err, this.#roomFreed());
+    }
+  }
+
+  /**
+   * While the queue is paused: nothing is read, claimed or handed out, but delayed jobs still go
+   * to the stream when due. Held jobs stay held, their leases renewed. Returns when a promotion
+   * may be due or something changed (a resume, a stop, a wake-up).
+   */
+  async #whilePaused(): Promise<void> {
+    const wait = this.#promoter.dueAt - Date.now();
+    if (wait > 0) {
+      await settlesWithin(this.#roomFreed(), wait);
+      return;
+    }
+    this.#busy = this.#promote();
+    await this.#busy;
+    this.#busy = undefined;
+  }
+
+  /** A promotion on its own. Never throws. */
+  async #promote(): Promise<void> {
+    try {
+      await this.#promoter.run();
       this.#reader.succeeded();
     } catch (err) {
       await this.#reader.recover(err, this.#roomFreed());
@@ -386,6 +438,7 @@ export class Consumer implements Holding {
     if (this.#finished) return await this.done;
     this.#finished = true;
     this.#leases.stop();
+    this.#gate.stop();
     clearInterval(this.#adaptTick);
     this.#signal?.removeEventListener("abort", this.#onAbort);
     const abandoned = new LeaseLostError(`Consumer ${this.name} stopped`);

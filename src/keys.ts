@@ -22,6 +22,13 @@ export interface Keys {
   readonly wake: string;
   /** A pub/sub channel: "cancel job <id>", for the worker that holds it. */
   readonly cancel: string;
+  /**
+   * Set (to "1") while the queue is paused: workers start no job. A string with no expiry,
+   * absent when the queue runs.
+   */
+  readonly paused: string;
+  /** A pub/sub channel: "1" when the queue is paused, "0" when it is resumed. */
+  readonly pause: string;
   /** The prefix of per-job pub/sub channels that announce a job's end. */
   readonly done: string;
   /**
@@ -77,6 +84,8 @@ export function queueKeys(name: string, prefix: string): Keys {
     payloads: `${base}:payloads`,
     wake: `${base}:wake`,
     cancel: `${base}:cancel`,
+    paused: `${base}:paused`,
+    pause: `${base}:pause`,
     done: `${base}:done:`,
     waiters: `${base}:waiters`,
     sync: `${base}:sync`,

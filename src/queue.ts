@@ -32,6 +32,7 @@ import {
   type EnqueueOptions,
 } from "./enqueue.ts";
 import { type QueueStats, stats } from "./stats.ts";
+import { pauseArgs } from "./scripts/pause.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats } from "./stats.ts";
@@ -266,10 +267,83 @@ export class Queue implements AsyncDisposable {
    * @returns `waiting` (in the stream, not delivered), `active` (delivered, not settled),
    * `delayed` (delayed jobs and scheduled retries), `dead`, `consumers` (in the group),
    * `workers` (with a live heartbeat), `oldestWaitingMs` (age of the oldest waiting job, or
-   * null) and `lag` (the group's own count of undelivered entries, when Redis knows it).
+   * null), `lag` (the group's own count of undelivered entries, when Redis knows it) and
+   * `paused` (see {@linkcode Queue.pause}).
    */
   stats(): Promise<QueueStats> {
     return stats(this.#command(), this.keys, this.group);
+  }
+
+  /**
+   * Pauses the queue, for every worker and `consume()` stream of it, in any process: within
+   * one second of this resolving, none starts another job. Running jobs run to their end;
+   * prefetched jobs stay held (leases renewed, no attempt charged) until the resume, or are
+   * released if their worker stops. Enqueues and delayed jobs falling due go on as usual, and
+   * the state lasts until {@linkcode Queue.resume}, across restarts of workers.
+   *
+   * @returns True if the queue was running, false if it was paused already.
+   * @throws {TypeError} If the queue is closed.
+   * @throws {Error} The Redis client's error if Redis cannot be reached.
+   *
+   * @example Pause, look, resume
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * console.log(await queue.pause()); // true
+   * console.log(await queue.isPaused(), (await queue.stats()).paused); // true true
+   * await queue.enqueue("welcome", { to: "a@example.com" }); // enqueues go on
+   * console.log(await queue.resume()); // true
+   * console.log(await queue.isPaused()); // false
+   * ```
+   */
+  async pause(): Promise<boolean> {
+    this.#checkOpen("pause");
+    return await this.#command().sluicePause(pauseArgs(this.keys, true)) === 1;
+  }
+
+  /**
+   * Resumes a paused queue: every worker and `consume()` stream of it, in any process, hears
+   * it over pub/sub and starts jobs again at once (held ones first). No one polls.
+   *
+   * @returns True if the queue was paused, false if it was running already.
+   * @throws {TypeError} If the queue is closed.
+   * @throws {Error} The Redis client's error if Redis cannot be reached.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * await queue.pause();
+   * console.log(await queue.resume(), await queue.resume()); // true false
+   * ```
+   */
+  async resume(): Promise<boolean> {
+    this.#checkOpen("resume");
+    return await this.#command().sluicePause(pauseArgs(this.keys, false)) === 1;
+  }
+
+  /**
+   * Whether the queue is paused now, as any process set it with {@linkcode Queue.pause}.
+   *
+   * @throws {TypeError} If the queue is closed.
+   * @throws {Error} The Redis client's error if Redis cannot be reached.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * console.log(await queue.isPaused()); // false
+   * ```
+   */
+  async isPaused(): Promise<boolean> {
+    this.#checkOpen("read the pause state");
+    return await this.#command().exists(this.keys.paused) === 1;
   }
 
   /**

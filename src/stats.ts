@@ -26,6 +26,8 @@ export interface QueueStats {
   oldestWaitingMs: number | null;
   /** The group's lag as Redis reports it, or null when Redis cannot tell (after deletions). */
   lag: number | null;
+  /** True while the queue is paused (`queue.pause()`): workers start no job until resumed. */
+  paused: boolean;
 }
 
 /** Most undelivered entries `stats()` counts one by one when the group's lag is unknown. */
@@ -55,15 +57,16 @@ const WAITING_COUNT_CAP = 10_000;
  * ```
  */
 export async function stats(client: Redis, keys: Keys, group: string): Promise<QueueStats> {
-  const { stream, delayed, dead, workers } = keys;
+  const { stream, delayed, dead, workers, paused } = keys;
   // Heartbeats are scored on Redis's clock: count live ones against it too.
   const [seconds, micros] = await client.time();
   const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
-  const [length, delayedCount, deadCount, live, groups] = await Promise.all([
+  const [length, delayedCount, deadCount, live, pausedFlag, groups] = await Promise.all([
     client.xlen(stream),
     client.zcard(delayed),
     client.xlen(dead),
     client.zcount(workers, now, "+inf"),
+    client.exists(paused),
     client.xinfo("GROUPS", stream).catch(() => []) as Promise<unknown[][]>,
   ]);
   const info = groups.map(fieldsToRecord).find((g) => g.name === group);
@@ -94,5 +97,6 @@ export async function stats(client: Redis, keys: Keys, group: string): Promise<Q
     workers: live,
     oldestWaitingMs: oldestMs === undefined ? null : Math.max(0, Date.now() - oldestMs),
     lag,
+    paused: pausedFlag === 1,
   };
 }

@@ -76,7 +76,11 @@ Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on
       const clients = String(await admin.client("LIST"));
       assert.deepEqual(classic, [], `classic channels on ${node.port}`);
       if (node.port === owner.port) {
-        assert.deepEqual(shard.sort(), ["sluice:{cq}:cancel", "sluice:{cq}:wake"]);
+        assert.deepEqual(shard.sort(), [
+          "sluice:{cq}:cancel",
+          "sluice:{cq}:pause",
+          "sluice:{cq}:wake",
+        ]);
         assert.match(clients, /name=sluice:blocking:/);
       } else {
         assert.deepEqual(shard, [], `shard channels on ${node.port}`);
@@ -226,7 +230,7 @@ Deno.test("Redis Cluster: a queue's slot migrated to another master while a work
     assert.equal(await later.result(soon()), 10);
     await waitForRedis(async () => {
       const shard = await adminCall(url(target.port), "PUBSUB", "SHARDCHANNELS") as string[];
-      return shard.includes("sluice:{mq}:cancel") && shard.includes("sluice:{mq}:wake");
+      return ["cancel", "wake", "pause"].every((c) => shard.includes(`sluice:{mq}:${c}`));
     }, "the worker's subscriptions on the new master");
     const held = await queue.enqueue(hold, null);
     await started.promise;

@@ -81,6 +81,7 @@ Deno.test("the lifecycle examples run on their own throwaway Redis and print wha
       /running: .*state: "active"/,
       /rejected with CancelledError/,
     ],
+    pause: [/paused: true, waiting: 20, completed: 0/, /resumed: yes, completed: 20/],
   };
   for (const [name, patterns] of Object.entries(expected)) {
     const { code, text } = await run(["run", "-A", `examples/${name}.ts`], env);

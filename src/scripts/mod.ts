@@ -15,6 +15,7 @@ import { CANCEL } from "./cancel.ts";
 import { CANCELLED } from "./cancelled.ts";
 import { ENQUEUE, type EnqueueReply } from "./enqueue.ts";
 import { MARK_DEAD } from "./mark_dead.ts";
+import { PAUSE } from "./pause.ts";
 import { DUE, type DueReply, PROMOTE, type PromoteReply } from "./promote.ts";
 import { RECLAIM, type ReclaimReply } from "./reclaim.ts";
 import { RENEW } from "./renew.ts";
@@ -53,6 +54,8 @@ export interface ScriptClient extends Redis {
   sluiceReplay(args: string[]): Promise<number>;
   /** WAITING (waiting.ts), with `waitingArgs`: registers a result() waiter. */
   sluiceWaiting(args: string[]): Promise<number>;
+  /** PAUSE (pause.ts), with `pauseArgs`: 1 if the state changed. */
+  sluicePause(args: string[]): Promise<number>;
 }
 
 /**
@@ -80,6 +83,7 @@ export function defineScripts(client: Redis, sharded = false): ScriptClient {
     ["sluiceRetireEnd", RETIRE_END],
     ["sluiceReplay", REPLAY],
     ["sluiceWaiting", WAITING],
+    ["sluicePause", PAUSE],
   ];
   for (const [name, lua] of scripts) {
     client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });

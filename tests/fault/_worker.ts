@@ -10,6 +10,8 @@
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
  *
+ * Job events carry `at`, the time (epoch ms) the worker fired them.
+ *
  * Task "sleep" data: { ms: number, ignoreSignal?: boolean }. It waits `ms` (capped by
  * --max-sleep) and honours ctx.signal unless told not to.
  *
@@ -98,7 +100,13 @@ const worker = new Worker(values.queue, tasks, {
 for (const type of ["started", "completed", "retrying", "dead", "cancelled"] as const) {
   worker.addEventListener(type, (e) => {
     const { job } = e.detail;
-    emit({ ev: type, id: job.id, deliveries: job.deliveries, attempt: job.attempt });
+    emit({
+      ev: type,
+      id: job.id,
+      deliveries: job.deliveries,
+      attempt: job.attempt,
+      at: Date.now(),
+    });
   });
 }
 worker.addEventListener("error", (e) => {
