@@ -32,6 +32,7 @@ import {
   type EnqueueOptions,
 } from "./enqueue.ts";
 import { type QueueStats, stats } from "./stats.ts";
+import { Schedules } from "./schedule.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats } from "./stats.ts";
@@ -217,6 +218,8 @@ export class Queue implements AsyncDisposable {
   #closing = new AbortController();
   /** The dead letters: count, list, replay, purge. */
   readonly dead: DeadLetters;
+  /** Cron and interval schedules: upsert, list, remove, pause, resume, trigger. */
+  readonly schedules: Schedules;
   #consumers = new Set<Consumer>();
   #writes = new Set<Promise<unknown>>();
   #closed = false;
@@ -241,6 +244,12 @@ export class Queue implements AsyncDisposable {
     this.group = settings.group;
     this.dead = new DeadLetters(this.#handleContext());
     this.#producer = this.#enqueueContext();
+    this.schedules = new Schedules({
+      keys: this.keys,
+      client: () => this.#command(),
+      checkOpen: (action) => this.#checkOpen(action),
+      enqueue: (task, data, id) => enqueueJob(this.#producer, task, data, { id }),
+    });
   }
 
   /**
