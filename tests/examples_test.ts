@@ -88,3 +88,14 @@ Deno.test("the lifecycle examples run on their own throwaway Redis and print wha
     for (const pattern of patterns) assert.match(text, pattern, `${name}: ${text}`);
   }
 });
+
+Deno.test("examples/schedules.ts runs five ticks of its two schedules and ends", async () => {
+  await using redis = await startRedis();
+  const { code, text } = await run(["run", "-A", "examples/schedules.ts"], {
+    REDIS_URL: redis.url,
+  });
+  assert.equal(code, 0, text);
+  assert.match(text, /heartbeat@\d+000: beat from cron/);
+  assert.match(text, /ping:example: every 700 ms, next /);
+  assert.ok((text.match(/@\d+: /g)?.length ?? 0) >= 5, text);
+});
