@@ -39,6 +39,14 @@ export type {
   TaskOptions,
 } from "./src/task.ts";
 export { Queue } from "./src/queue.ts";
+export { Schedules } from "./src/schedule.ts";
+export type {
+  CatchUp,
+  ScheduleInfo,
+  ScheduleOptions,
+  Spec,
+  UpsertScheduleOptions,
+} from "./src/schedule.ts";
 export type { QueueOptions } from "./src/queue.ts";
 export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";

@@ -1,6 +1,7 @@
 /**
- * The promoter: moves due delayed jobs (and retries) to the stream on Redis `TIME`, and keeps
- * the time the next one is due, so a worker sleeps until then instead of polling.
+ * The promoter: moves due delayed jobs (and retries) to the stream on Redis `TIME`, fires due
+ * schedule ticks (schedule.ts), and keeps the time the next one is due, so a worker sleeps
+ * until then instead of polling.
  *
  * @module
  */
@@ -8,6 +9,7 @@ import type { Holding } from "./consume.ts";
 import { isOutOfMemory } from "./errors.ts";
 import { retryWait } from "./backoff.ts";
 import { promote } from "./scripts/promote.ts";
+import { fireSchedules } from "./schedule.ts";
 
 /** Most delayed jobs moved to the stream per promotion call. */
 const PROMOTE_BATCH = 1_000;
@@ -19,6 +21,9 @@ export class Promoter {
   #c: Holding;
   #tickMs: number;
   #failures = 0;
+  /** While run() is under way: the earliest wake-up heard meanwhile (Infinity: none). Its
+   * reply must not push dueAt past a due time announced after DUE looked. */
+  #heardDuring: number | undefined;
 
   /** @param tickMs The longest sleep between looks at the delayed set. */
   constructor(c: Holding, tickMs: number) {
@@ -32,11 +37,14 @@ export class Promoter {
    * go on. Other errors are thrown.
    */
   async run(): Promise<void> {
+    this.#heardDuring = Infinity;
     try {
       const { ctx } = this.#c;
-      const [moved, wait] = await promote(ctx.client, ctx, PROMOTE_BATCH);
+      const [moved, wait, now, schedules] = await promote(ctx.client, ctx, PROMOTE_BATCH);
+      // Due schedule ticks: fire them, then look again at once (DUE tells the next tick).
+      if (schedules.length > 0) await fireSchedules(ctx, now, schedules);
       this.#failures = 0;
-      if (moved === PROMOTE_BATCH) this.dueAt = 0; // more are due right now
+      if (moved === PROMOTE_BATCH || schedules.length > 0) this.dueAt = 0; // more may be due
       else this.dueAt = Date.now() + (wait < 0 ? this.#tickMs : Math.min(wait, this.#tickMs));
     } catch (err) {
       if (!isOutOfMemory(err)) throw err;
@@ -49,6 +57,9 @@ export class Promoter {
           err,
         );
       }
+    } finally {
+      this.dueAt = Math.min(this.dueAt, this.#heardDuring);
+      this.#heardDuring = undefined;
     }
   }
 
@@ -62,6 +73,7 @@ export class Promoter {
     const wait = message === null ? 0 : Number(message);
     if (!Number.isFinite(wait)) return;
     const at = message === null ? 0 : Date.now() + Math.max(0, wait);
+    if (this.#heardDuring !== undefined) this.#heardDuring = Math.min(this.#heardDuring, at);
     if (at >= this.dueAt) return;
     this.dueAt = at;
     this.#c.interrupt();

@@ -42,6 +42,16 @@ export interface Keys {
    * wait for (a settle found done already writes nothing). Expires after a minute.
    */
   readonly sync: string;
+  /**
+   * Schedules (schedule.ts): a hash of schedule id to its definition, as canonical JSON written
+   * by `queue.schedules.upsert` or a Worker's static schedule.
+   */
+  readonly schedules: string;
+  /** Schedules' next ticks: a zset of schedule id scored by its next tick (ms); the promoter
+   * wakes for the first one as it does for the delayed zset. A paused schedule has none. */
+  readonly ticks: string;
+  /** Schedules' run state: a hash of schedule id to JSON `{ last, job, skipped, paused }`. */
+  readonly runs: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -89,6 +99,9 @@ export function queueKeys(name: string, prefix: string): Keys {
     done: `${base}:done:`,
     waiters: `${base}:waiters`,
     sync: `${base}:sync`,
+    schedules: `${base}:schedules`,
+    ticks: `${base}:ticks`,
+    runs: `${base}:runs`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

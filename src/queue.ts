@@ -33,6 +33,7 @@ import {
 } from "./enqueue.ts";
 import { type QueueStats, stats } from "./stats.ts";
 import { pauseArgs } from "./scripts/pause.ts";
+import { Schedules } from "./schedule.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats } from "./stats.ts";
@@ -218,6 +219,8 @@ export class Queue implements AsyncDisposable {
   #closing = new AbortController();
   /** The dead letters: count, list, replay, purge. */
   readonly dead: DeadLetters;
+  /** Cron and interval schedules: upsert, list, remove, pause, resume, trigger. */
+  readonly schedules: Schedules;
   #consumers = new Set<Consumer>();
   #writes = new Set<Promise<unknown>>();
   #closed = false;
@@ -242,6 +245,12 @@ export class Queue implements AsyncDisposable {
     this.group = settings.group;
     this.dead = new DeadLetters(this.#handleContext());
     this.#producer = this.#enqueueContext();
+    this.schedules = new Schedules({
+      keys: this.keys,
+      client: () => this.#command(),
+      checkOpen: (action) => this.#checkOpen(action),
+      enqueue: (task, data, id) => enqueueJob(this.#producer, task, data, { id }),
+    });
   }
 
   /**

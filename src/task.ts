@@ -8,6 +8,7 @@ import { checkName } from "./keys.ts";
 import { ValidationError } from "./errors.ts";
 import { type Backoff, checkRetry, DEFAULT_BACKOFF, type RetryOptions } from "./backoff.ts";
 import { checkInt, MAX_MS } from "./_options.ts";
+import { checkSchedule, type ScheduleOptions, type Spec } from "./schedule.ts";
 
 /**
  * The Standard Schema v1 interface (https://standardschema.dev), declared here so any
@@ -70,8 +71,12 @@ export type Handler<Data, Result, Context = unknown> = (
   ctx: TaskContext<Context>,
 ) => Result | Promise<Result>;
 
-/** Options of {@linkcode task}. */
-export interface TaskOptions<Data> {
+/**
+ * Options of {@linkcode task}. A static schedule (`cron` or `every`, with `tz`, `data`,
+ * `catchUp`, `overlap`) makes every Worker that has the task store the schedule, with the task
+ * name as its id, when it starts: see `queue.schedules`.
+ */
+export interface TaskOptions<Data> extends ScheduleOptions<Data> {
   /**
    * A Standard Schema that checks data at enqueue and again before the handler runs. Data
    * that fails it throws `ValidationError` at enqueue, and is dead-lettered with reason
@@ -105,6 +110,8 @@ export interface Task<Data = unknown, Result = unknown, Context = unknown> {
   readonly backoff: Backoff;
   /** The timeout in ms, if any. */
   readonly timeout: number | undefined;
+  /** The static schedule (id: the task name), if `cron` or `every` was given. */
+  readonly schedule?: Spec | undefined;
 }
 
 /** Any task, whatever its types. */
@@ -152,7 +159,10 @@ export function task<Data, Result, Context = unknown>(
   if (schema !== undefined && typeof schema?.["~standard"]?.validate !== "function") {
     throw new TypeError(`Cannot define task ${name}: schema must implement Standard Schema v1`);
   }
-  return Object.freeze({ name, handler, schema, attempts, backoff, timeout });
+  const schedule = options.cron === undefined && options.every === undefined
+    ? undefined
+    : checkSchedule(action, name, options);
+  return Object.freeze({ name, handler, schema, attempts, backoff, timeout, schedule });
 }
 
 /**

@@ -13,7 +13,8 @@ import type { Logger } from "./_log.ts";
 import { checkInt, MAX_MS, pick, show } from "./_options.ts";
 import { queueContext, type QueueOptions, type QueueSettings, queueSettings } from "./queue.ts";
 import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
-import type { AnyTask } from "./task.ts";
+import { type AnyTask, validate } from "./task.ts";
+import { storeSchedule } from "./schedule.ts";
 import { Slots } from "./_slots.ts";
 import { checkIdle } from "./durable.ts";
 import {
@@ -256,6 +257,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     try {
       void this.#checkEviction(redis);
       if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
+      await this.#storeSchedules(redis);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
       if (this.#prefetch === undefined) {
@@ -317,6 +319,26 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   ): void {
     if (listener !== null) this.#listening.add(type);
     super.addEventListener(type, listener as EventListenerOrEventListenerObject | null, options);
+  }
+
+  /**
+   * Stores the static schedules of this worker's tasks (id: the task name). A schedule stored
+   * with the same definition already, by this worker's last run or by a peer, is left as it is.
+   * Errors are logged: the worker runs its jobs all the same.
+   */
+  async #storeSchedules(redis: SharedRedis): Promise<void> {
+    for (const task of this.#tasks.values()) {
+      if (task.schedule === undefined) continue;
+      try {
+        await validate(`Cannot store schedule ${task.name}`, task, JSON.parse(task.schedule.data));
+        await storeSchedule(redis.command, this.#settings.keys, task.name, task.schedule);
+      } catch (err) {
+        this.#logger.error(
+          `sluice: worker ${this.name}: could not store schedule ${task.name}`,
+          err,
+        );
+      }
+    }
   }
 
   /**

@@ -98,3 +98,14 @@ Deno.test("examples/cluster.ts keeps working through the kill of the queue's mas
   assert.ok(owner && now, text);
   assert.notEqual(now, owner, "a replica took over the queue's slot");
 });
+
+Deno.test("examples/schedules.ts runs five ticks of its two schedules and ends", async () => {
+  await using redis = await startRedis();
+  const { code, text } = await run(["run", "-A", "examples/schedules.ts"], {
+    REDIS_URL: redis.url,
+  });
+  assert.equal(code, 0, text);
+  assert.match(text, /heartbeat@\d+000: beat from cron/);
+  assert.match(text, /ping:example: every 700 ms, next /);
+  assert.ok((text.match(/@\d+: /g)?.length ?? 0) >= 5, text);
+});

@@ -19,6 +19,7 @@ import { PAUSE } from "./pause.ts";
 import { DUE, type DueReply, PROMOTE, type PromoteReply } from "./promote.ts";
 import { RECLAIM, type ReclaimReply } from "./reclaim.ts";
 import { RENEW } from "./renew.ts";
+import { FIRE, SCHEDULE_PAUSE, SCHEDULE_REMOVE, SCHEDULE_SET } from "./schedule.ts";
 import { REPLAY } from "./replay.ts";
 import { HELD, RETIRE, RETIRE_END } from "./retire.ts";
 import { SETTLE, type SettleCode } from "./settle.ts";
@@ -56,6 +57,14 @@ export interface ScriptClient extends Redis {
   sluiceWaiting(args: string[]): Promise<number>;
   /** PAUSE (pause.ts), with `pauseArgs`: 1 if the state changed. */
   sluicePause(args: string[]): Promise<number>;
+  /** FIRE (schedule.ts), with `fireArgs`: fired and skipped ticks, or -1 if fenced out. */
+  sluiceFire(args: string[]): Promise<[fired: number, skipped: number]>;
+  /** SCHEDULE_SET (schedule.ts), with `scheduleSetArgs`: 0 unchanged, 1 replaced, 2 new. */
+  sluiceScheduleSet(args: string[]): Promise<number>;
+  /** SCHEDULE_REMOVE (schedule.ts), with `scheduleRemoveArgs`: 1 if it existed. */
+  sluiceScheduleRemove(args: string[]): Promise<number>;
+  /** SCHEDULE_PAUSE (schedule.ts), with `schedulePauseArgs`: 1 if the schedule exists. */
+  sluiceSchedulePause(args: string[]): Promise<number>;
 }
 
 /**
@@ -84,6 +93,10 @@ export function defineScripts(client: Redis, sharded = false): ScriptClient {
     ["sluiceReplay", REPLAY],
     ["sluiceWaiting", WAITING],
     ["sluicePause", PAUSE],
+    ["sluiceFire", FIRE],
+    ["sluiceScheduleSet", SCHEDULE_SET],
+    ["sluiceScheduleRemove", SCHEDULE_REMOVE],
+    ["sluiceSchedulePause", SCHEDULE_PAUSE],
   ];
   for (const [name, lua] of scripts) {
     client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });

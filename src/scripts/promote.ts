@@ -3,15 +3,20 @@
  * every record key is named in KEYS. `promote` runs both.
  *
  * DUE (read-only)
- *   KEYS: delayed.
+ *   KEYS: delayed, ticks, schedules, runs.
  *   ARGV: limit.
- *   Reply (`DueReply`): { the ids due now, at most limit; ms until the next one is due if none
- *   is due now (-1 if the set is empty), else 0 }.
+ *   Reply (`DueReply`): { the ids due now, at most limit; ms until the next delayed job or
+ *   schedule tick is due if none is due now (-1 if there is none), else 0; Redis TIME in ms;
+ *   the schedules due now, flat: id, tick, definition, run state ('' if none), at most 100 }.
  *
  * PROMOTE
- *   KEYS: stream, delayed, payloads, then one record per id.
+ *   KEYS: stream, delayed, payloads, ticks, then one record per id.
  *   ARGV: the ids, in the order of their records.
- *   Reply (`PromoteReply`): { moved, ms until the next one is due (-1 if none) }.
+ *   Reply (`PromoteReply`): { moved, ms until the next delayed job or tick is due (-1 if none) }.
+ *
+ * Schedules (see schedule.ts) cost a queue that has none one ZRANGE of an empty key inside
+ * these scripts, nothing more: no extra call. Due ticks are fired by FIRE (scripts/schedule.ts),
+ * which needs the next tick time computed in JS (cron), so DUE only reports them.
  *
  * PROMOTE moves an id only if it is still on the delayed zset and still due by Redis TIME: a
  * racing worker that moved it first removed it (so no job is promoted twice), and a cancel and
@@ -26,32 +31,53 @@
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 import type { ScriptClient } from "./mod.ts";
 
-/** What DUE replies: the ids due now, and ms until the next one if none is (-1: none). */
-export type DueReply = [ids: string[], wait: number];
+/** What DUE replies: the ids due now, ms until the next one if none is (-1: none), Redis TIME
+ * (ms), and the due schedules (flat: id, tick, definition, run state). */
+export type DueReply = [ids: string[], wait: number, now: number, schedules: string[]];
 /** What PROMOTE replies: how many were moved, and ms until the next one is due (-1: none). */
 export type PromoteReply = [moved: number, wait: number];
 
+/** Lua: ms from `now` until the first member of zsets `a` and `b` is due (-1: both empty). */
+const NEXT_WAIT = `
+local function next_wait(a, b, now)
+  local first = nil
+  for _, key in ipairs({a, b}) do
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head[2] and (first == nil or tonumber(head[2]) < first) then first = tonumber(head[2]) end
+  end
+  if first == nil then return -1 end
+  return math.max(0, first - now)
+end
+`;
+
 /** The Lua of DUE (read-only). */
-export const DUE: string = PRELUDE + `
-local delayed = KEYS[1]
+export const DUE: string = PRELUDE + NEXT_WAIT + `
+local delayed, ticks, schedules, runs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local wait = 0
-if #due == 0 then
-  wait = -1
-  local next = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-  if next[2] then wait = math.max(0, tonumber(next[2]) - now) end
+local sched = {}
+local head = redis.call('ZRANGE', ticks, 0, 0, 'WITHSCORES')
+if head[2] and tonumber(head[2]) <= now then
+  local ids = redis.call('ZRANGEBYSCORE', ticks, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
+  for i = 1, #ids, 2 do
+    sched[#sched + 1] = ids[i]
+    sched[#sched + 1] = ids[i + 1]
+    sched[#sched + 1] = redis.call('HGET', schedules, ids[i]) or ''
+    sched[#sched + 1] = redis.call('HGET', runs, ids[i]) or ''
+  end
 end
-return {due, wait}
+local wait = 0
+if #due == 0 and #sched == 0 then wait = next_wait(delayed, ticks, now) end
+return {due, wait, now, sched}
 `;
 
 /** The Lua of PROMOTE. */
-export const PROMOTE: string = PRELUDE + `
-local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
+export const PROMOTE: string = PRELUDE + NEXT_WAIT + `
+local stream, delayed, payloads, ticks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = now_ms()
 local moved = 0
 for i = 1, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 3]
+  local id, rec = ARGV[i], KEYS[i + 4]
   local score = redis.call('ZSCORE', delayed, id)
   if score and tonumber(score) <= now then
     local payload = redis.call('HGET', payloads, id)
@@ -70,10 +96,7 @@ for i = 1, #ARGV do
     moved = moved + 1
   end
 end
-local next = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-local wait = -1
-if next[2] then wait = math.max(0, tonumber(next[2]) - now) end
-return {moved, wait}
+return {moved, next_wait(delayed, ticks, now)}
 `;
 
 /**
@@ -84,7 +107,8 @@ return {moved, wait}
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function dueArgs(q: Pick<ScriptQueue, "keys">, limit: number): string[] {
-  return ["1", q.keys.delayed, String(limit)];
+  const { keys } = q;
+  return ["4", keys.delayed, keys.ticks, keys.schedules, keys.runs, String(limit)];
 }
 
 /**
@@ -96,7 +120,7 @@ export function dueArgs(q: Pick<ScriptQueue, "keys">, limit: number): string[] {
  */
 export function promoteArgs(q: Pick<ScriptQueue, "keys">, ids: readonly string[]): string[] {
   const { keys } = q;
-  const args = [String(3 + ids.length), keys.stream, keys.delayed, keys.payloads];
+  const args = [String(4 + ids.length), keys.stream, keys.delayed, keys.payloads, keys.ticks];
   for (const id of ids) args.push(keys.job(id));
   for (const id of ids) args.push(id);
   return args;
@@ -109,15 +133,16 @@ export function promoteArgs(q: Pick<ScriptQueue, "keys">, ids: readonly string[]
  * @param client A client with the scripts defined.
  * @param q The queue.
  * @param limit The most jobs to move.
- * @returns How many were moved (`limit`: more may be due now), and ms until the next one is due
- * (-1 if none).
+ * @returns How many were moved (`limit`: more may be due now), ms until the next one is due
+ * (-1 if none), Redis TIME (ms), and the schedules due now (flat, as DUE replies them).
  */
 export async function promote(
   client: ScriptClient,
   q: Pick<ScriptQueue, "keys">,
   limit: number,
-): Promise<PromoteReply> {
-  const [ids, wait] = await client.sluiceDue(dueArgs(q, limit));
-  if (ids.length === 0) return [0, wait];
-  return await client.sluicePromote(promoteArgs(q, ids));
+): Promise<[moved: number, wait: number, now: number, schedules: string[]]> {
+  const [ids, wait, now, schedules] = await client.sluiceDue(dueArgs(q, limit));
+  if (ids.length === 0) return [0, wait, now, schedules];
+  const [moved, next] = await client.sluicePromote(promoteArgs(q, ids));
+  return [moved, next, now, schedules];
 }

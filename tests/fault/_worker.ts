@@ -5,7 +5,7 @@
  *
  *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
- *     [--max-payload bytes] [--durable replicas:timeout]
+ *     [--max-payload bytes] [--durable replicas:timeout] [--cron "expression"]
  *
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
@@ -39,6 +39,7 @@ const { values } = parseArgs({
     ledger: { type: "string" },
     "max-payload": { type: "string", default: "1048576" },
     durable: { type: "string" },
+    cron: { type: "string" },
   },
 });
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
@@ -57,6 +58,8 @@ const sleep = task("sleep", async (data: { ms: number; ignoreSignal?: boolean },
 }, { retry: { attempts: 1 } });
 
 const tasks: AnyTask[] = [sleep];
+// --cron: a task "tick" with that static schedule, which every such worker stores at start.
+if (values.cron !== undefined) tasks.push(task("tick", () => Date.now(), { cron: values.cron }));
 const ledger = values.ledger ? new Redis(values.ledger) : undefined;
 if (ledger !== undefined) {
   tasks.push(
