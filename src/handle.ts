@@ -4,7 +4,9 @@
  * @module
  */
 import { CancelledError, SluiceError } from "./errors.ts";
-import { abortable } from "./async.ts";
+import { abortable, delay } from "./async.ts";
+import { retryWait } from "./backoff.ts";
+import { isConnectionLoss } from "./redis/health.ts";
 import type { Keys } from "./keys.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 import type { ChainableCommander } from "ioredis";
@@ -185,9 +187,10 @@ export class JobHandle<Result = unknown> {
     // registration expires unless refreshed, so a waiter that crashed is forgotten.
     const { client, keys } = this.#ctx;
     const token = uuidv7();
-    // In a pipeline of its own: on Redis Cluster, a direct script call that ioredis gives up
-    // on after a failover's redirections was seen to leave an unhandled rejection behind, which
-    // ends a Deno process; a pipeline hands every reply back.
+    const stop = signal ? AbortSignal.any([signal, this.#ctx.closed]) : this.#ctx.closed;
+    // Ends the rereads a reconnect started, once the call has returned.
+    const over = new AbortController();
+    const rereading = AbortSignal.any([stop, over.signal]);
     const register = async () => {
       const pipeline = client().pipeline() as unknown as ScriptClient;
       pipeline.sluiceWaiting(waitingArgs(keys, token, WAITER_TTL_MS));
@@ -197,8 +200,8 @@ export class JobHandle<Result = unknown> {
     const reread = async () => {
       // After a reconnect a message may have been missed (and Redis may have lost the
       // registration): register again, then the record tells.
-      await register();
-      const record = await client().hgetall(keys.job(this.id));
+      await outlast(register, rereading);
+      const record = await outlast(() => client().hgetall(keys.job(this.id)), rereading);
       if (isFinal(record.state) || record.state === undefined) ended.resolve(record);
     };
     // The SUBSCRIBE is written now, before the registration below.
@@ -221,17 +224,19 @@ export class JobHandle<Result = unknown> {
         ended.resolve(heard);
       },
     );
-    const registered = register();
+    // A failover must not end the wait: ioredis gives up on a command after a second or two of
+    // retries (its redirections spent on a master that is gone), well before a replica has
+    // taken over, so the registration and the reads are sent again until the signal says stop.
+    const registered = outlast(register, stop);
     // Awaited below, after the subscription: until then a failure must not go unhandled.
     registered.catch(() => {});
     const refresh = setInterval(() => register().catch(() => {}), WAITER_TTL_MS / 3);
     let unsubscribe: (() => Promise<void>) | undefined;
-    const stop = signal ? AbortSignal.any([signal, this.#ctx.closed]) : this.#ctx.closed;
     try {
       // The signal counts from the start: a subscription that waits on a failover, too.
       unsubscribe = await abortable(subscribing, stop);
-      await abortable(registered, stop);
-      const record = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
+      await registered;
+      const record = await outlast(() => client().hgetall(keys.job(this.id)), stop);
       let outcome: Record<string, string>;
       if (record.state === undefined) {
         // No record: the job may have finished after we subscribed, with no record kept
@@ -255,6 +260,7 @@ export class JobHandle<Result = unknown> {
       return this.#outcome(outcome);
     } finally {
       clearInterval(refresh);
+      over.abort();
       if (unsubscribe !== undefined) await unsubscribe();
       // Given up on before it was confirmed: undone once it is.
       else subscribing.then((undo) => undo(), () => {});
@@ -286,6 +292,29 @@ export class JobHandle<Result = unknown> {
         firstLine(outcome.error)
       }`,
     );
+  }
+}
+
+/**
+ * True for what a failover or a reconnect brings, and passes once the cluster has settled: a
+ * lost connection, a redirection, a cluster or replica not ready yet.
+ */
+function passing(err: unknown): boolean {
+  if (isConnectionLoss(err)) return true;
+  const message = err instanceof Error ? err.message : String(err);
+  return /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|READONLY|MASTERDOWN|LOADING)\b|^Too many Cluster redirections|ECONN/
+    .test(message);
+}
+
+/** Runs `work` until it succeeds, again after each failure that `passing` allows, until `stop`. */
+async function outlast<T>(work: () => Promise<T>, stop: AbortSignal): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await abortable(work(), stop);
+    } catch (err) {
+      if (stop.aborted || !passing(err)) throw err;
+      await delay(retryWait(50, attempt, 1_000), { signal: stop });
+    }
   }
 }
 
