@@ -393,19 +393,10 @@ export class Consumer implements Holding, Gated {
       await settlesWithin(this.#roomFreed(), wait);
       return;
     }
-    this.#busy = this.#promote();
+    // A round promotes what is due, then stops short of claiming or reading while paused.
+    this.#busy = this.#round();
     await this.#busy;
     this.#busy = undefined;
-  }
-
-  /** A promotion on its own. Never throws. */
-  async #promote(): Promise<void> {
-    try {
-      await this.#promoter.run();
-      this.#reader.succeeded();
-    } catch (err) {
-      await this.#reader.recover(err, this.#roomFreed());
-    }
   }
 
   /** Prefetched jobs never handed out go back at once, with no attempt charged. */

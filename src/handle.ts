@@ -6,10 +6,9 @@
 import { CancelledError, SluiceError } from "./errors.ts";
 import { abortable, delay } from "./async.ts";
 import { retryWait } from "./backoff.ts";
-import { isConnectionLoss } from "./redis/health.ts";
+import { isPassing } from "./redis/health.ts";
 import type { Keys } from "./keys.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
-import type { ChainableCommander } from "ioredis";
 import { waitingArgs } from "./scripts/waiting.ts";
 import { uuidv7 } from "./codec.ts";
 import { cancelArgs } from "./scripts/cancel.ts";
@@ -191,12 +190,7 @@ export class JobHandle<Result = unknown> {
     // Ends the rereads a reconnect started, once the call has returned.
     const over = new AbortController();
     const rereading = AbortSignal.any([stop, over.signal]);
-    const register = async () => {
-      const pipeline = client().pipeline() as unknown as ScriptClient;
-      pipeline.sluiceWaiting(waitingArgs(keys, token, WAITER_TTL_MS));
-      const [reply] = await (pipeline as unknown as ChainableCommander).exec() ?? [];
-      if (reply?.[0]) throw reply[0];
-    };
+    const register = () => client().sluiceWaiting(waitingArgs(keys, token, WAITER_TTL_MS));
     const reread = async () => {
       // After a reconnect a message may have been missed (and Redis may have lost the
       // registration): register again, then the record tells.
@@ -295,24 +289,13 @@ export class JobHandle<Result = unknown> {
   }
 }
 
-/**
- * True for what a failover or a reconnect brings, and passes once the cluster has settled: a
- * lost connection, a redirection, a cluster or replica not ready yet.
- */
-function passing(err: unknown): boolean {
-  if (isConnectionLoss(err)) return true;
-  const message = err instanceof Error ? err.message : String(err);
-  return /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|READONLY|MASTERDOWN|LOADING)\b|^Too many Cluster redirections|ECONN/
-    .test(message);
-}
-
-/** Runs `work` until it succeeds, again after each failure that `passing` allows, until `stop`. */
+/** Runs `work` until it succeeds, again after each failure that `isPassing` allows, until `stop`. */
 async function outlast<T>(work: () => Promise<T>, stop: AbortSignal): Promise<T> {
   for (let attempt = 1;; attempt++) {
     try {
       return await abortable(work(), stop);
     } catch (err) {
-      if (stop.aborted || !passing(err)) throw err;
+      if (stop.aborted || !isPassing(err)) throw err;
       await delay(retryWait(50, attempt, 1_000), { signal: stop });
     }
   }

@@ -4,7 +4,7 @@
  * job stream, a pause message lost to a reconnect, and on Redis Cluster.
  */
 import assert from "node:assert/strict";
-import { Queue, task, Worker } from "../mod.ts";
+import { Queue, type QueueOptions, task, Worker } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
 import { inspect, waitForRedis, type WorkerEvent, WorkerProcess } from "./_helpers.ts";
 
@@ -162,18 +162,25 @@ Deno.test("queue.consume() delivers nothing new while paused, and goes on after 
   await reading;
 });
 
-Deno.test("a pause whose message is lost to a subscriber reconnect still stops every start within 1 s", async () => {
-  await using redis = await startRedis();
-  await using db = inspect(redis.url);
+/**
+ * An in-process worker at concurrency 2 runs 400 jobs of 10 ms on `queue`; after 10, `pause()`
+ * (which may first break something) pauses the queue. No job starts more than WITHIN_MS after
+ * it resolved, jobs are left, and once `resume()` resolves every job (and the promoted marker)
+ * completes.
+ */
+async function pauseMidRun(
+  queue: Queue,
+  redis: NonNullable<QueueOptions["redis"]>,
+  pause: () => Promise<unknown>,
+  resume: () => Promise<unknown>,
+): Promise<void> {
   const starts: number[] = [];
-  const sleep = task("sleep", async (data: { ms: number }, ctx) => {
+  const sleep = task("sleep", async (data: { ms: number }) => {
     starts.push(Date.now());
     await new Promise((resolve) => setTimeout(resolve, data.ms));
-    return ctx.job.id;
   });
-  await using queue = new Queue("q", { redis: redis.url });
-  const worker = new Worker("q", [sleep], {
-    redis: redis.url,
+  const worker = new Worker(queue.name, [sleep], {
+    redis,
     concurrency: 2,
     prefetch: 2,
     handleSignals: false,
@@ -184,20 +191,29 @@ Deno.test("a pause whose message is lost to a subscriber reconnect still stops e
   try {
     await queue.enqueueMany(sleep, Array.from({ length: 400 }, () => ({ data: { ms: 10 } })));
     await waitForRedis(() => Promise.resolve(completed >= 10), "10 completed");
-    // The subscriber connection is cut, then the pause is published while it is away.
-    const killed = Number(await db.call("CLIENT", "KILL", "TYPE", "pubsub"));
-    assert.ok(killed >= 1);
-    await queue.pause();
+    await pause();
     const pausedAt = Date.now();
     await promoted(queue, "marker", 1_500);
     assert.deepEqual(starts.filter((at) => at > pausedAt + WITHIN_MS), []);
     assert.ok(completed < 400, "jobs were left when the queue paused");
-    await queue.resume();
+    await resume();
     await waitForRedis(() => Promise.resolve(completed === 401), "401 completed", 30_000);
   } finally {
     await worker.stop();
     await run;
   }
+}
+
+Deno.test("a pause whose message is lost to a subscriber reconnect still stops every start within 1 s", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  await pauseMidRun(queue, redis.url, async () => {
+    // The subscriber connection is cut, then the pause is published while it is away.
+    const killed = Number(await db.call("CLIENT", "KILL", "TYPE", "pubsub"));
+    assert.ok(killed >= 1);
+    await queue.pause();
+  }, () => queue.resume());
 });
 
 Deno.test("pause() and resume() on a closed queue reject with the closed-queue error", async () => {
@@ -217,30 +233,12 @@ Deno.test("pause() and resume() on a closed queue reject with the closed-queue e
 Deno.test("Redis Cluster: pause and resume over sharded pub/sub", async () => {
   await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
   const redis = { cluster: [...cluster.urls] };
-  const starts: number[] = [];
-  const sleep = task("sleep", async (data: { ms: number }) => {
-    starts.push(Date.now());
-    await new Promise((resolve) => setTimeout(resolve, data.ms));
-  });
   await using queue = new Queue("cq", { redis });
-  const worker = new Worker("cq", [sleep], { redis, concurrency: 2, handleSignals: false });
-  let completed = 0;
-  worker.addEventListener("completed", () => completed++);
-  const run = worker.run();
-  try {
-    await queue.enqueueMany(sleep, Array.from({ length: 400 }, () => ({ data: { ms: 10 } })));
-    await waitForRedis(() => Promise.resolve(completed >= 10), "10 completed");
+  await pauseMidRun(queue, redis, async () => {
     assert.equal(await queue.pause(), true);
-    const pausedAt = Date.now();
+  }, async () => {
     assert.equal((await queue.stats()).paused, true);
-    await promoted(queue, "marker", 1_500);
-    assert.deepEqual(starts.filter((at) => at > pausedAt + WITHIN_MS), []);
-    assert.ok(completed < 400, "jobs were left when the queue paused");
     assert.equal(await queue.resume(), true);
-    await waitForRedis(() => Promise.resolve(completed === 401), "401 completed", 30_000);
     assert.equal(await queue.isPaused(), false);
-  } finally {
-    await worker.stop();
-    await run;
-  }
+  });
 });

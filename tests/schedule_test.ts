@@ -1,5 +1,6 @@
 /** Cron and interval schedules: exactly once per tick across workers, catch-up, overlap. */
 import assert from "node:assert/strict";
+import type { Redis } from "ioredis";
 import { Queue, type QueueOptions, task, ValidationError, Worker } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
 import { dueTicks, nextTick, type Spec } from "../src/schedule.ts";
@@ -16,6 +17,11 @@ const until = (check: () => boolean, what: string, timeout?: number) =>
   waitForRedis(() => Promise.resolve(check()), what, timeout);
 /** The tick ms of a job id `<schedule>@<ms>`. */
 const tickOf = (id: string) => Number(id.slice(id.lastIndexOf("@") + 1));
+/** Redis's clock, ms (whole seconds): ticks are judged on it. */
+const redisNow = async (db: Redis) => Number((await db.time())[0]) * 1_000;
+/** Waits until Redis's clock reads `ms` or later. */
+const untilRedisTime = (db: Redis, ms: number, what: string) =>
+  waitForRedis(async () => await redisNow(db) >= ms, what, 10_000);
 
 /** Runs a worker that records the ids of the jobs it completes; returns them and a stop(). */
 function running(worker: Worker, ids: string[] = []) {
@@ -40,14 +46,7 @@ Deno.test("every: 500 for 3 s fires 6 ± 1 jobs, ids <schedule>@<tick> 500 ms ap
   const w = running(new Worker("q", [ping], options(redis.url)));
   await using db = inspect(redis.url);
   // Wait until Redis's clock is 3 s past the first tick, then for the tick due then to run.
-  await waitForRedis(
-    async () => {
-      const [s] = await db.time();
-      return Number(s) * 1_000 >= first + 3_000;
-    },
-    "3 s of ticks",
-    10_000,
-  );
+  await untilRedisTime(db, first + 3_000, "3 s of ticks");
   await until(
     () => w.ids.some((id) => tickOf(id) >= first + 2_500),
     "the 6th tick",
@@ -111,14 +110,7 @@ Deno.test("an upsert that changes the cron takes effect for the next tick, and r
   const count = w.ids.length;
   // A tick fired just before the remove may still run; none after that one.
   const last = Math.max(...w.ids.map(tickOf));
-  await waitForRedis(
-    async () => {
-      const [s] = await db.time();
-      return Number(s) * 1_000 >= last + 2_500;
-    },
-    "2 more seconds",
-    10_000,
-  );
+  await untilRedisTime(db, last + 2_500, "2 more seconds");
   await w.stop();
   assert.ok(w.ids.length <= count + 1, `ticks after remove: ${w.ids.slice(count)}`);
   assert.equal(await db.zcard(queue.keys.ticks), 0);
@@ -135,9 +127,8 @@ for (const catchUp of ["latest", "none"] as const) {
     await until(() => first.ids.length >= 1, "a tick", 10_000);
     await first.stop();
     const stoppedAfter = Math.max(...first.ids.map(tickOf));
-    const redisNow = async () => Number((await db.time())[0]) * 1_000;
-    await waitForRedis(async () => await redisNow() >= stoppedAfter + 4_000, "4 s", 10_000);
-    const restart = await redisNow();
+    await untilRedisTime(db, stoppedAfter + 4_000, "4 s");
+    const restart = await redisNow(db);
     const second = running(new Worker("q", [t], options(redis.url)));
     // Wait until an on-time tick after the restart has run: catch-up came before it.
     await until(() => second.ids.some((id) => tickOf(id) > restart), "a tick", 10_000);

@@ -8,6 +8,7 @@
  */
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import { retryWait } from "../backoff.ts";
+import { isPassing } from "./health.ts";
 import { close, type RedisClusterConfig } from "./connect.ts";
 
 /**
@@ -53,13 +54,8 @@ export function openCluster(config: RedisClusterConfig, connectionName: string):
     slotsRefreshInterval: 5_000,
     ...given,
     lazyConnect: true,
-    redisOptions: { ...nodeOptions(config), connectionName },
+    redisOptions: { ...given.redisOptions, connectionName },
   });
-}
-
-/** The options every node connection takes: the user's `redisOptions`. */
-function nodeOptions(config: RedisClusterConfig): RedisOptions {
-  return { ...(config.options?.redisOptions as RedisOptions | undefined) };
 }
 
 /** Who wants to know of a link's connections. */
@@ -153,10 +149,7 @@ export class SlotLink {
    * connection, a node that is down or now a replica), ask the cluster where it lives now.
    */
   failed(err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
-    if (/MOVED|ASK|CLUSTERDOWN|READONLY|TRYAGAIN|Connection is closed|ECONN/.test(message)) {
-      this.#refresh();
-    }
+    if (isPassing(err)) this.#refresh();
   }
 
   /**

@@ -134,3 +134,22 @@ export function isConnectionLoss(err: unknown): boolean {
   return err instanceof Error &&
     (err.name === "MaxRetriesPerRequestError" || err.message === "Connection is closed.");
 }
+
+/**
+ * True for what a failover, a slot move or a reconnect brings, and passes once Redis (or the
+ * cluster) has settled: a lost connection, a redirection, a cluster, master or replica not
+ * ready yet, ioredis's spent redirections.
+ *
+ * @example
+ * ```ts
+ * import { isPassing } from "./health.ts";
+ * console.log(isPassing(new Error("MOVED 3999 127.0.0.1:7001"))); // true
+ * console.log(isPassing(new Error("ERR wrong number of arguments"))); // false
+ * ```
+ */
+export function isPassing(err: unknown): boolean {
+  if (isConnectionLoss(err)) return true;
+  const message = err instanceof Error ? err.message : String(err);
+  return /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|READONLY|MASTERDOWN|LOADING)\b|^Too many Cluster redirections|ECONN/
+    .test(message);
+}
