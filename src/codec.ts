@@ -57,6 +57,7 @@ const KNOWN = new Set([
   "retry",
   "timeout",
   "sig",
+  "pri",
 ]);
 
 /** Flattens a job into XADD field/value pairs, in wire order. */
@@ -79,12 +80,18 @@ export function encodeFields(job: WireJob): string[] {
 }
 
 /**
- * The optional fields of a job (trace, retry, timeout, sig) as XADD field/value pairs, in wire
- * order: they follow `enq`. The enqueue script writes the fields before them itself, in the
- * order of {@linkcode encodeFields}, so a batch sends only what differs from job to job.
+ * The optional fields of a job (pri, trace, retry, timeout, sig) as XADD field/value pairs, in
+ * wire order: they follow `enq`. The enqueue script writes the fields before them itself, in
+ * the order of {@linkcode encodeFields}, so a batch sends only what differs from job to job.
+ * Field `pri` names the job's priority where it is not the lowest: the stream it goes back to
+ * after a delay. It is not signed (the stream an entry sits in decides its order anyway).
  */
-export function encodeExtras(job: Pick<WireJob, "trace" | "retry" | "timeout" | "sig">): string[] {
+export function encodeExtras(
+  job: Pick<WireJob, "trace" | "retry" | "timeout" | "sig">,
+  pri?: string,
+): string[] {
   const fields: string[] = [];
+  if (pri !== undefined) fields.push("pri", pri);
   if (job.trace !== undefined) fields.push("trace", job.trace);
   if (job.retry !== undefined) fields.push("retry", job.retry);
   if (job.timeout !== undefined) fields.push("timeout", String(job.timeout));
@@ -109,10 +116,12 @@ export function decodeFields(
   let v, id, task, data, attempt, enq, trace, retry, timeout, sig: string | undefined;
   let twice: string | undefined;
   if (
-    fields.length === 12 && fields[0] === "v" && fields[2] === "id" && fields[4] === "task" &&
+    (fields.length === 12 || fields.length === 14 && fields[12] === "pri") &&
+    fields[0] === "v" && fields[2] === "id" && fields[4] === "task" &&
     fields[6] === "data" && fields[8] === "attempt" && fields[10] === "enq"
   ) {
-    // The usual entry, as sluice writes it: read in place, with no map.
+    // The usual entry, as sluice writes it (with a priority or not): read in place, with no
+    // map. Field pri is not read: the stream an entry sits in is its priority.
     [, v, , id, , task, , data, , attempt, , enq] = fields;
   } else {
     const map = new Map<string, string>();

@@ -36,6 +36,7 @@ import { isConnectionLoss, lastConnectionError, whenReady } from "./redis/health
 import type { ScriptClient } from "./scripts/mod.ts";
 import { enqueueArgs, enqueueHead, type EnqueueReply } from "./scripts/enqueue.ts";
 import type { Signer } from "./sign.ts";
+import { laneOf, type Lanes } from "./priority.ts";
 import { type AnyTask, type Task, validate } from "./task.ts";
 
 /** Options of one enqueued job, and of the call that enqueues it. */
@@ -59,6 +60,13 @@ export interface EnqueueOptions {
   retry?: { attempts?: number; backoff?: Exclude<Backoff, (...args: never) => unknown> };
   /** This job's timeout in ms; it wins over the task's. */
   timeout?: number;
+  /**
+   * The job's priority: one of the queue's `priorities`. Workers start jobs of the highest
+   * non-empty priority first.
+   *
+   * @default {the queue's `defaultPriority`}
+   */
+  priority?: string;
   /**
    * Bounds the wait: the call rejects with `signal.reason` soon after the signal aborts, for
    * instance when Redis cannot be reached. It cannot take back what was sent: if the abort
@@ -97,6 +105,10 @@ export interface EnqueueContext {
   readonly signer: Signer | undefined;
   /** Durable mode: a WAIT behind every pipeline. */
   readonly durability: Durability | undefined;
+  /** The priorities' streams. */
+  readonly lanes: Lanes;
+  /** Resolves once the queue's priority list is known to match Redis's (or rejects). */
+  ready(): Promise<void>;
   /** Where Redis is, for messages. */
   readonly redis: RedisConfig;
   /** For the handles returned. */
@@ -127,6 +139,10 @@ export interface Entry {
   extras: string[] | undefined;
   /** True if the id was made here (a UUIDv7): no earlier job can have it. */
   made: boolean;
+  /** The stream the job goes to (its priority's), when due. */
+  stream: string;
+  /** Field pri: the priority's name, unless it is the lowest. */
+  pri: string | undefined;
 }
 
 /** A job's retry and timeout in wire form. */
@@ -213,6 +229,7 @@ async function enqueue(
   signal?.throwIfAborted();
   const schema = typeof task !== "string" && (task as Task).schema !== undefined;
   const maxBytes = q.maxPayloadBytes;
+  const { lanes } = q, { fallback } = lanes, lowest = lanes.streams.length - 1;
   const now = Date.now();
   const entries: Entry[] = [];
   for (const item of items) {
@@ -254,10 +271,16 @@ async function enqueue(
         throw new ValidationError(`${action}: ${toError(err).message}`, { cause: err });
       }
     }
-    const extras = options === undefined ? undefined : encodeExtras(options);
-    entries.push({ id, data: text, when, options, extras, made: item.id === undefined });
+    const lane = item.priority === undefined ? fallback : laneOf(action, lanes, item.priority);
+    const pri = lane === lowest ? undefined : lanes.labels[lane];
+    const extras = options === undefined && pri === undefined
+      ? undefined
+      : encodeExtras(options ?? {}, pri);
+    const stream = lanes.streams[lane]!;
+    entries.push({ id, data: text, when, options, extras, made: item.id === undefined, stream, pri });
   }
   if (entries.length === 0) return [];
+  if (lanes.names.length > 0) await q.ready();
   if (q.signer !== undefined) await sign(q.signer, entries, name, now);
   signal?.throwIfAborted();
   const write = send(q, action, entries, name, now, signal);
@@ -278,7 +301,7 @@ async function sign(signer: Signer, entries: Entry[], task: string, enq: number)
       enq,
       ...entry.options,
     };
-    entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) });
+    entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) }, entry.pri);
   }));
 }
 
@@ -308,10 +331,13 @@ async function send(
   for (let i = 0; i < entries.length; i += PIPELINE_JOBS) {
     const pipeline = client.pipeline() as unknown as ScriptClient;
     const end = Math.min(i + PIPELINE_JOBS, entries.length);
-    for (let j = i; j < end; j += ENQUEUE_BATCH) {
-      pipeline.sluiceEnqueue(
-        enqueueArgs(q.keys, head, entries, j, Math.min(j + ENQUEUE_BATCH, end)),
-      );
+    // A call writes to one stream: a batch of mixed priorities is cut where they change.
+    for (let j = i, to = j; j < end; j = to) {
+      const { stream } = entries[j]!;
+      to = j + 1;
+      const most = Math.min(j + ENQUEUE_BATCH, end);
+      while (to < most && entries[to]!.stream === stream) to++;
+      pipeline.sluiceEnqueue(enqueueArgs(q.keys, stream, head, entries, j, to));
     }
     if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
     sent.push((pipeline as unknown as ChainableCommander).exec());

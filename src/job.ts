@@ -11,6 +11,7 @@ import { internal } from "./_internal.ts";
 import type { SettleOp } from "./scripts/settle.ts";
 import type { WireJob } from "./codec.ts";
 import { MAX_MS } from "./_options.ts";
+import { heldKey } from "./priority.ts";
 
 /**
  * Dead-letter reasons. A handler's job ends with `failed`, `non-retryable` or `timeout`; a
@@ -107,6 +108,12 @@ export class Job<Data = unknown> implements JobInfo {
   readonly enqueuedAt: number;
   /** The stream entry id of this delivery. */
   readonly entryId: string;
+  /** The job's priority, on a queue with `priorities`; else undefined. */
+  readonly priority: string | undefined;
+  /** @internal The lane (priority stream, highest first) the entry sits in. */
+  readonly lane: number;
+  /** @internal The key of this delivery among its consumer's held jobs (see `heldKey`). */
+  readonly key: string;
   /** Options given at enqueue, which win over the task's. */
   readonly policy: JobPolicy;
   #deliveries: number;
@@ -137,11 +144,16 @@ export class Job<Data = unknown> implements JobInfo {
     deliveries: number,
     data: Data,
     policy: JobPolicy,
+    lane = 0,
+    priority?: string,
   ) {
     if (key !== internal) {
       throw new TypeError("Cannot create a job: jobs come from queue.consume() or a Worker");
     }
     this.entryId = entryId;
+    this.lane = lane;
+    this.key = heldKey(lane, entryId);
+    this.priority = priority;
     this.policy = policy;
     this.id = wire.id;
     this.task = wire.task;

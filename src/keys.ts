@@ -8,8 +8,15 @@
 
 /** The keys of one queue. */
 export interface Keys {
-  /** Ready jobs: a stream read by the consumer group. */
+  /** Ready jobs: a stream read by the consumer group. With priorities, the lowest one's. */
   readonly stream: string;
+  /**
+   * The priority list a queue's producers and workers use, recorded at first use (a JSON array
+   * of names, lowest first; absent while the queue has one priority): see priority.ts.
+   */
+  readonly priorities: string;
+  /** The ready stream of priority `name`, for every priority but the lowest. */
+  lane(name: string): string;
   /** Dead letters: a stream of the original fields plus `error`, `reason`, `failed_at`. */
   readonly dead: string;
   /** Live workers: a zset of consumer name scored by heartbeat expiry (ms). */
@@ -88,6 +95,8 @@ export function queueKeys(name: string, prefix: string): Keys {
   const base = `${prefix}:{${name}}`;
   return {
     stream: `${base}:stream`,
+    priorities: `${base}:priorities`,
+    lane: (name) => `${base}:stream:${name}`,
     dead: `${base}:dead`,
     workers: `${base}:workers`,
     delayed: `${base}:delayed`,

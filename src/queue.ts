@@ -34,6 +34,7 @@ import {
 import { type QueueStats, stats } from "./stats.ts";
 import { pauseArgs } from "./scripts/pause.ts";
 import { Schedules } from "./schedule.ts";
+import { checkRecorded, lanesOf, type Lanes } from "./priority.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats } from "./stats.ts";
@@ -111,6 +112,22 @@ export interface QueueOptions {
    * the last writes)
    */
   durability?: Durability;
+  /**
+   * Named priorities, lowest first, such as `["bulk", "normal", "urgent"]`: each has its own
+   * stream, and workers start jobs of the highest non-empty priority first (strict order: a
+   * flooded high priority starves the lower ones). Producers and workers of a queue must use
+   * the same list: it is recorded in Redis at first use, and a different one is refused with
+   * a `ValidationError`. 1 to 16 names of `A-Z a-z 0-9 . _ : -`.
+   *
+   * @default {undefined} (one priority, the plain stream)
+   */
+  priorities?: readonly string[];
+  /**
+   * The priority of jobs enqueued without one.
+   *
+   * @default {the first (lowest) of `priorities`}
+   */
+  defaultPriority?: string;
 }
 
 /** Redis's default proto-max-bulk-len: no bigger string can be written. */
@@ -129,6 +146,8 @@ export interface QueueSettings {
   readonly signer: Signer | undefined;
   /** Undefined: no WAIT anywhere. */
   readonly durability: Durability | undefined;
+  /** The priorities' streams (one without priorities). */
+  readonly lanes: Lanes;
 }
 
 /**
@@ -136,6 +155,7 @@ export interface QueueSettings {
  * @throws {TypeError} If the name, prefix, group, redis, durability or a signing key is
  * invalid.
  * @throws {RangeError} If a number is out of range.
+ * @throws {ValidationError} If the priorities or the default priority are invalid.
  */
 export function queueSettings(
   name: string,
@@ -152,6 +172,8 @@ export function queueSettings(
     maxPayloadBytes = 1_048_576,
     signingKeys,
     durability,
+    priorities,
+    defaultPriority,
   } = options;
   checkInt(action, "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
   checkInt(action, "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
@@ -171,6 +193,7 @@ export function queueSettings(
     maxPayloadBytes,
     signer,
     durability: durability === undefined ? undefined : checkDurability(action, durability),
+    lanes: lanesOf(action, keys, priorities, defaultPriority),
   };
 }
 
@@ -226,6 +249,8 @@ export class Queue implements AsyncDisposable {
   #closed = false;
   /** What enqueue.ts needs: made once, since every enqueue uses it. */
   #producer: EnqueueContext;
+  /** The priority list's check against Redis, once it has been started. */
+  #checked: Promise<void> | undefined;
 
   /**
    * Makes a queue handle. Nothing connects until the first enqueue or consume.
@@ -440,6 +465,8 @@ export class Queue implements AsyncDisposable {
       maxPayloadBytes: this.#settings.maxPayloadBytes,
       signer: this.#settings.signer,
       durability: this.#settings.durability,
+      lanes: this.#settings.lanes,
+      ready: () => this.#ready(),
       redis: this.#settings.redis,
       handles: this.#handleContext(),
       client: () => this.#command(),
@@ -449,6 +476,20 @@ export class Queue implements AsyncDisposable {
         write.then(done, done);
       },
     };
+  }
+
+  /** Records or checks the priority list in Redis, once: again only after a failure. */
+  #ready(): Promise<void> {
+    this.#checked ??= checkRecorded(
+      `Cannot enqueue to ${this.name}`,
+      this.#command(),
+      this.keys,
+      this.#settings.lanes,
+    ).catch((err) => {
+      this.#checked = undefined;
+      throw err;
+    });
+    return this.#checked;
   }
 
   #handleContext(): HandleContext {

@@ -47,6 +47,8 @@ export interface JobInfo {
   readonly deliveries: number;
   /** When the job was first enqueued, ms since epoch. */
   readonly enqueuedAt: number;
+  /** The job's priority, on a queue with `priorities`; else undefined. */
+  readonly priority: string | undefined;
   /** The fencing token: who holds this delivery. */
   readonly token: { readonly consumer: string; readonly deliveries: number };
 }

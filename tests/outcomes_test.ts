@@ -129,7 +129,7 @@ Deno.test("an enqueue call of made ids that runs twice (a resend after a lost re
     extras: undefined,
     made: true,
   }));
-  const args = enqueueArgs(keys, head, jobs, 0, jobs.length);
+  const args = enqueueArgs(keys, keys.stream, head, jobs, 0, jobs.length);
   assert.equal(args[args.indexOf(WIRE_VERSION) + 1], "plain-new");
   const first = await shared.command.sluiceEnqueue(args);
   const again = await shared.command.sluiceEnqueue(args);

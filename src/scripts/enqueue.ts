@@ -2,11 +2,11 @@
  * ENQUEUE: writes a batch of jobs of one task, each unless its id is still known (dedup).
  * `enqueueHead` and `enqueueArgs` build its arguments.
  *
- * KEYS: stream, delayed, payloads, then one record per job.
+ * KEYS: stream (the jobs' priority's), delayed, payloads, then one record per job.
  * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape; then per job,
  * if shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
  * or 'at'), ms, n, data, then n values: the job's optional fields as field/value pairs (trace to
- * sig, as encodeExtras in codec.ts lays them out). With 'delay' a job is due `ms` after Redis
+ * sig, as encodeExtras in codec.ts lays them out; pri first). With 'delay' a job is due `ms` after Redis
  * TIME, so producer clocks do not matter; with 'at' it is due at epoch ms.
  * The wake channel is a pub/sub channel, not a key: it stays in ARGV.
  * Reply (`EnqueueReply`): one value per job: the entry id if written to the stream, the due
@@ -118,6 +118,7 @@ export function enqueueHead(keys: Keys, task: string, enq: number, version: stri
  * The arguments of one ENQUEUE call, for jobs `from` to `to`, key count first.
  *
  * @param keys The queue's keys.
+ * @param stream The stream the jobs due now go to: their priority's.
  * @param head What `enqueueHead` built.
  * @param jobs The jobs.
  * @param from The first job of this call.
@@ -126,6 +127,7 @@ export function enqueueHead(keys: Keys, task: string, enq: number, version: stri
  */
 export function enqueueArgs(
   keys: Keys,
+  stream: string,
   head: readonly string[],
   jobs: readonly EnqueueJob[],
   from: number,
@@ -137,7 +139,7 @@ export function enqueueArgs(
     if (job.when !== undefined || job.extras !== undefined) plain = false;
     if (job.made !== true) made = false;
   }
-  const args = [String(3 + to - from), keys.stream, keys.delayed, keys.payloads];
+  const args = [String(3 + to - from), stream, keys.delayed, keys.payloads];
   for (let i = from; i < to; i++) args.push(keys.job(jobs[i]!.id));
   for (const arg of head) args.push(arg);
   args.push((plain ? "plain" : "full") + (made ? "-new" : ""));
