@@ -22,6 +22,7 @@ import type { RetryOptions } from "./backoff.ts";
 import type { Signer } from "./sign.ts";
 import type { Cancels } from "./cancel.ts";
 import { internal } from "./_internal.ts";
+import type { LaneEntries } from "./read.ts";
 
 /** Entries as XREADGROUP returns them: id and flat fields. */
 export type ReadEntry = [entryId: string, fields: string[]];
@@ -52,13 +53,18 @@ export class Admitter {
    * until now. `mark` is the cancel listener's state from before the read: if a cancel may have
    * been missed since, the jobs' records are looked at.
    */
-  async fresh(entries: readonly ReadEntry[], mark: number): Promise<void> {
-    let admitted: Job[];
+  async fresh(reads: LaneEntries, mark: number): Promise<void> {
+    let admitted: Job[] = [];
+    let count = 0;
+    for (const [, entries] of reads) count += entries.length;
     try {
-      const admission = this.admit(entries);
-      admitted = Array.isArray(admission) ? admission : await admission;
+      for (const [lane, entries] of reads) {
+        const admission = this.admit(entries, undefined, lane);
+        const jobs = Array.isArray(admission) ? admission : await admission;
+        admitted = admitted.length === 0 ? jobs : admitted.concat(jobs);
+      }
     } finally {
-      this.#c.window.free(entries.length);
+      this.#c.window.free(count);
     }
     if (this.#cancels.missed(mark)) await this.#cancels.check(admitted);
   }
@@ -70,8 +76,13 @@ export class Admitter {
    * no await either.
    *
    * @param deliveries Each entry's delivery count (claimed entries); fresh reads are all 1.
+   * @param lane The lane (priority stream) the entries come from.
    */
-  admit(batch: readonly ReadEntry[], deliveries?: readonly number[]): Job[] | Promise<Job[]> {
+  admit(
+    batch: readonly ReadEntry[],
+    deliveries?: readonly number[],
+    lane = 0,
+  ): Job[] | Promise<Job[]> {
     const { signer, maxPayloadBytes } = this.#c.ctx;
     if (signer === undefined && !batch.some(([, fields]) => mayBeMangled(fields))) {
       return this.#admitDecoded(
@@ -79,17 +90,20 @@ export class Admitter {
         deliveries,
         batch.map(([, fields]) => decodeFields(fields, maxPayloadBytes)),
         true,
+        lane,
       );
     }
-    return this.#admitChecked(batch, deliveries, signer);
+    return this.#admitChecked(batch, deliveries, signer, lane);
   }
 
   async #admitChecked(
     batch: readonly ReadEntry[],
     deliveries: readonly number[] | undefined,
     signer: Signer | undefined,
+    lane: number,
   ): Promise<Job[]> {
-    const mangled = await this.#badBytes(batch.filter(([, fields]) => mayBeMangled(fields)));
+    const suspects = batch.filter(([, fields]) => mayBeMangled(fields));
+    const mangled = await this.#badBytes(suspects, lane);
     const verdicts = batch.map(([entryId, fields]): Verdict =>
       mangled.has(entryId)
         ? { reason: "bad-encoding", error: "a field is not valid UTF-8" }
@@ -110,7 +124,7 @@ export class Admitter {
         };
       });
     }
-    return this.#admitDecoded(batch, deliveries, verdicts, signer === undefined);
+    return this.#admitDecoded(batch, deliveries, verdicts, signer === undefined, lane);
   }
 
   /**
@@ -118,13 +132,12 @@ export class Admitter {
    * with U+FFFD for invalid bytes: a second look, as bytes, tells a real U+FFFD from a mangled
    * byte. An entry gone from the stream meanwhile cannot be checked, and counts as bad.
    */
-  async #badBytes(suspects: readonly ReadEntry[]): Promise<Set<string>> {
+  async #badBytes(suspects: readonly ReadEntry[], lane: number): Promise<Set<string>> {
     const bad = new Set<string>();
     if (suspects.length === 0) return bad;
     const pipeline = this.#c.ctx.client.pipeline();
-    for (const [entryId] of suspects) {
-      pipeline.xrangeBuffer(this.#c.ctx.keys.stream, entryId, entryId);
-    }
+    const stream = this.#c.ctx.lanes.streams[lane]!;
+    for (const [entryId] of suspects) pipeline.xrangeBuffer(stream, entryId, entryId);
     const replies = (await pipeline.exec()) ?? [];
     suspects.forEach(([entryId], i) => {
       const [err, reply] = replies[i] ?? [new Error("no reply")];
@@ -144,6 +157,7 @@ export class Admitter {
     counts: readonly number[] | undefined,
     verdicts: Verdict[],
     trusted: boolean,
+    lane: number,
   ): Job[] {
     const admitted: Job[] = [];
     batch.forEach(([entryId, fields], i) => {
@@ -151,23 +165,23 @@ export class Admitter {
       const deliveries = counts === undefined ? 1 : counts[i]!;
       if (isFailure(verdict)) {
         const id = verdict.reason === "too-large" && trusted ? jobIdOf(fields) : undefined;
-        this.#bury(entryId, deliveries, verdict.error, verdict.reason, id);
+        this.#bury(lane, entryId, deliveries, verdict.error, verdict.reason, id);
         return;
       }
       let data: unknown;
       try {
         data = decodeData(verdict.data);
       } catch (err) {
-        this.#bury(entryId, deliveries, dataError(err), "bad-json", verdict.id);
+        this.#bury(lane, entryId, deliveries, dataError(err), "bad-json", verdict.id);
         return;
       }
-      admitted.push(this.#hold(entryId, deliveries, verdict, data));
+      admitted.push(this.#hold(lane, entryId, deliveries, verdict, data));
     });
     return admitted;
   }
 
   /** Turns a decoded entry into a held job, ready to hand out. */
-  #hold(entryId: string, deliveries: number, decoded: WireJob, data: unknown): Job {
+  #hold(lane: number, entryId: string, deliveries: number, decoded: WireJob, data: unknown): Job {
     let policy = NO_POLICY;
     if (decoded.retry !== undefined || decoded.timeout !== undefined) {
       const own: { retry?: RetryOptions; timeout?: number } = {};
@@ -175,9 +189,22 @@ export class Admitter {
       if (decoded.timeout !== undefined) own.timeout = decoded.timeout;
       policy = own;
     }
-    const job = new Job(internal, this.#lessor, decoded, entryId, deliveries, data, policy);
-    this.#c.held.set(entryId, job);
-    this.#c.buffer.push(job);
+    const { held, buffer, ctx } = this.#c;
+    const job = new Job(
+      internal,
+      this.#lessor,
+      decoded,
+      entryId,
+      deliveries,
+      data,
+      policy,
+      lane,
+      ctx.lanes.labels[lane],
+    );
+    held.set(job.key, job);
+    // Handed out highest priority first (lane 0), in read order within a priority.
+    if ((buffer.at(-1)?.lane ?? 0) <= lane) buffer.push(job);
+    else buffer.splice(buffer.findIndex((other) => other.lane > lane), 0, job);
     this.#cancels.admitted(job);
     return job;
   }
@@ -187,8 +214,15 @@ export class Admitter {
    * reason and the error, never the payload. With a trusted job id, the job's own record is
    * marked dead (a producer awaiting its result learns of it); otherwise a placeholder is.
    */
-  #bury(entryId: string, deliveries: number, error: string, reason: DeadReason, id?: string): void {
-    const { window, ctx, name } = this.#c;
+  #bury(
+    lane: number,
+    entryId: string,
+    deliveries: number,
+    error: string,
+    reason: DeadReason,
+    id?: string,
+  ): void {
+    const { window, ctx, name, views } = this.#c;
     window.burying++;
     const { logger, client } = ctx;
     const text = trimText(error);
@@ -197,7 +231,7 @@ export class Admitter {
     );
     // With no trusted id, the op names no record: it touches none and tells no one.
     const job = { entryId, deliveries, id };
-    client.sluiceSettle(settleArgs(ctx, name, [{ op: "dead", job, error: text, reason }]))
+    client.sluiceSettle(settleArgs(views[lane]!, name, [{ op: "dead", job, error: text, reason }]))
       .catch((err) =>
         logger.error(`sluice: queue ${ctx.name}: could not dead-letter ${entryId}`, err)
       )

@@ -10,18 +10,19 @@
  */
 import { settlesWithin } from "./async.ts";
 import type { QueueContext } from "./queue.ts";
-import { LeaseLostError } from "./errors.ts";
+import { LeaseLostError, ValidationError } from "./errors.ts";
 import { Job } from "./job.ts";
 import { processName } from "./redis/connect.ts";
 import { checkInt, checkLimit, MAX_MS, show } from "./_options.ts";
 import { internal } from "./_internal.ts";
 import { ADAPT_CHECK_MS, type Resize, Window } from "./window.ts";
-import { Admitter, type ReadEntry } from "./admit.ts";
+import { Admitter } from "./admit.ts";
 import { Cancels } from "./cancel.ts";
 import { Promoter } from "./delayed.ts";
 import { type Gated, PauseGate } from "./pause.ts";
 import { Leases } from "./lease.ts";
-import { Reader } from "./read.ts";
+import { Floor, type LaneEntries, Reader } from "./read.ts";
+import { laneViews } from "./priority.ts";
 import { Reclaimer } from "./reclaim.ts";
 import { Settler } from "./settle.ts";
 import { retire } from "./scripts/retire.ts";
@@ -66,8 +67,13 @@ export interface Holding {
   readonly ctx: QueueContext;
   /** The consumer name in the group. */
   readonly name: string;
-  /** Every job read and not yet settled, handed out or not, by entry id. */
+  /** Every job read and not yet settled, handed out or not, by `job.key` (its entry id and
+   * lane). */
   readonly held: Map<string, Job>;
+  /** Where reads of several lanes (priorities) stand. */
+  readonly floor: Floor;
+  /** The queue as each lane's scripts see it (see `laneViews`), in lane order. */
+  readonly views: readonly (QueueContext & { readonly pri?: string })[];
   /** Jobs read and not yet handed out, oldest first. */
   readonly buffer: Job[];
   readonly window: Window;
@@ -83,7 +89,7 @@ export interface Holding {
   /** May a settle read right behind it now? Not while a promotion or a reclaim is due. */
   readsBehindSettles(now: number): boolean;
   /** Entries read behind a settle: admit them and hand them to the loop. */
-  admitRead(entries: ReadEntry[], mark: number): Promise<void>;
+  admitRead(entries: LaneEntries, mark: number): Promise<void>;
   /** The adaptive window changed size. */
   resized(resize: Resize): void;
 }
@@ -127,9 +133,13 @@ export class Consumer implements Holding, Gated {
   readonly readable: ReadableStream<Job>;
   readonly held = new Map<string, Job>();
   readonly buffer: Job[] = [];
+  readonly floor: Floor;
+  readonly views: readonly (QueueContext & { readonly pri?: string })[];
   readonly window: Window;
   readonly cancels: Cancels;
   stopping = false;
+  /** Why the consumer stopped on its own, if it did (a priority list other than Redis's). */
+  failure: Error | undefined;
   #reader: Reader;
   #settler: Settler;
   #admitter: Admitter;
@@ -158,6 +168,8 @@ export class Consumer implements Holding, Gated {
     checkIdle(action, ctx.durability, idleTimeout);
     this.ctx = ctx;
     this.name = consumer;
+    this.floor = new Floor(ctx.lanes.streams);
+    this.views = laneViews(ctx);
     this.window = new Window(prefetch);
     this.cancels = new Cancels(this);
     this.#settler = new Settler(this);
@@ -282,8 +294,8 @@ export class Consumer implements Holding, Gated {
 
   forget(job: Job): void {
     // Only this very job: after a self-reclaim the entry id may be held by the same Job again.
-    if (this.held.get(job.entryId) !== job) return;
-    this.held.delete(job.entryId);
+    if (this.held.get(job.key) !== job) return;
+    this.held.delete(job.key);
     this.wake();
     if (this.held.size === 0 && this.stopping) void this.#maybeFinish();
   }
@@ -309,7 +321,7 @@ export class Consumer implements Holding, Gated {
       now < this.#reclaimer.next;
   }
 
-  async admitRead(entries: ReadEntry[], mark: number): Promise<void> {
+  async admitRead(entries: LaneEntries, mark: number): Promise<void> {
     try {
       await this.#admitter.fresh(entries, mark);
     } catch (err) {
@@ -378,8 +390,22 @@ export class Consumer implements Holding, Gated {
       }
       this.#reader.succeeded();
     } catch (err) {
+      // A priority list other than Redis's: no read can ever be right. The stream ends with it.
+      if (err instanceof ValidationError) return this.#fail(err);
       await this.#reader.recover(err, this.#roomFreed());
     }
+  }
+
+  /** Ends the stream with `err` (read by the next `for await` step), and stops. */
+  #fail(err: Error): void {
+    this.failure = err;
+    try {
+      this.#controller?.error(err);
+    } catch {
+      // already closed
+    }
+    this.#controller = undefined;
+    this.stop();
   }
 
   /**
@@ -438,7 +464,8 @@ export class Consumer implements Holding, Gated {
     const retirement = async () => {
       if (this.#busy) await this.#busy;
       await this.#settler.idle();
-      const released = await retire(client, this.ctx, this.name);
+      let released = 0;
+      for (const view of this.views) released += await retire(client, view, this.name);
       if (released > 0) {
         logger.warn(`sluice: queue ${this.ctx.name}: released ${released} unseen deliveries`);
       }

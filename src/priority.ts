@@ -144,13 +144,38 @@ export async function checkRecorded(
   const recorded = lanes.record === ""
     ? await client.call("GET", keys.priorities)
     : await client.call("SET", keys.priorities, lanes.record, "NX", "GET");
-  const theirs = typeof recorded === "string" ? recorded : "";
+  // SET NX GET replies nil when it recorded our list just now.
+  const theirs = typeof recorded === "string" ? recorded : lanes.record;
   if (theirs === lanes.record) return;
   const mine = lanes.record === "" ? "none" : lanes.record;
   throw new ValidationError(
     `${action}: the priorities given here (${mine}) differ from the ones recorded for this queue in Redis (${
       theirs === "" ? "none" : theirs
     }); every producer and worker of a queue must use the same list, lowest first. To change it, drain the queue and delete ${keys.priorities}`,
+  );
+}
+
+/**
+ * One view of the queue per lane, in lane order: the queue itself for the lowest priority's
+ * lane, and for each other lane a copy whose `keys.stream` is that lane's stream and whose
+ * `pri` is its name. Every per-stream script's argument builder then works on any lane
+ * unchanged.
+ *
+ * @example
+ * ```ts
+ * import { laneViews, lanesOf } from "./priority.ts";
+ * import { queueKeys } from "./keys.ts";
+ * const keys = queueKeys("mail", "sluice");
+ * const views = laneViews({ keys, lanes: lanesOf("", keys, ["bulk", "urgent"]) });
+ * console.log(views.map((v) => v.keys.stream)); // ["sluice:{mail}:stream:urgent", "sluice:{mail}:stream"]
+ * ```
+ */
+export function laneViews<Q extends { readonly keys: Keys; readonly lanes: Lanes }>(
+  q: Q,
+): (Q & { readonly pri?: string })[] {
+  const { streams, labels } = q.lanes, lowest = streams.length - 1;
+  return streams.map((stream, lane) =>
+    lane === lowest ? q : { ...q, keys: { ...q.keys, stream }, pri: labels[lane]! }
   );
 }
 

@@ -3,6 +3,15 @@
  * connection, cutting it short with CLIENT UNBLOCK, and recovery when reads fail (a missing
  * group is recreated).
  *
+ * With priorities, each has its own stream (a lane, highest first), and reads keep strict
+ * order cheaply: a read asks the lowest lane it needs (the floor) for all the room, and each
+ * lane above it for one entry, a probe. A probe that brings a job means a higher priority has
+ * work: the floor moves up to it. A floor lane that brings less than asked is drained: the
+ * next read looks one lane lower. Only when a read of every lane brings nothing does the
+ * consumer block, on all of them. A read may so bring one entry per lane above the floor
+ * beyond the room, and the hand-out order (admit.ts) puts those first. One lane (no
+ * priorities) is a plain XREADGROUP, as before.
+ *
  * @module
  */
 import type { Holding } from "./consume.ts";
@@ -10,8 +19,99 @@ import type { ReadEntry } from "./admit.ts";
 import { settlesWithin } from "./async.ts";
 import { retryWait } from "./backoff.ts";
 import { isOutOfMemory, toError } from "./errors.ts";
+import { checkRecorded } from "./priority.ts";
 import { type BlockingLine, blockingLine } from "./redis/connect.ts";
-import type { Redis } from "ioredis";
+import type { ChainableCommander, Redis } from "ioredis";
+
+/** Entries read, by lane: `[lane, entries]` for each lane that brought any. */
+export type LaneEntries = (readonly [lane: number, entries: ReadEntry[]])[];
+
+/**
+ * Where a consumer's reads of several lanes stand (see the module doc): the lane that gets the
+ * room, and whether the last look at every lane found none with work.
+ */
+export class Floor {
+  /** The lane asked for the room; those above it get probes. */
+  lane = 0;
+  readonly #last: number;
+  readonly #lane: ReadonlyMap<string, number>;
+
+  /** @param streams The lanes' streams, highest priority first. */
+  constructor(streams: readonly string[]) {
+    this.#last = streams.length - 1;
+    this.#lane = new Map(streams.map((stream, lane) => [stream, lane]));
+  }
+
+  /** True if the queue has one lane: reads are plain. */
+  get single(): boolean {
+    return this.#last === 0;
+  }
+
+  /** True once the floor is the lowest lane: a read that brings nothing found none with work. */
+  get bottom(): boolean {
+    return this.lane === this.#last;
+  }
+
+  /**
+   * Queues one read of `count` on `pipeline`: one XREADGROUP per lane down to the floor.
+   * Returns how many were queued.
+   */
+  queue(
+    pipeline: ChainableCommander,
+    streams: readonly string[],
+    group: string,
+    consumer: string,
+    count: number,
+  ): number {
+    for (let lane = 0; lane <= this.lane; lane++) {
+      const ask = lane < this.lane ? 1 : count;
+      pipeline.xreadgroup("GROUP", group, consumer, "COUNT", ask, "STREAMS", streams[lane]!, ">");
+    }
+    return this.lane + 1;
+  }
+
+  /**
+   * Learns from the replies of a read `queue()` sent (in lane order), and returns what it
+   * brought. A lane whose reply failed counts as drained; its error is returned to throw once
+   * the rest is admitted.
+   */
+  learn(
+    replies: readonly ([Error | null, unknown] | undefined)[],
+    count: number,
+  ): { entries: LaneEntries; error: Error | undefined } {
+    const entries: LaneEntries = [];
+    // The floor the read was sent with: reads behind settles and the loop's may cross.
+    const floor = replies.length - 1;
+    let error: Error | undefined, full = -1;
+    for (let lane = 0; lane <= floor; lane++) {
+      const [err, reply] = replies[lane] ?? [new Error("no reply"), null];
+      if (err) {
+        error ??= err;
+        continue;
+      }
+      const got = (reply as [string, ReadEntry[]][] | null)?.[0]?.[1] ?? [];
+      if (got.length > 0) entries.push([lane, got]);
+      if (full < 0 && got.length >= (lane < floor ? 1 : count)) full = lane;
+    }
+    // A lane that brought all it was asked may have more: it gets the room next. Otherwise
+    // every lane read is drained, and the next read looks one lane lower.
+    this.lane = full >= 0 ? full : Math.min(floor + 1, this.#last);
+    return { entries, error };
+  }
+
+  /** Learns from a blocking read of every lane: the highest lane that brought entries gets
+   * the room next. Returns what it brought. */
+  woken(reply: [string, ReadEntry[]][] | null): LaneEntries {
+    const entries: LaneEntries = [];
+    for (const [stream, got] of reply ?? []) {
+      const lane = this.#lane.get(stream);
+      if (lane !== undefined && got.length > 0) entries.push([lane, got]);
+    }
+    entries.sort((a, b) => a[0] - b[0]);
+    this.lane = entries[0]?.[0] ?? this.#last;
+    return entries;
+  }
+}
 
 /** The longest a blocking read waits before the loop looks around again. */
 const MAX_BLOCK_MS = 10_000;
@@ -25,27 +125,30 @@ export class Reader {
   /** The connection `#id` belongs to. */
   #idOn: Redis | undefined;
   /** The blocking read, while under way. */
-  #read: Promise<ReadEntry[]> | undefined;
+  #read: Promise<unknown> | undefined;
   #group: Promise<void> | undefined;
   #failures = 0;
+  #floor: Floor;
 
   constructor(c: Holding) {
     this.#c = c;
+    this.#floor = c.floor;
     const { redis, client, keys } = c.ctx;
     this.#line = blockingLine(redis, client, keys.stream, c.name);
   }
 
-  /** Makes sure the consumer group exists (once, or again with `force`). */
+  /**
+   * Makes sure the consumer group exists on every lane's stream (once, or again with `force`),
+   * after checking the queue's priority list against Redis's the first time.
+   */
   ensureGroup(force = false): Promise<void> {
     if (this.#group === undefined || force) {
-      const { client, keys, group } = this.#c.ctx;
-      this.#group = client.xgroup("CREATE", keys.stream, group, "0", "MKSTREAM")
-        .then(() => {}, async (err) => {
-          const message = toError(err).message;
-          if (message.includes("BUSYGROUP")) return;
-          // At maxmemory Redis refuses XGROUP CREATE before it looks for the group: if the
-          // group is there, workers may still drain the queue.
-          if (isOutOfMemory(err) && await this.#groupExists().catch(() => false)) return;
+      const { client, lanes, keys, name } = this.#c.ctx;
+      const checked = this.#group === undefined
+        ? checkRecorded(`Cannot consume ${name}`, client, keys, lanes)
+        : Promise.resolve();
+      this.#group = checked.then(() => Promise.all(lanes.streams.map((s) => this.#create(s))))
+        .then(() => {}, (err) => {
           this.#group = undefined;
           throw err;
         });
@@ -53,9 +156,21 @@ export class Reader {
     return this.#group;
   }
 
-  async #groupExists(): Promise<boolean> {
-    const { client, keys, group } = this.#c.ctx;
-    const groups = await client.xinfo("GROUPS", keys.stream) as unknown[][];
+  #create(stream: string): Promise<void> {
+    const { client, group } = this.#c.ctx;
+    return client.xgroup("CREATE", stream, group, "0", "MKSTREAM").then(() => {}, async (err) => {
+      const message = toError(err).message;
+      if (message.includes("BUSYGROUP")) return;
+      // At maxmemory Redis refuses XGROUP CREATE before it looks for the group: if the
+      // group is there, workers may still drain the queue.
+      if (isOutOfMemory(err) && await this.#groupExists(stream).catch(() => false)) return;
+      throw err;
+    });
+  }
+
+  async #groupExists(stream: string): Promise<boolean> {
+    const { client, group } = this.#c.ctx;
+    const groups = await client.xinfo("GROUPS", stream) as unknown[][];
     return groups.some((g) => {
       for (let i = 0; i + 1 < g.length; i += 2) if (g[i] === "name") return g[i + 1] === group;
       return false;
@@ -68,7 +183,7 @@ export class Reader {
    * in the window as requested until admitted: checking them may take a while, and a settle
    * must not read that room again meanwhile.
    */
-  async read(wakeAt: number, dueAt: number): Promise<ReadEntry[]> {
+  async read(wakeAt: number, dueAt: number): Promise<LaneEntries> {
     const blocking = await this.#line.connection();
     if (this.#idOn !== blocking) {
       this.#idOn = blocking;
@@ -79,7 +194,7 @@ export class Reader {
     }
     this.#id ??= Number(await blocking.client("ID"));
     if (this.#c.stopping) return [];
-    const { window, held, ctx, name } = this.#c;
+    const { window, held } = this.#c;
     const count = window.readRoom(held.size);
     if (count <= 0) return [];
     const block = Math.max(1, Math.min(MAX_BLOCK_MS, wakeAt - Date.now()));
@@ -89,9 +204,28 @@ export class Reader {
       ? setTimeout(() => this.interrupt(), Math.max(0, dueAt - Date.now()))
       : undefined;
     window.reserve(count);
-    let entries: ReadEntry[];
+    let entries: LaneEntries;
     try {
-      this.#read = blocking.xreadgroup(
+      entries = await this.#blockingRead(blocking, count, block);
+    } catch (err) {
+      window.free(count);
+      throw err;
+    } finally {
+      this.#read = undefined;
+      clearTimeout(timer);
+    }
+    let got = 0;
+    for (const [, read] of entries) got += read.length;
+    window.free(count - got);
+    return entries;
+  }
+
+  /** Reads `count` entries, waiting up to `block` ms for the first if no lane has any. */
+  async #blockingRead(blocking: Redis, count: number, block: number): Promise<LaneEntries> {
+    const { ctx, name } = this.#c;
+    const floor = this.#floor;
+    if (floor.single) {
+      const sent = blocking.xreadgroup(
         "GROUP",
         ctx.group,
         name,
@@ -103,16 +237,38 @@ export class Reader {
         ctx.keys.stream,
         ">",
       ).then((reply) => (reply as [string, ReadEntry[]][] | null)?.[0]?.[1] ?? []);
-      entries = await this.#read;
-    } catch (err) {
-      window.free(count);
-      throw err;
-    } finally {
-      this.#read = undefined;
-      clearTimeout(timer);
+      this.#read = sent;
+      const entries = await sent;
+      return entries.length === 0 ? [] : [[0, entries]];
     }
-    window.free(count - entries.length);
-    return entries;
+    const { streams } = ctx.lanes;
+    // Lanes with work are read without blocking, from the floor up (one lane lower each time
+    // a read finds the floor drained); only a read of every lane that finds nothing blocks.
+    for (let bottom = false; !bottom;) {
+      bottom = floor.bottom;
+      const pipeline = blocking.pipeline();
+      floor.queue(pipeline, streams, ctx.group, name, count);
+      const sent = pipeline.exec();
+      this.#read = sent;
+      const { entries, error } = floor.learn((await sent) ?? [], count);
+      // Entries read are ours whatever else failed: they are admitted first.
+      if (entries.length > 0) return entries;
+      if (error) throw error;
+    }
+    const sent = blocking.xreadgroup(
+      "GROUP",
+      ctx.group,
+      name,
+      "COUNT",
+      count,
+      "BLOCK",
+      block,
+      "STREAMS",
+      ...streams,
+      ...streams.map(() => ">"),
+    );
+    this.#read = sent;
+    return floor.woken(await sent as [string, ReadEntry[]][] | null);
   }
 
   /** Ends a blocking read now, as if it had timed out; the loop then looks again. */

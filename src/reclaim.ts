@@ -12,6 +12,7 @@ import { Job } from "./job.ts";
 import { internal } from "./_internal.ts";
 import { markDeadArgs } from "./scripts/mark_dead.ts";
 import { reclaimArgs } from "./scripts/reclaim.ts";
+import { heldKey } from "./priority.ts";
 
 /** One consumer's reclaimer. */
 export class Reclaimer {
@@ -22,7 +23,8 @@ export class Reclaimer {
   #cancels: Cancels;
   #idleTimeout: number;
   #maxDeliveries: number;
-  #cursor = "0-0";
+  /** Where each lane's XAUTOCLAIM left off. */
+  #cursors: string[];
   #runs = 0;
 
   constructor(
@@ -37,6 +39,7 @@ export class Reclaimer {
     this.#cancels = cancels;
     this.#idleTimeout = idleTimeout;
     this.#maxDeliveries = maxDeliveries;
+    this.#cursors = c.views.map(() => "0-0");
   }
 
   /**
@@ -44,29 +47,35 @@ export class Reclaimer {
    * settle's read among them), until the claimed jobs are held.
    */
   async run(): Promise<void> {
-    const { window, held } = this.#c;
+    const { window, held, views } = this.#c;
     const room = Math.max(0, window.room(held.size));
     window.reserve(room);
+    const prune = this.#runs++ % 10 === 0;
+    this.next = Date.now() + Math.max(1, Math.floor(this.#idleTimeout / 3));
     try {
-      await this.#claim(room);
+      // Each lane (priority stream) in turn, highest first, while room is left.
+      let left = room;
+      for (let lane = 0; lane < views.length && left > 0; lane++) {
+        left -= await this.#claim(lane, left, prune);
+      }
     } finally {
       window.free(room);
     }
   }
 
-  async #claim(room: number): Promise<void> {
-    const prune = this.#runs++ % 10 === 0;
-    this.next = Date.now() + Math.max(1, Math.floor(this.#idleTimeout / 3));
-    const { ctx, held, name } = this.#c;
+  /** One XAUTOCLAIM step on one lane; returns how many entries it claimed. */
+  async #claim(lane: number, room: number, prune: boolean): Promise<number> {
+    const { ctx, held, name, views } = this.#c;
     const { logger, client } = ctx;
-    const [cursor, claimed, deleted, buried] = await client.sluiceReclaim(reclaimArgs(ctx, name, {
+    const view = views[lane]!;
+    const [cursor, claimed, deleted, buried] = await client.sluiceReclaim(reclaimArgs(view, name, {
       minIdle: this.#idleTimeout,
-      cursor: this.#cursor,
+      cursor: this.#cursors[lane]!,
       count: room,
       maxDeliveries: this.#maxDeliveries,
       prune,
     }));
-    this.#cursor = cursor;
+    this.#cursors[lane] = cursor;
     if (deleted.length > 0) {
       logger.warn(
         `sluice: queue ${ctx.name}: ${deleted.length} pending entries were trimmed from the stream before they were settled; dropped them from the pending list (${
@@ -77,7 +86,7 @@ export class Reclaimer {
     // Admit what was claimed first: it is ours in Redis now, whatever happens next.
     const fresh: ReadEntry[] = [], counts: number[] = [];
     for (const [entryId, deliveries, fields] of claimed) {
-      const mine = held.get(entryId);
+      const mine = held.get(heldKey(lane, entryId));
       if (mine === undefined) {
         fresh.push([entryId, fields]);
         counts.push(deliveries);
@@ -90,7 +99,9 @@ export class Reclaimer {
         `sluice: queue ${ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.#idleTimeout} ms) while held; was the event loop blocked?`,
       );
     }
-    await this.#cancels.check(fresh.length === 0 ? [] : await this.#admitter.admit(fresh, counts));
+    await this.#cancels.check(
+      fresh.length === 0 ? [] : await this.#admitter.admit(fresh, counts, lane),
+    );
     const ids = buried.filter((id) => id !== "");
     if (buried.length > 0) {
       logger.warn(
@@ -102,5 +113,6 @@ export class Reclaimer {
       await client.sluiceMarkDead(markDeadArgs(ctx, ids, error))
         .catch((err) => logger.error(`sluice: queue ${ctx.name}: could not mark dead`, err));
     }
+    return fresh.length;
   }
 }

@@ -16,6 +16,20 @@ import { type Durability, shortfall } from "./durable.ts";
 import { DurabilityError, toError } from "./errors.ts";
 import { retryWait } from "./backoff.ts";
 import { delay } from "./async.ts";
+import type { ScriptQueue } from "./scripts/_prelude.ts";
+import type { LaneEntries } from "./read.ts";
+
+/** Operations split by the lane (priority stream) of their jobs, in order within each. */
+function byLane(ops: SettleOp[]): SettleOp[][] {
+  const lanes = new Map<number, SettleOp[]>();
+  for (const op of ops) {
+    const lane = op.job.lane ?? 0;
+    const list = lanes.get(lane);
+    if (list === undefined) lanes.set(lane, [op]);
+    else list.push(op);
+  }
+  return [...lanes.values()];
+}
 
 /** Most deliveries per settle script call; bigger batches are split. */
 const CHUNK = 1_000;
@@ -98,8 +112,14 @@ export class Settler implements Lessor {
     const reads = c.readsBehindSettles(Date.now()) ? window.settleRoom(c.held.size) : 0;
     const mark = c.cancels.mark();
     const pipeline = ctx.client.pipeline();
-    (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(ctx, c.name, chunk));
-    if (reads > 0) {
+    // One SETTLE per priority stream among the operations (one stream without priorities).
+    const lanes = c.floor.single ? [chunk] : byLane(chunk);
+    for (const ops of lanes) {
+      const view = c.views[ops[0]!.job.lane ?? 0]!;
+      (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(view, c.name, ops));
+    }
+    let readCalls = 0;
+    if (reads > 0 && c.floor.single) {
       pipeline.xreadgroup(
         "GROUP",
         ctx.group,
@@ -110,6 +130,9 @@ export class Settler implements Lessor {
         ctx.keys.stream,
         ">",
       );
+      readCalls = 1;
+    } else if (reads > 0) {
+      readCalls = c.floor.queue(pipeline, ctx.lanes.streams, ctx.group, c.name, reads);
     }
     const durable = ctx.durability;
     if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
@@ -123,18 +146,36 @@ export class Settler implements Lessor {
     } finally {
       window.settling -= freeing;
     }
-    const [settleError, settled] = replies[0] ?? [new Error("no reply")];
-    const [readError, read] = (reads > 0 ? replies[1] : undefined) ?? [null, null];
-    const entries = readError ? [] : (read as [string, ReadEntry[]][] | null)?.[0]?.[1] ?? [];
-    window.free(reads - entries.length);
+    const calls = lanes.length;
+    let entries: LaneEntries = [];
+    if (readCalls === 1 && c.floor.single) {
+      const [readError, read] = replies[calls] ?? [null, null];
+      const got = readError ? [] : (read as [string, ReadEntry[]][] | null)?.[0]?.[1] ?? [];
+      if (got.length > 0) entries = [[0, got]];
+    } else if (readCalls > 0) {
+      entries = c.floor.learn(replies.slice(calls, calls + readCalls), reads).entries;
+    }
+    let got = 0;
+    for (const [, read] of entries) got += read.length;
+    window.free(reads - got);
     // What was read is ours whatever the settle did: admit it before reporting anything.
-    if (entries.length > 0) await c.admitRead(entries, mark);
-    if (settleError) throw settleError;
-    const codes = settled as number[];
-    if (durable !== undefined) {
-      const wait = replies[reads > 0 ? 2 : 1];
-      const acked = shortfall(wait, durable);
-      if (acked !== undefined) await this.#confirm(chunk, codes, durable, acked, wait?.[0]);
+    if (got > 0) await c.admitRead(entries, mark);
+    const codes = lanes.length === 1 ? [] : new Array<number>(chunk.length);
+    const at = lanes.length === 1 ? undefined : new Map(chunk.map((op, i) => [op, i]));
+    for (let l = 0; l < lanes.length; l++) {
+      const [settleError, settled] = replies[l] ?? [new Error("no reply")];
+      if (settleError) throw settleError;
+      const ops = lanes[l]!, laneCodes = settled as number[];
+      if (durable !== undefined) {
+        const wait = replies[calls + readCalls];
+        const acked = shortfall(wait, durable);
+        if (acked !== undefined) {
+          const view = c.views[ops[0]!.job.lane ?? 0]!;
+          await this.#confirm(view, ops, laneCodes, durable, acked, wait?.[0]);
+        }
+      }
+      if (lanes.length === 1) return laneCodes;
+      for (let i = 0; i < ops.length; i++) codes[at!.get(ops[i]!)!] = laneCodes[i]!;
     }
     return codes;
   }
@@ -156,6 +197,7 @@ export class Settler implements Lessor {
    * @param codes The first call's codes; updated in place with what the resends found.
    */
   async #confirm(
+    view: ScriptQueue,
     chunk: SettleOp[],
     codes: number[],
     durable: Durability,
@@ -189,9 +231,9 @@ export class Settler implements Lessor {
         const ops = todo.map((i) => chunk[i]!);
         const pipeline = ctx.client.pipeline();
         for (const { job } of ops) {
-          pipeline.xpending(ctx.keys.stream, ctx.group, job.entryId, job.entryId, 1);
+          pipeline.xpending(view.keys.stream, ctx.group, job.entryId, job.entryId, 1);
         }
-        (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(ctx, name, ops));
+        (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(view, name, ops));
         pipeline.set(ctx.keys.sync, name, "PX", 60_000);
         pipeline.wait(durable.replicas, durable.timeout);
         let replies: [Error | null, unknown][];

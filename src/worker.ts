@@ -7,7 +7,7 @@
  */
 import { dispose, settlesWithin } from "./async.ts";
 import { Consumer, type ConsumeSettings, consumeSettings } from "./consume.ts";
-import { LeaseLostError, ShutdownError, toError } from "./errors.ts";
+import { LeaseLostError, ShutdownError, toError, ValidationError } from "./errors.ts";
 import { Job } from "./job.ts";
 import type { Logger } from "./_log.ts";
 import { checkInt, MAX_MS, pick, show } from "./_options.ts";
@@ -15,6 +15,7 @@ import { queueContext, type QueueOptions, type QueueSettings, queueSettings } fr
 import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
 import { type AnyTask, validate } from "./task.ts";
 import { storeSchedule } from "./schedule.ts";
+import { checkRecorded } from "./priority.ts";
 import { Slots } from "./_slots.ts";
 import { checkIdle } from "./durable.ts";
 import {
@@ -257,6 +258,16 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     try {
       void this.#checkEviction(redis);
       if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
+      // A priority list other than Redis's rejects run() here; if Redis cannot be reached
+      // yet, the consumer checks again before its first read.
+      await checkRecorded(
+        `Cannot run worker ${this.name}`,
+        redis.command,
+        this.#settings.keys,
+        this.#settings.lanes,
+      ).catch((err) => {
+        if (err instanceof ValidationError) throw err;
+      });
       await this.#storeSchedules(redis);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
@@ -268,6 +279,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (this.#state !== "running") consumer.stop(); // stop() came during the lifespan
       await this.#stopRequested.promise;
       await this.#shutdown(consumer);
+      if (consumer.failure !== undefined) throw consumer.failure;
     } finally {
       this.#closing.abort();
       await this.#dispose();
@@ -396,7 +408,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         // Stopping meanwhile: the job stays held, and the shutdown releases it.
         if (job === undefined || this.#state !== "running" || job.settled) {
           slots.give();
-          if (job === undefined) return;
+          if (job === undefined) {
+            // The consumer stopped on its own: run() rejects with why, once shut down.
+            if (consumer.failure !== undefined && this.#state === "running") void this.stop();
+            return;
+          }
           continue;
         }
         this.#executor.start(job);

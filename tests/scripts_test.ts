@@ -48,6 +48,7 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     keys.jobPrefix,
     "9-0",
     "100-0",
+    "", // the lowest priority's stream: no field pri to write
     ...["ack", "10-5", "2", '"r"', "9 2 c"],
     ...["bury", "9-0", "1", "e", "x"],
     ...["retry", "100-0", "2", "30", "boom"],

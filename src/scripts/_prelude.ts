@@ -16,6 +16,11 @@ export interface ScriptQueue {
   readonly keepResult: number;
   /** The most dead letters kept; 0 is unbounded. */
   readonly maxDead: number;
+  /**
+   * The priority of `keys.stream` when it is not the queue's lowest (a lane's view of the
+   * queue, see `laneViews`): what SETTLE writes in field `pri` of a job it moves off the stream.
+   */
+  readonly pri?: string;
 }
 
 /** The prelude's first line on a single Redis: scripts publish with PUBLISH. */
@@ -68,6 +73,25 @@ end
 local function field(f, name)
   for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
   return nil
+end
+-- Sets field pri of entry fields \`f\` to \`pri\`, or removes it if \`pri\` is '' (the lowest).
+local function with_pri(f, pri)
+  for i = 1, #f, 2 do
+    if f[i] == 'pri' then
+      if pri == '' then
+        table.remove(f, i)
+        table.remove(f, i)
+      else
+        f[i + 1] = pri
+      end
+      return f
+    end
+  end
+  if pri ~= '' then
+    f[#f + 1] = 'pri'
+    f[#f + 1] = pri
+  end
+  return f
 end
 -- Puts an entry on the delayed zset, due \`wait\` ms after \`now\`, and tells sleeping workers.
 local function schedule(delayed, payloads, channel, f, now, wait)

@@ -3,7 +3,8 @@
  * now and then prunes dead consumers. `reclaimArgs` builds its arguments.
  *
  * KEYS: stream, dead, workers.
- * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead.
+ * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead, the
+ * stream's priority name ('' for the lowest: written in field pri of dead letters).
  * Reply (`ReclaimReply`): { next cursor, { entry id, deliveries, fields }..., deleted entry ids,
  * dead-lettered job ids ('' for an entry without one) }.
  *
@@ -41,7 +42,7 @@ export interface ReclaimStep {
 export const RECLAIM: string = PRELUDE + `
 local stream, dead, workers = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local max_deliveries = tonumber(ARGV[6])
+local max_deliveries, pri = tonumber(ARGV[6]), ARGV[9]
 local now = now_ms()
 local r = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, ARGV[4], 'COUNT', ARGV[5])
 local claimed, deleted, buried = {}, r[3] or {}, {}
@@ -54,7 +55,7 @@ for _, e in ipairs(r[2]) do
   else
     local n = redis.call('XPENDING', stream, group, id, id, 1)[1][4]
     if n > max_deliveries then
-      bury(stream, dead, group, id, fields,
+      bury(stream, dead, group, id, with_pri(fields, pri),
         'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6], 'delivery-limit', now,
         tonumber(ARGV[8]))
       buried[#buried + 1] = field(fields, 'id') or ''
@@ -87,7 +88,7 @@ return {r[1], claimed, deleted, buried}
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function reclaimArgs(
-  q: Pick<ScriptQueue, "keys" | "group" | "maxDead">,
+  q: Pick<ScriptQueue, "keys" | "group" | "maxDead" | "pri">,
   consumer: string,
   step: ReclaimStep,
 ): string[] {
@@ -105,5 +106,6 @@ export function reclaimArgs(
     step.maxDeliveries === Infinity ? "9007199254740991" : String(step.maxDeliveries),
     step.prune ? "1" : "0",
     String(q.maxDead),
+    q.pri ?? "",
   ];
 }

@@ -6,7 +6,8 @@
  * one (every operation but `bury`), in order.
  * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
- * lowest and highest entry ids, then 5 values per operation: op, entry id, deliveries, a, b
+ * lowest and highest entry ids, the stream's priority name ('' for the lowest: written in
+ * field pri of jobs moved to the delayed zset or the dead letters), then 5 values per operation: op, entry id, deliveries, a, b
  * (the job id is the record key minus the prefix):
  *   ack      a = result JSON ('' for none), b = "<start ms> <deliveries> <consumer>" (the
  *            record's run field; the start is '' if the job never started)
@@ -51,6 +52,8 @@ export interface Delivery {
   readonly id: string;
   /** The attempt: after the first, the record may hold an earlier error, which an ack drops. */
   readonly attempt: number;
+  /** The lane (priority stream) it sits in: 0 without priorities. */
+  readonly lane?: number;
 }
 
 /** A delivery whose job id may be unknown: an entry that cannot run, without a trusted id. */
@@ -61,6 +64,8 @@ export interface MaybeOrphan {
   readonly deliveries: number;
   /** The job id, or undefined if the entry has none to trust: then no record is touched. */
   readonly id: string | undefined;
+  /** The lane (priority stream) it sits in: 0 without priorities. */
+  readonly lane?: number;
 }
 
 /** One settle operation. */
@@ -96,6 +101,7 @@ local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
+local pri = ARGV[11]
 local out, now = {}, now_ms()
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
@@ -108,7 +114,7 @@ drop, later = {}, {}
 -- batch's lowest and highest entry ids. If that range holds many more of ours than the batch
 -- (a long-running job in the middle), it falls back to one XPENDING per job.
 local mine = nil
-local ops = (#ARGV - 10) / 5
+local ops = (#ARGV - 11) / 5
 if ops > 0 then
   local most = 4 * ops + 16
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, low, high, most + 1, consumer)
@@ -123,7 +129,7 @@ local function other(op, entry, rec, outcome, a, b)
     local f = fields_of(stream, entry)
     local code = 2
     if f ~= nil then
-      schedule(delayed, payloads, channel, bump(f), now, tonumber(a))
+      schedule(delayed, payloads, channel, with_pri(bump(f), pri), now, tonumber(a))
       redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
         'due', now + tonumber(a), 'error', b)
       redis.call('HDEL', rec, 'entry')
@@ -144,6 +150,7 @@ local function other(op, entry, rec, outcome, a, b)
     return new and 1 or 2
   elseif op == 'dead' or op == 'bury' then
     local f = fields_of(stream, entry)
+    if f then with_pri(f, pri) end
     bury(stream, dead, group, entry, f, a, b, now, max_dead)
     -- A buried entry with no trusted job id has no record and nobody awaiting it.
     if rec then finish(rec, keep, now, outcome, 'dead', a, b, false) end
@@ -185,7 +192,7 @@ local function trim(stream, group, acked, newest)
   end
 end
 local k, o, nd = 6, 0, 0 -- the next record key; how many codes and acked ids so far
-for i = 11, #ARGV, 5 do
+for i = 12, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   -- The channel that announces this job's outcome (none while nobody listens).
   local rec, outcome = nil, nil
@@ -296,6 +303,7 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     keys.jobPrefix,
     low,
     high,
+    q.pri ?? "",
   );
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;
