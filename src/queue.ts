@@ -34,7 +34,7 @@ import {
 import { type QueueStats, stats } from "./stats.ts";
 import { pauseArgs } from "./scripts/pause.ts";
 import { Schedules } from "./schedule.ts";
-import { checkRecorded, lanesOf, type Lanes } from "./priority.ts";
+import { checkRecorded, type Lanes, lanesOf } from "./priority.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats } from "./stats.ts";
