@@ -7,8 +7,9 @@
  * - the floor: a bare Deno + ioredis loop (pipelined XADD, then XREADGROUP COUNT 200 + XACK);
  * - sluice: enqueueMany, a Worker with a no-op task at concurrency 1, 32 and 256 keeping no job
  *   records (`keepResult: 0`), and at concurrency 32 with `keepResult` at its default (24 h of
- *   records: the "c=32 defaults" row), pickup latency at idle and at a fixed 2,000 jobs/s,
- *   delayed-job lateness, and memory;
+ *   records: the "c=32 defaults" row), at concurrency 32 on a queue of 3 priorities with a
+ *   third of the jobs in each (the "c=32, 3 priorities" row, given against the c=32 row),
+ *   pickup latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and memory;
  * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work: its no-record
  *   rows use `removeOnComplete: true`, its defaults row `removeOnComplete: { age: 86400 }`.
  *
@@ -138,17 +139,19 @@ async function floor(n = N) {
 const noop = task("noop", () => {});
 
 /** A quiet worker on queue `name` that keeps no job records, or keeps them for the default
- * 24 h if `keepRecords`. */
+ * 24 h if `keepRecords`; with `priorities`, of a queue with that list. */
 function benchWorker(
   name: string,
   tasks: AnyTask[],
   concurrency: number,
   keepRecords = false,
+  priorities?: readonly string[],
 ): Worker {
   return new Worker(name, tasks, {
     redis: url,
     concurrency,
     ...(keepRecords ? {} : { keepResult: 0 }),
+    ...(priorities === undefined ? {} : { priorities }),
     handleSignals: false,
     logger: quiet,
   });
@@ -172,9 +175,10 @@ async function sluiceEnqueue(n = N) {
 }
 
 /** Deletes every key of a bench queue, so the memory row's "before" counts none of them. */
-async function dropQueue(queue: Queue) {
+async function dropQueue(queue: Queue, priorities: readonly string[] = []) {
   const { stream, dead, workers, delayed, payloads, jobPrefix } = queue.keys;
-  await admin.unlink(stream, dead, workers, delayed, payloads);
+  const lanes = priorities.slice(1).map((name) => queue.keys.lane(name));
+  await admin.unlink(stream, dead, workers, delayed, payloads, queue.keys.priorities, ...lanes);
   await deleteRecords(jobPrefix);
 }
 
@@ -187,17 +191,33 @@ async function deleteRecords(prefix: string) {
   } while (cursor !== "0");
 }
 
-/** Processes `n` no-op jobs at `concurrency`; with `keepRecords`, at the default keepResult. */
-async function sluiceProcess(concurrency: number, n: number, keepRecords = false) {
+/**
+ * Processes `n` no-op jobs at `concurrency`; with `keepRecords`, at the default keepResult; with
+ * `priorities`, on a queue of that list, an equal share of the jobs in each priority.
+ */
+async function sluiceProcess(
+  concurrency: number,
+  n: number,
+  keepRecords = false,
+  priorities?: readonly string[],
+) {
   const name = fresh();
-  await using queue = new Queue(name, { redis: url });
-  for (let i = 0; i < n; i += 10_000) {
-    await queue.enqueueMany(
-      noop,
-      Array.from({ length: Math.min(10_000, n - i) }, () => ({ data: null })),
-    );
+  await using queue = new Queue(name, { redis: url, ...(priorities ? { priorities } : {}) });
+  // Jobs of one priority at a time: a call of mixed priorities is cut at every change.
+  const shares = priorities ?? [undefined];
+  for (const [k, priority] of shares.entries()) {
+    const share = Math.floor(n / shares.length) + (k < n % shares.length ? 1 : 0);
+    for (let i = 0; i < share; i += 10_000) {
+      await queue.enqueueMany(
+        noop,
+        Array.from(
+          { length: Math.min(10_000, share - i) },
+          () => priority === undefined ? { data: null } : { data: null, priority },
+        ),
+      );
+    }
   }
-  const worker = benchWorker(name, [noop], concurrency, keepRecords);
+  const worker = benchWorker(name, [noop], concurrency, keepRecords, priorities);
   let done = 0;
   const all = Promise.withResolvers<void>();
   worker.addEventListener("completed", () => ++done === n && all.resolve());
@@ -209,7 +229,7 @@ async function sluiceProcess(concurrency: number, n: number, keepRecords = false
   await worker.stop();
   await run;
   const after = await spent();
-  await dropQueue(queue);
+  await dropQueue(queue, priorities);
   return { rate: result, cpuUs: cpuPerJob(before, after, n), calls: callsPerJob(before, after, n) };
 }
 
@@ -342,6 +362,9 @@ const ROWS = [
   { id: "256", concurrency: 256, keepRecords: false },
   { id: "32-defaults", concurrency: 32, keepRecords: true },
 ];
+/** Priorities' row: the c=32 row on a queue of 3 priorities, run right after it (sluice only). */
+const PRIORITIES = ["bulk", "normal", "urgent"];
+const PRIORITY_ROW = "32-priorities";
 const jobsAt = (concurrency: number) => concurrency === 1 ? Math.max(1_000, Math.floor(N / 10)) : N;
 
 async function bullmq(): Promise<
@@ -412,6 +435,13 @@ for (const { id, concurrency, keepRecords } of ROWS) {
   processing[id] = result.rate;
   processCpu[id] = result.cpuUs;
   calls[id] = result.calls;
+  if (id === "32") {
+    log(`bench: sluice processing at concurrency 32, ${PRIORITIES.length} priorities`);
+    const three = await sluiceProcess(32, jobsAt(32), false, PRIORITIES);
+    processing[PRIORITY_ROW] = three.rate;
+    processCpu[PRIORITY_ROW] = three.cpuUs;
+    calls[PRIORITY_ROW] = three.calls;
+  }
 }
 // The floor again, right after the processing rows: machines here drift over minutes, and the
 // higher of the two runs is the one sluice is compared with.
@@ -479,6 +509,8 @@ const report = {
     processVsBullmq: Object.fromEntries(
       Object.entries(processing).map(([c, r]) => [c, ratio(r, peer?.process[c])]),
     ),
+    /** The 3-priority row against the single-priority c=32 row (the issue's bar: >= 0.85). */
+    prioritiesVsSingle: ratio(processing[PRIORITY_ROW]!, processing["32"]),
   },
   scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
   durable,
@@ -498,7 +530,12 @@ if (values.json) {
   const pct = (x: number | null) => (x === null ? "n/a" : `${Math.round(x * 100)}%`);
   const times = (x: number | null) => (x === null ? "n/a" : `${x.toFixed(1)}x`);
   const fixed1 = (x: number | undefined) => (x === undefined ? "n/a" : x.toFixed(1));
-  const label = (id: string) => `process c=${id.replace("-", " ")}`;
+  const label = (id: string) =>
+    id === PRIORITY_ROW
+      ? `process c=32, ${PRIORITIES.length} priorities`
+      : `process c=${id.replace("-", " ")}`;
+  // The processing rows as printed: the priorities' row right after the c=32 one.
+  const printed = ROWS.flatMap(({ id }) => id === "32" ? [id, PRIORITY_ROW] : [id]);
   const table = (rows: string[][]) => {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
@@ -517,17 +554,21 @@ if (values.json) {
     pct(report.ratios.enqueueVsFloor),
     times(report.ratios.enqueueVsBullmq),
   ]);
-  for (const { id } of ROWS) {
+  for (const id of printed) {
     rows.push([
       label(id),
       k(floorResult.process),
       k(processing[id]!),
-      peer ? k(peer.process[id]!) : "n/a",
+      peer?.process[id] === undefined ? "n/a" : k(peer.process[id]),
       pct(report.ratios.processVsFloor[id]!),
       times(report.ratios.processVsBullmq[id]!),
     ]);
   }
   table(rows);
+  console.log(
+    `${label(PRIORITY_ROW)} / process c=32: ${pct(report.ratios.prioritiesVsSingle)} (same run)`,
+  );
+  console.log();
 
   console.log("CPU per job (µs): worker | Redis");
   const cpuRows: string[][] = [[
@@ -550,7 +591,7 @@ if (values.json) {
       fixed1(peerCpu?.redis),
     ]);
   cpuRow("enqueue", floorResult.cpuUs.enqueue, enqueueRun.cpuUs, peer?.cpuUs.enqueue);
-  for (const { id } of ROWS) {
+  for (const id of printed) {
     cpuRow(label(id), floorResult.cpuUs.process, processCpu[id]!, peer?.cpuUs.process[id]);
   }
   table(cpuRows);
@@ -562,7 +603,7 @@ if (values.json) {
     "sluice XREADGROUP",
     "BullMQ EVALSHA+EVAL",
   ]];
-  for (const { id } of ROWS) {
+  for (const id of printed) {
     callRows.push([
       label(id),
       fixed1(calls[id]!.scriptsPer1k),

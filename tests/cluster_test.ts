@@ -252,6 +252,46 @@ Deno.test("Redis Cluster: a queue's slot migrated to another master while a work
   }
 });
 
+Deno.test("Redis Cluster: a queue with 3 priorities keeps every priority's stream on its slot, and runs jobs of all three", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  const redis = { cluster: [cluster.urls[0]!] };
+  const priorities = ["bulk", "normal", "urgent"];
+  await using queue = new Queue("pq", { redis, priorities });
+  const which = task("which", (_: null, ctx) => ctx.job.priority);
+  const handles = await queue.enqueueMany(
+    which,
+    Array.from({ length: 30 }, (_, i) => ({ data: null, priority: priorities[i % 3]! })),
+  );
+  const keys = [
+    queue.keys.stream,
+    queue.keys.lane("normal"),
+    queue.keys.lane("urgent"),
+    queue.keys.priorities,
+  ];
+  for (const key of keys) assert.equal(keySlot(key), keySlot(queue.keys.stream), key);
+  const owner = await masterOf(cluster.urls[0]!, queue.keys.stream);
+  assert.equal(
+    await adminCall(`redis://127.0.0.1:${owner.port}`, "EXISTS", ...keys),
+    4,
+    "all on the queue's master",
+  );
+  const stats: { waiting: number; waitingByPriority?: Record<string, number> } = await queue
+    .stats();
+  assert.equal(stats.waiting, 30);
+  assert.deepEqual(stats.waitingByPriority, { bulk: 10, normal: 10, urgent: 10 });
+  const worker = new Worker("pq", [which], { redis, priorities, concurrency: 4 });
+  const running = worker.run();
+  try {
+    assert.deepEqual(
+      await Promise.all(handles.map((h) => h.result(soon()))),
+      Array.from({ length: 30 }, (_, i) => priorities[i % 3]),
+    );
+  } finally {
+    await worker.stop();
+    await running;
+  }
+});
+
 /** A bound on each wait for a result, so a hang fails the test instead of the run. */
 function soon(): { signal: AbortSignal } {
   return { signal: AbortSignal.timeout(30_000) };

@@ -5,12 +5,13 @@ import { inspect, waitForRedis } from "./_helpers.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
-async function run(args: string[], env: Record<string, string> = {}) {
+async function run(args: string[], env: Record<string, string> = {}, signal?: AbortSignal) {
   const output = await new Deno.Command(Deno.execPath(), {
     args,
     cwd: root,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",
+    ...(signal === undefined ? {} : { signal }),
   }).output();
   const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
   return { code: output.code, text };
@@ -108,4 +109,20 @@ Deno.test("examples/schedules.ts runs five ticks of its two schedules and ends",
   assert.match(text, /heartbeat@\d+000: beat from cron/);
   assert.match(text, /ping:example: every 700 ms, next /);
   assert.ok((text.match(/@\d+: /g)?.length ?? 0) >= 5, text);
+});
+
+Deno.test("examples/priorities.ts starts the urgent jobs first, then normal, then bulk", async () => {
+  await using redis = await startRedis();
+  // On the test's Redis, so that a hang (killed at the deadline) leaves no server behind.
+  const { code, text } = await run(
+    ["run", "-A", "examples/priorities.ts"],
+    { REDIS_URL: redis.url },
+    AbortSignal.timeout(60_000),
+  );
+  assert.equal(code, 0, text);
+  assert.match(text, /waiting: 6/);
+  assert.match(
+    text,
+    /order: password-reset \(urgent\), login-code \(urgent\), digest \(normal\), newsletter-1 \(bulk\), newsletter-2 \(bulk\), newsletter-3 \(bulk\)/,
+  );
 });

@@ -23,6 +23,8 @@ export interface Commit {
   entry?: string;
   /** When it committed, epoch ms. */
   at?: number;
+  /** The job's priority, on a queue with priorities. */
+  priority?: string;
   polluted?: boolean;
 }
 

@@ -6,6 +6,7 @@
  *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
  *     [--max-payload bytes] [--durable replicas:timeout] [--cron "expression"]
+ *     [--priorities bulk,normal,urgent]
  *
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
@@ -17,8 +18,8 @@
  *
  * With --ledger (a Redis that is not the one under test), tasks "work", "crash" and "throw"
  * are there too. "work" ({ ms }) waits, then records its commit in the ledger before it
- * returns: HINCRBY commits <id> 1 and RPUSH log {id, deliveries, pid, entry, at}
- * (the stream entry id of the delivery, and the time). "crash" kills its own
+ * returns: HINCRBY commits <id> 1 and RPUSH log {id, deliveries, pid, entry, at, priority}
+ * (the stream entry id of the delivery, the time, and the job's priority if it has one). "crash" kills its own
  * process with SIGKILL. "throw" always throws (3 attempts, 10 ms apart).
  */
 import { parseArgs } from "node:util";
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     "max-payload": { type: "string", default: "1048576" },
     durable: { type: "string" },
     cron: { type: "string" },
+    priorities: { type: "string" },
   },
 });
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
@@ -71,6 +73,7 @@ if (ledger !== undefined) {
         pid: Deno.pid,
         entry: (ctx.job as Job).entryId,
         at: Date.now(),
+        priority: ctx.job.priority,
         polluted: ({} as Record<string, unknown>).polluted !== undefined,
       });
       await ledger.multi().hincrby("commits", ctx.job.id, 1).rpush("log", entry).exec();
@@ -94,6 +97,7 @@ const worker = new Worker(values.queue, tasks, {
   gracePeriod: Number(values.grace),
   maxDeliveries: Number(values["max-deliveries"]),
   maxPayloadBytes: Number(values["max-payload"]),
+  ...(values.priorities === undefined ? {} : { priorities: values.priorities.split(",") }),
   logger: {
     info: (message) => emit({ ev: "info", message }),
     warn: (message) => emit({ ev: "warn", message }),

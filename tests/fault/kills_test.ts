@@ -132,3 +132,54 @@ Deno.test("SIGSTOP past idleTimeout: a peer completes the job, the stale holder 
     await peer?.[Symbol.asyncDispose]();
   }
 });
+
+Deno.test("kill -9 of a worker holding jobs of 3 priorities: a peer reclaims each from its own stream, none lost", async () => {
+  await using redis = await startRedis();
+  await using ledger = await Ledger.start();
+  const priorities = ["bulk", "normal", "urgent"];
+  await using queue = new Queue("q", { redis: redis.url, priorities });
+  await using db = inspect(redis.url);
+  const streams = [queue.keys.stream, queue.keys.lane("normal"), queue.keys.lane("urgent")];
+  const pending = async () =>
+    (await Promise.all(streams.map((s) => pendingCount(db, s)))).reduce((a, b) => a + b);
+  // 20 jobs of each priority; ids start with their priority's name.
+  for (const priority of priorities) {
+    const jobs = work(20, 300, priority).map((job) => ({ ...job, priority }));
+    await enqueue(queue, ledger, jobs);
+  }
+  const options = { ledger: ledger.url, priorities: priorities.join(","), idle: 1_000 };
+  // Its window (1 + 50) is more than two priorities' jobs: it holds some of each.
+  const holder = new WorkerProcess(redis.url, { ...options, concurrency: 1, prefetch: 50 });
+  let peer: WorkerProcess | undefined;
+  try {
+    await holder.waitFor((e) => e.ev === "started", "a start");
+    await waitForRedis(async () => (await pending()) === 51, "51 held");
+    const held = await Promise.all(streams.map((s) => pendingCount(db, s)));
+    assert.ok(held.every((n) => n > 0), `held of each priority, lowest first: ${held}`);
+    assert.equal(await ledger.committed(), 0, "killed before its first job committed");
+    holder.signal("SIGKILL");
+    await holder[Symbol.asyncDispose]();
+    peer = new WorkerProcess(redis.url, { ...options, concurrency: 20, prefetch: 0 });
+    await ledger.waitForCommits(60);
+    const log = await ledger.log();
+    for (const commit of log) {
+      assert.ok(
+        commit.id.startsWith(commit.priority ?? "?"),
+        `${commit.id} ran as ${commit.priority}`,
+      );
+    }
+    const redelivered = log.filter((c) => c.deliveries === 2);
+    assert.equal(redelivered.length, 51, "the 51 held jobs came back with deliveries 2");
+    assert.deepEqual(new Set(redelivered.map((c) => c.priority)), new Set(priorities));
+    await waitForRedis(async () => (await pending()) === 0, "pending 0 on every stream");
+    assert.equal(await db.xlen(queue.keys.dead), 0, "none dead-lettered because of the kill");
+    await ledger.verdict(
+      "kill with priorities",
+      "kill -9 a worker holding 1 + 50 jobs of 3 priorities",
+      51,
+    );
+  } finally {
+    await holder[Symbol.asyncDispose]();
+    await peer?.[Symbol.asyncDispose]();
+  }
+});
