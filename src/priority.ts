@@ -144,7 +144,8 @@ export async function checkRecorded(
   const recorded = lanes.record === ""
     ? await client.call("GET", keys.priorities)
     : await client.call("SET", keys.priorities, lanes.record, "NX", "GET");
-  const theirs = typeof recorded === "string" ? recorded : "";
+  // Nil: none is recorded (GET, so none is ours too), or ours was recorded just now (SET NX).
+  const theirs = typeof recorded === "string" ? recorded : lanes.record;
   if (theirs === lanes.record) return;
   const mine = lanes.record === "" ? "none" : lanes.record;
   throw new ValidationError(
