@@ -277,7 +277,16 @@ async function enqueue(
       ? undefined
       : encodeExtras(options ?? {}, pri);
     const stream = lanes.streams[lane]!;
-    entries.push({ id, data: text, when, options, extras, made: item.id === undefined, stream, pri });
+    entries.push({
+      id,
+      data: text,
+      when,
+      options,
+      extras,
+      made: item.id === undefined,
+      stream,
+      pri,
+    });
   }
   if (entries.length === 0) return [];
   if (lanes.names.length > 0) await q.ready();
