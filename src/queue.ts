@@ -34,7 +34,7 @@ import {
 import { type QueueStats, stats } from "./stats.ts";
 import { pauseArgs } from "./scripts/pause.ts";
 import { Schedules } from "./schedule.ts";
-import { checkRecorded, lanesOf, type Lanes } from "./priority.ts";
+import { checkRecorded, type Lanes, lanesOf } from "./priority.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats } from "./stats.ts";
@@ -301,11 +301,12 @@ export class Queue implements AsyncDisposable {
    * @returns `waiting` (in the stream, not delivered), `active` (delivered, not settled),
    * `delayed` (delayed jobs and scheduled retries), `dead`, `consumers` (in the group),
    * `workers` (with a live heartbeat), `oldestWaitingMs` (age of the oldest waiting job, or
-   * null), `lag` (the group's own count of undelivered entries, when Redis knows it) and
-   * `paused` (see {@linkcode Queue.pause}).
+   * null), `lag` (the group's own count of undelivered entries, when Redis knows it),
+   * `paused` (see {@linkcode Queue.pause}) and, on a queue with `priorities`,
+   * `waitingByPriority`. With priorities, each count is over every priority's stream.
    */
   stats(): Promise<QueueStats> {
-    return stats(this.#command(), this.keys, this.group);
+    return stats(this.#command(), this.keys, this.group, this.#settings.lanes);
   }
 
   /**
@@ -497,6 +498,7 @@ export class Queue implements AsyncDisposable {
       keys: this.keys,
       group: this.group,
       keepResult: this.#settings.keepResult,
+      lanes: this.#settings.lanes,
       closed: this.#closing.signal,
       client: () => this.#command(),
       subscribe: (channel, listener) => {
