@@ -272,9 +272,11 @@ export class Queue implements AsyncDisposable {
     this.#producer = this.#enqueueContext();
     this.schedules = new Schedules({
       keys: this.keys,
+      lanes: settings.lanes,
       client: () => this.#command(),
       checkOpen: (action) => this.#checkOpen(action),
-      enqueue: (task, data, id) => enqueueJob(this.#producer, task, data, { id }),
+      enqueue: (task, data, id, priority) =>
+        enqueueJob(this.#producer, task, data, priority === undefined ? { id } : { id, priority }),
     });
   }
 
