@@ -60,8 +60,13 @@ const KNOWN = new Set([
   "pri",
 ]);
 
-/** Flattens a job into XADD field/value pairs, in wire order. */
-export function encodeFields(job: WireJob): string[] {
+/**
+ * Flattens a job into XADD field/value pairs, in wire order.
+ *
+ * @param job The job.
+ * @param pri Field `pri`: the job's priority, unless it is the lowest (see encodeExtras).
+ */
+export function encodeFields(job: WireJob, pri?: string): string[] {
   return [
     "v",
     WIRE_VERSION,
@@ -75,7 +80,7 @@ export function encodeFields(job: WireJob): string[] {
     String(job.attempt),
     "enq",
     String(job.enq),
-    ...encodeExtras(job),
+    ...encodeExtras(job, pri),
   ];
 }
 

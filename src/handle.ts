@@ -10,8 +10,12 @@ import { isPassing } from "./redis/health.ts";
 import type { Keys } from "./keys.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 import { waitingArgs } from "./scripts/waiting.ts";
-import { uuidv7 } from "./codec.ts";
+import { fieldsToRecord, uuidv7 } from "./codec.ts";
 import { cancelArgs } from "./scripts/cancel.ts";
+import type { Lanes } from "./priority.ts";
+
+/** An XPENDING entry: entry id, consumer, idle ms, deliveries. */
+type PendingEntry = [string, string, number, number];
 
 /** How long (ms) a result() waiter's registration lasts unless refreshed (every third of it). */
 const WAITER_TTL_MS = 60_000;
@@ -67,6 +71,8 @@ export interface HandleContext {
   readonly keys: Keys;
   readonly group: string;
   readonly keepResult: number;
+  /** The priorities' streams: a job in the stream sits in one of them. */
+  readonly lanes: Lanes;
   /** Aborts when the queue closes. */
   readonly closed: AbortSignal;
   client(): ScriptClient;
@@ -129,9 +135,7 @@ export class JobHandle<Result = unknown> {
    * expired after `keepResult`).
    */
   async info(): Promise<JobStatus | undefined> {
-    const { keys, group } = this.#ctx;
-    const client = this.#ctx.client();
-    const r = await client.hgetall(keys.job(this.id));
+    const r = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
     if (r.state === undefined) return undefined;
     const status: JobStatus = { id: this.id, state: r.state as JobState };
     if (r.state === "cancelling") status.state = "active";
@@ -154,9 +158,7 @@ export class JobHandle<Result = unknown> {
     if (r.reason) status.reason = r.reason;
     if ((r.state === "waiting" || r.state === "cancelling") && r.entry) {
       // In the stream: delivered to a worker means active.
-      const pending = await client.xpending(keys.stream, group, r.entry, r.entry, 1)
-        .catch(() => []) as [string, string, number, number][];
-      const entry = pending[0];
+      const entry = await this.#pending(r.entry);
       if (entry !== undefined) {
         status.state = "active";
         status.worker = entry[1];
@@ -272,6 +274,35 @@ export class JobHandle<Result = unknown> {
     const before = await this.#ctx.client().sluiceCancel(cancelArgs(this.#ctx, this.id));
     const finished = before === "completed" || before === "dead" || before === "cancelled";
     return { cancelled: !finished && before !== "unknown", state: before as JobState | "unknown" };
+  }
+
+  /**
+   * The pending entry (id, consumer, idle ms, deliveries) of the job's stream entry `entry`, if
+   * it is delivered. With priorities, entry ids of different streams may be equal: the job's
+   * stream is the one whose entry at that id is this job's.
+   */
+  async #pending(entry: string): Promise<PendingEntry | undefined> {
+    const { keys, group, lanes: { streams } } = this.#ctx;
+    const client = this.#ctx.client();
+    if (streams.length === 1) {
+      const pending = await client.xpending(keys.stream, group, entry, entry, 1)
+        .catch(() => []) as PendingEntry[];
+      return pending[0];
+    }
+    // One round trip: each stream's entry at that id, and its pending entry.
+    const pipeline = client.pipeline();
+    for (const stream of streams) {
+      pipeline.xrange(stream, entry, entry).xpending(stream, group, entry, entry, 1);
+    }
+    const replies = await pipeline.exec() ?? [];
+    for (let lane = 0; lane < streams.length; lane++) {
+      const [, found] = replies[2 * lane] ?? [];
+      const [err, pending] = replies[2 * lane + 1] ?? [];
+      const fields = (found as [string, string[]][] | undefined)?.[0]?.[1];
+      if (fields === undefined || fieldsToRecord(fields).id !== this.id) continue;
+      return err ? undefined : (pending as PendingEntry[])[0];
+    }
+    return undefined;
   }
 
   #outcome(outcome: Record<string, string>): Result {

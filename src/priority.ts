@@ -144,7 +144,7 @@ export async function checkRecorded(
   const recorded = lanes.record === ""
     ? await client.call("GET", keys.priorities)
     : await client.call("SET", keys.priorities, lanes.record, "NX", "GET");
-  // Nil from SET NX GET means nothing was recorded and ours now is; from GET, that none is.
+  // Nil: none is recorded (GET, so none is ours too), or ours was recorded just now (SET NX).
   const theirs = typeof recorded === "string" ? recorded : lanes.record;
   if (theirs === lanes.record) return;
   const mine = lanes.record === "" ? "none" : lanes.record;

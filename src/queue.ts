@@ -272,9 +272,11 @@ export class Queue implements AsyncDisposable {
     this.#producer = this.#enqueueContext();
     this.schedules = new Schedules({
       keys: this.keys,
+      lanes: settings.lanes,
       client: () => this.#command(),
       checkOpen: (action) => this.#checkOpen(action),
-      enqueue: (task, data, id) => enqueueJob(this.#producer, task, data, { id }),
+      enqueue: (task, data, id, priority) =>
+        enqueueJob(this.#producer, task, data, priority === undefined ? { id } : { id, priority }),
     });
   }
 
@@ -301,11 +303,12 @@ export class Queue implements AsyncDisposable {
    * @returns `waiting` (in the stream, not delivered), `active` (delivered, not settled),
    * `delayed` (delayed jobs and scheduled retries), `dead`, `consumers` (in the group),
    * `workers` (with a live heartbeat), `oldestWaitingMs` (age of the oldest waiting job, or
-   * null), `lag` (the group's own count of undelivered entries, when Redis knows it) and
-   * `paused` (see {@linkcode Queue.pause}).
+   * null), `lag` (the group's own count of undelivered entries, when Redis knows it),
+   * `paused` (see {@linkcode Queue.pause}) and, on a queue with `priorities`,
+   * `waitingByPriority`. With priorities, each count is over every priority's stream.
    */
   stats(): Promise<QueueStats> {
-    return stats(this.#command(), this.keys, this.group);
+    return stats(this.#command(), this.keys, this.group, this.#settings.lanes);
   }
 
   /**
@@ -497,6 +500,7 @@ export class Queue implements AsyncDisposable {
       keys: this.keys,
       group: this.group,
       keepResult: this.#settings.keepResult,
+      lanes: this.#settings.lanes,
       closed: this.#closing.signal,
       client: () => this.#command(),
       subscribe: (channel, listener) => {

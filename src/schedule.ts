@@ -14,6 +14,10 @@
  * enqueue), so even a replayed FIRE cannot run a tick twice. A queue with no schedules pays one
  * ZRANGE of an empty key inside DUE and PROMOTE, and no extra call.
  *
+ * Priorities: a schedule may name a `priority`, checked against the queue's when it is stored;
+ * FIRE writes its jobs to that priority's stream (with field `pri`, unless it is the lowest).
+ * Without one, its jobs get the queue's default priority, as an enqueue without one does.
+ *
  * Missed ticks: a tick is on time if Redis TIME is at most {@linkcode ON_TIME_MS} past it when
  * it is fired. `catchUp` says what to do with the due ticks when the latest is late: `"latest"`
  * fires the latest one, `"none"` fires none (an on-time tick is always fired), `"all"` fires
@@ -24,7 +28,7 @@
 import { Cron } from "croner";
 import { encodeData, encodeFields, uuidv7 } from "./codec.ts";
 import { toError, ValidationError } from "./errors.ts";
-import { type Keys, NAME, RECORD_TTL_MS } from "./keys.ts";
+import { type Keys, NAME, NAME_RULE, RECORD_TTL_MS } from "./keys.ts";
 import type { Logger } from "./_log.ts";
 import { show } from "./_options.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
@@ -36,6 +40,7 @@ import {
   scheduleSetArgs,
 } from "./scripts/schedule.ts";
 import type { Signer } from "./sign.ts";
+import { laneOf, type Lanes } from "./priority.ts";
 import { type AnyTask, type Task, validate } from "./task.ts";
 
 /** How late (ms) a tick may be fired and still count as on time, not missed. */
@@ -78,6 +83,13 @@ export interface ScheduleOptions<Data = unknown> {
    * @default {true}
    */
   overlap?: boolean;
+  /**
+   * The priority of the schedule's jobs: one of the queue's `priorities`, checked when the
+   * schedule is stored (by `upsert`, or by a Worker for a static schedule).
+   *
+   * @default {the queue's `defaultPriority`}
+   */
+  priority?: string;
 }
 
 /** Options of `queue.schedules.upsert()`: a schedule and the task its jobs run. */
@@ -104,6 +116,8 @@ export interface ScheduleInfo {
   catchUp: CatchUp;
   /** False: a tick is skipped while the previous job is unfinished. */
   overlap: boolean;
+  /** The priority of its jobs, if the schedule names one (else the queue's default). */
+  priority?: string;
   /** The next tick, or null while paused (or if the cron has no more). */
   next: Date | null;
   /** The tick of the last job fired, or null. */
@@ -132,6 +146,8 @@ export interface Spec {
   readonly catchUp: CatchUp;
   /** False: skip a tick while the last job is unfinished. */
   readonly overlap: boolean;
+  /** The jobs' priority, if one was given. */
+  readonly priority?: string;
 }
 
 /** Throws a ValidationError: "<action>: <what> must be <rule>, got <value>". */
@@ -164,7 +180,7 @@ export function checkSchedule(action: string, task: string, options: ScheduleOpt
   if (typeof options !== "object" || options === null) {
     invalid(action, "options must be an object", options);
   }
-  const { cron, every, tz, data = null, catchUp = "latest", overlap = true } = options;
+  const { cron, every, tz, data = null, catchUp = "latest", overlap = true, priority } = options;
   if (cron !== undefined && every !== undefined) {
     invalid(action, "give cron or every, not both", { cron, every });
   }
@@ -175,6 +191,10 @@ export function checkSchedule(action: string, task: string, options: ScheduleOpt
     invalid(action, 'catchUp must be "latest", "none" or "all"', catchUp);
   }
   if (typeof overlap !== "boolean") invalid(action, "overlap must be a boolean", overlap);
+  // Only its form here: whether the queue has it is known where the schedule is stored.
+  if (priority !== undefined && (typeof priority !== "string" || !NAME.test(priority))) {
+    invalid(action, `priority must be a priority name (${NAME_RULE})`, priority);
+  }
   if (every !== undefined) {
     if (typeof every !== "number" || !Number.isInteger(every) || every < 1 || every > EVERY_MAX) {
       invalid(action, `every must be an integer from 1 to ${EVERY_MAX} (ms)`, every);
@@ -214,13 +234,21 @@ export function checkSchedule(action: string, task: string, options: ScheduleOpt
     data: text,
     catchUp,
     overlap,
+    ...(priority === undefined ? {} : { priority }),
   };
 }
 
-/** The stored JSON of a spec: fixed key order, so equal specs are equal strings. */
+/**
+ * The stored JSON of a spec: fixed key order, so equal specs are equal strings. `priority` is
+ * left out when not given, so a schedule stored before priorities existed stays unchanged.
+ */
 export function specJson(spec: Spec): string {
-  const { task, cron, every, tz, data, catchUp, overlap } = spec;
-  return JSON.stringify({ task, cron, every, tz, data, catchUp, overlap });
+  const { task, cron, every, tz, data, catchUp, overlap, priority } = spec;
+  return JSON.stringify(
+    priority === undefined
+      ? { task, cron, every, tz, data, catchUp, overlap }
+      : { task, cron, every, tz, data, catchUp, overlap, priority },
+  );
 }
 
 /** Reads a stored spec back, or undefined if it is unreadable. */
@@ -229,6 +257,7 @@ function parseSpec(json: string): Spec | undefined {
     const s = JSON.parse(json);
     if (typeof s?.task !== "string" || typeof s.data !== "string") return undefined;
     if (typeof s.cron !== "string" && typeof s.every !== "number") return undefined;
+    if (s.priority !== undefined && typeof s.priority !== "string") return undefined;
     return s as Spec;
   } catch {
     return undefined;
@@ -291,6 +320,8 @@ export function dueTicks(spec: Spec, from: number, now: number, max: number): nu
 /** What firing needs from its queue. */
 export interface FireContext {
   readonly keys: Keys;
+  /** The priorities' streams: a schedule's jobs go to its priority's. */
+  readonly lanes: Lanes;
   readonly name: string;
   readonly client: ScriptClient;
   readonly signer: Signer | undefined;
@@ -331,6 +362,8 @@ export async function fireSchedules(
       follow = now + 60_000;
     }
     const task = spec?.task ?? "";
+    const lane = ticks.length === 0 ? ctx.lanes.fallback : laneOfSchedule(ctx, id, spec!);
+    const pri = lane === ctx.lanes.streams.length - 1 ? undefined : ctx.lanes.labels[lane];
     const jobs: FireTick[] = [];
     for (const at of ticks) {
       const job = { id: `${id}@${at}`, task, data: spec!.data, attempt: 1, enq: now };
@@ -338,11 +371,12 @@ export async function fireSchedules(
       jobs.push({
         at,
         id: job.id,
-        fields: encodeFields(sig === undefined ? job : { ...job, sig }),
+        fields: encodeFields(sig === undefined ? job : { ...job, sig }, pri),
       });
     }
     const [n] = await ctx.client.sluiceFire(fireArgs(ctx.keys, {
       id,
+      stream: ctx.lanes.streams[lane]!,
       expected: tick,
       spec: json,
       follow: follow ?? -1,
@@ -356,6 +390,23 @@ export async function fireSchedules(
     if (n > 0) fired += n;
   }
   return fired;
+}
+
+/**
+ * The lane of a schedule's jobs. A priority the queue does not have (a static schedule stored
+ * by a process with other priorities, say) is logged, and its jobs get the default priority:
+ * they still run.
+ */
+function laneOfSchedule(ctx: FireContext, id: string, spec: Spec): number {
+  try {
+    return laneOf(`Cannot fire schedule ${id} at its priority`, ctx.lanes, spec.priority);
+  } catch (err) {
+    ctx.logger.error(
+      `sluice: queue ${ctx.name}: schedule ${id}'s jobs go to the default priority instead`,
+      err,
+    );
+    return ctx.lanes.fallback;
+  }
 }
 
 interface RunState {
@@ -385,14 +436,24 @@ async function redisNow(client: ScriptClient): Promise<number> {
  * Stores a schedule. The same definition stored already is left alone, its next tick kept;
  * else the first tick is computed from Redis TIME.
  *
+ * @param client The queue's command connection.
+ * @param keys The queue's keys.
+ * @param id The schedule id.
+ * @param spec The checked schedule.
+ * @param lanes The queue's priorities: the schedule's `priority` must be one of them. Without
+ * them it is not checked here (a priority the queue lacks is logged at each fire, and its
+ * jobs get the default priority).
  * @returns 0 unchanged, 1 replaced, 2 created.
+ * @throws {ValidationError} If the schedule's priority is not one of `lanes`.
  */
 export async function storeSchedule(
   client: ScriptClient,
   keys: Keys,
   id: string,
   spec: Spec,
+  lanes?: Lanes,
 ): Promise<number> {
+  if (lanes !== undefined) laneOf(`Cannot store schedule ${id}`, lanes, spec.priority);
   const now = await redisNow(client);
   const first = nextTick(spec, now) ?? -1;
   return await client.sluiceScheduleSet(scheduleSetArgs(keys, id, specJson(spec), first));
@@ -401,12 +462,19 @@ export async function storeSchedule(
 /** What `Schedules` needs from its queue. */
 export interface SchedulesContext {
   readonly keys: Keys;
+  /** The queue's priorities: a schedule's must be one of them. */
+  readonly lanes: Lanes;
   /** The queue's command connection (opened on first use). */
   client(): ScriptClient;
   /** Throws if the queue is closed. */
   checkOpen(action: string): void;
-  /** Enqueues one job (what `trigger` does). */
-  enqueue(task: string, data: unknown, id: string): Promise<{ readonly id: string }>;
+  /** Enqueues one job (what `trigger` does), at `priority` (undefined: the default). */
+  enqueue(
+    task: string,
+    data: unknown,
+    id: string,
+    priority: string | undefined,
+  ): Promise<{ readonly id: string }>;
 }
 
 /**
@@ -438,9 +506,11 @@ export class Schedules {
    * next tick; the same definition is left as it is.
    *
    * @param id 1 to 180 characters of `A-Z a-z 0-9 . _ : -`.
-   * @param options `cron` (with `tz`) or `every`, the `task`, its `data`, `catchUp`, `overlap`.
+   * @param options `cron` (with `tz`) or `every`, the `task`, its `data`, `catchUp`, `overlap`,
+   * `priority`.
    * @returns "created", "replaced" or "unchanged".
-   * @throws {ValidationError} If an option is invalid, or the data fails the task's schema.
+   * @throws {ValidationError} If an option is invalid, the priority is not one of the queue's,
+   * or the data fails the task's schema.
    *
    * @example
    * ```ts
@@ -470,6 +540,7 @@ export class Schedules {
       invalid(action, "task must be a task or a task name", task);
     }
     const spec = checkSchedule(action, name, options);
+    laneOf(action, this.#q.lanes, spec.priority);
     if (typeof task !== "string") await validate(action, task as Task, JSON.parse(spec.data));
     const code = await storeSchedule(this.#q.client(), this.#q.keys, id, spec);
     return code === 0 ? "unchanged" : code === 1 ? "replaced" : "created";
@@ -514,6 +585,7 @@ export class Schedules {
         data: JSON.parse(spec.data),
         catchUp: spec.catchUp,
         overlap: spec.overlap,
+        ...(spec.priority === undefined ? {} : { priority: spec.priority }),
         next: at === undefined ? null : new Date(at),
         last: typeof state.last === "number" ? new Date(state.last) : null,
         lastJob: state.job ?? null,
@@ -580,10 +652,11 @@ export class Schedules {
   }
 
   /**
-   * Runs schedule `id` once now, outside its ticks: one job of its task and data, with id
-   * `<schedule id>@trigger:<uuid>`. Its ticks go on as before.
+   * Runs schedule `id` once now, outside its ticks: one job of its task, data and priority,
+   * with id `<schedule id>@trigger:<uuid>`. Its ticks go on as before.
    *
    * @returns The job's id, or null if there is no such schedule.
+   * @throws {ValidationError} If the schedule's priority is not one of the queue's.
    */
   async trigger(id: string): Promise<string | null> {
     this.#q.checkOpen("trigger a schedule");
@@ -595,6 +668,7 @@ export class Schedules {
       spec.task,
       JSON.parse(spec.data),
       `${id}@trigger:${uuidv7()}`,
+      spec.priority,
     );
     return job.id;
   }

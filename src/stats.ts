@@ -7,24 +7,34 @@
 import type { Redis } from "ioredis";
 import { fieldsToRecord } from "./codec.ts";
 import type { Keys } from "./keys.ts";
+import type { Lanes } from "./priority.ts";
 
-/** What `queue.stats()` returns. */
+/** What `queue.stats()` returns. With priorities, each count is over every priority's stream. */
 export interface QueueStats {
   /** In the stream, not yet delivered. */
   waiting: number;
+  /**
+   * On a queue with `priorities` only: `waiting` by priority name, every priority listed
+   * (0 for an empty one).
+   */
+  waitingByPriority?: Record<string, number>;
   /** Delivered to a worker and not settled yet (prefetched or running). */
   active: number;
   /** Delayed jobs and scheduled retries. */
   delayed: number;
   /** Dead letters. */
   dead: number;
-  /** Consumers in the group. */
+  /** Consumers in the group (with priorities: in the group of the stream that has most). */
   consumers: number;
   /** Consumers with a live heartbeat. */
   workers: number;
   /** Age of the oldest waiting job in ms, or null if none waits. */
   oldestWaitingMs: number | null;
-  /** The group's lag as Redis reports it, or null when Redis cannot tell (after deletions). */
+  /**
+   * The group's lag as Redis reports it, or null when Redis cannot tell (after deletions).
+   * With priorities, the sum over the streams, null if Redis cannot tell for one that has
+   * entries.
+   */
   lag: number | null;
   /** True while the queue is paused (`queue.pause()`): workers start no job until resumed. */
   paused: boolean;
@@ -33,12 +43,25 @@ export interface QueueStats {
 /** Most undelivered entries `stats()` counts one by one when the group's lag is unknown. */
 const WAITING_COUNT_CAP = 10_000;
 
+/** What one stream (one priority's) holds, as the group sees it. */
+interface LaneCount {
+  waiting: number;
+  active: number;
+  consumers: number;
+  /** Undefined if the stream has no such group. */
+  lag: number | null | undefined;
+  length: number;
+  /** Entry time of the oldest undelivered entry, ms. */
+  oldest: number | undefined;
+}
+
 /**
  * Counts a queue's jobs by state, as seen by consumer group `group`.
  *
  * @param client A connection to the queue's Redis.
  * @param keys The queue's keys.
  * @param group The consumer group.
+ * @param lanes The queue's priorities' streams (see `lanesOf` in priority.ts).
  * @returns The counts; see {@linkcode QueueStats}.
  *
  * @example
@@ -46,33 +69,83 @@ const WAITING_COUNT_CAP = 10_000;
  * import { Redis } from "ioredis";
  * import { stats } from "./stats.ts";
  * import { queueKeys } from "./keys.ts";
+ * import { lanesOf } from "./priority.ts";
  * import { Queue } from "./queue.ts";
  * import { startRedis } from "./testing.ts";
  * await using redis = await startRedis();
  * await using queue = new Queue("q", { redis: redis.url });
  * await queue.enqueue("t", 1);
  * const client = new Redis(redis.url);
- * console.log((await stats(client, queueKeys("q", "sluice"), "sluice")).waiting); // 1
+ * const keys = queueKeys("q", "sluice");
+ * console.log((await stats(client, keys, "sluice", lanesOf("stats", keys))).waiting); // 1
  * await client.quit();
  * ```
  */
-export async function stats(client: Redis, keys: Keys, group: string): Promise<QueueStats> {
-  const { stream, delayed, dead, workers, paused } = keys;
+export async function stats(
+  client: Redis,
+  keys: Keys,
+  group: string,
+  lanes: Lanes,
+): Promise<QueueStats> {
+  const { delayed, dead, workers, paused } = keys;
+  const { streams, names, labels } = lanes;
   // Heartbeats are scored on Redis's clock: count live ones against it too.
   const [seconds, micros] = await client.time();
   const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
-  const [length, delayedCount, deadCount, live, pausedFlag, groups] = await Promise.all([
-    client.xlen(stream),
+  // Every stream's reads go out together: as many round trips as with one stream.
+  const [delayedCount, deadCount, live, pausedFlag, ...counts] = await Promise.all([
     client.zcard(delayed),
     client.xlen(dead),
     client.zcount(workers, now, "+inf"),
     client.exists(paused),
+    ...streams.map((stream) => count(client, stream, group)),
+  ]);
+  let waiting = 0, active = 0, consumers = 0, oldestMs: number | undefined;
+  let lag: number | null = 0, seen = false;
+  for (const lane of counts) {
+    waiting += lane.waiting;
+    active += lane.active;
+    consumers = Math.max(consumers, lane.consumers);
+    if (lane.oldest !== undefined) oldestMs = Math.min(oldestMs ?? Infinity, lane.oldest);
+    // A stream with neither entries nor the group (a priority never used) adds nothing.
+    if (lane.lag === undefined && lane.length === 0) continue;
+    seen = true;
+    lag = lag === null || lane.lag === null || lane.lag === undefined ? null : lag + lane.lag;
+  }
+  const result: QueueStats = {
+    waiting,
+    active,
+    delayed: delayedCount,
+    dead: deadCount,
+    consumers,
+    workers: live,
+    oldestWaitingMs: oldestMs === undefined ? null : Math.max(0, Date.now() - oldestMs),
+    lag: seen ? lag : null,
+    paused: pausedFlag === 1,
+  };
+  if (names.length > 0) {
+    const by: Record<string, number> = {};
+    // Lowest first, as the queue lists them.
+    for (let lane = counts.length - 1; lane >= 0; lane--) by[labels[lane]!] = counts[lane]!.waiting;
+    result.waitingByPriority = by;
+  }
+  return result;
+}
+
+/** Counts one stream's jobs: two round trips, sent beside the other streams'. */
+async function count(client: Redis, stream: string, group: string): Promise<LaneCount> {
+  const [length, groups] = await Promise.all([
+    client.xlen(stream),
     client.xinfo("GROUPS", stream).catch(() => []) as Promise<unknown[][]>,
   ]);
   const info = groups.map(fieldsToRecord).find((g) => g.name === group);
   const active = Number(info?.pending ?? 0);
   const lastDelivered = String(info?.["last-delivered-id"] ?? "0-0");
-  const lag = info?.lag === null || info?.lag === undefined ? null : Number(info.lag);
+  const lag = info === undefined
+    ? undefined
+    : info.lag === null || info.lag === undefined
+    ? null
+    : Number(info.lag);
   // Finished entries linger in the stream until it is trimmed past them, so its length
   // overcounts. The undelivered entries are counted one by one, up to a cap; past it, the
   // group's lag (Redis 7.0 to 7.2 overstate it once an entry ahead of the group was deleted,
@@ -84,19 +157,9 @@ export async function stats(client: Redis, keys: Keys, group: string): Promise<Q
     "COUNT",
     WAITING_COUNT_CAP + 1,
   );
-  const oldestMs = ahead[0] ? Number(ahead[0][0].split("-")[0]) : undefined;
+  const oldest = ahead[0] ? Number(ahead[0][0].split("-")[0]) : undefined;
   const waiting = ahead.length <= WAITING_COUNT_CAP
     ? ahead.length
     : Math.max(ahead.length, lag ?? length - active);
-  return {
-    waiting,
-    active,
-    delayed: delayedCount,
-    dead: deadCount,
-    consumers: Number(info?.consumers ?? 0),
-    workers: live,
-    oldestWaitingMs: oldestMs === undefined ? null : Math.max(0, Date.now() - oldestMs),
-    lag,
-    paused: pausedFlag === 1,
-  };
+  return { waiting, active, consumers: Number(info?.consumers ?? 0), lag, length, oldest };
 }

@@ -75,8 +75,9 @@ export type Handler<Data, Result, Context = unknown> = (
 
 /**
  * Options of {@linkcode task}. A static schedule (`cron` or `every`, with `tz`, `data`,
- * `catchUp`, `overlap`) makes every Worker that has the task store the schedule, with the task
- * name as its id, when it starts: see `queue.schedules`.
+ * `catchUp`, `overlap`, `priority`) makes every Worker that has the task store the schedule,
+ * with the task name as its id, when it starts: see `queue.schedules`. Without `cron` or
+ * `every`, those options are not used.
  */
 export interface TaskOptions<Data> extends ScheduleOptions<Data> {
   /**

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Queue } from "../mod.ts";
 import { queueKeys } from "../src/keys.ts";
+import { lanesOf } from "../src/priority.ts";
 import { dueArgs, promoteArgs } from "../src/scripts/promote.ts";
 import { heldArgs, retire, retireArgs } from "../src/scripts/retire.ts";
 import { settleArgs } from "../src/scripts/settle.ts";
@@ -116,10 +117,11 @@ Deno.test("PROMOTE moves a due id once however often it is sent, and never one m
   await queue.job("e").cancel();
   await queue.enqueue("t", 4, { id: "e", delay: 600_000 });
 
-  const [moved, next] = await client.sluicePromote(promoteArgs(queue, ids));
+  const q = { keys: queue.keys, lanes: lanesOf("test", queue.keys) };
+  const [moved, next] = await client.sluicePromote(promoteArgs(q, ids));
   assert.equal(moved, 1);
   assert.ok(next > 500_000 && next <= 600_000, `next due in ${next} ms`);
-  const [again] = await client.sluicePromote(promoteArgs(queue, ids));
+  const [again] = await client.sluicePromote(promoteArgs(q, ids));
   assert.equal(again, 0, "a racer sending the same ids moves none");
   const entries = await db.xrange(queue.keys.stream, "-", "+");
   assert.deepEqual(entries.map(([, f]) => f[f.indexOf("id") + 1]), ["d"]);

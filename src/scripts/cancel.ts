@@ -1,7 +1,8 @@
 /**
  * CANCEL: cancels one job by id, whatever state it is in. `cancelArgs` builds its arguments.
  *
- * KEYS: stream, delayed, payloads, record.
+ * KEYS: stream (the lowest priority's), delayed, payloads, record, then the stream of every
+ * other priority (none without priorities).
  * ARGV: group, done channel prefix, keep ms, cancel channel, job id.
  * The done and cancel channels are pub/sub channels, not keys: they stay in ARGV.
  * Reply: the state before ('unknown' if there is no record); the action taken follows from it.
@@ -10,9 +11,14 @@
  * stream; either way it never runs and ends cancelled. A job a worker holds is marked
  * cancelling and its owner told, over pub/sub, to stop it (reply 'active').
  *
+ * With priorities, the record's entry id may name entries in several streams (each stream
+ * makes its own ids): the job's is the one whose field `id` is the job's, so only that stream
+ * is looked at. An entry in no stream any more is looked for in each group's pending entries.
+ *
  * @module
  */
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
+import type { Lanes } from "../priority.ts";
 
 /** The Lua of CANCEL. */
 export const CANCEL: string = PRELUDE + `
@@ -32,10 +38,34 @@ if state == 'delayed' or state == 'retrying' then
   state = 'waiting' -- promoted meanwhile: look at the stream
 end
 local entry = redis.call('HGET', rec, 'entry')
-if entry then
-  local ok, p = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
-  if not (ok and p[1]) then
+local function held(at)
+  local ok, p = pcall(redis.call, 'XPENDING', at, group, entry, entry, 1)
+  return ok and p[1] ~= nil
+end
+if entry and #KEYS == 4 then
+  if not held(stream) then
     redis.call('XDEL', stream, entry)
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
+    return 'waiting'
+  end
+elseif entry then
+  local lanes = {stream}
+  for k = 5, #KEYS do lanes[#lanes + 1] = KEYS[k] end
+  local at = nil
+  for _, lane in ipairs(lanes) do
+    local r = redis.call('XRANGE', lane, entry, entry)
+    if r[1] and field(r[1][2], 'id') == id then at = lane break end
+  end
+  local pending = false
+  if at then
+    pending = held(at)
+  else
+    for _, lane in ipairs(lanes) do
+      if held(lane) then pending = true break end
+    end
+  end
+  if not pending then
+    if at then redis.call('XDEL', at, entry) end
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return 'waiting'
   end
@@ -48,21 +78,24 @@ return 'active'
 /**
  * The arguments of one CANCEL call, key count first.
  *
- * @param q The queue.
+ * @param q The queue: its keys, group, keepResult and priorities.
  * @param id The job id.
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function cancelArgs(
-  q: Pick<ScriptQueue, "keys" | "group" | "keepResult">,
+  q: Pick<ScriptQueue, "keys" | "group" | "keepResult"> & { readonly lanes: Lanes },
   id: string,
 ): string[] {
-  const { keys } = q;
+  const { keys, lanes: { streams } } = q;
+  // The other priorities: every lane but the last (the lowest, which is keys.stream).
+  const others = streams.slice(0, -1);
   return [
-    "4",
+    String(4 + others.length),
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.job(id),
+    ...others,
     q.group,
     keys.done,
     String(q.keepResult),

@@ -1,5 +1,5 @@
 /**
- * DUE and PROMOTE: move due delayed jobs to the stream, on Redis TIME, in two steps so that
+ * DUE and PROMOTE: move due delayed jobs to their priority's stream, on Redis TIME, in two steps so that
  * every record key is named in KEYS. `promote` runs both.
  *
  * DUE (read-only)
@@ -10,9 +10,14 @@
  *   the schedules due now, flat: id, tick, definition, run state ('' if none), at most 100 }.
  *
  * PROMOTE
- *   KEYS: stream, delayed, payloads, ticks, then one record per id.
- *   ARGV: the ids, in the order of their records.
+ *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, then the stream of every
+ *   other priority (none without priorities), then one record per id.
+ *   ARGV: n, the number of other priorities; their n names, in the order of their streams;
+ *   then the ids, in the order of their records.
  *   Reply (`PromoteReply`): { moved, ms until the next delayed job or tick is due (-1 if none) }.
+ *
+ * A job goes back to the stream of its field `pri`; without it, or with a name that is not one
+ * of the n, to the lowest priority's stream. With one priority (n = 0) no field is looked up.
  *
  * Schedules (see schedule.ts) cost a queue that has none one ZRANGE of an empty key inside
  * these scripts, nothing more: no extra call. Due ticks are fired by FIRE (scripts/schedule.ts),
@@ -30,6 +35,10 @@
  */
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 import type { ScriptClient } from "./mod.ts";
+import type { Lanes } from "../priority.ts";
+
+/** What PROMOTE needs to know of a queue: its keys and its priorities' streams. */
+export type PromoteQueue = Pick<ScriptQueue, "keys"> & { readonly lanes: Lanes };
 
 /** What DUE replies: the ids due now, ms until the next one if none is (-1: none), Redis TIME
  * (ms), and the due schedules (flat: id, tick, definition, run state). */
@@ -74,17 +83,25 @@ return {due, wait, now, sched}
 /** The Lua of PROMOTE. */
 export const PROMOTE: string = PRELUDE + NEXT_WAIT + `
 local stream, delayed, payloads, ticks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n = tonumber(ARGV[1])
+local lanes = nil -- priority name -> its stream, with priorities
+if n > 0 then
+  lanes = {}
+  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 4] end
+end
 local now = now_ms()
 local moved = 0
-for i = 1, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 4]
+for i = n + 2, #ARGV do
+  local id, rec = ARGV[i], KEYS[i + 3]
   local score = redis.call('ZSCORE', delayed, id)
   if score and tonumber(score) <= now then
     local payload = redis.call('HGET', payloads, id)
     if payload then
       local ok, f = pcall(cjson.decode, payload)
       if ok and type(f) == 'table' and #f > 0 then
-        local entry = redis.call('XADD', stream, '*', unpack(f))
+        local target = stream
+        if lanes then target = lanes[field(f, 'pri') or ''] or stream end
+        local entry = redis.call('XADD', target, '*', unpack(f))
         if redis.call('EXISTS', rec) == 1 then
           redis.call('HSET', rec, 'state', 'waiting', 'entry', entry)
           redis.call('HDEL', rec, 'due')
@@ -114,14 +131,25 @@ export function dueArgs(q: Pick<ScriptQueue, "keys">, limit: number): string[] {
 /**
  * The arguments of one PROMOTE call, key count first.
  *
- * @param q The queue.
+ * @param q The queue: its keys and priorities.
  * @param ids The ids DUE picked.
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
-export function promoteArgs(q: Pick<ScriptQueue, "keys">, ids: readonly string[]): string[] {
-  const { keys } = q;
-  const args = [String(4 + ids.length), keys.stream, keys.delayed, keys.payloads, keys.ticks];
+export function promoteArgs(q: PromoteQueue, ids: readonly string[]): string[] {
+  const { keys, lanes: { streams, labels } } = q;
+  // The other priorities: every lane but the last (the lowest, which is keys.stream).
+  const others = streams.length - 1;
+  const args = [
+    String(4 + others + ids.length),
+    keys.stream,
+    keys.delayed,
+    keys.payloads,
+    keys.ticks,
+  ];
+  for (let lane = 0; lane < others; lane++) args.push(streams[lane]!);
   for (const id of ids) args.push(keys.job(id));
+  args.push(String(others));
+  for (let lane = 0; lane < others; lane++) args.push(labels[lane]!);
   for (const id of ids) args.push(id);
   return args;
 }
@@ -131,14 +159,14 @@ export function promoteArgs(q: Pick<ScriptQueue, "keys">, ids: readonly string[]
  * some are due.
  *
  * @param client A client with the scripts defined.
- * @param q The queue.
+ * @param q The queue: its keys and priorities.
  * @param limit The most jobs to move.
  * @returns How many were moved (`limit`: more may be due now), ms until the next one is due
  * (-1 if none), Redis TIME (ms), and the schedules due now (flat, as DUE replies them).
  */
 export async function promote(
   client: ScriptClient,
-  q: Pick<ScriptQueue, "keys">,
+  q: PromoteQueue,
   limit: number,
 ): Promise<[moved: number, wait: number, now: number, schedules: string[]]> {
   const [ids, wait, now, schedules] = await client.sluiceDue(dueArgs(q, limit));

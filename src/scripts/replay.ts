@@ -1,11 +1,16 @@
 /**
- * REPLAY: puts dead letters back in the stream with attempt 1. `replayArgs` builds its
- * arguments.
+ * REPLAY: puts dead letters back in their priority's stream with attempt 1. `replayArgs`
+ * builds its arguments.
  *
- * KEYS: dead, stream, then the record of each letter that has a job id, in order.
- * ARGV: live ms, then pairs of dead entry id, job id ('' for a letter without one: it gets no
+ * KEYS: dead, stream (the lowest priority's), then the stream of every other priority (none
+ * without priorities), then the record of each letter that has a job id, in order.
+ * ARGV: live ms; n, the number of other priorities; their n names, in the order of their
+ * streams; then pairs of dead entry id, job id ('' for a letter without one: it gets no
  * record, since no record key can be named for it without colliding with some job's).
  * Reply: the number replayed.
+ *
+ * A letter goes back to the stream of its field `pri` (which it keeps); without it, or with a
+ * name that is not one of the n, to the lowest priority's stream.
  *
  * Each letter leaves the dead stream in the same step, so replaying the same letter twice (from
  * two processes, say) runs it once.
@@ -14,12 +19,18 @@
  */
 import { RECORD_TTL_MS } from "../keys.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
+import type { Lanes } from "../priority.ts";
 
 /** The Lua of REPLAY. */
 export const REPLAY: string = PRELUDE + `
-local dead, stream, live = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local replayed, k = 0, 3
-for i = 2, #ARGV, 2 do
+local dead, stream, live, n = KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2])
+local lanes = nil -- priority name -> its stream, with priorities
+if n > 0 then
+  lanes = {}
+  for j = 1, n do lanes[ARGV[j + 2]] = KEYS[j + 2] end
+end
+local replayed, k = 0, 3 + n
+for i = 3 + n, #ARGV, 2 do
   local dead_id, id = ARGV[i], ARGV[i + 1]
   local rec = nil
   if id ~= '' then
@@ -36,7 +47,9 @@ for i = 2, #ARGV, 2 do
         kept[#kept + 1] = (name == 'attempt') and '1' or f[j + 1]
       end
     end
-    local entry = redis.call('XADD', stream, '*', unpack(kept))
+    local target = stream
+    if lanes then target = lanes[field(kept, 'pri') or ''] or stream end
+    local entry = redis.call('XADD', target, '*', unpack(kept))
     redis.call('XDEL', dead, dead_id)
     if rec then
       redis.call('DEL', rec)
@@ -53,19 +66,23 @@ return replayed
 /**
  * The arguments of one REPLAY call, key count first.
  *
- * @param q The queue.
+ * @param q The queue: its keys and priorities.
  * @param letters The dead letters: `deadId`, and the job `id` ('' if the letter has none).
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function replayArgs(
-  q: Pick<ScriptQueue, "keys">,
+  q: Pick<ScriptQueue, "keys"> & { readonly lanes: Lanes },
   letters: readonly { readonly deadId: string; readonly id: string }[],
 ): string[] {
-  const { keys } = q;
+  const { keys, lanes: { streams, labels } } = q;
+  // The other priorities: every lane but the last (the lowest, which is keys.stream).
+  const others = streams.length - 1;
   const args = ["", keys.dead, keys.stream];
+  for (let lane = 0; lane < others; lane++) args.push(streams[lane]!);
   for (const { id } of letters) if (id !== "") args.push(keys.job(id));
   args[0] = String(args.length - 1);
-  args.push(String(RECORD_TTL_MS));
+  args.push(String(RECORD_TTL_MS), String(others));
+  for (let lane = 0; lane < others; lane++) args.push(labels[lane]!);
   for (const { deadId, id } of letters) args.push(deadId, id);
   return args;
 }

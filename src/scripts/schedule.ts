@@ -4,8 +4,8 @@
  * (zset id → next tick ms) and `runs` (hash id → run state JSON), all under the queue's tag.
  *
  * FIRE
- *   KEYS: stream, ticks, schedules, runs, the record of the schedule's last job, then one
- *   record per tick to fire.
+ *   KEYS: stream (the schedule's priority's), ticks, schedules, runs, the record of the
+ *   schedule's last job, then one record per tick to fire.
  *   ARGV: schedule id, the tick DUE reported (the fence), the definition DUE reported (the
  *   fence), the following tick (ms; -1: none, the schedule ends), overlap ('1' or '0'), record
  *   ms to live, task, enq; then per tick: its time (ms) and its entry's fields as a JSON array.
@@ -146,11 +146,18 @@ export interface FireTick {
   readonly fields: readonly string[];
 }
 
-/** The arguments of one FIRE call, key count first. */
+/**
+ * The arguments of one FIRE call, key count first.
+ *
+ * @param keys The queue's keys.
+ * @param fire The schedule and its ticks; `stream` is its priority's stream.
+ * @returns The flat argument list: key count, KEYS, ARGV.
+ */
 export function fireArgs(
   keys: Keys,
   fire: {
     id: string;
+    stream: string;
     expected: number;
     spec: string;
     follow: number;
@@ -164,7 +171,7 @@ export function fireArgs(
 ): string[] {
   const args = [
     String(5 + fire.ticks.length),
-    keys.stream,
+    fire.stream,
     keys.ticks,
     keys.schedules,
     keys.runs,
