@@ -141,6 +141,8 @@ export interface Entry {
   made: boolean;
   /** The stream the job goes to (its priority's), when due. */
   stream: string;
+  /** Its priority's lane (see priority.ts). */
+  lane: number;
   /** Field pri: the priority's name, unless it is the lowest. */
   pri: string | undefined;
 }
@@ -271,7 +273,9 @@ async function enqueue(
         throw new ValidationError(`${action}: ${toError(err).message}`, { cause: err });
       }
     }
-    const lane = item.priority === undefined ? fallback : laneOf(action, lanes, item.priority);
+    const lane = item.priority === undefined
+      ? fallback
+      : laneOf(single ? action : `${action}: item ${entries.length}`, lanes, item.priority);
     const pri = lane === lowest ? undefined : lanes.labels[lane];
     const extras = options === undefined && pri === undefined
       ? undefined
@@ -285,6 +289,7 @@ async function enqueue(
       extras,
       made: item.id === undefined,
       stream,
+      lane,
       pri,
     });
   }
@@ -292,7 +297,9 @@ async function enqueue(
   if (lanes.names.length > 0) await q.ready();
   if (q.signer !== undefined) await sign(q.signer, entries, name, now);
   signal?.throwIfAborted();
-  const write = send(q, action, entries, name, now, signal);
+  const write = lanes.streams.length === 1
+    ? send(q, action, entries, name, now, signal)
+    : sendByPriority(q, action, entries, name, now, signal);
   // Closing the queue waits for the write, unless the caller gave up on it first.
   const result = signal === undefined ? write : abortable(write, signal);
   q.track(result);
@@ -312,6 +319,27 @@ async function sign(signer: Signer, entries: Entry[], task: string, enq: number)
     };
     entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) }, entry.pri);
   }));
+}
+
+/**
+ * {@linkcode send} for a queue with priorities: a script call writes to one stream, so the
+ * entries go grouped by priority (in order within each), and the handles come back in the
+ * order given.
+ */
+async function sendByPriority(
+  q: EnqueueContext,
+  action: string,
+  entries: Entry[],
+  task: string,
+  now: number,
+  signal: AbortSignal | undefined,
+): Promise<JobHandle[]> {
+  const order = entries.map((_, i) => i);
+  order.sort((a, b) => entries[a]!.lane - entries[b]!.lane || a - b);
+  const handles = await send(q, action, order.map((i) => entries[i]!), task, now, signal);
+  const given: JobHandle[] = new Array(handles.length);
+  order.forEach((i, k) => given[i] = handles[k]!);
+  return given;
 }
 
 /** Writes checked entries: one script call per batch, the calls in pipelines. */

@@ -242,19 +242,27 @@ export class Reader {
       return entries.length === 0 ? [] : [[0, entries]];
     }
     const { streams } = ctx.lanes;
-    // Lanes with work are read without blocking, from the floor up (one lane lower each time
-    // a read finds the floor drained); only a read of every lane that finds nothing blocks.
-    for (let bottom = false; !bottom;) {
+    // Lanes with work are read without blocking, from the floor up, one lane lower each time a
+    // read finds the floor drained, until the room is filled; only when a read of every lane
+    // finds nothing does the read block.
+    const read: LaneEntries = [];
+    for (let need = count, bottom = false; need > 0 && !(bottom && read.length === 0);) {
       bottom = floor.bottom;
       const pipeline = blocking.pipeline();
-      floor.queue(pipeline, streams, ctx.group, name, count);
+      floor.queue(pipeline, streams, ctx.group, name, need);
       const sent = pipeline.exec();
       this.#read = sent;
-      const { entries, error } = floor.learn((await sent) ?? [], count);
+      const { entries, error } = floor.learn((await sent) ?? [], need);
+      for (const lane of entries) {
+        read.push(lane);
+        need -= lane[1].length;
+      }
       // Entries read are ours whatever else failed: they are admitted first.
-      if (entries.length > 0) return entries;
+      if (error && read.length > 0) break;
       if (error) throw error;
+      if (entries.length === 0 && bottom) break;
     }
+    if (read.length > 0) return read;
     const sent = blocking.xreadgroup(
       "GROUP",
       ctx.group,

@@ -343,7 +343,13 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (task.schedule === undefined) continue;
       try {
         await validate(`Cannot store schedule ${task.name}`, task, JSON.parse(task.schedule.data));
-        await storeSchedule(redis.command, this.#settings.keys, task.name, task.schedule);
+        await storeSchedule(
+          redis.command,
+          this.#settings.keys,
+          task.name,
+          task.schedule,
+          this.#settings.lanes,
+        );
       } catch (err) {
         this.#logger.error(
           `sluice: worker ${this.name}: could not store schedule ${task.name}`,
