@@ -17,8 +17,9 @@ const CANCEL_MEMORY_MS = 10_000;
 /** One consumer's view of cancellations. */
 export class Cancels {
   #c: Holding;
-  /** Cancel messages of the last few seconds, by entry id (or job id), with their time. */
-  #memory = new Map<string, { at: number; id: string }>();
+  /** Cancel messages of the last few seconds, by entry id and job id (or job id alone), with
+   * their time. */
+  #memory = new Map<string, number>();
 
   constructor(c: Holding) {
     this.#c = c;
@@ -54,21 +55,21 @@ export class Cancels {
     // The message may beat the read reply that brings the job: remember it for a while, by
     // the delivery's entry id, so a later job reusing the id is not touched.
     const now = Date.now();
-    for (const [old, { at }] of this.#memory) {
+    for (const [old, at] of this.#memory) {
       if (now - at < CANCEL_MEMORY_MS) break;
       this.#memory.delete(old);
     }
-    const key = entry || id;
+    // Entry ids of different priorities' streams may be equal: the job id goes in the key too.
+    const key = entry ? `${entry}\n${id}` : id;
     this.#memory.delete(key);
-    this.#memory.set(key, { at: now, id });
+    this.#memory.set(key, now);
   }
 
   /** Aborts a job just admitted if a cancel message for it came before it. */
   admitted(job: Job): void {
     if (this.#memory.size === 0) return;
-    // The job id must match too: entry ids of different priorities' streams may be equal.
-    const heard = this.#memory.get(job.entryId) ?? this.#memory.get(job.id);
-    if (heard !== undefined && heard.id === job.id && Date.now() - heard.at < CANCEL_MEMORY_MS) {
+    const at = this.#memory.get(`${job.entryId}\n${job.id}`) ?? this.#memory.get(job.id);
+    if (at !== undefined && Date.now() - at < CANCEL_MEMORY_MS) {
       Job[internal].abort(job, new CancelledError(`Job ${job.id} was cancelled`));
     }
   }

@@ -244,31 +244,44 @@ export class Reader {
     const { streams } = ctx.lanes;
     // Lanes with work are read without blocking, from the floor up, one lane lower each time a
     // read finds the floor drained, until the room is filled; only when a read of every lane
-    // finds nothing does the read block.
+    // finds nothing does the read block. Entries read are ours whatever fails after them: they
+    // are returned, to be admitted, and the failure is met by the next read.
     const read: LaneEntries = [];
     for (let need = count, bottom = false; need > 0 && !(bottom && read.length === 0);) {
+      // Jobs read behind a settle meanwhile (its interrupt() cannot cut these passes short):
+      // the loop hands them out first.
+      if (this.#c.stopping || this.#c.buffer.length > 0) return read;
       bottom = floor.bottom;
       const pipeline = blocking.pipeline();
       floor.queue(pipeline, streams, ctx.group, name, need);
       const sent = pipeline.exec();
       this.#read = sent;
-      const { entries, error } = floor.learn((await sent) ?? [], need);
+      let replies: [Error | null, unknown][];
+      try {
+        replies = (await sent) ?? [];
+      } catch (err) {
+        if (read.length > 0) return read;
+        throw err;
+      }
+      const { entries, error } = floor.learn(replies, need);
       for (const lane of entries) {
         read.push(lane);
         need -= lane[1].length;
       }
-      // Entries read are ours whatever else failed: they are admitted first.
-      if (error && read.length > 0) break;
+      if (error && read.length > 0) return read;
       if (error) throw error;
       if (entries.length === 0 && bottom) break;
     }
-    if (read.length > 0) return read;
+    if (read.length > 0 || this.#c.stopping || this.#c.buffer.length > 0) return read;
+    // One entry of each lane at most: a wake-up may find several lanes with work (Redis 7.2 runs
+    // an unblocked read again in full), and COUNT holds for each stream. The next read, without
+    // blocking, fills the rest of the room from the highest lane.
     const sent = blocking.xreadgroup(
       "GROUP",
       ctx.group,
       name,
       "COUNT",
-      count,
+      1,
       "BLOCK",
       block,
       "STREAMS",

@@ -13,7 +13,8 @@
  *
  * With priorities, the record's entry id may name entries in several streams (each stream
  * makes its own ids): the job's is the one whose field `id` is the job's, so only that stream
- * is looked at. An entry in no stream any more is looked for in each group's pending entries.
+ * is looked at. An entry in no stream any more is not held by anyone (pending entries are not
+ * trimmed).
  *
  * @module
  */
@@ -56,14 +57,9 @@ elseif entry then
     local r = redis.call('XRANGE', lane, entry, entry)
     if r[1] and field(r[1][2], 'id') == id then at = lane break end
   end
-  local pending = false
-  if at then
-    pending = held(at)
-  else
-    for _, lane in ipairs(lanes) do
-      if held(lane) then pending = true break end
-    end
-  end
+  -- An entry in no stream any more is held by nobody (pending entries are never trimmed);
+  -- another job's entry with the same id in some stream must not count.
+  local pending = at ~= nil and held(at)
   if not pending then
     if at then redis.call('XDEL', at, entry) end
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)

@@ -141,7 +141,8 @@ async function failover(durability: Durability | undefined, lag: boolean) {
       const reply = await db.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", setup.masterName);
       masters.add(Number((reply as string[])[1]));
     }
-    if (!masters.has(promoted) || masters.size > 1) {
+    const again = !masters.has(promoted) || masters.size > 1;
+    if (again) {
       // deno-lint-ignore no-console
       console.log(`a second failover happened (masters now ${[...masters]}, first ${promoted})`);
       if (!durability) { for (const id of ledger.enqueued) atRisk.add(id); }
@@ -153,7 +154,10 @@ async function failover(durability: Durability | undefined, lag: boolean) {
     // up to twice its window while its settles wait for replicas: the read pipelined behind
     // each of its two settle calls takes the room the settle frees before it is confirmed.
     const held = workers.length * (CONCURRENCY + PREFETCH) * (durability ? 2 : 1);
-    const ended = (await ledger.log()).filter((c) => c.at! >= riskFrom - 100 && c.at! <= killedAt);
+    // After a second failover (without durable mode) the acks the first new master took alone
+    // may be gone too: every job that ended since the risk began may run again.
+    const until = again && !durability ? Infinity : killedAt;
+    const ended = (await ledger.log()).filter((c) => c.at! >= riskFrom - 100 && c.at! <= until);
     const tally = await ledger.verdict(
       `Sentinel${lag ? ", replicas behind" : " failover"}${durability ? ", durable" : ""}`,
       lag
