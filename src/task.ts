@@ -77,7 +77,7 @@ export type Handler<Data, Result, Context = unknown> = (
  * Options of {@linkcode task}. A static schedule (`cron` or `every`, with `tz`, `data`,
  * `catchUp`, `overlap`, `priority`) makes every Worker that has the task store the schedule,
  * with the task name as its id, when it starts: see `queue.schedules`. Without `cron` or
- * `every`, those options are not used.
+ * `every`, those options are refused (`ValidationError`).
  */
 export interface TaskOptions<Data> extends ScheduleOptions<Data> {
   /**
@@ -162,9 +162,21 @@ export function task<Data, Result, Context = unknown>(
   if (schema !== undefined && typeof schema?.["~standard"]?.validate !== "function") {
     throw new TypeError(`Cannot define task ${name}: schema must implement Standard Schema v1`);
   }
-  const schedule = options.cron === undefined && options.every === undefined
-    ? undefined
-    : checkSchedule(action, name, options);
+  const scheduled = options.cron !== undefined || options.every !== undefined;
+  if (!scheduled) {
+    // Schedule options alone would be dropped without a word: `priority` here is not the
+    // task's priority, it is its schedule's.
+    const alone = (["tz", "data", "catchUp", "overlap", "priority"] as const)
+      .filter((key) => options[key] !== undefined);
+    if (alone.length > 0) {
+      throw new ValidationError(
+        `${action}: ${alone.join(", ")} ${
+          alone.length === 1 ? "is a schedule option" : "are schedule options"
+        }: give cron or every too (a job's priority is given at enqueue)`,
+      );
+    }
+  }
+  const schedule = scheduled ? checkSchedule(action, name, options) : undefined;
   return Object.freeze({ name, handler, schema, attempts, backoff, timeout, schedule });
 }
 

@@ -10,6 +10,7 @@ import {
   type QueueOptions,
   type QueueStats,
   task,
+  ValidationError,
   Worker,
 } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
@@ -593,4 +594,19 @@ Deno.test("stats() breaks waiting down by priority; a queue without priorities h
   const flat: QueueStats & { waitingByPriority?: unknown } = await plain.stats();
   assert.equal(flat.waiting, 1);
   assert.equal(flat.waitingByPriority, undefined);
+});
+
+Deno.test("a task given schedule options without cron or every is refused, priority among them", () => {
+  const noop = () => {};
+  assert.throws(
+    () => task("t", noop, { priority: "urgent" } as never),
+    (err: unknown) =>
+      err instanceof ValidationError &&
+      err.message ===
+        "Cannot define task t: priority is a schedule option: give cron or every too (a job's priority is given at enqueue)",
+  );
+  assert.throws(
+    () => task("t", noop, { tz: "Europe/Oslo", catchUp: "none" } as never),
+    /Cannot define task t: tz, catchUp are schedule options: give cron or every too/,
+  );
 });
