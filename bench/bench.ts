@@ -9,7 +9,8 @@
  *   records (`keepResult: 0`), and at concurrency 32 with `keepResult` at its default (24 h of
  *   records: the "c=32 defaults" row), at concurrency 32 on a queue of 3 priorities with a
  *   third of the jobs in each (the "c=32, 3 priorities" row, given against the c=32 row),
- *   pickup latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and memory;
+ *   pickup latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and the memory of
+ *   a worker in its own process (c=32, default options) against the floor's loop in its own;
  * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work: its no-record
  *   rows use `removeOnComplete: true`, its defaults row `removeOnComplete: { age: 86400 }`.
  *
@@ -314,42 +315,78 @@ async function settledMemory(): Promise<number> {
   return low;
 }
 
-async function memory() {
+/** One reading of a memory worker's `Deno.memoryUsage()`, after `done` jobs. */
+interface MemoryReading {
+  done: number;
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+}
+
+/**
+ * A worker's memory as a user would see it: a worker in its own process (bench/_memory_worker.ts,
+ * concurrency 32, default options, so records are kept) runs MEMORY_JOBS no-op jobs that this
+ * process enqueues, 20k at a time and at most two chunks ahead. Kept: its memory once idle
+ * (after its first job) and every 200k jobs. With `floor`, the process runs a bare
+ * XREADGROUP + XACK loop on the same jobs instead: what any Deno + ioredis consumer holds.
+ */
+async function workerMemory(floor = false): Promise<MemoryReading[]> {
   const name = fresh();
-  const redisBefore = await settledMemory();
   await using queue = new Queue(name, { redis: url });
-  const worker = benchWorker(name, [noop], 64);
-  let done = 0;
-  const waiters: [number, () => void][] = [];
-  worker.addEventListener("completed", () => {
-    done++;
-    while (waiters.length > 0 && done >= waiters[0]![0]) waiters.shift()![1]();
-  });
-  const reach = (n: number) => new Promise<void>((resolve) => waiters.push([n, resolve]));
-  const run = worker.run();
   const chunk = 20_000;
-  // RSS is taken once the heap has settled into its working size (V8 grows it over the first
-  // 100k-200k jobs of a new load, then holds it), so that what grows after it is a leak.
-  const warmAt = Math.max(3 * chunk, Math.floor(MEMORY_JOBS / 5 / chunk) * chunk);
-  let warm = 0;
-  for (let sent = 0; sent < MEMORY_JOBS; sent += chunk) {
-    await queue.enqueueMany(noop, Array.from({ length: chunk }, () => ({ data: null })));
-    await reach(sent + chunk);
-    if (sent + chunk === warmAt) warm = Deno.memoryUsage().rss;
-  }
-  const end = Deno.memoryUsage().rss;
-  await worker.stop();
-  await run;
-  await admin.del(queue.keys.stream);
-  const redisAfter = await settledMemory();
-  return {
-    workerRssWarm: warm,
-    warmAfterJobs: warmAt,
-    workerRssEnd: end,
-    redisBefore,
-    redisAfter,
-    jobs: MEMORY_JOBS,
+  const args = [url, name, String(MEMORY_JOBS), String(chunk)];
+  if (floor) args.push("floor", queue.keys.stream);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_memory_worker.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const readings: MemoryReading[] = [];
+  let moved = Promise.withResolvers<void>(), ended = false;
+  const lines = (async () => {
+    let text = "";
+    for await (const piece of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += piece;
+      const complete = text.split("\n");
+      text = complete.pop()!;
+      for (const line of complete) readings.push(JSON.parse(line));
+      moved.resolve();
+      moved = Promise.withResolvers();
+    }
+    ended = true;
+    moved.resolve();
+  })();
+  const next = async () => {
+    if (ended) throw new Error("bench: the memory worker ended early");
+    await moved.promise;
   };
+  const enqueue = (n: number) =>
+    queue.enqueueMany(noop, Array.from({ length: n }, () => ({ data: null })));
+  const done = () => readings.at(-1)?.done ?? 0;
+  await enqueue(1);
+  while (done() < 1) await next();
+  // Fed a chunk at a time, at most two chunks ahead of what the worker has done.
+  for (let sent = 1; sent < MEMORY_JOBS;) {
+    while (sent - done() > chunk) await next();
+    const n = Math.min(chunk, MEMORY_JOBS - sent);
+    await enqueue(n);
+    sent += n;
+  }
+  const status = await child.status;
+  await lines;
+  if (!status.success) throw new Error("bench: the memory worker failed");
+  await dropQueue(queue);
+  return readings.filter((r) => r.done === 1 || r.done % 200_000 === 0 || r.done === MEMORY_JOBS);
+}
+
+async function memory() {
+  const redisBefore = await settledMemory();
+  const worker = await workerMemory();
+  // Every key of the queue is deleted, the job records kept by default too.
+  const redisAfter = await settledMemory();
+  const floor = await workerMemory(true);
+  return { jobs: MEMORY_JOBS, worker, floor, redisBefore, redisAfter };
 }
 
 type Cpu = { worker: number; redis: number };
@@ -466,7 +503,7 @@ log(`bench: pickup latency at 2,000 jobs/s for ${LOAD_SECONDS} s`);
 const loaded = await pickup("load");
 log("bench: delayed-job lateness");
 const late = await lateness();
-log(`bench: memory over ${MEMORY_JOBS} jobs`);
+log(`bench: memory of a worker process over ${MEMORY_JOBS} jobs, then of the floor loop`);
 const mem = await memory();
 log("bench: BullMQ on Node");
 const peer = await bullmq();
@@ -518,7 +555,9 @@ const report = {
   delayedLatenessMs: late,
   memory: {
     ...mem,
-    workerRssGrowth: ratio(mem.workerRssEnd - mem.workerRssWarm, mem.workerRssWarm),
+    /** RSS after all the jobs over RSS idle (the issue's bar: <= 2). */
+    workerRssRatio: ratio(mem.worker.at(-1)!.rss, mem.worker[0]!.rss),
+    floorRssRatio: ratio(mem.floor.at(-1)!.rss, mem.floor[0]!.rss),
     redisGrowth: ratio(mem.redisAfter - mem.redisBefore, mem.redisBefore),
   },
 };
@@ -665,15 +704,28 @@ if (values.json) {
     `delayed-job lateness:    ${ms(late)} (${LATE_JOBS} jobs over ${LATE_SPREAD_MS / 1000} s)`,
   );
   const mb = (b: number) => `${(b / 1_048_576).toFixed(1)} MiB`;
+  const at = (r: MemoryReading) => r.done === 1 ? "idle" : `${r.done / 1_000}k`;
+  const rss = (readings: MemoryReading[]) => readings.map((r) => `${mb(r.rss)} ${at(r)}`);
   console.log(
-    `worker RSS:              ${mb(mem.workerRssWarm)} after ${mem.warmAfterJobs} jobs, ${
-      mb(mem.workerRssEnd)
-    } after ${mem.jobs} jobs (${pct(report.memory.workerRssGrowth)})`,
+    `worker RSS:              ${rss(mem.worker).join(", ")} (own process, c=32, defaults: ${
+      times(report.memory.workerRssRatio)
+    } idle)`,
+  );
+  const last = mem.worker.at(-1)!;
+  console.log(
+    `worker heap at ${at(last)}:       ${mb(last.heapUsed)} used of ${mb(last.heapTotal)}, ${
+      mb(last.external)
+    } external`,
   );
   console.log(
-    `Redis used_memory:       ${mb(mem.redisBefore)} before, ${mb(mem.redisAfter)} after (${
-      pct(report.memory.redisGrowth)
-    })`,
+    `floor loop RSS:          ${rss(mem.floor).join(", ")} (bare XREADGROUP + XACK: ${
+      times(report.memory.floorRssRatio)
+    } idle)`,
+  );
+  console.log(
+    `Redis used_memory:       ${mb(mem.redisBefore)} before, ${
+      mb(mem.redisAfter)
+    } after the worker's queue is deleted (${pct(report.memory.redisGrowth)})`,
   );
   if (peer) console.log(`peer: BullMQ ${peer.version} on Node, same Redis, same run`);
   console.log(
