@@ -129,6 +129,8 @@ export class Reader {
   #group: Promise<void> | undefined;
   #failures = 0;
   #floor: Floor;
+  /** interrupt() was called since this read began: it must not block. */
+  #woken = false;
 
   constructor(c: Holding) {
     this.#c = c;
@@ -184,6 +186,7 @@ export class Reader {
    * must not read that room again meanwhile.
    */
   async read(wakeAt: number, dueAt: number): Promise<LaneEntries> {
+    this.#woken = false;
     const blocking = await this.#line.connection();
     if (this.#idOn !== blocking) {
       this.#idOn = blocking;
@@ -225,6 +228,7 @@ export class Reader {
     const { ctx, name } = this.#c;
     const floor = this.#floor;
     if (floor.single) {
+      if (this.#woken) return [];
       const sent = blocking.xreadgroup(
         "GROUP",
         ctx.group,
@@ -272,7 +276,9 @@ export class Reader {
       if (error) throw error;
       if (entries.length === 0 && bottom) break;
     }
-    if (read.length > 0 || this.#c.stopping || this.#c.buffer.length > 0) return read;
+    if (read.length > 0 || this.#c.stopping || this.#c.buffer.length > 0 || this.#woken) {
+      return read;
+    }
     // One entry of each lane at most: a wake-up may find several lanes with work (Redis 7.2 runs
     // an unblocked read again in full), and COUNT holds for each stream. The next read, without
     // blocking, fills the rest of the room from the highest lane.
@@ -294,6 +300,9 @@ export class Reader {
 
   /** Ends a blocking read now, as if it had timed out; the loop then looks again. */
   interrupt(): void {
+    // Before the blocking read is sent, CLIENT UNBLOCK would find nothing to cut: the read
+    // sees the flag instead, and returns at once.
+    this.#woken = true;
     if (this.#read !== undefined && this.#id !== undefined) {
       this.#line.unblock(this.#id).catch(() => {});
     }
