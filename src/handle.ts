@@ -139,6 +139,14 @@ export class JobHandle<Result = unknown> {
     if (r.state === undefined) return undefined;
     const status: JobStatus = { id: this.id, state: r.state as JobState };
     if (r.state === "cancelling") status.state = "active";
+    if (r.job !== undefined) {
+      // "<enq ms> <task>", written at enqueue; the attempt is 1 until a retry writes it.
+      // Records written before field job hold task, attempt and enq as fields of their own.
+      const cut = r.job.indexOf(" ");
+      r.enq ??= r.job.slice(0, cut);
+      r.task ??= r.job.slice(cut + 1);
+      r.attempt ??= "1";
+    }
     if (r.task) status.task = r.task;
     setNumber(status, "attempt", r.attempt);
     if (r.run !== undefined) {

@@ -138,6 +138,39 @@ Deno.test("info() follows a job: waiting, active, completed, with its timestamps
   await run;
 });
 
+Deno.test("info() reads task, attempt and enqueue time from a record of either layout: field job, or fields of their own", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const handle = await queue.enqueue(double, 1, { id: "new" });
+  const later = await queue.enqueue(double, 1, { id: "later", delay: 60_000 });
+  // Field job: "<enq ms> <task>".
+  const enqOf = async (id: string) =>
+    Number((await db.hget(queue.keys.job(id), "job"))?.split(" ")[0]);
+  const enq = await enqOf("new");
+  const waiting = { id: "new", state: "waiting", task: "double", attempt: 1, enqueuedAt: enq };
+  assert.deepEqual(await handle.info(), waiting);
+  assert.deepEqual(await later.info(), {
+    ...waiting,
+    id: "later",
+    state: "delayed",
+    enqueuedAt: await enqOf("later"),
+    dueAt: later.dueAt,
+  });
+  // A record as enqueues before field job wrote it.
+  await db.hset(queue.keys.job("old"), {
+    state: "waiting",
+    task: "double",
+    attempt: "1",
+    enq: String(enq),
+    entry: handle.entryId!,
+  });
+  assert.deepEqual(await queue.job("old").info(), { ...waiting, id: "old" });
+  // A retry's attempt wins over field job's implied 1.
+  await db.hset(queue.keys.job("new"), "attempt", "3");
+  assert.deepEqual(await handle.info(), { ...waiting, attempt: 3 });
+});
+
 Deno.test("info() shows a retrying job's error and due time, and a dead job's reason", async () => {
   await using redis = await startRedis();
   const flaky = task("flaky", () => {

@@ -53,8 +53,9 @@ for i = 3 + n, #ARGV, 2 do
     redis.call('XDEL', dead, dead_id)
     if rec then
       redis.call('DEL', rec)
-      redis.call('HSET', rec, 'state', 'waiting', 'entry', entry, 'attempt', 1,
-        'task', field(kept, 'task') or '', 'enq', field(kept, 'enq') or '')
+      -- The record enqueue writes (see enqueue.ts): field job is "<enq> <task>".
+      redis.call('HSET', rec, 'state', 'waiting', 'entry', entry,
+        'job', (field(kept, 'enq') or '') .. ' ' .. (field(kept, 'task') or ''))
       redis.call('PEXPIRE', rec, live)
     end
     replayed = replayed + 1

@@ -74,8 +74,8 @@ for k = 6, #KEYS do
   else
     local f = cjson.decode(fields)
     local entry = redis.call('XADD', stream, '*', unpack(f))
-    redis.call('HSET', rec, 'state', 'waiting', 'task', task, 'attempt', '1', 'enq', enq,
-      'entry', entry)
+    -- The record enqueue writes (see enqueue.ts): field job is "<enq> <task>".
+    redis.call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', enq .. ' ' .. task)
     redis.call('PEXPIRE', rec, live)
     fired = fired + 1
     state.job = field(f, 'id')
