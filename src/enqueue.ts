@@ -277,9 +277,8 @@ async function enqueue(
       ? fallback
       : laneOf(single ? action : `${action}: item ${entries.length}`, lanes, item.priority);
     const pri = lane === lowest ? undefined : lanes.labels[lane];
-    const extras = options === undefined && pri === undefined
-      ? undefined
-      : encodeExtras(options ?? {}, pri);
+    // Field pri is the same for every job of a script call (one stream each): sent once.
+    const extras = options === undefined ? undefined : encodeExtras(options);
     const stream = lanes.streams[lane]!;
     entries.push({
       id,
@@ -317,7 +316,7 @@ async function sign(signer: Signer, entries: Entry[], task: string, enq: number)
       enq,
       ...entry.options,
     };
-    entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) }, entry.pri);
+    entry.extras = encodeExtras({ ...entry.options, sig: await signer.sign(job) });
   }));
 }
 
@@ -334,6 +333,10 @@ async function sendByPriority(
   now: number,
   signal: AbortSignal | undefined,
 ): Promise<JobHandle[]> {
+  const lane = entries[0]!.lane;
+  if (entries.every((entry) => entry.lane === lane)) {
+    return send(q, action, entries, task, now, signal);
+  }
   const order = entries.map((_, i) => i);
   order.sort((a, b) => entries[a]!.lane - entries[b]!.lane || a - b);
   const handles = await send(q, action, order.map((i) => entries[i]!), task, now, signal);
@@ -374,7 +377,8 @@ async function send(
       to = j + 1;
       const most = Math.min(j + ENQUEUE_BATCH, end);
       while (to < most && entries[to]!.stream === stream) to++;
-      pipeline.sluiceEnqueue(enqueueArgs(q.keys, stream, head, entries, j, to));
+      const pri = entries[j]!.pri ?? "";
+      pipeline.sluiceEnqueue(enqueueArgs(q.keys, stream, head, entries, j, to, pri));
     }
     if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
     sent.push((pipeline as unknown as ChainableCommander).exec());

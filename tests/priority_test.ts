@@ -610,3 +610,26 @@ Deno.test("a task given schedule options without cron or every is refused, prior
     /Cannot define task t: tz, catchUp are schedule options: give cron or every too/,
   );
 });
+
+Deno.test("signed jobs keep their priority: field pri is outside the signature, and they run", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  const signingKeys = ["a key of the queue's own, long enough to sign with"];
+  await using queue = new Queue("q", { redis: redis.url, priorities: P3, signingKeys });
+  const seen = task("t", (_: null, ctx) => ctx.job.priority);
+  const urgent = await queue.enqueue(seen, null, { priority: "urgent", timeout: 5_000 });
+  const bulk = await queue.enqueue(seen, null);
+  const entries = await db.xrange(queue.keys.lane("urgent"), "-", "+");
+  const fields = entries[0]?.[1] ?? [];
+  assert.deepEqual(fields.slice(10, 14), ["enq", fields[11], "pri", "urgent"]);
+  assert.ok(fields.includes("sig"));
+  const worker = new Worker("q", [seen], workerOptions(redis.url, { signingKeys }));
+  const signal = AbortSignal.timeout(20_000);
+  await runUntil(
+    worker,
+    Promise.all([urgent.result({ signal }), bulk.result({ signal })]).then((results) =>
+      assert.deepEqual(results, ["urgent", "bulk"])
+    ),
+    "both results",
+  );
+});

@@ -3,10 +3,11 @@
  * `enqueueHead` and `enqueueArgs` build its arguments.
  *
  * KEYS: stream (the jobs' priority's), delayed, payloads, then one record per job.
- * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape; then per job,
- * if shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
+ * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape, pri (the
+ * priority of every job of the call, written right after enq; '' for none); then per job, if
+ * shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
  * or 'at'), ms, n, data, then n values: the job's optional fields as field/value pairs (trace to
- * sig, as encodeExtras in codec.ts lays them out; pri first). With 'delay' a job is due `ms` after Redis
+ * sig, as encodeExtras in codec.ts lays them out). With 'delay' a job is due `ms` after Redis
  * TIME, so producer clocks do not matter; with 'at' it is due at epoch ms.
  * The wake channel is a pub/sub channel, not a key: it stays in ARGV.
  * Reply (`EnqueueReply`): one value per job: the entry id if written to the stream, the due
@@ -50,7 +51,7 @@ export type EnqueueReply = (string | number | [string, number])[];
 export const ENQUEUE: string = PRELUDE + `
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local skip, v, shape = #ARGV[5] + 1, ARGV[6], ARGV[7]
+local skip, v, shape, pri = #ARGV[5] + 1, ARGV[6], ARGV[7], ARGV[8]
 local plain = shape == 'plain' or shape == 'plain-new'
 -- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look per job, which
 -- saves Redis about a fifth of an enqueue. Unless this very call ran already: ioredis sends a
@@ -63,7 +64,7 @@ local out, now = {}, now_ms()
 local expire_at = now + live
 -- Formatted once: a number handed to redis.call is formatted on every call.
 local expire_s = tostring(expire_at)
-local a = 8
+local a = 9
 -- The record's field job: the same for the whole batch.
 local job = enq .. ' ' .. task
 for k = 4, #KEYS do
@@ -81,12 +82,18 @@ for k = 4, #KEYS do
     out[k - 3] = {known[1] or '', tonumber(known[2] or '0')}
   elseif mode == 'now' then
     local entry
-    if n == 0 then
+    if n == 0 and pri == '' then
       entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
         'data', data, 'attempt', '1', 'enq', enq)
-    else
+    elseif n == 0 then
+      entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
+        'data', data, 'attempt', '1', 'enq', enq, 'pri', pri)
+    elseif pri == '' then
       entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
         'data', data, 'attempt', '1', 'enq', enq, unpack(ARGV, a - n, a - 1))
+    else
+      entry = call('XADD', stream, '*', 'v', v, 'id', sub(rec, skip), 'task', task,
+        'data', data, 'attempt', '1', 'enq', enq, 'pri', pri, unpack(ARGV, a - n, a - 1))
     end
     call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', job)
     call('PEXPIREAT', rec, expire_s)
@@ -96,7 +103,12 @@ for k = 4, #KEYS do
     if mode == 'delay' then due = now + ms end
     local wait = math.max(0, due - now)
     local f = {'v', v, 'id', sub(rec, skip), 'task', task, 'data', data, 'attempt', '1',
-      'enq', enq, unpack(ARGV, a - n, a - 1)}
+      'enq', enq}
+    if pri ~= '' then
+      f[#f + 1] = 'pri'
+      f[#f + 1] = pri
+    end
+    for i = a - n, a - 1 do f[#f + 1] = ARGV[i] end
     schedule(delayed, payloads, wake, f, now, wait)
     call('HSET', rec, 'state', 'delayed', 'due', due, 'job', job)
     call('PEXPIREAT', rec, expire_at + wait)
@@ -129,6 +141,7 @@ export function enqueueHead(keys: Keys, task: string, enq: number, version: stri
  * @param jobs The jobs.
  * @param from The first job of this call.
  * @param to One past the last job of this call.
+ * @param pri The jobs' priority, written in field pri ('' for the lowest: none).
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function enqueueArgs(
@@ -138,6 +151,7 @@ export function enqueueArgs(
   jobs: readonly EnqueueJob[],
   from: number,
   to: number,
+  pri = "",
 ): string[] {
   let plain = true, made = true;
   for (let i = from; i < to; i++) {
@@ -148,7 +162,7 @@ export function enqueueArgs(
   const args = [String(3 + to - from), stream, keys.delayed, keys.payloads];
   for (let i = from; i < to; i++) args.push(keys.job(jobs[i]!.id));
   for (const arg of head) args.push(arg);
-  args.push((plain ? "plain" : "full") + (made ? "-new" : ""));
+  args.push((plain ? "plain" : "full") + (made ? "-new" : ""), pri);
   for (let i = from; i < to; i++) {
     const { data, when, extras } = jobs[i]!;
     if (plain) {
