@@ -101,7 +101,10 @@ export async function spawn(
     }
   };
   const drained = Promise.all([drain(child.stdout), drain(child.stderr)]).then(() => {});
-  const exited = child.status.then((status) => {
+  const exited = child.status.then(async (status) => {
+    // The reason is in the last lines of the log ("Address already in use", which callers try
+    // again on): read them all before saying why.
+    await drained.catch(() => {});
     throw new Error(
       `Cannot start ${what}: it exited with code ${status.code}:\n${lines.slice(-20).join("\n")}`,
     );
