@@ -296,9 +296,7 @@ async function enqueue(
   if (lanes.names.length > 0) await q.ready();
   if (q.signer !== undefined) await sign(q.signer, entries, name, now);
   signal?.throwIfAborted();
-  const write = lanes.streams.length === 1
-    ? send(q, action, entries, name, now, signal)
-    : sendByPriority(q, action, entries, name, now, signal);
+  const write = sendByPriority(q, action, entries, name, now, signal);
   // Closing the queue waits for the write, unless the caller gave up on it first.
   const result = signal === undefined ? write : abortable(write, signal);
   q.track(result);
@@ -321,9 +319,9 @@ async function sign(signer: Signer, entries: Entry[], task: string, enq: number)
 }
 
 /**
- * {@linkcode send} for a queue with priorities: a script call writes to one stream, so the
- * entries go grouped by priority (in order within each), and the handles come back in the
- * order given.
+ * {@linkcode send}, with the entries grouped by priority when they have several: a script call
+ * writes to one stream. They go in order within each priority, and the handles come back in
+ * the order given.
  */
 async function sendByPriority(
   q: EnqueueContext,

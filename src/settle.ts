@@ -9,7 +9,6 @@
 import type { Holding } from "./consume.ts";
 import { Batcher } from "./_batch.ts";
 import type { Job, Lessor } from "./job.ts";
-import type { ReadEntry } from "./admit.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 import { settleArgs, type SettleOp } from "./scripts/settle.ts";
 import { type Durability, shortfall } from "./durable.ts";
@@ -118,22 +117,10 @@ export class Settler implements Lessor {
       const view = c.views[ops[0]!.job.lane ?? 0]!;
       (pipeline as unknown as ScriptClient).sluiceSettle(settleArgs(view, c.name, ops));
     }
-    let readCalls = 0;
-    if (reads > 0 && c.floor.single) {
-      pipeline.xreadgroup(
-        "GROUP",
-        ctx.group,
-        c.name,
-        "COUNT",
-        reads,
-        "STREAMS",
-        ctx.keys.stream,
-        ">",
-      );
-      readCalls = 1;
-    } else if (reads > 0) {
-      readCalls = c.floor.queue(pipeline, ctx.lanes.streams, ctx.group, c.name, reads);
-    }
+    // One XREADGROUP without priorities; with them, the floor's read and its probes.
+    const readCalls = reads > 0
+      ? c.floor.queue(pipeline, ctx.lanes.streams, ctx.group, c.name, reads)
+      : 0;
     const durable = ctx.durability;
     if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
     window.reserve(reads);
@@ -147,14 +134,10 @@ export class Settler implements Lessor {
       window.settling -= freeing;
     }
     const calls = lanes.length;
-    let entries: LaneEntries = [];
-    if (readCalls === 1 && c.floor.single) {
-      const [readError, read] = replies[calls] ?? [null, null];
-      const got = readError ? [] : (read as [string, ReadEntry[]][] | null)?.[0]?.[1] ?? [];
-      if (got.length > 0) entries = [[0, got]];
-    } else if (readCalls > 0) {
-      entries = c.floor.learn(replies.slice(calls, calls + readCalls), reads).entries;
-    }
+    // A read that failed brings nothing: the loop's next read meets the failure.
+    const entries: LaneEntries = readCalls === 0
+      ? []
+      : c.floor.learn(replies.slice(calls, calls + readCalls), reads).entries;
     let got = 0;
     for (const [, read] of entries) got += read.length;
     window.free(reads - got);

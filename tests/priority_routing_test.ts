@@ -28,6 +28,24 @@ async function idsIn(db: Redis, stream: string): Promise<string[]> {
 }
 
 /** Field `name` of the entry of job `id` in `stream`, or undefined. */
+/**
+ * Job "decoy" in the lowest stream and job "target" in the urgent one, both at entry id
+ * `entry`, each with a waiting record; consumer w1 of the group reads the one in `delivered`.
+ */
+async function sameEntryId(db: Redis, queue: Queue, entry: string, delivered: string) {
+  const { keys, group } = queue;
+  const job = (id: string) => ["v", "1", "id", id, "task", "t", "data", "1", "attempt", "1"];
+  await db.xadd(keys.stream, entry, ...job("decoy"), "enq", "1");
+  await db.xadd(keys.lane("urgent"), entry, ...job("target"), "enq", "1", "pri", "urgent");
+  for (const id of ["decoy", "target"]) {
+    await db.hset(keys.job(id), "state", "waiting", "entry", entry, "task", "t", "attempt", "1");
+  }
+  for (const stream of [keys.stream, keys.lane("urgent")]) {
+    await db.xgroup("CREATE", stream, group, stream === delivered ? "0" : "$");
+  }
+  await db.xreadgroup("GROUP", group, "w1", "COUNT", 1, "STREAMS", delivered, ">");
+}
+
 async function fieldOf(db: Redis, stream: string, id: string, name: string) {
   const entries = await db.xrange(stream, "-", "+");
   const fields = entries.find(([, f]) => f[f.indexOf("id") + 1] === id)?.[1];
@@ -235,19 +253,9 @@ Deno.test("cancel() of a waiting urgent job deletes its entry, not an entry of t
   await using redis = await startRedis();
   await using queue = new Queue("q", settings(redis.url));
   await using db = inspect(redis.url);
-  const { keys, group } = queue;
-  const job = (
-    id: string,
-  ) => ["v", "1", "id", id, "task", "t", "data", "1", "attempt", "1", "enq", "1"];
+  const { keys } = queue;
   // The same entry id in two streams: the decoy in the lowest (looked at first), delivered.
-  await db.xadd(keys.stream, "5-1", ...job("decoy"));
-  await db.xadd(keys.lane("urgent"), "5-1", ...job("target"), "pri", "urgent");
-  for (const id of ["decoy", "target"]) {
-    await db.hset(keys.job(id), "state", "waiting", "entry", "5-1", "task", "t", "attempt", "1");
-  }
-  await db.xgroup("CREATE", keys.stream, group, "0");
-  await db.xgroup("CREATE", keys.lane("urgent"), group, "$");
-  await db.xreadgroup("GROUP", group, "w1", "COUNT", 1, "STREAMS", keys.stream, ">");
+  await sameEntryId(db, queue, "5-1", keys.stream);
 
   assert.equal((await queue.job("target").info())?.state, "waiting");
   const decoy = await queue.job("decoy").info();
@@ -264,19 +272,9 @@ Deno.test("cancel() of a delivered urgent job asks its worker, and info() finds 
   await using redis = await startRedis();
   await using queue = new Queue("q", settings(redis.url));
   await using db = inspect(redis.url);
-  const { keys, group } = queue;
-  const job = (
-    id: string,
-  ) => ["v", "1", "id", id, "task", "t", "data", "1", "attempt", "1", "enq", "1"];
+  const { keys } = queue;
   // The decoy waits in the lowest stream; the target, same entry id, is delivered.
-  await db.xadd(keys.stream, "7-1", ...job("decoy"));
-  await db.xadd(keys.lane("urgent"), "7-1", ...job("target"), "pri", "urgent");
-  for (const id of ["decoy", "target"]) {
-    await db.hset(keys.job(id), "state", "waiting", "entry", "7-1", "task", "t", "attempt", "1");
-  }
-  await db.xgroup("CREATE", keys.stream, group, "$");
-  await db.xgroup("CREATE", keys.lane("urgent"), group, "0");
-  await db.xreadgroup("GROUP", group, "w1", "COUNT", 1, "STREAMS", keys.lane("urgent"), ">");
+  await sameEntryId(db, queue, "7-1", keys.lane("urgent"));
 
   const target = await queue.job("target").info();
   assert.deepEqual([target?.state, target?.worker, target?.deliveries], ["active", "w1", 1]);

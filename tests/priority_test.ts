@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  type JobHandle,
   NonRetryableError,
   Queue,
   type QueueOptions,
@@ -64,6 +65,12 @@ async function runUntil(worker: Worker, done: Promise<unknown>, what: string): P
     await worker.stop();
     await run.catch(() => {});
   }
+}
+
+/** Runs `worker` until the job of `handle` has ended with result `expected`. */
+function runUntilResult(worker: Worker, handle: JobHandle, expected: unknown, what: string) {
+  const result = handle.result({ signal: AbortSignal.timeout(20_000) });
+  return runUntil(worker, result.then((got) => assert.equal(got, expected)), what);
 }
 
 // Bad input: each case its own error, thrown before anything connects or is written.
@@ -454,11 +461,7 @@ Deno.test("defaultPriority: a worker sees the default priority on jobs enqueued 
   const handle = await queue.enqueue("t", null);
   const seen = task("t", (_: null, ctx) => ctx.job.priority);
   const worker = new Worker("q", [seen], workerOptions(redis.url));
-  await runUntil(
-    worker,
-    handle.result({ signal: AbortSignal.timeout(20_000) }).then((p) => assert.equal(p, "normal")),
-    "the job's result",
-  );
+  await runUntilResult(worker, handle, "normal", "the job's result");
 });
 
 Deno.test("a queue without priorities: job.priority is undefined", async () => {
@@ -467,11 +470,7 @@ Deno.test("a queue without priorities: job.priority is undefined", async () => {
   const handle = await queue.enqueue("t", null);
   const seen = task("t", (_: null, ctx) => ctx.job.priority ?? "none");
   const worker = new Worker("q", [seen], { redis: redis.url, handleSignals: false, logger: quiet });
-  await runUntil(
-    worker,
-    handle.result({ signal: AbortSignal.timeout(20_000) }).then((p) => assert.equal(p, "none")),
-    "the job's result",
-  );
+  await runUntilResult(worker, handle, "none", "the job's result");
 });
 
 Deno.test("retries of an urgent job stay urgent: the task's backoff brings it back to the urgent stream", async () => {
@@ -485,11 +484,7 @@ Deno.test("retries of an urgent job stay urgent: the task's backoff brings it ba
   }, { retry: { attempts: 3, backoff: { type: "fixed", delay: 50 } } });
   const handle = await queue.enqueue(flaky, null, { priority: "urgent" });
   const worker = new Worker("q", [flaky], workerOptions(redis.url));
-  await runUntil(
-    worker,
-    handle.result({ signal: AbortSignal.timeout(20_000) }).then((p) => assert.equal(p, "urgent")),
-    "the third attempt",
-  );
+  await runUntilResult(worker, handle, "urgent", "the third attempt");
   assert.deepEqual(seen, ["1:urgent", "2:urgent", "3:urgent"]);
 });
 
