@@ -36,6 +36,11 @@ const handles = await queue.enqueueMany(
   pack,
   Array.from({ length: 400 }, (_, n) => ({ data: { n } })),
 );
+// Replication is asynchronous: jobs a replica has not received yet when its master dies are
+// gone (durable mode, `durability`, waits for a replica on each write instead). Here the kill
+// waits until the replica holds every job enqueued; what the worker settles after that may be
+// lost and run again (counted once).
+await replicated(`redis://127.0.0.1:${owner}`);
 while (done.size < 100) await delay(10);
 await cluster.killNode(cluster.nodes.findIndex((node) => node.port === owner));
 console.log(`killed that master (kill -9) after ${done.size} jobs; a replica takes over`);
@@ -50,6 +55,22 @@ console.log(
 );
 await worker.stop();
 await run;
+
+/** Waits until a replica of the master at `url` has every write the master has made so far. */
+async function replicated(url: string): Promise<void> {
+  const admin = new Redis(url);
+  try {
+    const info = async () => String(await admin.info("replication"));
+    const target = Number(/master_repl_offset:(\d+)/.exec(await info())![1]);
+    while (true) {
+      const offsets = [...(await info()).matchAll(/slave\d+:.*offset=(\d+)/g)];
+      if (offsets.some(([, offset]) => Number(offset) >= target)) return;
+      await delay(10);
+    }
+  } finally {
+    admin.disconnect();
+  }
+}
 
 async function slotOf(url: string, key: string): Promise<number> {
   const admin = new Redis(url);
