@@ -25,7 +25,6 @@ await using worker = new Worker("orders", [pack], {
   handleSignals: false,
   logger: quiet,
 });
-const run = worker.run();
 
 // Which master holds the queue: every key of it carries the hash tag {orders}.
 const slot = await slotOf(cluster.urls[0]!, "{orders}");
@@ -41,18 +40,21 @@ const handles = await queue.enqueueMany(
 // waits until the replica holds every job enqueued; what the worker settles after that may be
 // lost and run again (counted once).
 await replicated(`redis://127.0.0.1:${owner}`);
+const run = worker.run();
 while (done.size < 100) await delay(10);
 await cluster.killNode(cluster.nodes.findIndex((node) => node.port === owner));
 console.log(`killed that master (kill -9) after ${done.size} jobs; a replica takes over`);
 // Waiting on the worker's count, not on result(): a call made during the failover may fail
 // (its node is gone) and would have to be made again.
 while (done.size < handles.length) await delay(20);
-console.log(
-  `${done.size} of ${handles.length} jobs done, the queue now on 127.0.0.1:${await ownerOf(
-    cluster.urls.find((_, i) => cluster.nodes[i]!.port !== owner)!,
-    slot,
-  )}`,
-);
+// The cluster names the new master once the failover is through.
+const alive = cluster.urls.find((_, i) => cluster.nodes[i]!.port !== owner)!;
+let now = owner;
+while (now === owner) {
+  now = await ownerOf(alive, slot);
+  if (now === owner) await delay(50);
+}
+console.log(`${done.size} of ${handles.length} jobs done, the queue now on 127.0.0.1:${now}`);
 await worker.stop();
 await run;
 
