@@ -48,6 +48,7 @@ export type {
   UpsertScheduleOptions,
 } from "./src/schedule.ts";
 export type { QueueOptions } from "./src/queue.ts";
+export type { RateLimit } from "./src/limits.ts";
 export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
 export type { QueueStats } from "./src/stats.ts";

@@ -8,7 +8,9 @@
  * - sluice: enqueueMany, a Worker with a no-op task at concurrency 1, 32 and 256 keeping no job
  *   records (`keepResult: 0`), and at concurrency 32 with `keepResult` at its default (24 h of
  *   records: the "c=32 defaults" row), at concurrency 32 on a queue of 3 priorities with a
- *   third of the jobs in each (the "c=32, 3 priorities" row, given against the c=32 row),
+ *   third of the jobs in each (the "c=32, 3 priorities" row, given against the c=32 row), at
+ *   concurrency 32 for a task with a rate limit it never reaches (1M a second: the "c=32,
+ *   rate-limited task" row, given against the c=32 row too),
  *   pickup latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and the memory of
  *   a worker in its own process (c=32, default options) against the floor's loop in its own;
  * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work: its no-record
@@ -138,6 +140,8 @@ async function floor(n = N) {
 }
 
 const noop = task("noop", () => {});
+/** The same no-op under a rate limit it never reaches: every start asks Redis (TAKE). */
+const limitedNoop = task("noop", () => {}, { rateLimit: { limit: 1_000_000, interval: 1_000 } });
 
 /** A quiet worker on queue `name` that keeps no job records, or keeps them for the default
  * 24 h if `keepRecords`; with `priorities`, of a queue with that list. */
@@ -179,7 +183,9 @@ async function sluiceEnqueue(n = N) {
 async function dropQueue(queue: Queue, priorities: readonly string[] = []) {
   const { stream, dead, workers, delayed, payloads, jobPrefix } = queue.keys;
   const lanes = priorities.slice(1).map((name) => queue.keys.lane(name));
+  const limits = [queue.keys.rate("t:noop"), queue.keys.rate("t:noop:booked")];
   await admin.unlink(stream, dead, workers, delayed, payloads, queue.keys.priorities, ...lanes);
+  await admin.unlink(...limits);
   await deleteRecords(jobPrefix);
 }
 
@@ -201,6 +207,7 @@ async function sluiceProcess(
   n: number,
   keepRecords = false,
   priorities?: readonly string[],
+  work: AnyTask = noop,
 ) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url, ...(priorities ? { priorities } : {}) });
@@ -218,7 +225,7 @@ async function sluiceProcess(
       );
     }
   }
-  const worker = benchWorker(name, [noop], concurrency, keepRecords, priorities);
+  const worker = benchWorker(name, [work], concurrency, keepRecords, priorities);
   let done = 0;
   const all = Promise.withResolvers<void>();
   worker.addEventListener("completed", () => ++done === n && all.resolve());
@@ -402,6 +409,8 @@ const ROWS = [
 /** Priorities' row: the c=32 row on a queue of 3 priorities, run right after it (sluice only). */
 const PRIORITIES = ["bulk", "normal", "urgent"];
 const PRIORITY_ROW = "32-priorities";
+/** The c=32 row for a task with a rate limit it never reaches, run right after it. */
+const LIMITED_ROW = "32-rate-limited";
 const jobsAt = (concurrency: number) => concurrency === 1 ? Math.max(1_000, Math.floor(N / 10)) : N;
 
 async function bullmq(): Promise<
@@ -478,6 +487,11 @@ for (const { id, concurrency, keepRecords } of ROWS) {
     processing[PRIORITY_ROW] = three.rate;
     processCpu[PRIORITY_ROW] = three.cpuUs;
     calls[PRIORITY_ROW] = three.calls;
+    log("bench: sluice processing at concurrency 32, a rate-limited task never over its limit");
+    const limited = await sluiceProcess(32, jobsAt(32), false, undefined, limitedNoop);
+    processing[LIMITED_ROW] = limited.rate;
+    processCpu[LIMITED_ROW] = limited.cpuUs;
+    calls[LIMITED_ROW] = limited.calls;
   }
 }
 // The floor again, right after the processing rows: machines here drift over minutes, and the
@@ -548,6 +562,8 @@ const report = {
     ),
     /** The 3-priority row against the single-priority c=32 row (the issue's bar: >= 0.85). */
     prioritiesVsSingle: ratio(processing[PRIORITY_ROW]!, processing["32"]),
+    /** The rate-limited row against the plain c=32 row (the issue's bar: >= 0.8). */
+    rateLimitedVsPlain: ratio(processing[LIMITED_ROW]!, processing["32"]),
   },
   scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
   durable,
@@ -572,9 +588,11 @@ if (values.json) {
   const label = (id: string) =>
     id === PRIORITY_ROW
       ? `process c=32, ${PRIORITIES.length} priorities`
+      : id === LIMITED_ROW
+      ? "process c=32, rate-limited task"
       : `process c=${id.replace("-", " ")}`;
-  // The processing rows as printed: the priorities' row right after the c=32 one.
-  const printed = ROWS.flatMap(({ id }) => id === "32" ? [id, PRIORITY_ROW] : [id]);
+  // The processing rows as printed: the priorities' and rate limit's rows after the c=32 one.
+  const printed = ROWS.flatMap(({ id }) => id === "32" ? [id, PRIORITY_ROW, LIMITED_ROW] : [id]);
   const table = (rows: string[][]) => {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
@@ -606,6 +624,9 @@ if (values.json) {
   table(rows);
   console.log(
     `${label(PRIORITY_ROW)} / process c=32: ${pct(report.ratios.prioritiesVsSingle)} (same run)`,
+  );
+  console.log(
+    `${label(LIMITED_ROW)} / process c=32: ${pct(report.ratios.rateLimitedVsPlain)} (same run)`,
   );
   console.log();
 

@@ -119,6 +119,32 @@ export class LeaseLostError extends SluiceError {}
 export class ShutdownError extends SluiceError {}
 
 /**
+ * A handler met a remote rate limit (an HTTP 429): thrown by `ctx.rateLimited(ms)`. The job goes
+ * back without an attempt charged, and its task starts nothing on any worker for `ms`.
+ *
+ * @example
+ * ```ts
+ * import { RateLimitedError } from "@sluice/sluice";
+ * const err = new RateLimitedError("429 from the API", 30_000);
+ * console.log(err.name, err.ms); // "RateLimitedError" 30000
+ * ```
+ */
+export class RateLimitedError extends SluiceError {
+  /** How long (ms) the job's task pauses on every worker. */
+  readonly ms: number;
+  /**
+   * Makes the error.
+   *
+   * @param message What the remote side said.
+   * @param ms How long the task pauses, ms.
+   */
+  constructor(message: string, ms: number, options?: ErrorOptions) {
+    super(message, options);
+    this.ms = ms;
+  }
+}
+
+/**
  * An entry's HMAC signature is missing or wrong.
  *
  * @example

@@ -10,6 +10,7 @@ import {
   CancelledError,
   LeaseLostError,
   NonRetryableError,
+  RateLimitedError,
   ShutdownError,
   SluiceError,
   TimeoutError,
@@ -20,6 +21,8 @@ import { Job } from "./job.ts";
 import type { Logger } from "./_log.ts";
 import type { Slots } from "./_slots.ts";
 import { internal } from "./_internal.ts";
+import type { Limiter } from "./limits.ts";
+import { checkInt } from "./_options.ts";
 import { type AnyTask, type TaskContext, validate } from "./task.ts";
 
 /** The context middleware sees: the handler's context, the data, and the result once known. */
@@ -51,6 +54,12 @@ export interface WorkerEventDetail {
   dead: { job: Job; error: Error; reason: string };
   /** The job was cancelled (from any process) and ended without running to completion. */
   cancelled: { job: Job };
+  /**
+   * The job was put off, with no attempt charged, until `dueAt` (epoch ms, this machine's
+   * clock), `delay` ms from now: its task or queue was over its rate limit, or its handler
+   * called `ctx.rateLimited(ms)` (then `error` is the `RateLimitedError`).
+   */
+  rateLimited: { job: Job; delay: number; dueAt: number; error?: RateLimitedError };
   /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
   error: { error: Error; job?: Job };
 }
@@ -73,6 +82,8 @@ export class Executor<Context> {
   readonly running = new Map<Job, Promise<void>>();
   /** The lifespan's value: every handler's `ctx.context`. */
   context: Context | undefined;
+  /** The queue's rate limits, once the worker runs. */
+  limiter: Limiter | undefined;
   #name: string;
   #tasks: ReadonlyMap<string, AnyTask>;
   #middleware: readonly Middleware<Context>[];
@@ -141,6 +152,10 @@ export class Executor<Context> {
         this.#events.emit("dead", { job, error, reason: "invalid-data" });
         return;
       }
+      const limiter = this.limiter;
+      if (limiter !== undefined && limiter.needs(job.task)) {
+        if (await this.#overLimit(job, limiter)) return;
+      }
       Job[internal].started(job);
       this.#events.emit("started", { job });
       const ctx = new RunContext<Context>(job, data, this.context as Context);
@@ -201,9 +216,41 @@ export class Executor<Context> {
     }
   }
 
+  /**
+   * Asks the rate limits whether `job` may start now; if not, puts it off until its window.
+   * True if it was put off (or given back, when Redis could not be asked).
+   */
+  async #overLimit(job: Job, limiter: Limiter): Promise<boolean> {
+    let wait: number, due: number;
+    try {
+      ({ wait, due } = await limiter.take(job));
+    } catch (err) {
+      // Not started, and nothing was logged for it: a peer (or this worker) takes it again.
+      this.#events.report(toError(err), job);
+      await this.#settle(job, () => job.release());
+      return true;
+    }
+    if (due === 0) return false;
+    await this.#settle(job, () => Job[internal].defer(job, due));
+    this.#events.emit("rateLimited", { job, delay: wait, dueAt: Date.now() + wait });
+    return true;
+  }
+
   async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
     const reason = job.signal.aborted ? job.signal.reason : undefined;
     if (reason instanceof LeaseLostError) throw reason;
+    if (error instanceof RateLimitedError && this.limiter !== undefined) {
+      // The remote side is full: the task pauses everywhere, and the job waits it out.
+      const limiter = this.limiter;
+      let wait = error.ms;
+      await this.#settle(job, async () => {
+        const held = await limiter.hold(job, error.ms);
+        wait = held.wait;
+        await Job[internal].defer(job, held.due);
+      });
+      this.#events.emit("rateLimited", { job, delay: wait, dueAt: Date.now() + wait, error });
+      return;
+    }
     if (reason instanceof ShutdownError) {
       // Not the job's fault: give it back uncharged, for a peer to run.
       await this.#settle(job, () => job.release());
@@ -313,6 +360,14 @@ class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Con
    */
   get signal(): AbortSignal {
     return this.job.signal;
+  }
+
+  rateLimited(ms: number): never {
+    checkInt(`Cannot pause task ${this.job.task}`, "ctx.rateLimited(ms)", ms, 1, 86_400_000);
+    throw new RateLimitedError(
+      `Job ${this.job.id} (${this.job.task}) was rate limited: its task pauses for ${ms} ms`,
+      ms,
+    );
   }
 }
 

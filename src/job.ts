@@ -62,6 +62,8 @@ export interface JobHooks {
   started(job: Job): void;
   /** True while the job is held and no settle is under way. */
   leased(job: Job): boolean;
+  /** Puts the job off until `due` (ms, Redis's clock), no attempt charged (a rate limit). */
+  defer(job: Job, due: number): Promise<void>;
 }
 
 /** Options a producer gave one job, overriding the task's. */
@@ -130,6 +132,10 @@ export class Job<Data = unknown> implements JobInfo {
     reclaimed: (job, deliveries) => job.#deliveries = deliveries,
     started: (job) => job.#startedAt = Date.now(),
     leased: (job) => job.#state === "held",
+    defer: (job, due) =>
+      job.#reason instanceof CancelledError
+        ? job.#settle("defer", { op: "cancel", job, startedAt: "" })
+        : job.#settle("defer", { op: "defer", job, due }),
   };
 
   /**

@@ -59,6 +59,19 @@ export interface Keys {
   readonly ticks: string;
   /** Schedules' run state: a hash of schedule id to JSON `{ last, job, skipped, paused }`. */
   readonly runs: string;
+  /**
+   * Rate-limit pauses (limits.ts): a hash of scope (`q`, or `t:<task>`) to the time (ms, Redis's
+   * clock) until which nothing of that scope starts, set by `ctx.rateLimited(ms)`.
+   */
+  readonly holds: string;
+  /** A pub/sub channel: "<scope> <until ms>" when a scope is paused by `ctx.rateLimited`. */
+  readonly held: string;
+  /**
+   * A rate-limit scope's zset (`q` for the queue, `t:<task>` for a task; see scripts/limit.ts):
+   * its starts in the last interval, scored by time (ms); `<scope>:booked` holds the jobs put
+   * off, scored by the time they come back.
+   */
+  rate(scope: string): string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -111,6 +124,9 @@ export function queueKeys(name: string, prefix: string): Keys {
     schedules: `${base}:schedules`,
     ticks: `${base}:ticks`,
     runs: `${base}:runs`,
+    holds: `${base}:holds`,
+    held: `${base}:held`,
+    rate: (scope) => `${base}:rate:${scope}`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

@@ -9,6 +9,7 @@ import { ValidationError } from "./errors.ts";
 import { type Backoff, checkRetry, DEFAULT_BACKOFF, type RetryOptions } from "./backoff.ts";
 import { checkInt, MAX_MS } from "./_options.ts";
 import { checkSchedule, type ScheduleOptions, type Spec } from "./schedule.ts";
+import { checkRateLimit, type RateLimit } from "./limits.ts";
 
 /**
  * The Standard Schema v1 interface (https://standardschema.dev), declared here so any
@@ -65,6 +66,27 @@ export interface TaskContext<Context = unknown> {
   readonly signal: AbortSignal;
   /** Whatever the worker's `lifespan` returned. */
   readonly context: Context;
+  /**
+   * Says the remote API answered "too many requests" (HTTP 429): throws a `RateLimitedError`
+   * that a Worker turns into a pause. The job goes back with no attempt charged, and its task
+   * starts no job on any worker of the queue for `ms` (then this job runs again).
+   *
+   * @param ms How long the task pauses: an integer from 1 to 86,400,000 (a day), such as the
+   *   API's Retry-After.
+   * @throws {RateLimitedError} Always (a `RangeError` if `ms` is out of range).
+   *
+   * @example Pause on a 429
+   * ```ts
+   * import { task } from "@sluice/sluice";
+   * const call = task("call", async (url: string, ctx) => {
+   *   const res = await fetch(url, { signal: ctx.signal });
+   *   if (res.status === 429) ctx.rateLimited(Number(res.headers.get("retry-after") ?? 1) * 1_000);
+   *   return res.status;
+   * });
+   * console.log(call.name); // "call"
+   * ```
+   */
+  rateLimited(ms: number): never;
 }
 
 /** A task handler: data in, result out. */
@@ -97,6 +119,13 @@ export interface TaskOptions<Data> extends ScheduleOptions<Data> {
    * attempt counts as failed. A job's own `timeout`, given at enqueue, wins. None by default.
    */
   timeout?: number;
+  /**
+   * At most `limit` starts of this task in any `interval` ms, across all workers of the queue.
+   * A job over the limit is not failed and not charged an attempt: it waits, taking no room,
+   * and starts as soon as its window opens. Enforced in Redis, on Redis's clock. None by
+   * default.
+   */
+  rateLimit?: RateLimit;
 }
 
 /** A task: what `task()` returns, and what `Worker` and `Queue.enqueue` take. */
@@ -115,6 +144,8 @@ export interface Task<Data = unknown, Result = unknown, Context = unknown> {
   readonly timeout: number | undefined;
   /** The static schedule (id: the task name), if `cron` or `every` was given. */
   readonly schedule?: Spec | undefined;
+  /** The rate limit, if any. */
+  readonly rateLimit?: RateLimit | undefined;
 }
 
 /** Any task, whatever its types. */
@@ -135,6 +166,7 @@ export type ResultOf<T> = T extends Task<infer _D, infer R, infer _C> ? Awaited<
  * @returns The task, to give to a `Worker` and to `queue.enqueue`.
  * @throws {TypeError} If the name is invalid.
  * @throws {RangeError} If an option is out of range.
+ * @throws {ValidationError} If `rateLimit` is out of range, or schedule options come alone.
  *
  * @example A typed task
  * ```ts
@@ -177,7 +209,10 @@ export function task<Data, Result, Context = unknown>(
     }
   }
   const schedule = scheduled ? checkSchedule(action, name, options) : undefined;
-  return Object.freeze({ name, handler, schema, attempts, backoff, timeout, schedule });
+  const rateLimit = options.rateLimit === undefined
+    ? undefined
+    : checkRateLimit(action, "rateLimit", options.rateLimit);
+  return Object.freeze({ name, handler, schema, attempts, backoff, timeout, schedule, rateLimit });
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   type WorkerEventName,
 } from "./execute.ts";
 import { internal } from "./_internal.ts";
+import { checkRateLimit, Limiter, type RateLimit } from "./limits.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -77,6 +78,13 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
    * @default {true}
    */
   handleSignals?: boolean;
+  /**
+   * At most `limit` starts in any `interval` ms of all this queue's tasks together, across all
+   * workers (give every worker of the queue the same). A task's own `rateLimit` applies too. A
+   * job over the limit waits, with no attempt charged and taking no room, and starts as soon
+   * as its window opens. None by default.
+   */
+  rateLimit?: RateLimit;
   /**
    * Runs once before the first job; its value is every handler's `ctx.context`. If it is
    * `AsyncDisposable` or `Disposable`, it is disposed after the last job, at stop.
@@ -152,6 +160,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #signalCount = 0;
   /** Event types that ever had a listener: the others are never built. */
   #listening = new Set<string>();
+  #rateLimit: RateLimit | undefined;
 
   /**
    * Makes a worker. Nothing connects until `run()`.
@@ -181,6 +190,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       ...pick(options, "idleTimeout", "maxDeliveries"),
     });
     checkInt(action, "gracePeriod", gracePeriod, 0, MAX_MS);
+    if (options.rateLimit !== undefined) {
+      this.#rateLimit = checkRateLimit(action, "rateLimit", options.rateLimit);
+    }
     this.#tasks = byName(tasks);
     this.#settings = queueSettings(name, options);
     checkIdle(action, this.#settings.durability, this.#consume.idleTimeout);
@@ -255,6 +267,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     // Listeners stay until run() resolves, so a late signal never meets Deno's default handler.
     const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
     const redis = share(this.#settings.redis, this.#logger);
+    const unsubscribe: Promise<() => Promise<void>>[] = [];
     try {
       void this.#checkEviction(redis);
       if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
@@ -269,6 +282,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         if (err instanceof ValidationError) throw err;
       });
       await this.#storeSchedules(redis);
+      this.#executor.limiter = this.#limits(redis, unsubscribe);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
       if (this.#prefetch === undefined) {
@@ -282,6 +296,10 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (consumer.failure !== undefined) throw consumer.failure;
     } finally {
       this.#closing.abort();
+      const stops = Promise.all(unsubscribe.map(async (stop) => await (await stop)()));
+      if (!await settlesWithin(stops, 1_000)) {
+        this.#logger.warn(`sluice: worker ${this.name}: could not unsubscribe`);
+      }
       await this.#dispose();
       await redis.release();
       this.#logger.info?.(`sluice: worker ${this.name} stopped`);
@@ -394,6 +412,30 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     }
     // A second signal allows Redis one second; otherwise a few, then leases lapse to peers.
     await consumer.shutdown(this.#hurry ? 1_000 : 5_000);
+  }
+
+  /**
+   * The rate limits: the Worker's and its tasks'. It listens for pauses asked by handlers on
+   * any worker (`ctx.rateLimited`), and learns those already in force (Redis enforces them
+   * for limited tasks in any case; this tells the worker to ask for the others).
+   */
+  #limits(redis: SharedRedis, unsubscribe: Promise<() => Promise<void>>[]): Limiter {
+    const tasks = new Map<string, RateLimit>();
+    for (const t of this.#tasks.values()) if (t.rateLimit) tasks.set(t.name, t.rateLimit);
+    const { keys } = this.#settings;
+    const limiter = new Limiter(keys, redis.command, this.#rateLimit, tasks);
+    const warn = (err: unknown) =>
+      this.#logger.warn(
+        `sluice: worker ${this.name}: could not read rate-limit pauses: ${toError(err).message}`,
+      );
+    const listening = redis.pubsub.subscribe(keys.held, (m) => limiter.heard(m))
+      .then(async (stop) => {
+        await limiter.load().catch(warn);
+        return stop;
+      });
+    listening.catch(warn);
+    unsubscribe.push(listening);
+    return limiter;
   }
 
   /**

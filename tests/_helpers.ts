@@ -201,3 +201,14 @@ export function sharedRedis(url: string): SharedRedis & AsyncDisposable {
   const redis = share(url);
   return Object.assign(redis, { [Symbol.asyncDispose]: () => redis.release() });
 }
+
+/** The most starts in any window of `interval` ms, over sorted times. */
+export function busiest(times: readonly number[], interval: number): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let most = 0;
+  for (let i = 0, j = 0; i < sorted.length; i++) {
+    while (sorted[i]! - sorted[j]! >= interval) j++;
+    most = Math.max(most, i - j + 1);
+  }
+  return most;
+}

@@ -78,6 +78,7 @@ Deno.test("Redis Cluster: results, delays, retries, dead letters and cancels, on
       if (node.port === owner.port) {
         assert.deepEqual(shard.sort(), [
           "sluice:{cq}:cancel",
+          "sluice:{cq}:held",
           "sluice:{cq}:pause",
           "sluice:{cq}:wake",
         ]);

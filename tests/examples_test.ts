@@ -83,6 +83,11 @@ Deno.test("the lifecycle examples run on their own throwaway Redis and print wha
       /rejected with CancelledError/,
     ],
     pause: [/paused: true, waiting: 20, completed: 0/, /resumed: yes, completed: 20/],
+    rate_limits: [
+      /429 for c@example\.com, pausing email for 300 ms/,
+      /sent to c@example\.com \(attempt 1\)/,
+      /12 emails in \d+ ms/,
+    ],
   };
   for (const [name, patterns] of Object.entries(expected)) {
     const { code, text } = await run(["run", "-A", `examples/${name}.ts`], env);

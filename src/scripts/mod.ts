@@ -14,6 +14,7 @@ import { SHARDED_OFF, SHARDED_ON } from "./_prelude.ts";
 import { CANCEL } from "./cancel.ts";
 import { CANCELLED } from "./cancelled.ts";
 import { ENQUEUE, type EnqueueReply } from "./enqueue.ts";
+import { HOLD, TAKE } from "./limit.ts";
 import { MARK_DEAD } from "./mark_dead.ts";
 import { PAUSE } from "./pause.ts";
 import { DUE, type DueReply, PROMOTE, type PromoteReply } from "./promote.ts";
@@ -63,6 +64,10 @@ export interface ScriptClient extends Redis {
   sluiceScheduleSet(args: string[]): Promise<number>;
   /** SCHEDULE_REMOVE (schedule.ts), with `scheduleRemoveArgs`: 1 if it existed. */
   sluiceScheduleRemove(args: string[]): Promise<number>;
+  /** TAKE (limit.ts), with `takeArgs`: Redis time, then per job 0 (start) or its booking. */
+  sluiceTake(args: string[]): Promise<number[]>;
+  /** HOLD (limit.ts), with `holdArgs`: when the pause ends (ms, Redis's clock). */
+  sluiceHold(args: string[]): Promise<number>;
   /** SCHEDULE_PAUSE (schedule.ts), with `schedulePauseArgs`: 1 if the schedule exists. */
   sluiceSchedulePause(args: string[]): Promise<number>;
 }
@@ -97,6 +102,8 @@ export function defineScripts(client: Redis, sharded = false): ScriptClient {
     ["sluiceScheduleSet", SCHEDULE_SET],
     ["sluiceScheduleRemove", SCHEDULE_REMOVE],
     ["sluiceSchedulePause", SCHEDULE_PAUSE],
+    ["sluiceTake", TAKE],
+    ["sluiceHold", HOLD],
   ];
   for (const [name, lua] of scripts) {
     client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });

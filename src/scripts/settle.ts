@@ -16,6 +16,8 @@
  *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
  *            delayed zset, due at Redis TIME + delay
  *   release  re-added unchanged (no attempt charged)
+ *   defer    a = due time (ms, Redis's clock): scheduled on the delayed zset unchanged (no
+ *            attempt charged), as a rate limit defers a job to its window
  *   dead     a = error text, b = reason
  *   bury     as dead, for an entry with no trusted job id: no record is touched and no outcome
  *            is published
@@ -83,6 +85,8 @@ export type SettleOp =
   | { readonly op: "retry"; readonly job: Delivery; readonly delay: number; readonly error: string }
   /** Given back unchanged, no attempt charged. */
   | { readonly op: "release"; readonly job: Delivery }
+  /** Put off unchanged until `due` (ms, Redis's clock), no attempt charged. */
+  | { readonly op: "defer"; readonly job: Delivery; readonly due: number }
   /** Dead-lettered with an error text and a reason. */
   | {
     readonly op: "dead";
@@ -125,7 +129,21 @@ if ops > 0 then
 end
 -- Retry, release and dead: returns the operation's code.
 local function other(op, entry, rec, outcome, a, b)
-  if op == 'retry' and tonumber(a) > 0 then
+  if op == 'defer' then
+    local f = fields_of(stream, entry)
+    local code = 2
+    if f ~= nil then
+      local wait = math.max(0, tonumber(a) - now)
+      schedule(delayed, payloads, channel, with_pri(f, pri), now, wait)
+      redis.call('HSET', rec, 'state', 'delayed', 'due', now + wait)
+      redis.call('HDEL', rec, 'entry')
+      redis.call('PEXPIRE', rec, live + wait)
+      code = 1
+    end
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return code
+  elseif op == 'retry' and tonumber(a) > 0 then
     local f = fields_of(stream, entry)
     local code = 2
     if f ~= nil then
@@ -235,7 +253,8 @@ for i = 12, #ARGV, 5 do
       finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'run', b)
     end
     out[o] = 1
-  elseif (op == 'retry' or op == 'release') and redis.call('HGET', rec, 'state') == 'cancelling' then
+  elseif (op == 'retry' or op == 'release' or op == 'defer') and
+      redis.call('HGET', rec, 'state') == 'cancelling' then
     -- Cancelled while it ran: it ends here, whatever the worker wanted next.
     nd = nd + 1
     done_ids[nd] = entry
@@ -327,6 +346,9 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
         break;
       case "release":
         args.push("release", entryId, deliveries, "", "");
+        break;
+      case "defer":
+        args.push("defer", entryId, deliveries, String(op.due), "");
         break;
       case "dead":
         args.push(

@@ -6,7 +6,7 @@
  *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
  *     [--max-payload bytes] [--durable replicas:timeout] [--cron "expression"]
- *     [--priorities bulk,normal,urgent]
+ *     [--priorities bulk,normal,urgent] [--rate limit:interval]
  *
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
@@ -20,7 +20,10 @@
  * are there too. "work" ({ ms }) waits, then records its commit in the ledger before it
  * returns: HINCRBY commits <id> 1 and RPUSH log {id, deliveries, pid, entry, at, priority}
  * (the stream entry id of the delivery, the time, and the job's priority if it has one). "crash" kills its own
- * process with SIGKILL. "throw" always throws (3 attempts, 10 ms apart).
+ * process with SIGKILL. "throw" always throws (3 attempts, 10 ms apart). "limited" ({ ms }),
+ * with --rate's limit per interval, and "api" ({ ms, hold? }) record their start first:
+ * RPUSH starts {id, task, attempt, pid, at}. "api" then says 429 (`ctx.rateLimited(hold)`)
+ * the first time a job with `hold` runs (SET held:<id> NX in the ledger).
  */
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
@@ -42,6 +45,7 @@ const { values } = parseArgs({
     durable: { type: "string" },
     cron: { type: "string" },
     priorities: { type: "string" },
+    rate: { type: "string" },
   },
 });
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
@@ -63,6 +67,14 @@ const tasks: AnyTask[] = [sleep];
 // --cron: a task "tick" with that static schedule, which every such worker stores at start.
 if (values.cron !== undefined) tasks.push(task("tick", () => Date.now(), { cron: values.cron }));
 const ledger = values.ledger ? new Redis(values.ledger) : undefined;
+const [limit, interval] = (values.rate ?? "").split(":").map(Number);
+const rate = values.rate === undefined ? undefined : { limit: limit!, interval: interval! };
+/** Records a handler's start in the ledger, with this machine's clock. */
+async function started(job: { id: string; task: string; attempt: number }): Promise<void> {
+  const at = Date.now();
+  const { id, task, attempt } = job;
+  await ledger!.rpush("starts", JSON.stringify({ id, task, attempt, pid: Deno.pid, at }));
+}
 if (ledger !== undefined) {
   tasks.push(
     task("work", async (data: { ms: number }, ctx) => {
@@ -79,6 +91,17 @@ if (ledger !== undefined) {
       await ledger.multi().hincrby("commits", ctx.job.id, 1).rpush("log", entry).exec();
     }),
     task("crash", () => Deno.kill(Deno.pid, "SIGKILL")),
+    task("limited", async (data: { ms: number }, ctx) => {
+      await started(ctx.job);
+      await delay(data.ms, { signal: ctx.signal });
+    }, rate === undefined ? {} : { rateLimit: rate }),
+    task("api", async (data: { ms: number; hold?: number }, ctx) => {
+      await started(ctx.job);
+      if (data.hold && await ledger.set(`held:${ctx.job.id}`, "1", "NX")) {
+        ctx.rateLimited(data.hold);
+      }
+      await delay(data.ms, { signal: ctx.signal });
+    }),
     task("throw", () => {
       throw new Error("poison");
     }, { retry: { attempts: 3, backoff: { type: "fixed", delay: 10 } } }),
@@ -104,7 +127,9 @@ const worker = new Worker(values.queue, tasks, {
     error: (message) => emit({ ev: "log-error", message }),
   },
 });
-for (const type of ["started", "completed", "retrying", "dead", "cancelled"] as const) {
+for (
+  const type of ["started", "completed", "retrying", "dead", "cancelled", "rateLimited"] as const
+) {
   worker.addEventListener(type, (e) => {
     const { job } = e.detail;
     emit({

@@ -1,0 +1,256 @@
+/**
+ * Rate limits in one process: a task's limit and a queue's, exact on every window; jobs over
+ * the limit charged no attempt and taking no room; `ctx.rateLimited(ms)` pausing a task on
+ * another worker; unlimited tasks never asking Redis; and every option edge.
+ */
+import assert from "node:assert/strict";
+import {
+  type AnyTask,
+  Queue,
+  RateLimitedError,
+  task,
+  ValidationError,
+  Worker,
+  type WorkerEventDetail,
+} from "../mod.ts";
+import { startCluster, startRedis } from "../src/testing.ts";
+import { busiest, inspect } from "./_helpers.ts";
+import { delay } from "../src/async.ts";
+
+/** Runs `worker` until `n` jobs completed; returns what each completion saw. */
+async function runUntil(
+  worker: Worker,
+  n: number,
+): Promise<WorkerEventDetail["completed"][]> {
+  const done: WorkerEventDetail["completed"][] = [];
+  worker.addEventListener("completed", (e) => {
+    done.push(e.detail);
+    if (done.length === n) worker.stop();
+  });
+  await worker.run();
+  return done;
+}
+
+Deno.test("a task's rate limit: no window holds more than the limit, nothing charged an attempt", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const starts: number[] = [];
+  const limited = task("limited", () => {
+    starts.push(Date.now());
+  }, { rateLimit: { limit: 5, interval: 400 } });
+  const n = 22;
+  await queue.enqueueMany(limited, Array.from({ length: n }, (_, i) => ({ data: i })));
+  const worker = new Worker("q", [limited], {
+    redis: redis.url,
+    concurrency: 8,
+    handleSignals: false,
+  });
+  let deferred = 0;
+  worker.addEventListener("rateLimited", (e) => {
+    deferred++;
+    assert.ok(e.detail.delay > 0 && e.detail.delay <= 2_000, `delay ${e.detail.delay}`);
+  });
+  const began = Date.now();
+  const done = await runUntil(worker, n);
+  assert.equal(done.length, n);
+  assert.ok(done.every((d) => d.job.attempt === 1), "no attempt was charged");
+  assert.ok(busiest(starts, 400) <= 5, `busiest window: ${busiest(starts, 400)} starts`);
+  // 22 starts at 5 per 400 ms need 5 windows: the last opens 1.6 s after the first.
+  assert.ok(Date.now() - began >= 1_600, `took ${Date.now() - began} ms`);
+  assert.ok(deferred >= n - 5, `deferred ${deferred}`);
+  const stats = await queue.stats();
+  assert.equal(stats.dead, 0);
+  assert.equal(stats.delayed, 0);
+});
+
+Deno.test("a queue's rate limit counts every task together; a task's own limit applies too", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const all: number[] = [], slow: number[] = [];
+  const a = task("a", () => void all.push(Date.now()));
+  const b = task("b", () => {
+    const now = Date.now();
+    all.push(now);
+    slow.push(now);
+  }, { rateLimit: { limit: 2, interval: 500 } });
+  await queue.enqueueMany(a, Array.from({ length: 10 }, () => ({ data: null })));
+  await queue.enqueueMany(b, Array.from({ length: 6 }, () => ({ data: null })));
+  const worker = new Worker("q", [a, b], {
+    redis: redis.url,
+    concurrency: 4,
+    rateLimit: { limit: 6, interval: 500 },
+    handleSignals: false,
+  });
+  await runUntil(worker, 16);
+  assert.ok(busiest(all, 500) <= 6, `queue: ${busiest(all, 500)} starts in one window`);
+  assert.ok(busiest(slow, 500) <= 2, `task b: ${busiest(slow, 500)} starts in one window`);
+});
+
+Deno.test("jobs of an unlimited task never ask Redis, and never wait behind a limited one", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using admin = inspect(redis.url);
+  const free = task("free", () => {});
+  const slow = task("slow", () => {}, { rateLimit: { limit: 1, interval: 60_000 } });
+  await queue.enqueueMany(slow, [{ data: 1 }, { data: 2 }, { data: 3 }]);
+  await queue.enqueueMany(free, Array.from({ length: 200 }, () => ({ data: null })));
+  const worker = new Worker("q", [free, slow], {
+    redis: redis.url,
+    concurrency: 2,
+    handleSignals: false,
+  });
+  let takes = 0;
+  worker.addEventListener("rateLimited", () => takes++);
+  const done = await runUntil(worker, 201);
+  assert.equal(done.filter((d) => d.job.task === "free").length, 200);
+  assert.equal(takes, 2, "two slow jobs were put off a minute");
+  const stats = await queue.stats();
+  assert.equal(stats.delayed, 2);
+  // Watched with MONITOR: the unlimited task's jobs on a worker that has no limit send no
+  // TAKE (a script call naming the queue's holds key); the limited ones do.
+  await using plain = new Queue("plain", { redis: redis.url });
+  await plain.enqueueMany(free, Array.from({ length: 50 }, () => ({ data: null })));
+  await plain.enqueueMany(slow, [{ data: 1 }]);
+  const monitor = await admin.monitor();
+  const sent: string[][] = [];
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    if (/^evalsha$/i.test(args[0] ?? "") && args.includes("sluice:{plain}:holds")) {
+      sent.push(args);
+    }
+  });
+  const lone = new Worker("plain", [free, slow], { redis: redis.url, handleSignals: false });
+  await runUntil(lone, 51);
+  monitor.disconnect();
+  assert.equal(sent.length, 1, "one TAKE, for the one limited job");
+  assert.ok(sent[0]!.includes("t:slow"));
+});
+
+Deno.test("ctx.rateLimited(ms) pauses the task on another worker; the job then completes with attempt 1", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const starts: { id: string; at: number; attempt: number }[] = [];
+  let said = false;
+  const api = task("api", (data: { hold?: number }, ctx) => {
+    starts.push({ id: ctx.job.id, at: Date.now(), attempt: ctx.job.attempt });
+    if (data.hold && !said) {
+      said = true;
+      ctx.rateLimited(data.hold);
+    }
+  });
+  const options = { redis: redis.url, concurrency: 1, handleSignals: false };
+  const a = new Worker("q", [api], options);
+  const b = new Worker("q", [api], options);
+  const heldAt = Promise.withResolvers<number>();
+  let error: unknown;
+  for (const w of [a, b]) {
+    w.addEventListener("rateLimited", (e) => {
+      error = e.detail.error;
+      heldAt.resolve(Date.now());
+    });
+  }
+  const runs = [a.run(), b.run()];
+  await queue.enqueue(api, { hold: 700 }, { id: "first" });
+  const at = await Promise.race([
+    heldAt.promise,
+    delay(10_000).then(() => Promise.reject(new Error("no rateLimited event in 10 s"))),
+  ]);
+  assert.ok(error instanceof RateLimitedError);
+  await queue.enqueueMany(api, Array.from({ length: 5 }, (_, i) => ({ data: {}, id: `n${i}` })));
+  const result = await queue.job("first").result({ signal: AbortSignal.timeout(10_000) });
+  assert.equal(result, undefined);
+  await Promise.all(["n0", "n1", "n2", "n3", "n4"].map((id) => queue.job(id).result()));
+  await Promise.all([a.stop(), b.stop()]);
+  await Promise.all(runs);
+  const later = starts.filter((s) => s.id !== "first" || s.at > at);
+  // 700 ms from the pause on Redis's clock; a few ms of slack for the news to travel.
+  for (const s of later) assert.ok(s.at >= at + 650, `${s.id} started ${s.at - at} ms after`);
+  const first = starts.filter((s) => s.id === "first");
+  assert.equal(first.length, 2);
+  assert.ok(first.every((s) => s.attempt === 1), "no attempt charged");
+  assert.equal((await queue.job("first").info())?.attempt ?? 1, 1);
+});
+
+Deno.test("rate limit options: every edge gets its own error naming the option", () => {
+  const noop = () => {};
+  const bad: [unknown, RegExp][] = [
+    [{ limit: 0, interval: 1_000 }, /rateLimit\.limit must be an integer from 1 to 1000000, got 0/],
+    [{ limit: -1, interval: 1_000 }, /rateLimit\.limit .* got -1/],
+    [{ limit: 1.5, interval: 1_000 }, /rateLimit\.limit .* got 1\.5/],
+    [{ limit: 1_000_001, interval: 1_000 }, /rateLimit\.limit .* got 1000001/],
+    [{ limit: "5", interval: 1_000 }, /rateLimit\.limit .* got "5"/],
+    [{ limit: 5, interval: 0 }, /rateLimit\.interval must be an integer from 1 to 86400000, got 0/],
+    [{ limit: 5, interval: 86_400_001 }, /rateLimit\.interval .* got 86400001/],
+    [{ limit: 5, interval: Infinity }, /rateLimit\.interval .* got Infinity/],
+    [{ limit: 5 }, /rateLimit\.interval .* got undefined/],
+    [{ limit: 5, interval: 1_000, max: 3 }, /rateLimit has unknown option max/],
+    [5, /rateLimit must be an object \{ limit, interval \}, got 5/],
+    [null, /rateLimit must be an object .* got null/],
+  ];
+  for (const [value, message] of bad) {
+    assert.throws(
+      () => task("t", noop, { rateLimit: value as { limit: number; interval: number } }),
+      (err: Error) =>
+        err instanceof ValidationError && /^Cannot define task t: /.test(err.message) &&
+        message.test(err.message),
+      `task ${JSON.stringify(value)}`,
+    );
+    assert.throws(
+      () =>
+        new Worker("q", [task("t", noop)], {
+          rateLimit: value as { limit: number; interval: number },
+        }),
+      (err: Error) =>
+        err instanceof ValidationError && /^Cannot create worker: /.test(err.message) &&
+        message.test(err.message),
+      `worker ${JSON.stringify(value)}`,
+    );
+  }
+  // The edges that are allowed.
+  assert.deepEqual(task("t", noop, { rateLimit: { limit: 1, interval: 1 } }).rateLimit, {
+    limit: 1,
+    interval: 1,
+  });
+  assert.equal(
+    task("t", noop, { rateLimit: { limit: 1_000_000, interval: 86_400_000 } }).rateLimit?.limit,
+    1_000_000,
+  );
+});
+
+Deno.test("ctx.rateLimited with a bad ms fails the attempt with a RangeError naming it", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const bad = task("bad", (ms: number, ctx) => ctx.rateLimited(ms), { retry: { attempts: 1 } });
+  for (const ms of [0, -5, 1.5, 86_400_001]) await queue.enqueue(bad, ms);
+  const worker = new Worker("q", [bad], { redis: redis.url, handleSignals: false });
+  const errors: string[] = [];
+  worker.addEventListener("dead", (e) => {
+    errors.push(e.detail.error.message);
+    if (errors.length === 4) worker.stop();
+  });
+  await worker.run();
+  assert.equal(errors.length, 4);
+  for (const message of errors) {
+    assert.match(
+      message,
+      /^Cannot pause task bad: ctx\.rateLimited\(ms\) must be an integer from 1 to 86400000, got /,
+    );
+  }
+});
+
+Deno.test("rate limits on Redis Cluster: the start log shares the queue's slot", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  const redis = { cluster: [...cluster.urls] };
+  await using queue = new Queue("q", { redis });
+  const starts: number[] = [];
+  const limited = task("limited", () => void starts.push(Date.now()), {
+    rateLimit: { limit: 3, interval: 300 },
+  });
+  await queue.enqueueMany(limited, Array.from({ length: 9 }, () => ({ data: null })));
+  const worker = new Worker("q", [limited] as AnyTask[], {
+    redis,
+    concurrency: 4,
+    handleSignals: false,
+  });
+  await runUntil(worker, 9);
+  assert.ok(busiest(starts, 300) <= 3, `busiest window: ${busiest(starts, 300)}`);
+});
