@@ -183,7 +183,11 @@ async function sluiceEnqueue(n = N) {
 async function dropQueue(queue: Queue, priorities: readonly string[] = []) {
   const { stream, dead, workers, delayed, payloads, jobPrefix } = queue.keys;
   const lanes = priorities.slice(1).map((name) => queue.keys.lane(name));
-  const limits = [queue.keys.rate("t:noop"), queue.keys.rate("t:noop:booked")];
+  const limits = [
+    queue.keys.rate("t:noop"),
+    queue.keys.booked("t:noop"),
+    queue.keys.tally("t:noop"),
+  ];
   await admin.unlink(stream, dead, workers, delayed, payloads, queue.keys.priorities, ...lanes);
   await admin.unlink(...limits);
   await deleteRecords(jobPrefix);

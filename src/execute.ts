@@ -22,7 +22,7 @@ import type { Logger } from "./_log.ts";
 import type { Slots } from "./_slots.ts";
 import { internal } from "./_internal.ts";
 import type { Limiter } from "./limits.ts";
-import { checkInt } from "./_options.ts";
+import { show } from "./_options.ts";
 import { type AnyTask, type TaskContext, validate } from "./task.ts";
 
 /** The context middleware sees: the handler's context, the data, and the result once known. */
@@ -69,6 +69,8 @@ export type WorkerEventName = keyof WorkerEventDetail;
 
 /** Tries at settling a job while Redis is unreachable, before its lease is left to lapse. */
 const SETTLE_ATTEMPTS = 5;
+/** Tries at asking the rate limits before a job is put off a second. */
+const LIMIT_ATTEMPTS = 3;
 
 /** What a run reports to its worker. */
 export interface RunEvents {
@@ -153,7 +155,7 @@ export class Executor<Context> {
         return;
       }
       const limiter = this.limiter;
-      if (limiter !== undefined && limiter.needs(job.task)) {
+      if (limiter !== undefined && limiter.needs(job.task) && !limiter.spend(job.task)) {
         if (await this.#overLimit(job, limiter)) return;
       }
       Job[internal].started(job);
@@ -218,37 +220,70 @@ export class Executor<Context> {
 
   /**
    * Asks the rate limits whether `job` may start now; if not, puts it off until its window.
-   * True if it was put off (or given back, when Redis could not be asked).
+   * True if it will not start now: put off, or ended by what happened while it asked
+   * (cancelled, lease lost, shutdown).
    */
   async #overLimit(job: Job, limiter: Limiter): Promise<boolean> {
-    let wait: number, due: number;
-    try {
-      ({ wait, due } = await limiter.take(job));
-    } catch (err) {
-      // Not started, and nothing was logged for it: a peer (or this worker) takes it again.
-      this.#events.report(toError(err), job);
-      await this.#settle(job, () => job.release());
+    let due = 0, wait = 0;
+    for (let attempt = 1;; attempt++) {
+      try {
+        const grant = await limiter.take(job);
+        due = grant.due;
+        wait = due === 0 ? 0 : Math.max(0, due - grant.now);
+        break;
+      } catch (err) {
+        // Redis could not be asked: try again a few times, then put the job off a second
+        // (no attempt charged), rather than give it back to be asked about at once.
+        if (attempt < LIMIT_ATTEMPTS && !this.#closing.aborted) {
+          await delay(retryWait(100, attempt, 400), { signal: this.#closing }).catch(() => {});
+          continue;
+        }
+        this.#events.report(toError(err), job);
+        await this.#putOff(job, "+1000", 1_000);
+        return true;
+      }
+    }
+    if (due === 0) {
+      if (!job.signal.aborted) return false;
+      // Cancelled, lease lost or shutting down while it asked: it does not start.
+      await this.#failed(job, this.#tasks.get(job.task)!, toError(job.signal.reason));
       return true;
     }
-    if (due === 0) return false;
-    await this.#settle(job, () => Job[internal].defer(job, due));
-    this.#events.emit("rateLimited", { job, delay: wait, dueAt: Date.now() + wait });
+    await this.#putOff(job, due, wait);
     return true;
+  }
+
+  /** Puts `job` off until `due` (Redis's clock, or "+ms"), `wait` ms from now. */
+  async #putOff(
+    job: Job,
+    due: number | `+${number}`,
+    wait: number,
+    error?: RateLimitedError,
+  ): Promise<void> {
+    await this.#settle(job, () => Job[internal].defer(job, due));
+    if (job.signal.reason instanceof CancelledError) this.#events.emit("cancelled", { job });
+    else {
+      const detail = { job, delay: wait, dueAt: Date.now() + wait };
+      this.#events.emit("rateLimited", error ? { ...detail, error } : detail);
+    }
   }
 
   async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
     const reason = job.signal.aborted ? job.signal.reason : undefined;
     if (reason instanceof LeaseLostError) throw reason;
     if (error instanceof RateLimitedError && this.limiter !== undefined) {
-      // The remote side is full: the task pauses everywhere, and the job waits it out.
-      const limiter = this.limiter;
-      let wait = error.ms;
-      await this.#settle(job, async () => {
-        const held = await limiter.hold(job, error.ms);
-        wait = held.wait;
-        await Job[internal].defer(job, held.due);
-      });
-      this.#events.emit("rateLimited", { job, delay: wait, dueAt: Date.now() + wait, error });
+      // The remote side is full: the task pauses everywhere, and the job waits it out (if the
+      // pause cannot be stored, this job waits all the same).
+      let held: { wait: number; due: number | `+${number}` } = {
+        wait: error.ms,
+        due: `+${error.ms}`,
+      };
+      try {
+        held = await this.limiter.hold(job, error.ms);
+      } catch (err) {
+        this.#events.report(toError(err), job);
+      }
+      await this.#putOff(job, held.due, held.wait, error);
       return;
     }
     if (reason instanceof ShutdownError) {
@@ -363,7 +398,15 @@ class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Con
   }
 
   rateLimited(ms: number): never {
-    checkInt(`Cannot pause task ${this.job.task}`, "ctx.rateLimited(ms)", ms, 1, 86_400_000);
+    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+      throw new RangeError(
+        `Cannot pause task ${this.job.task}: ctx.rateLimited(ms) takes a finite number of ms, 0 or more, got ${
+          show(ms)
+        }`,
+      );
+    }
+    // Retry-After arithmetic gives fractions and 0: rounded up, at least 1 ms, at most a day.
+    ms = Math.min(86_400_000, Math.max(1, Math.ceil(ms)));
     throw new RateLimitedError(
       `Job ${this.job.id} (${this.job.task}) was rate limited: its task pauses for ${ms} ms`,
       ms,

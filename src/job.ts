@@ -62,8 +62,11 @@ export interface JobHooks {
   started(job: Job): void;
   /** True while the job is held and no settle is under way. */
   leased(job: Job): boolean;
-  /** Puts the job off until `due` (ms, Redis's clock), no attempt charged (a rate limit). */
-  defer(job: Job, due: number): Promise<void>;
+  /**
+   * Puts the job off until `due` (ms, Redis's clock; `+<ms>`: from now), no attempt charged
+   * (a rate limit).
+   */
+  defer(job: Job, due: number | `+${number}`): Promise<void>;
 }
 
 /** Options a producer gave one job, overriding the task's. */

@@ -64,14 +64,20 @@ export interface Keys {
    * clock) until which nothing of that scope starts, set by `ctx.rateLimited(ms)`.
    */
   readonly holds: string;
-  /** A pub/sub channel: "<scope> <until ms>" when a scope is paused by `ctx.rateLimited`. */
+  /**
+   * A pub/sub channel: "<scope> <until> <now>" (ms, Redis's clock) when `ctx.rateLimited`
+   * pauses a scope.
+   */
   readonly held: string;
   /**
-   * A rate-limit scope's zset (`q` for the queue, `t:<task>` for a task; see scripts/limit.ts):
-   * its starts in the last interval, scored by time (ms); `<scope>:booked` holds the jobs put
-   * off, scored by the time they come back.
+   * A rate-limit scope's starts (`q` for the queue, `t:<task>` for a task; see
+   * scripts/limit.ts): a zset of the last interval's starts, scored by time (ms).
    */
   rate(scope: string): string;
+  /** How many starts a rate-limit scope's zset stands for (a member may count several). */
+  tally(scope: string): string;
+  /** A rate-limit scope's bookings: a zset of the ids of jobs put off, scored by when due. */
+  booked(scope: string): string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -127,6 +133,8 @@ export function queueKeys(name: string, prefix: string): Keys {
     holds: `${base}:holds`,
     held: `${base}:held`,
     rate: (scope) => `${base}:rate:${scope}`,
+    tally: (scope) => `${base}:tally:${scope}`,
+    booked: (scope) => `${base}:booked:${scope}`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

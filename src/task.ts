@@ -71,16 +71,18 @@ export interface TaskContext<Context = unknown> {
    * that a Worker turns into a pause. The job goes back with no attempt charged, and its task
    * starts no job on any worker of the queue for `ms` (then this job runs again).
    *
-   * @param ms How long the task pauses: an integer from 1 to 86,400,000 (a day), such as the
-   *   API's Retry-After.
-   * @throws {RateLimitedError} Always (a `RangeError` if `ms` is out of range).
+   * @param ms How long the task pauses, such as the API's Retry-After in ms: a finite number,
+   *   0 or more, rounded up to a whole ms from 1 to 86,400,000 (a day).
+   * @throws {RateLimitedError} Always (a `RangeError` if `ms` is negative, NaN, infinite or not
+   *   a number: the attempt then fails as any error would).
    *
    * @example Pause on a 429
    * ```ts
    * import { task } from "@sluice/sluice";
    * const call = task("call", async (url: string, ctx) => {
    *   const res = await fetch(url, { signal: ctx.signal });
-   *   if (res.status === 429) ctx.rateLimited(Number(res.headers.get("retry-after") ?? 1) * 1_000);
+   *   // Retry-After in seconds; a date or no header: a second.
+   *   if (res.status === 429) ctx.rateLimited(Number(res.headers.get("retry-after")) * 1_000 || 1_000);
    *   return res.status;
    * });
    * console.log(call.name); // "call"

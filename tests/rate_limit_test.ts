@@ -125,6 +125,41 @@ Deno.test("jobs of an unlimited task never ask Redis, and never wait behind a li
   assert.ok(sent[0]!.includes("t:slow"));
 });
 
+Deno.test("far from its limit, a TAKE grants starts ahead: far fewer calls than jobs, none over the limit", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await using admin = inspect(redis.url);
+  const starts: number[] = [];
+  const roomy = task("roomy", () => void starts.push(Date.now()), {
+    rateLimit: { limit: 100_000, interval: 1_000 },
+  });
+  const n = 2_000;
+  await queue.enqueueMany(roomy, Array.from({ length: n }, () => ({ data: null })));
+  const monitor = await admin.monitor();
+  let takes = 0;
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    if (/^evalsha$/i.test(args[0] ?? "") && args.includes("sluice:{q}:holds")) takes++;
+  });
+  const worker = new Worker("q", [roomy], {
+    redis: redis.url,
+    concurrency: 32,
+    handleSignals: false,
+  });
+  await runUntil(worker, n);
+  monitor.disconnect();
+  assert.equal(starts.length, n);
+  assert.ok(takes > 0 && takes < n / 8, `${takes} TAKE calls for ${n} jobs`);
+  // Every start, those granted ahead included, is in the log.
+  assert.ok(Number(await admin.get("sluice:{q}:tally:t:roomy")) >= n);
+  assert.ok((await admin.zcard("sluice:{q}:rate:t:roomy")) < n / 4, "grants ahead take one member");
+});
+
+Deno.test("a task's bookings and another task's starts never share a key", () => {
+  const keys = new Queue("q").keys;
+  assert.notEqual(keys.booked("t:a"), keys.rate("t:a:booked"));
+  assert.notEqual(keys.rate("t:a"), keys.booked("t:a"));
+});
+
 Deno.test("ctx.rateLimited(ms) pauses the task on another worker; the job then completes with attempt 1", async () => {
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
@@ -216,25 +251,45 @@ Deno.test("rate limit options: every edge gets its own error naming the option",
   );
 });
 
-Deno.test("ctx.rateLimited with a bad ms fails the attempt with a RangeError naming it", async () => {
+Deno.test("ctx.rateLimited: a bad ms fails the attempt naming it; fractions, 0 and more than a day are rounded", async () => {
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
-  const bad = task("bad", (ms: number, ctx) => ctx.rateLimited(ms), { retry: { attempts: 1 } });
-  for (const ms of [0, -5, 1.5, 86_400_001]) await queue.enqueue(bad, ms);
+  const bad = task("bad", (ms: unknown, ctx) => ctx.rateLimited(ms as number), {
+    retry: { attempts: 1 },
+  });
+  for (const ms of [-5, "5", null]) await queue.enqueue(bad, ms);
   const worker = new Worker("q", [bad], { redis: redis.url, handleSignals: false });
   const errors: string[] = [];
   worker.addEventListener("dead", (e) => {
     errors.push(e.detail.error.message);
-    if (errors.length === 4) worker.stop();
+    if (errors.length === 3) worker.stop();
   });
   await worker.run();
-  assert.equal(errors.length, 4);
-  for (const message of errors) {
-    assert.match(
-      message,
-      /^Cannot pause task bad: ctx\.rateLimited\(ms\) must be an integer from 1 to 86400000, got /,
-    );
-  }
+  assert.deepEqual(errors.map((m) => m.replace(/got .*/, "")), [
+    "Cannot pause task bad: ctx.rateLimited(ms) takes a finite number of ms, 0 or more, ",
+    "Cannot pause task bad: ctx.rateLimited(ms) takes a finite number of ms, 0 or more, ",
+    "Cannot pause task bad: ctx.rateLimited(ms) takes a finite number of ms, 0 or more, ",
+  ]);
+  assert.deepEqual(errors.map((m) => m.replace(/.*got /, "")), ["-5", '"5"', "null"]);
+  // NaN and Infinity cannot travel as JSON data: thrown from the handler itself.
+  const edges = new Map<string, RateLimitedError | Error>();
+  const probe = task("probe", (ms: number, ctx) => {
+    try {
+      ctx.rateLimited(ms === -1 ? NaN : ms === -2 ? Infinity : ms);
+    } catch (err) {
+      edges.set(String(ms), err as Error);
+    }
+  });
+  for (const ms of [0, 1.2, 86_400_001, -1, -2]) await queue.enqueue(probe, ms);
+  const prober = new Worker("q", [probe], { redis: redis.url, handleSignals: false });
+  let done = 0;
+  prober.addEventListener("completed", () => ++done === 5 && prober.stop());
+  await prober.run();
+  assert.equal((edges.get("0") as RateLimitedError).ms, 1);
+  assert.equal((edges.get("1.2") as RateLimitedError).ms, 2);
+  assert.equal((edges.get("86400001") as RateLimitedError).ms, 86_400_000);
+  assert.match(edges.get("-1")!.message, /got NaN$/);
+  assert.match(edges.get("-2")!.message, /got Infinity$/);
 });
 
 Deno.test("rate limits on Redis Cluster: the start log shares the queue's slot", async () => {

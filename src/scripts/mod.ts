@@ -66,8 +66,8 @@ export interface ScriptClient extends Redis {
   sluiceScheduleRemove(args: string[]): Promise<number>;
   /** TAKE (limit.ts), with `takeArgs`: Redis time, then per job 0 (start) or its booking. */
   sluiceTake(args: string[]): Promise<number[]>;
-  /** HOLD (limit.ts), with `holdArgs`: when the pause ends (ms, Redis's clock). */
-  sluiceHold(args: string[]): Promise<number>;
+  /** HOLD (limit.ts), with `holdArgs`: when the pause ends, and Redis's time (ms). */
+  sluiceHold(args: string[]): Promise<[until: number, now: number]>;
   /** SCHEDULE_PAUSE (schedule.ts), with `schedulePauseArgs`: 1 if the schedule exists. */
   sluiceSchedulePause(args: string[]): Promise<number>;
 }

@@ -16,8 +16,8 @@
  *   retry    a = delay ms, b = error: attempt + 1, re-added now (0) or scheduled on the
  *            delayed zset, due at Redis TIME + delay
  *   release  re-added unchanged (no attempt charged)
- *   defer    a = due time (ms, Redis's clock): scheduled on the delayed zset unchanged (no
- *            attempt charged), as a rate limit defers a job to its window
+ *   defer    a = due time (ms, Redis's clock), or "+<ms>" from now: scheduled on the delayed
+ *            zset unchanged (no attempt charged), as a rate limit defers a job to its window
  *   dead     a = error text, b = reason
  *   bury     as dead, for an entry with no trusted job id: no record is touched and no outcome
  *            is published
@@ -85,8 +85,8 @@ export type SettleOp =
   | { readonly op: "retry"; readonly job: Delivery; readonly delay: number; readonly error: string }
   /** Given back unchanged, no attempt charged. */
   | { readonly op: "release"; readonly job: Delivery }
-  /** Put off unchanged until `due` (ms, Redis's clock), no attempt charged. */
-  | { readonly op: "defer"; readonly job: Delivery; readonly due: number }
+  /** Put off unchanged until `due` (ms, Redis's clock; `+<ms>`: from now), no attempt charged. */
+  | { readonly op: "defer"; readonly job: Delivery; readonly due: number | `+${number}` }
   /** Dead-lettered with an error text and a reason. */
   | {
     readonly op: "dead";
@@ -133,7 +133,8 @@ local function other(op, entry, rec, outcome, a, b)
     local f = fields_of(stream, entry)
     local code = 2
     if f ~= nil then
-      local wait = math.max(0, tonumber(a) - now)
+      local wait = string.sub(a, 1, 1) == '+' and tonumber(string.sub(a, 2)) or tonumber(a) - now
+      wait = math.max(0, wait)
       schedule(delayed, payloads, channel, with_pri(f, pri), now, wait)
       redis.call('HSET', rec, 'state', 'delayed', 'due', now + wait)
       redis.call('HDEL', rec, 'entry')
