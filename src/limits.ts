@@ -191,6 +191,8 @@ export class Limiter {
    */
   async hold(job: Job, ms: number): Promise<{ wait: number; due: number }> {
     const scope = `t:${job.task}`;
+    // Paused here at once: this worker's permits for the task are not spent meanwhile.
+    this.#held.set(scope, Math.max(this.#held.get(scope) ?? 0, Date.now() + ms));
     const [due, now] = await this.#client.sluiceHold(holdArgs(this.#keys, ms, [scope]));
     const wait = Math.max(0, due - now);
     this.#held.set(scope, Math.max(this.#held.get(scope) ?? 0, Date.now() + wait));

@@ -14,7 +14,9 @@ import {
   type WorkerEventDetail,
 } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
-import { busiest, inspect } from "./_helpers.ts";
+import { busiest, inspect, sharedRedis } from "./_helpers.ts";
+import { queueKeys } from "../src/keys.ts";
+import { takeArgs } from "../src/scripts/limit.ts";
 import { delay } from "../src/async.ts";
 
 /** Runs `worker` until `n` jobs completed; returns what each completion saw. */
@@ -308,4 +310,23 @@ Deno.test("rate limits on Redis Cluster: the start log shares the queue's slot",
   });
   await runUntil(worker, 9);
   assert.ok(busiest(starts, 300) <= 3, `busiest window: ${busiest(starts, 300)}`);
+});
+
+Deno.test("TAKE sent twice (a resend after a reconnect) counts its starts once; a lost counter is mended", async () => {
+  await using redis = await startRedis();
+  await using shared = sharedRedis(redis.url);
+  await using admin = inspect(redis.url);
+  const keys = queueKeys("q", "sluice");
+  const scope = { name: "t:x", limit: 100, interval: 60_000 };
+  const args = takeArgs(keys, [scope], [{ id: "j1", tag: "0-1-0-1", scopes: [0], extra: 9 }]);
+  const first = await shared.command.sluiceTake(args);
+  assert.equal(first[1], -9, "granted with 9 ahead");
+  await shared.command.sluiceTake(args);
+  assert.equal(await admin.get(keys.tally("t:x")), "10");
+  // The counter lost (evicted) while its starts stay: counted again from the members.
+  await admin.del(keys.tally("t:x"));
+  const again = takeArgs(keys, [scope], [{ id: "j2", tag: "0-2-0-1", scopes: [0], extra: 0 }]);
+  assert.equal((await shared.command.sluiceTake(again))[1], 0);
+  assert.equal(await admin.get(keys.tally("t:x")), "11");
+  assert.equal(await admin.zcard(keys.rate("t:x")), 2);
 });

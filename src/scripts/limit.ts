@@ -41,7 +41,7 @@ local holds = KEYS[1]
 local now = now_ms()
 local S = tonumber(ARGV[1])
 local names, limit, interval, log, tally, book = {}, {}, {}, {}, {}, {}
-local ng, nb, lastb, pause, adds, addn = {}, {}, {}, {}, {}, {}
+local ng, nb, lastb, pause, adds, single = {}, {}, {}, {}, {}, {}
 -- A member of the starts zset stands for <count> starts: "<count>:<tag>".
 local function count(m)
   return tonumber(string.match(m, '^(%d+):')) or 1
@@ -50,7 +50,7 @@ for s = 1, S do
   local i = 2 + (s - 1) * 3
   names[s], limit[s], interval[s] = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   log[s], tally[s], book[s] = KEYS[s * 3 - 1], KEYS[s * 3], KEYS[s * 3 + 1]
-  adds[s], addn[s] = {}, 0
+  adds[s] = {}
   if limit[s] > 0 then
     local cut = now - interval[s]
     local old = redis.call('ZRANGEBYSCORE', log[s], '-inf', cut)
@@ -60,8 +60,23 @@ for s = 1, S do
       redis.call('ZREMRANGEBYSCORE', log[s], '-inf', cut)
       redis.call('DECRBY', tally[s], gone)
     end
-    ng[s] = 0
-    if redis.call('EXISTS', log[s]) == 1 then ng[s] = tonumber(redis.call('GET', tally[s])) or 0 end
+    local members = redis.call('ZCARD', log[s])
+    ng[s] = tonumber(redis.call('GET', tally[s])) or 0
+    if members == 0 then
+      ng[s] = 0
+      redis.call('DEL', tally[s])
+    elseif ng[s] < members then
+      -- A counter lost (evicted) or behind: each member stands for one start at least, so it
+      -- is counted again from the members, once.
+      ng[s] = 0
+      for from = 0, members - 1, 500 do
+        for _, m in ipairs(redis.call('ZRANGE', log[s], from, from + 499)) do
+          ng[s] = ng[s] + count(m)
+        end
+      end
+      redis.call('SET', tally[s], ng[s])
+    end
+    single[s] = ng[s] == members
     nb[s], lastb[s] = 0, 0
     if redis.call('EXISTS', book[s]) == 1 then
       -- A booking whose job never came back (cancelled, lost) is dropped a minute and an
@@ -95,26 +110,42 @@ end
 local function flush(s)
   local a = adds[s]
   if #a == 0 then return end
-  -- In steps of 500 members: unpack() of more than a few thousand values fails.
+  -- In steps of 500 members (unpack() of more than a few thousand values fails). A member
+  -- already there (the same call sent twice, as after a reconnect) is not counted again.
+  local added = 0
   for i = 1, #a, 1000 do
-    redis.call('ZADD', log[s], unpack(a, i, math.min(i + 999, #a)))
+    local last = math.min(i + 999, #a)
+    local names = {}
+    for j = i + 1, last, 2 do names[#names + 1] = a[j] end
+    local had = redis.call('ZMSCORE', log[s], unpack(names))
+    for j = 1, #names do
+      if not had[j] then added = added + count(names[j]) end
+    end
+    redis.call('ZADD', log[s], 'NX', unpack(a, i, last))
   end
-  redis.call('INCRBY', tally[s], addn[s])
-  adds[s], addn[s] = {}, 0
+  if added > 0 then redis.call('INCRBY', tally[s], added) end
+  adds[s] = {}
 end
--- The time of the start at 0-based rank r of scope s, oldest first (members count for several).
-local function at(s, r)
+-- The time of the start at 0-based rank r of scope s, oldest first. A member may stand for
+-- several starts: then the members are walked, at most \`most\` of them (past that, the time
+-- reached so far, an earlier one, is returned).
+local function at(s, r, most)
   flush(s)
-  local seen, from = 0, 0
-  while true do
+  if single[s] then
+    return tonumber(redis.call('ZRANGE', log[s], r, r, 'WITHSCORES')[2]) or now
+  end
+  local seen, from, time = 0, 0, now
+  while not most or from < most do
     local chunk = redis.call('ZRANGE', log[s], from, from + 99, 'WITHSCORES')
-    if #chunk == 0 then return now end
+    if #chunk == 0 then return time end
     for i = 1, #chunk, 2 do
       seen = seen + count(chunk[i])
-      if seen > r then return tonumber(chunk[i + 1]) end
+      time = tonumber(chunk[i + 1])
+      if seen > r then return time end
     end
     from = from + 100
   end
+  return time
 end
 -- The first time a start of scope s fits after the starts logged: now, or when the
 -- limit-th latest start leaves the window.
@@ -134,7 +165,8 @@ local function plan(s)
     local r = redis.call('ZRANGE', book[s], nb[s] - limit[s], nb[s] - limit[s], 'WITHSCORES')
     t = math.max(t, tonumber(r[2]) + interval[s])
   elseif ng[s] >= need and nb[s] > 0 then
-    t = math.max(t, at(s, ng[s] - need) + interval[s])
+    -- Only a plan: a booking too early is checked again when its job is back.
+    t = math.max(t, at(s, ng[s] - need, 1000) + interval[s])
   end
   return t
 end
@@ -169,8 +201,8 @@ for j = 1, jobs do
         local a = adds[s]
         a[#a + 1] = now
         a[#a + 1] = (1 + extra) .. ':' .. tag
-        addn[s] = addn[s] + 1 + extra
         ng[s] = ng[s] + 1 + extra
+        if extra > 0 then single[s] = false end
       end
     end
     out[j + 1] = -extra
