@@ -140,7 +140,8 @@ async function floor(n = N) {
 }
 
 const noop = task("noop", () => {});
-/** The same no-op under a rate limit it never reaches: every start asks Redis (TAKE). */
+/** The same no-op under a rate limit it never reaches: starts ask Redis (TAKE), or use starts
+ * granted ahead. */
 const limitedNoop = task("noop", () => {}, { rateLimit: { limit: 1_000_000, interval: 1_000 } });
 
 /** A quiet worker on queue `name` that keeps no job records, or keeps them for the default

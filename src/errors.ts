@@ -120,7 +120,9 @@ export class ShutdownError extends SluiceError {}
 
 /**
  * A handler met a remote rate limit (an HTTP 429): thrown by `ctx.rateLimited(ms)`. The job goes
- * back without an attempt charged, and its task starts nothing on any worker for `ms`.
+ * back without an attempt charged, and its task pauses on every worker for `ms`. A handler may
+ * throw one itself: its `ms` is taken as `ctx.rateLimited` takes it (rounded up to 1 ms .. a day;
+ * one that is not a finite number, 0 or more, fails the attempt like any error).
  *
  * @example
  * ```ts
@@ -135,7 +137,7 @@ export class RateLimitedError extends SluiceError {
   /**
    * Makes the error.
    *
-   * @param message What the remote side said.
+   * @param message What happened.
    * @param ms How long the task pauses, ms.
    */
   constructor(message: string, ms: number, options?: ErrorOptions) {

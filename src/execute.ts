@@ -21,7 +21,7 @@ import { Job } from "./job.ts";
 import type { Logger } from "./_log.ts";
 import type { Slots } from "./_slots.ts";
 import { internal } from "./_internal.ts";
-import type { Limiter } from "./limits.ts";
+import { type Limiter, pauseFor } from "./limits.ts";
 import { show } from "./_options.ts";
 import { type AnyTask, type TaskContext, validate } from "./task.ts";
 
@@ -56,8 +56,22 @@ export interface WorkerEventDetail {
   cancelled: { job: Job };
   /**
    * The job was put off, with no attempt charged, until `dueAt` (epoch ms, this machine's
-   * clock), `delay` ms from now: its task or queue was over its rate limit, or its handler
-   * called `ctx.rateLimited(ms)` (then `error` is the `RateLimitedError`).
+   * clock), `delay` ms from now: its task or queue was over its rate limit, its handler called
+   * `ctx.rateLimited(ms)` (then `error` is the `RateLimitedError`), or Redis could not be asked
+   * about the limit three times running (then it is put off a second).
+   *
+   * @example Count jobs put off
+   * ```ts
+   * import { task, Worker } from "@sluice/sluice";
+   * const email = task("email", () => {}, { rateLimit: { limit: 10, interval: 1_000 } });
+   * const worker = new Worker("mail", [email], { handleSignals: false });
+   * let putOff = 0;
+   * worker.addEventListener("rateLimited", (e) => {
+   *   putOff++;
+   *   console.log(e.detail.job.id, e.detail.delay, e.detail.error?.ms);
+   * });
+   * console.log(putOff); // 0
+   * ```
    */
   rateLimited: { job: Job; delay: number; dueAt: number; error?: RateLimitedError };
   /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
@@ -271,19 +285,20 @@ export class Executor<Context> {
   async #failed(job: Job, task: AnyTask, error: Error): Promise<void> {
     const reason = job.signal.aborted ? job.signal.reason : undefined;
     if (reason instanceof LeaseLostError) throw reason;
-    if (error instanceof RateLimitedError && this.limiter !== undefined) {
+    const pause = error instanceof RateLimitedError ? pauseFor(error.ms) : undefined;
+    if (pause !== undefined && this.limiter !== undefined) {
       // The remote side is full: the task pauses everywhere, and the job waits it out (if the
       // pause cannot be stored, this job waits all the same).
       let held: { wait: number; due: number | `+${number}` } = {
-        wait: error.ms,
-        due: `+${error.ms}`,
+        wait: pause,
+        due: `+${pause}`,
       };
       try {
-        held = await this.limiter.hold(job, error.ms);
+        held = await this.limiter.hold(job, pause);
       } catch (err) {
         this.#events.report(toError(err), job);
       }
-      await this.#putOff(job, held.due, held.wait, error);
+      await this.#putOff(job, held.due, held.wait, error as RateLimitedError);
       return;
     }
     if (reason instanceof ShutdownError) {
@@ -398,7 +413,8 @@ class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Con
   }
 
   rateLimited(ms: number): never {
-    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+    const pause = pauseFor(ms);
+    if (pause === undefined) {
       throw new RangeError(
         `Cannot pause task ${this.job.task}: ctx.rateLimited(ms) takes a finite number of ms, 0 or more, got ${
           show(ms)
@@ -406,10 +422,9 @@ class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Con
       );
     }
     // Retry-After arithmetic gives fractions and 0: rounded up, at least 1 ms, at most a day.
-    ms = Math.min(86_400_000, Math.max(1, Math.ceil(ms)));
     throw new RateLimitedError(
-      `Job ${this.job.id} (${this.job.task}) was rate limited: its task pauses for ${ms} ms`,
-      ms,
+      `Job ${this.job.id} (${this.job.task}) was rate limited: its task pauses for ${pause} ms`,
+      pause,
     );
   }
 }

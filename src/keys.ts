@@ -60,8 +60,8 @@ export interface Keys {
   /** Schedules' run state: a hash of schedule id to JSON `{ last, job, skipped, paused }`. */
   readonly runs: string;
   /**
-   * Rate-limit pauses (limits.ts): a hash of scope (`q`, or `t:<task>`) to the time (ms, Redis's
-   * clock) until which nothing of that scope starts, set by `ctx.rateLimited(ms)`.
+   * Rate-limit pauses (limits.ts): a hash of `t:<task>` to the time (ms, Redis's clock) until
+   * which that task starts nothing, set by `ctx.rateLimited(ms)`.
    */
   readonly holds: string;
   /**

@@ -4,10 +4,12 @@
  * the pauses a handler asks for with `ctx.rateLimited(ms)` when a remote API answers 429.
  *
  * A worker asks Redis (TAKE, scripts/limit.ts) right before it starts a job of a limited task,
- * in one batched call for the jobs starting together. Redis logs the start, or books the job a
- * window and replies when it is; the worker then puts the job off until then on the delayed
- * zset (no attempt charged), so it takes no room meanwhile, and the promoter brings it back on
- * time, without polling. Jobs of tasks with no limit never ask: they cost nothing.
+ * in one batched call for the jobs starting together, unless it still holds starts granted
+ * ahead (see `Limiter.spend`). Redis logs the start, or books the job a window and replies when
+ * it is; the worker then puts the job off until then on the delayed zset (no attempt charged),
+ * so it takes no room meanwhile, and the promoter brings it back on time, without polling. A
+ * start skips Redis only when neither its task nor the Worker has a limit and no pause of the
+ * task is known: on a queue with no limit at all, nothing is asked.
  *
  * @module
  */
@@ -46,6 +48,13 @@ export const MAX_INTERVAL = 86_400_000;
  * Checks a rate limit option.
  *
  * @throws {ValidationError} Naming the action, the option and the value.
+ *
+ * @example
+ * ```ts
+ * import { checkRateLimit } from "./limits.ts";
+ * console.log(checkRateLimit("Cannot define task t", "rateLimit", { limit: 5, interval: 1_000 }));
+ * // { limit: 5, interval: 1000 }
+ * ```
  */
 export function checkRateLimit(action: string, name: string, value: unknown): RateLimit {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -65,7 +74,15 @@ export function checkRateLimit(action: string, name: string, value: unknown): Ra
   return Object.freeze({ limit: limit as number, interval: interval as number });
 }
 
-/** Throws a `ValidationError` unless `value` is an integer from `min` to `max`. */
+/**
+ * Throws a `ValidationError` unless `value` is an integer from `min` to `max`.
+ *
+ * @example
+ * ```ts
+ * import { checkCount } from "./limits.ts";
+ * checkCount("Cannot define task t", "rateLimit.limit", 5, 1, 10); // passes
+ * ```
+ */
 export function checkCount(
   action: string,
   name: string,
@@ -86,9 +103,30 @@ export function checkCount(
  * handlers see (and the requests they make) within the limit too. Measured with 3 worker
  * processes at 50 a second: the log on Redis's clock never held more than 50 in a second,
  * while handler start times, 0 to 7 ms later, held up to 57 without the margin.
+ *
+ * @example
+ * ```ts
+ * import { heldFor } from "./limits.ts";
+ * console.log(heldFor(1_000), heldFor(60_000), heldFor(10)); // 1050 61000 10
+ * ```
  */
 export function heldFor(interval: number): number {
   return interval + Math.min(1_000, Math.floor(interval / 20));
+}
+
+/**
+ * How long a pause asked with `ms` lasts: rounded up to a whole ms, at least 1, at most a day;
+ * undefined unless `ms` is a finite number, 0 or more.
+ *
+ * @example Retry-After arithmetic
+ * ```ts
+ * import { pauseFor } from "./limits.ts";
+ * console.log(pauseFor(1.5), pauseFor(0), pauseFor(1e12), pauseFor(NaN)); // 2 1 86400000 undefined
+ * ```
+ */
+export function pauseFor(ms: unknown): number | undefined {
+  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) return undefined;
+  return Math.min(MAX_INTERVAL, Math.max(1, Math.ceil(ms)));
 }
 
 /** What TAKE said of one job: Redis's time, and 0 (start now) or when it is booked for. */
@@ -161,7 +199,8 @@ export class Limiter {
    * if it did (the job starts now, with no call to Redis).
    *
    * Far from its limit (the last interval holds at most half of it, and nobody is waiting), a
-   * TAKE grants the asking worker a few more starts than it asked for, logged at once. They are
+   * TAKE grants the asking worker up to the extra starts it asked for (4 to 1,024, by how fast
+   * it used the last ones), logged at once. They are
    * good for half the margin Redis holds each start beyond the interval (25 ms of a 1 s
    * interval), so a start made on one is never later after its log than the margin allows.
    */

@@ -126,6 +126,13 @@ export interface TaskOptions<Data> extends ScheduleOptions<Data> {
    * A job over the limit is not failed and not charged an attempt: it waits, taking no room,
    * and starts as soon as its window opens. Enforced in Redis, on Redis's clock. None by
    * default.
+   *
+   * @example 100 an hour
+   * ```ts
+   * import { task } from "@sluice/sluice";
+   * const report = task("report", () => {}, { rateLimit: { limit: 100, interval: 3_600_000 } });
+   * console.log(report.rateLimit?.limit); // 100
+   * ```
    */
   rateLimit?: RateLimit;
 }

@@ -83,6 +83,17 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
    * workers (give every worker of the queue the same). A task's own `rateLimit` applies too. A
    * job over the limit waits, with no attempt charged and taking no room, and starts as soon
    * as its window opens. None by default.
+   *
+   * @example 500 starts a second over every task of the queue
+   * ```ts
+   * import { task, Worker } from "@sluice/sluice";
+   * const tasks = [task("email", () => {}), task("sms", () => {})];
+   * const worker = new Worker("notify", tasks, {
+   *   rateLimit: { limit: 500, interval: 1_000 },
+   *   handleSignals: false,
+   * });
+   * console.log(worker.name); // "notify"
+   * ```
    */
   rateLimit?: RateLimit;
   /**

@@ -330,3 +330,27 @@ Deno.test("TAKE sent twice (a resend after a reconnect) counts its starts once; 
   assert.equal(await admin.get(keys.tally("t:x")), "11");
   assert.equal(await admin.zcard(keys.rate("t:x")), 2);
 });
+
+Deno.test("a RateLimitedError a handler builds itself: a good ms pauses like ctx.rateLimited, a bad one fails the attempt", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const thrown = new Set<string>();
+  const own = task("own", (ms: number | null, ctx) => {
+    if (!thrown.has(ctx.job.id)) {
+      thrown.add(ctx.job.id);
+      throw new RateLimitedError("429", ms === null ? NaN : ms);
+    }
+  }, { retry: { attempts: 2, backoff: { type: "fixed", delay: 0 } } });
+  await queue.enqueue(own, 0.5, { id: "first-good" });
+  await queue.enqueue(own, null, { id: "first-bad" });
+  const worker = new Worker("q", [own], { redis: redis.url, handleSignals: false });
+  const seen: string[] = [];
+  worker.addEventListener("rateLimited", (e) => seen.push(`limited ${e.detail.job.id}`));
+  worker.addEventListener("retrying", (e) => seen.push(`retrying ${e.detail.job.id}`));
+  let done = 0;
+  worker.addEventListener("completed", () => ++done === 2 && worker.stop());
+  await worker.run();
+  assert.deepEqual(seen.sort(), ["limited first-good", "retrying first-bad"]);
+  assert.equal((await queue.job("first-good").info())?.attempt, 1);
+  assert.equal((await queue.job("first-bad").info())?.attempt, 2);
+});
