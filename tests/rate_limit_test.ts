@@ -9,6 +9,7 @@ import {
   Queue,
   RateLimitedError,
   task,
+  type TaskContext,
   ValidationError,
   Worker,
   type WorkerEventDetail,
@@ -334,16 +335,20 @@ Deno.test("TAKE sent twice (a resend after a reconnect) counts its starts once; 
 Deno.test("a RateLimitedError a handler builds itself: a good ms pauses like ctx.rateLimited, a bad one fails the attempt", async () => {
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
+  // Two tasks: the pause one asks for must not touch the other's jobs.
   const thrown = new Set<string>();
-  const own = task("own", (ms: number | null, ctx) => {
+  const handler = (ms: number | null, ctx: TaskContext) => {
     if (!thrown.has(ctx.job.id)) {
       thrown.add(ctx.job.id);
       throw new RateLimitedError("429", ms === null ? NaN : ms);
     }
-  }, { retry: { attempts: 2, backoff: { type: "fixed", delay: 0 } } });
-  await queue.enqueue(own, 0.5, { id: "first-good" });
-  await queue.enqueue(own, null, { id: "first-bad" });
-  const worker = new Worker("q", [own], { redis: redis.url, handleSignals: false });
+  };
+  const retry = { attempts: 2, backoff: { type: "fixed", delay: 0 } } as const;
+  const good = task("good", handler, { retry });
+  const bad = task("bad", handler, { retry });
+  await queue.enqueue(good, 0.5, { id: "first-good" });
+  await queue.enqueue(bad, null, { id: "first-bad" });
+  const worker = new Worker("q", [good, bad], { redis: redis.url, handleSignals: false });
   const seen: string[] = [];
   worker.addEventListener("rateLimited", (e) => seen.push(`limited ${e.detail.job.id}`));
   worker.addEventListener("retrying", (e) => seen.push(`retrying ${e.detail.job.id}`));
