@@ -100,3 +100,37 @@ Deno.test("a 429 in one worker process pauses the task in another; the job then 
   assert.equal(info?.attempt, 1);
   assert.ok(Date.now() - at >= hold, "the test outlived the pause");
 });
+
+Deno.test("kill -9 of a worker under a rate limit: its jobs are reclaimed and run, none lost, no 1 s window over the limit", async () => {
+  await using redis = await startRedis();
+  await using ledgerRedis = await startRedis();
+  await using ledger = inspect(ledgerRedis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const options = {
+    ledger: ledgerRedis.url,
+    rate: "20:1000",
+    concurrency: 4,
+    prefetch: 4,
+    idle: 1_000,
+  };
+  await using a = new WorkerProcess(redis.url, options);
+  await using b = new WorkerProcess(redis.url, options);
+  await Promise.all([a, b].map((w) => w.waitFor((e) => e.ev === "ready", "ready")));
+  const n = 100;
+  const handles = await queue.enqueueMany(
+    "limited",
+    Array.from({ length: n }, () => ({ data: { ms: 50 } })),
+  );
+  await waitForRedis(async () => (await ledger.llen("starts")) >= 30, "30 starts");
+  a.signal("SIGKILL");
+  await a.status;
+  const signal = AbortSignal.timeout(60_000);
+  await Promise.all(handles.map((h) => h.result({ signal })));
+  const log = await starts(ledger);
+  assert.equal(new Set(log.map((s) => s.id)).size, n, "every job ran");
+  const most = busiest(log.map((s) => s.at), 1_000);
+  assert.ok(most <= 20, `a 1 s window held ${most} starts (reruns of reclaimed jobs count)`);
+  const stats = await queue.stats();
+  assert.equal(stats.dead, 0);
+  assert.ok(b.count("completed") > 0 && log.some((s) => s.pid === b.pid));
+});
