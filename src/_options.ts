@@ -7,6 +7,8 @@
 /**
  * Throws unless `value` is an integer from `min` to `max`.
  *
+ * @param Err The error class thrown: `RangeError` unless the caller's contract says otherwise
+ *   (rate limits throw `ValidationError`).
  * @throws {RangeError} "Cannot create worker: concurrency must be an integer from 1 to 100000,
  * got 0"
  */
@@ -16,9 +18,10 @@ export function checkInt(
   value: unknown,
   min: number,
   max: number,
+  Err: new (message: string) => Error = RangeError,
 ): void {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(
+    throw new Err(
       `${action}: ${name} must be an integer from ${min} to ${max}, got ${show(value)}`,
     );
   }

@@ -15,7 +15,7 @@
  */
 import type { Keys } from "./keys.ts";
 import { ValidationError } from "./errors.ts";
-import { show } from "./_options.ts";
+import { checkInt, show } from "./_options.ts";
 import { Batcher } from "./_batch.ts";
 import type { Job } from "./job.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
@@ -69,32 +69,9 @@ export function checkRateLimit(action: string, name: string, value: unknown): Ra
     );
   }
   const { limit, interval } = value as Record<string, unknown>;
-  checkCount(action, `${name}.limit`, limit, 1, MAX_RATE);
-  checkCount(action, `${name}.interval`, interval, 1, MAX_INTERVAL);
+  checkInt(action, `${name}.limit`, limit, 1, MAX_RATE, ValidationError);
+  checkInt(action, `${name}.interval`, interval, 1, MAX_INTERVAL, ValidationError);
   return Object.freeze({ limit: limit as number, interval: interval as number });
-}
-
-/**
- * Throws a `ValidationError` unless `value` is an integer from `min` to `max`.
- *
- * @example
- * ```ts
- * import { checkCount } from "./limits.ts";
- * checkCount("Cannot define task t", "rateLimit.limit", 5, 1, 10); // passes
- * ```
- */
-export function checkCount(
-  action: string,
-  name: string,
-  value: unknown,
-  min: number,
-  max: number,
-): void {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new ValidationError(
-      `${action}: ${name} must be an integer from ${min} to ${max}, got ${show(value)}`,
-    );
-  }
 }
 
 /**
@@ -306,12 +283,12 @@ export class Limiter {
       return i;
     };
     // The first job of each set of scopes asks for permits ahead, for the jobs to come.
-    const asked = new Map<string, Plan>();
+    const asked = new Set<string>();
     const asking: Asking[] = jobs.map((job) => {
       const plan = this.#plan(job.task);
       let extra = 0;
       if (plan.lasts > 0 && !asked.has(plan.key)) {
-        asked.set(plan.key, plan);
+        asked.add(plan.key);
         extra = this.#credits.get(plan.key)?.ask ?? MIN_ASK;
       }
       return {

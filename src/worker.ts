@@ -278,7 +278,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     // Listeners stay until run() resolves, so a late signal never meets Deno's default handler.
     const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
     const redis = share(this.#settings.redis, this.#logger);
-    const unsubscribe: Promise<() => Promise<void>>[] = [];
+    /** The rate-limit pause channel's subscription, once the worker gets that far. */
+    let listening: Promise<() => Promise<void>> | undefined;
     try {
       void this.#checkEviction(redis);
       if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
@@ -293,7 +294,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         if (err instanceof ValidationError) throw err;
       });
       await this.#storeSchedules(redis);
-      this.#executor.limiter = this.#limits(redis, unsubscribe);
+      [this.#executor.limiter, listening] = this.#limits(redis);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
       if (this.#prefetch === undefined) {
@@ -307,8 +308,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (consumer.failure !== undefined) throw consumer.failure;
     } finally {
       this.#closing.abort();
-      const stops = Promise.all(unsubscribe.map(async (stop) => await (await stop)()));
-      if (!await settlesWithin(stops, 1_000)) {
+      if (listening && !await settlesWithin(listening.then((stop) => stop()), 1_000)) {
         this.#logger.warn(`sluice: worker ${this.name}: could not unsubscribe`);
       }
       await this.#dispose();
@@ -428,9 +428,10 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   /**
    * The rate limits: the Worker's and its tasks'. It listens for pauses asked by handlers on
    * any worker (`ctx.rateLimited`), and learns those already in force (Redis enforces them
-   * for limited tasks in any case; this tells the worker to ask for the others).
+   * for limited tasks in any case; this tells the worker to ask for the others). Returns the
+   * limiter and the subscription (its undo once confirmed and the pauses read).
    */
-  #limits(redis: SharedRedis, unsubscribe: Promise<() => Promise<void>>[]): Limiter {
+  #limits(redis: SharedRedis): [Limiter, Promise<() => Promise<void>>] {
     const tasks = new Map<string, RateLimit>();
     for (const t of this.#tasks.values()) if (t.rateLimit) tasks.set(t.name, t.rateLimit);
     const { keys } = this.#settings;
@@ -445,8 +446,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         return stop;
       });
     listening.catch(warn);
-    unsubscribe.push(listening);
-    return limiter;
+    return [limiter, listening];
   }
 
   /**

@@ -18,7 +18,7 @@ import { startCluster, startRedis } from "../src/testing.ts";
 import { busiest, inspect, sharedRedis } from "./_helpers.ts";
 import { queueKeys } from "../src/keys.ts";
 import { takeArgs } from "../src/scripts/limit.ts";
-import { delay } from "../src/async.ts";
+import { abortable } from "../src/async.ts";
 
 /** Runs `worker` until `n` jobs completed; returns what each completion saw. */
 async function runUntil(
@@ -188,10 +188,7 @@ Deno.test("ctx.rateLimited(ms) pauses the task on another worker; the job then c
   }
   const runs = [a.run(), b.run()];
   await queue.enqueue(api, { hold: 700 }, { id: "first" });
-  const at = await Promise.race([
-    heldAt.promise,
-    delay(10_000).then(() => Promise.reject(new Error("no rateLimited event in 10 s"))),
-  ]);
+  const at = await abortable(heldAt.promise, AbortSignal.timeout(10_000));
   assert.ok(error instanceof RateLimitedError);
   await queue.enqueueMany(api, Array.from({ length: 5 }, (_, i) => ({ data: {}, id: `n${i}` })));
   const result = await queue.job("first").result({ signal: AbortSignal.timeout(10_000) });

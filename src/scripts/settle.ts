@@ -127,32 +127,27 @@ if ops > 0 then
     for _, e in ipairs(p) do mine[e[1]] = e[4] end
   end
 end
--- Retry, release and dead: returns the operation's code.
+-- Retry, release, defer and dead: returns the operation's code.
 local function other(op, entry, rec, outcome, a, b)
-  if op == 'defer' then
+  local defer = op == 'defer'
+  if defer or op == 'retry' and tonumber(a) > 0 then
+    -- To the delayed zset: a retry with attempt + 1, a deferral unchanged.
     local f = fields_of(stream, entry)
     local code = 2
     if f ~= nil then
-      local wait = string.sub(a, 1, 1) == '+' and tonumber(string.sub(a, 2)) or tonumber(a) - now
-      wait = math.max(0, wait)
+      local wait = tonumber(a)
+      if defer and string.sub(a, 1, 1) == '+' then wait = tonumber(string.sub(a, 2))
+      elseif defer then wait = math.max(0, wait - now)
+      else bump(f) end
       schedule(delayed, payloads, channel, with_pri(f, pri), now, wait)
-      redis.call('HSET', rec, 'state', 'delayed', 'due', now + wait)
+      if defer then
+        redis.call('HSET', rec, 'state', 'delayed', 'due', now + wait)
+      else
+        redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
+          'due', now + wait, 'error', b)
+      end
       redis.call('HDEL', rec, 'entry')
       redis.call('PEXPIRE', rec, live + wait)
-      code = 1
-    end
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
-    return code
-  elseif op == 'retry' and tonumber(a) > 0 then
-    local f = fields_of(stream, entry)
-    local code = 2
-    if f ~= nil then
-      schedule(delayed, payloads, channel, with_pri(bump(f), pri), now, tonumber(a))
-      redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
-        'due', now + tonumber(a), 'error', b)
-      redis.call('HDEL', rec, 'entry')
-      redis.call('PEXPIRE', rec, live + tonumber(a))
       code = 1
     end
     redis.call('XACK', stream, group, entry)
