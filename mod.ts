@@ -49,6 +49,8 @@ export type {
 } from "./src/schedule.ts";
 export type { QueueOptions } from "./src/queue.ts";
 export type { RateLimit } from "./src/limits.ts";
+export { GroupProducer, Groups } from "./src/groups.ts";
+export type { GroupInfo, GroupOptions, GroupSettings } from "./src/groups.ts";
 export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
 export type { QueueStats } from "./src/stats.ts";

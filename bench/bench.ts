@@ -10,7 +10,8 @@
  *   records: the "c=32 defaults" row), at concurrency 32 on a queue of 3 priorities with a
  *   third of the jobs in each (the "c=32, 3 priorities" row, given against the c=32 row), at
  *   concurrency 32 for a task with a rate limit it never reaches (1M a second: the "c=32,
- *   rate-limited task" row, given against the c=32 row too),
+ *   rate-limited task" row, given against the c=32 row too), at concurrency 32 with every job in
+ *   one of 100 groups of concurrency 4 (the "c=32, 100 groups of 4" row, against c=32 too),
  *   pickup latency at idle and at a fixed 2,000 jobs/s, delayed-job lateness, and the memory of
  *   a worker in its own process (c=32, default options) against the floor's loop in its own;
  * - BullMQ on Node (bench/peers/, installed here if missing) doing the same work: its no-record
@@ -213,9 +214,15 @@ async function sluiceProcess(
   keepRecords = false,
   priorities?: readonly string[],
   work: AnyTask = noop,
+  groups = 0,
 ) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url, ...(priorities ? { priorities } : {}) });
+  // Grouped: jobs spread round robin over `groups` groups of GROUP_CONCURRENCY each, set before
+  // the enqueue, so that all but each group's first jobs wait in their group's line.
+  for (let g = 0; g < groups; g++) {
+    await queue.groups.set(`g${g}`, { concurrency: GROUP_CONCURRENCY });
+  }
   // Jobs of one priority at a time: a call of mixed priorities is cut at every change.
   const shares = priorities ?? [undefined];
   for (const [k, priority] of shares.entries()) {
@@ -225,7 +232,12 @@ async function sluiceProcess(
         noop,
         Array.from(
           { length: Math.min(10_000, share - i) },
-          () => priority === undefined ? { data: null } : { data: null, priority },
+          (_, j) =>
+            groups > 0
+              ? { data: null, group: `g${(i + j) % groups}` }
+              : priority === undefined
+              ? { data: null }
+              : { data: null, priority },
         ),
       );
     }
@@ -243,6 +255,10 @@ async function sluiceProcess(
   await run;
   const after = await spent();
   await dropQueue(queue, priorities);
+  if (groups > 0) {
+    const { groups: settings, groupJobs, groupLines, groupRunning, groupSlots } = queue.keys;
+    await admin.unlink(settings, groupJobs, groupLines, groupRunning, groupSlots);
+  }
   return { rate: result, cpuUs: cpuPerJob(before, after, n), calls: callsPerJob(before, after, n) };
 }
 
@@ -416,6 +432,9 @@ const PRIORITIES = ["bulk", "normal", "urgent"];
 const PRIORITY_ROW = "32-priorities";
 /** The c=32 row for a task with a rate limit it never reaches, run right after it. */
 const LIMITED_ROW = "32-rate-limited";
+/** The c=32 row with every job in one of GROUP_COUNT groups of concurrency GROUP_CONCURRENCY. */
+const GROUPED_ROW = "32-grouped";
+const GROUP_COUNT = 100, GROUP_CONCURRENCY = 4;
 const jobsAt = (concurrency: number) => concurrency === 1 ? Math.max(1_000, Math.floor(N / 10)) : N;
 
 async function bullmq(): Promise<
@@ -497,6 +516,11 @@ for (const { id, concurrency, keepRecords } of ROWS) {
     processing[LIMITED_ROW] = limited.rate;
     processCpu[LIMITED_ROW] = limited.cpuUs;
     calls[LIMITED_ROW] = limited.calls;
+    log(`bench: sluice processing at concurrency 32, ${GROUP_COUNT} groups of concurrency 4`);
+    const grouped = await sluiceProcess(32, jobsAt(32), false, undefined, noop, GROUP_COUNT);
+    processing[GROUPED_ROW] = grouped.rate;
+    processCpu[GROUPED_ROW] = grouped.cpuUs;
+    calls[GROUPED_ROW] = grouped.calls;
   }
 }
 // The floor again, right after the processing rows: machines here drift over minutes, and the
@@ -569,6 +593,8 @@ const report = {
     prioritiesVsSingle: ratio(processing[PRIORITY_ROW]!, processing["32"]),
     /** The rate-limited row against the plain c=32 row (the issue's bar: >= 0.8). */
     rateLimitedVsPlain: ratio(processing[LIMITED_ROW]!, processing["32"]),
+    /** The grouped row against the plain c=32 row (the issue's bar: >= 0.5). */
+    groupedVsPlain: ratio(processing[GROUPED_ROW]!, processing["32"]),
   },
   scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
   durable,
@@ -595,9 +621,13 @@ if (values.json) {
       ? `process c=32, ${PRIORITIES.length} priorities`
       : id === LIMITED_ROW
       ? "process c=32, rate-limited task"
+      : id === GROUPED_ROW
+      ? `process c=32, ${GROUP_COUNT} groups of ${GROUP_CONCURRENCY}`
       : `process c=${id.replace("-", " ")}`;
   // The processing rows as printed: the priorities' and rate limit's rows after the c=32 one.
-  const printed = ROWS.flatMap(({ id }) => id === "32" ? [id, PRIORITY_ROW, LIMITED_ROW] : [id]);
+  const printed = ROWS.flatMap(({ id }) =>
+    id === "32" ? [id, PRIORITY_ROW, LIMITED_ROW, GROUPED_ROW] : [id]
+  );
   const table = (rows: string[][]) => {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
@@ -632,6 +662,9 @@ if (values.json) {
   );
   console.log(
     `${label(LIMITED_ROW)} / process c=32: ${pct(report.ratios.rateLimitedVsPlain)} (same run)`,
+  );
+  console.log(
+    `${label(GROUPED_ROW)} / process c=32: ${pct(report.ratios.groupedVsPlain)} (same run)`,
   );
   console.log();
 

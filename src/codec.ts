@@ -30,6 +30,8 @@ export interface WireJob {
   retry?: string;
   /** This job's timeout in ms, if any. */
   timeout?: number;
+  /** The job's group (fair queueing, per-group limits; see groups.ts), if any. */
+  group?: string;
   /** HMAC-SHA256 signature, base64url (see `sign.ts`), if any. */
   sig?: string;
 }
@@ -58,6 +60,7 @@ const KNOWN = new Set([
   "timeout",
   "sig",
   "pri",
+  "group",
 ]);
 
 /**
@@ -85,14 +88,14 @@ export function encodeFields(job: WireJob, pri?: string): string[] {
 }
 
 /**
- * The optional fields of a job (pri, trace, retry, timeout, sig) as XADD field/value pairs, in
+ * The optional fields of a job (pri, trace, retry, timeout, group, sig) as XADD field/value pairs, in
  * wire order: they follow `enq`. The enqueue script writes the fields before them itself, in
  * the order of {@linkcode encodeFields}, so a batch sends only what differs from job to job.
  * Field `pri` names the job's priority where it is not the lowest: the stream it goes back to
  * after a delay. It is not signed (the stream an entry sits in decides its order anyway).
  */
 export function encodeExtras(
-  job: Pick<WireJob, "trace" | "retry" | "timeout" | "sig">,
+  job: Pick<WireJob, "trace" | "retry" | "timeout" | "group" | "sig">,
   pri?: string,
 ): string[] {
   const fields: string[] = [];
@@ -100,11 +103,29 @@ export function encodeExtras(
   if (job.trace !== undefined) fields.push("trace", job.trace);
   if (job.retry !== undefined) fields.push("retry", job.retry);
   if (job.timeout !== undefined) fields.push("timeout", String(job.timeout));
+  if (job.group !== undefined) fields.push("group", job.group);
   if (job.sig !== undefined) fields.push("sig", job.sig);
   return fields;
 }
 
 const INTEGER = /^(0|[1-9][0-9]{0,15})$/;
+
+/**
+ * What a group name may be ({@linkcode GROUP_RULE}): any text of 1 to 200 characters without
+ * control characters (a group is often a tenant id or an email address).
+ *
+ * @example
+ * ```ts
+ * import { GROUP } from "./codec.ts";
+ * console.log(GROUP.test("tenant-42"), GROUP.test("ann@example.com"), GROUP.test("a\nb"));
+ * // true true false
+ * ```
+ */
+// deno-lint-ignore no-control-regex
+export const GROUP: RegExp = /^[^\x00-\x1f\x7f]{1,200}$/;
+
+/** {@linkcode GROUP} in words, for error messages. */
+export const GROUP_RULE = "1 to 200 characters, none of them a control character";
 
 /**
  * Decodes the flat field list of a stream entry. Never throws: an entry that cannot run comes
@@ -118,7 +139,7 @@ export function decodeFields(
   fields: readonly string[],
   maxPayloadBytes: number = Infinity,
 ): WireJob | DecodeFailure {
-  let v, id, task, data, attempt, enq, trace, retry, timeout, sig: string | undefined;
+  let v, id, task, data, attempt, enq, trace, retry, timeout, group, sig: string | undefined;
   let twice: string | undefined;
   if (
     (fields.length === 12 || fields.length === 14 && fields[12] === "pri") &&
@@ -144,6 +165,7 @@ export function decodeFields(
     trace = map.get("trace");
     retry = map.get("retry");
     timeout = map.get("timeout");
+    group = map.get("group");
     sig = map.get("sig");
   }
   if (v === undefined) return malformed("field v is missing");
@@ -188,6 +210,12 @@ export function decodeFields(
       return malformed(`field timeout must be an integer >= 1 (ms), got ${quote(timeout)}`);
     }
     job.timeout = Number(timeout);
+  }
+  if (group !== undefined) {
+    if (!GROUP.test(group)) {
+      return malformed(`field group must be ${GROUP_RULE}, got ${quote(group)}`);
+    }
+    job.group = group;
   }
   if (sig !== undefined) job.sig = sig;
   const size = oversize(data!, maxPayloadBytes);

@@ -12,6 +12,8 @@ import {
   decodeData,
   encodeData,
   encodeExtras,
+  GROUP,
+  GROUP_RULE,
   oversize,
   uuidv7,
   WIRE_VERSION,
@@ -67,6 +69,16 @@ export interface EnqueueOptions {
    * @default {the queue's `defaultPriority`}
    */
   priority?: string;
+  /**
+   * The job's group, such as a tenant id: any text of 1 to 200 characters without control
+   * characters. Workers take from groups with waiting jobs in turn, and a Worker's `groups`
+   * option limits each group's running jobs and starts (see the README's Groups section). A
+   * grouped job runs at the queue's lowest priority: `group` cannot be combined with
+   * `priority`.
+   *
+   * @default {undefined} (no group: the job is not gated)
+   */
+  group?: string;
   /**
    * Bounds the wait: the call rejects with `signal.reason` soon after the signal aborts, for
    * instance when Redis cannot be reached. It cannot take back what was sent: if the abort
@@ -139,6 +151,8 @@ export interface Entry {
   extras: string[] | undefined;
   /** True if the id was made here (a UUIDv7): no earlier job can have it. */
   made: boolean;
+  /** True if the job has a group: its call names the group keys. */
+  grouped: boolean;
   /** The stream the job goes to (its priority's), when due. */
   stream: string;
   /** Its priority's lane (see priority.ts). */
@@ -147,8 +161,8 @@ export interface Entry {
   pri: string | undefined;
 }
 
-/** A job's retry and timeout in wire form. */
-export type WireOptions = { retry?: string; timeout?: number };
+/** A job's retry, timeout and group in wire form. */
+export type WireOptions = { retry?: string; timeout?: number; group?: string };
 
 /**
  * Enqueues the jobs of `items`: checks them all, then writes them in pipelined batches.
@@ -240,9 +254,24 @@ async function enqueue(
     const when = item.delay === undefined && item.at === undefined
       ? undefined
       : schedule(action, item);
-    const options = item.retry === undefined && item.timeout === undefined
+    let options = item.retry === undefined && item.timeout === undefined
       ? undefined
       : wireOptions(action, item);
+    const group = item.group;
+    if (group !== undefined) {
+      const where = single ? action : `${action}: item ${entries.length}`;
+      if (typeof group !== "string" || !GROUP.test(group)) {
+        throw new ValidationError(`${where}: group must be ${GROUP_RULE}, got ${show(group)}`);
+      }
+      if (item.priority !== undefined) {
+        throw new ValidationError(
+          `${where}: a grouped job cannot have a priority (got group ${
+            JSON.stringify(group)
+          } and priority ${show(item.priority)}): groups take turns at the lowest priority`,
+        );
+      }
+      options = { ...options, group };
+    }
     if (typeof id !== "string" || id.length === 0 || id.length > 200) {
       throw new ValidationError(
         `${action}: id must be a string of 1 to 200 characters, got ${JSON.stringify(id)}`,
@@ -273,7 +302,9 @@ async function enqueue(
         throw new ValidationError(`${action}: ${toError(err).message}`, { cause: err });
       }
     }
-    const lane = item.priority === undefined
+    const lane = group !== undefined
+      ? lowest
+      : item.priority === undefined
       ? fallback
       : laneOf(single ? action : `${action}: item ${entries.length}`, lanes, item.priority);
     const pri = lane === lowest ? undefined : lanes.labels[lane];
@@ -287,6 +318,7 @@ async function enqueue(
       options,
       extras,
       made: item.id === undefined,
+      grouped: group !== undefined,
       stream,
       lane,
       pri,
@@ -421,7 +453,8 @@ async function send(
       const { id } = entries[handles.length]!;
       handles.push(
         typeof reply === "string"
-          ? new JobHandle(q.handles, id, { entryId: reply })
+          // '' for a grouped job waiting in its group's line: no entry yet.
+          ? new JobHandle(q.handles, id, reply === "" ? {} : { entryId: reply })
           : typeof reply === "number"
           ? new JobHandle(q.handles, id, { dueAt: reply })
           : new JobHandle(q.handles, id, { entryId: reply[0], dueAt: reply[1], duplicate: true }),

@@ -169,7 +169,7 @@ export class Executor<Context> {
         return;
       }
       const limiter = this.limiter;
-      if (limiter !== undefined && limiter.needs(job.task) && !limiter.spend(job.task)) {
+      if (limiter !== undefined && limiter.needs(job) && !limiter.spend(job)) {
         if (await this.#overLimit(job, limiter)) return;
       }
       Job[internal].started(job);

@@ -56,6 +56,8 @@ export interface JobStatus {
   error?: string;
   /** Why it went to the dead letters. */
   reason?: string;
+  /** The job's group, if it has one. */
+  group?: string;
 }
 
 /** What cancel() found and did. */
@@ -82,6 +84,11 @@ export interface HandleContext {
   ): Promise<() => Promise<void>>;
   /** Resolves once every message published so far has reached the subscriber (a PING). */
   drain(): Promise<void>;
+  /**
+   * The group a scoped producer (`queue.forGroup`) is limited to: a job of any other group
+   * (or of none) is unknown to its handles.
+   */
+  readonly scope?: string;
 }
 
 /**
@@ -135,9 +142,19 @@ export class JobHandle<Result = unknown> {
    * expired after `keepResult`).
    */
   async info(): Promise<JobStatus | undefined> {
-    const r = await this.#ctx.client().hgetall(this.#ctx.keys.job(this.id));
-    if (r.state === undefined) return undefined;
+    const { keys, scope } = this.#ctx;
+    const r = await this.#ctx.client().hgetall(keys.job(this.id));
+    if (r.state === undefined || scope !== undefined && r.group !== scope) return undefined;
     const status: JobStatus = { id: this.id, state: r.state as JobState };
+    if (r.group !== undefined) {
+      status.group = r.group;
+      // The gate moves a waiting grouped job into the stream without touching its record: its
+      // slot names the entry.
+      if (r.state === "waiting" || r.state === "cancelling") {
+        const entry = await this.#ctx.client().hget(keys.groupSlots, `j:${this.id}`);
+        if (entry !== null) r.entry = entry;
+      }
+    }
     if (r.state === "cancelling") status.state = "active";
     if (r.job !== undefined) {
       // "<enq ms> <task>", written at enqueue; the attempt is 1 until a retry writes it.
@@ -242,6 +259,13 @@ export class JobHandle<Result = unknown> {
       await registered;
       const record = await outlast(() => client().hgetall(keys.job(this.id)), stop);
       let outcome: Record<string, string>;
+      const { scope } = this.#ctx;
+      if (scope !== undefined && (record.state === undefined || record.group !== scope)) {
+        // A scoped producer sees its group's jobs only, and needs the record to tell.
+        throw new SluiceError(
+          `Cannot get the result of job ${this.id}: no such job in group ${JSON.stringify(scope)}`,
+        );
+      }
       if (record.state === undefined) {
         // No record: the job may have finished after we subscribed, with no record kept
         // (keepResult 0). Its message is then on its way; let the subscriber catch up.
@@ -279,7 +303,9 @@ export class JobHandle<Result = unknown> {
    * A finished job is left as it is: the outcome says so.
    */
   async cancel(): Promise<CancelOutcome> {
-    const before = await this.#ctx.client().sluiceCancel(cancelArgs(this.#ctx, this.id));
+    const before = await this.#ctx.client().sluiceCancel(
+      cancelArgs(this.#ctx, this.id, this.#ctx.scope),
+    );
     const finished = before === "completed" || before === "dead" || before === "cancelled";
     return { cancelled: !finished && before !== "unknown", state: before as JobState | "unknown" };
   }

@@ -115,6 +115,8 @@ export class Job<Data = unknown> implements JobInfo {
   readonly entryId: string;
   /** The job's priority, on a queue with `priorities`; else undefined. */
   readonly priority: string | undefined;
+  /** The job's group, if it was enqueued with one; else undefined. */
+  readonly group: string | undefined;
   /** @internal The lane (priority stream, highest first) the entry sits in. */
   readonly lane: number;
   /** @internal The key of this delivery among its consumer's held jobs (see `heldKey`). */
@@ -165,6 +167,7 @@ export class Job<Data = unknown> implements JobInfo {
     this.priority = priority;
     this.policy = policy;
     this.id = wire.id;
+    this.group = wire.group;
     this.task = wire.task;
     this.data = data;
     this.attempt = wire.attempt;

@@ -78,6 +78,34 @@ export interface Keys {
   tally(scope: string): string;
   /** A rate-limit scope's bookings: a zset of the ids of jobs put off, scored by when due. */
   booked(scope: string): string;
+  /**
+   * Groups' settings (groups.ts): a hash of `c` (the Workers' default per-group concurrency),
+   * `c:<group>` (a group's own, from `queue.groups.set`) and `p:<group>` ("1" while the group
+   * is paused).
+   */
+  readonly groups: string;
+  /**
+   * Grouped jobs waiting for room (scripts/_gate.ts): a hash of `<seq>:<group>` to the job's
+   * wire fields as a JSON array; `seq` counts up per group, so each group is a FIFO.
+   */
+  readonly groupJobs: string;
+  /**
+   * Each group's waiting line (scripts/_gate.ts): a hash of `h:<group>` (the last seq taken),
+   * `t:<group>` (the last seq given) and `n:<group>` (how many wait). A group with none waiting
+   * has no fields.
+   */
+  readonly groupLines: string;
+  /**
+   * Grouped jobs in the ready stream, per group: a hash of group to how many entries of it
+   * the stream holds, waiting or running (moved in by the gate and not settled yet).
+   */
+  readonly groupRunning: string;
+  /**
+   * The stream entries of grouped jobs (scripts/_gate.ts): a hash of `e:<entry id>` to
+   * "<group>\n<job id>" and `j:<job id>` to the entry id, so a settle, a reclaim or a cancel
+   * gives the group its room back exactly once.
+   */
+  readonly groupSlots: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -135,6 +163,11 @@ export function queueKeys(name: string, prefix: string): Keys {
     rate: (scope) => `${base}:rate:${scope}`,
     tally: (scope) => `${base}:tally:${scope}`,
     booked: (scope) => `${base}:booked:${scope}`,
+    groups: `${base}:groups`,
+    groupJobs: `${base}:gjobs`,
+    groupLines: `${base}:glines`,
+    groupRunning: `${base}:grunning`,
+    groupSlots: `${base}:gslots`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

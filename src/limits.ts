@@ -136,12 +136,25 @@ interface Plan {
 /** The fewest and most permits asked for ahead of need. */
 const MIN_ASK = 4, MAX_ASK = 1_024;
 
+/** What a job's limits depend on: its task, and its group if it has one. */
+export interface Limited {
+  readonly task: string;
+  readonly group?: string | undefined;
+}
+
+/** The pause scope of a job: its group's if it has one, else its task's. */
+function pauseScope(job: Limited): string {
+  return job.group === undefined ? `t:${job.task}` : `g:${job.group}`;
+}
+
 /** One worker's side of its queue's rate limits. */
 export class Limiter {
   #keys: Keys;
   #client: ScriptClient;
   #queue: RateLimit | undefined;
   #tasks: ReadonlyMap<string, RateLimit>;
+  /** The Worker's `groups.rateLimit`: each group's own limit. */
+  #groups: RateLimit | undefined;
   /** Scopes paused by a handler's 429, heard here: scope -> end on this machine's clock. */
   #held = new Map<string, number>();
   #plans = new Map<string, Plan>();
@@ -151,24 +164,28 @@ export class Limiter {
   /**
    * @param queue The Worker's `rateLimit`, over all tasks.
    * @param tasks The tasks' own limits, by task name.
+   * @param groups The Worker's `groups.rateLimit`, which each group has to itself.
    */
   constructor(
     keys: Keys,
     client: ScriptClient,
     queue: RateLimit | undefined,
     tasks: ReadonlyMap<string, RateLimit>,
+    groups?: RateLimit,
   ) {
     this.#keys = keys;
     this.#client = client;
     this.#queue = queue;
     this.#tasks = tasks;
+    this.#groups = groups;
     this.#batcher = new Batcher((jobs) => this.#take(jobs), 2, 1_000);
   }
 
-  /** True if a job of `task` must ask Redis before it starts: false for unlimited tasks. */
-  needs(task: string): boolean {
-    if (this.#queue !== undefined || this.#tasks.size > 0 && this.#tasks.has(task)) return true;
-    return this.#held.size > 0 && this.#paused(`t:${task}`);
+  /** True if `job` must ask Redis before it starts: false for jobs nothing limits. */
+  needs(job: Limited): boolean {
+    if (this.#queue !== undefined || this.#tasks.size > 0 && this.#tasks.has(job.task)) return true;
+    if (job.group !== undefined && this.#groups !== undefined) return true;
+    return this.#held.size > 0 && this.#paused(pauseScope(job));
   }
 
   /**
@@ -181,9 +198,9 @@ export class Limiter {
    * good for half the margin Redis holds each start beyond the interval (25 ms of a 1 s
    * interval), so a start made on one is never later after its log than the margin allows.
    */
-  spend(task: string): boolean {
-    if (this.#held.size > 0 && this.#paused(`t:${task}`)) return false;
-    const plan = this.#plan(task);
+  spend(job: Limited): boolean {
+    if (this.#held.size > 0 && this.#paused(pauseScope(job))) return false;
+    const plan = this.#plan(job);
     const credit = this.#credits.get(plan.key);
     if (credit === undefined || credit.left === 0) return false;
     if (performance.now() < credit.until) {
@@ -202,11 +219,12 @@ export class Limiter {
   }
 
   /**
-   * Pauses `job`'s task on every worker for `ms`: resolves with when the pause ends (ms,
-   * Redis's clock; a longer pause in force stands) and how long that is from now.
+   * Pauses `job`'s group (or, for a job with no group, its task) on every worker for `ms`:
+   * resolves with when the pause ends (ms, Redis's clock; a longer pause in force stands) and
+   * how long that is from now.
    */
   async hold(job: Job, ms: number): Promise<{ wait: number; due: number }> {
-    const scope = `t:${job.task}`;
+    const scope = pauseScope(job);
     // Paused here at once: this worker's permits for the task are not spent meanwhile.
     this.#held.set(scope, Math.max(this.#held.get(scope) ?? 0, Date.now() + ms));
     const [due, now] = await this.#client.sluiceHold(holdArgs(this.#keys, ms, [scope]));
@@ -215,12 +233,17 @@ export class Limiter {
     return { wait, due };
   }
 
-  /** A message on the `held` channel: "<scope> <until> <now>", both on Redis's clock. */
+  /**
+   * A message on the `held` channel: "<scope> <until> <now>", both on Redis's clock. A group's
+   * scope may hold spaces: the two numbers are read from the end.
+   */
   heard(message: string | null): void {
     if (message === null) return;
-    const [scope, until, now] = message.split(" ");
-    const left = Number(until) - Number(now);
-    if (scope === undefined || !(left > 0)) return;
+    const second = message.lastIndexOf(" "), first = message.lastIndexOf(" ", second - 1);
+    if (first <= 0) return;
+    const scope = message.slice(0, first);
+    const left = Number(message.slice(first + 1, second)) - Number(message.slice(second + 1));
+    if (!(left > 0)) return;
     this.#held.set(scope, Math.max(this.#held.get(scope) ?? 0, Date.now() + left));
   }
 
@@ -244,15 +267,25 @@ export class Limiter {
     return false;
   }
 
-  /** The scopes of `task`'s jobs: the queue's limit, the task's, and a pause heard of. */
-  #plan(task: string): Plan {
-    const paused = this.#held.size > 0 && this.#paused(`t:${task}`);
-    const cached = paused ? undefined : this.#plans.get(task);
+  /**
+   * The scopes of `job`: the queue's limit, the task's, the group's, and a pause heard of (the
+   * group's for a grouped job, else the task's).
+   */
+  #plan(job: Limited): Plan {
+    const { task, group } = job;
+    const paused = this.#held.size > 0 && this.#paused(pauseScope(job));
+    const key = group === undefined ? task : `${task}\n${group}`;
+    const cached = paused ? undefined : this.#plans.get(key);
     if (cached !== undefined) return cached;
     const scopes: { name: string; limit: RateLimit | undefined }[] = [];
     if (this.#queue !== undefined) scopes.push({ name: "q", limit: this.#queue });
     const limit = this.#tasks.get(task);
-    if (limit !== undefined || paused) scopes.push({ name: `t:${task}`, limit });
+    if (limit !== undefined || paused && group === undefined) {
+      scopes.push({ name: `t:${task}`, limit });
+    }
+    if (group !== undefined && (this.#groups !== undefined || paused)) {
+      scopes.push({ name: `g:${group}`, limit: this.#groups });
+    }
     let lasts = Infinity;
     for (const s of scopes) {
       if (s.limit !== undefined) {
@@ -261,8 +294,8 @@ export class Limiter {
     }
     // Permits worth less than 2 ms are not worth asking for; a paused task gets none.
     if (paused || !(lasts >= 2)) lasts = 0;
-    const plan = { key: scopes.map((s) => s.name).join(" "), scopes, lasts };
-    if (!paused) this.#plans.set(task, plan);
+    const plan = { key: scopes.map((s) => s.name).join("\n"), scopes, lasts };
+    if (!paused) this.#plans.set(key, plan);
     return plan;
   }
 
@@ -285,7 +318,7 @@ export class Limiter {
     // The first job of each set of scopes asks for permits ahead, for the jobs to come.
     const asked = new Set<string>();
     const asking: Asking[] = jobs.map((job) => {
-      const plan = this.#plan(job.task);
+      const plan = this.#plan(job);
       let extra = 0;
       if (plan.lasts > 0 && !asked.has(plan.key)) {
         asked.add(plan.key);
@@ -306,7 +339,7 @@ export class Limiter {
     return jobs.map((job, i) => {
       const due = reply[i + 1]!;
       if (due < 0) {
-        const plan = this.#plan(job.task);
+        const plan = this.#plan(job);
         const credit = this.#credits.get(plan.key);
         const until = sent + plan.lasts;
         if (credit === undefined) this.#credits.set(plan.key, { left: -due, until, ask: MIN_ASK });

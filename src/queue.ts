@@ -34,6 +34,7 @@ import {
 import { type QueueStats, stats } from "./stats.ts";
 import { pauseArgs } from "./scripts/pause.ts";
 import { Schedules } from "./schedule.ts";
+import { GroupProducer, Groups } from "./groups.ts";
 import { checkRecorded, type Lanes, lanesOf } from "./priority.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
@@ -244,6 +245,8 @@ export class Queue implements AsyncDisposable {
   readonly dead: DeadLetters;
   /** Cron and interval schedules: upsert, list, remove, pause, resume, trigger. */
   readonly schedules: Schedules;
+  /** Groups: per-group concurrency, pause, resume, and their counts. */
+  readonly groups: Groups;
   #consumers = new Set<Consumer>();
   #writes = new Set<Promise<unknown>>();
   #closed = false;
@@ -277,6 +280,45 @@ export class Queue implements AsyncDisposable {
       checkOpen: (action) => this.#checkOpen(action),
       enqueue: (task, data, id, priority) =>
         enqueueJob(this.#producer, task, data, priority === undefined ? { id } : { id, priority }),
+    });
+    this.groups = new Groups({
+      keys: this.keys,
+      client: () => this.#command(),
+      checkOpen: (action) => this.#checkOpen(action),
+    });
+  }
+
+  /**
+   * A producer scoped to one group (tenant isolation): what it enqueues is in `group`, and its
+   * `job(id)` sees only that group's jobs. Another group's job is unknown to it: `info()`
+   * answers undefined, `cancel()` cancels nothing, `result()` rejects.
+   *
+   * @param group The group: 1 to 200 characters, no control characters.
+   * @throws {ValidationError} If the group name is not valid.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * const tenant = queue.forGroup("tenant-42");
+   * const handle = await tenant.enqueue("send", { to: "a@example.com" });
+   * console.log((await handle.info())?.group); // "tenant-42"
+   * ```
+   */
+  forGroup(group: string): GroupProducer {
+    const handles: HandleContext = { ...this.#handleContext(), scope: group };
+    return new GroupProducer(group, {
+      enqueue: (task, data, options) => {
+        this.#checkOpen("enqueue");
+        return enqueueJob({ ...this.#producer, handles }, task, data, options);
+      },
+      enqueueMany: (task, items, options) => {
+        this.#checkOpen("enqueue");
+        return enqueueJobs({ ...this.#producer, handles }, task, items, options);
+      },
+      job: (id) => new JobHandle(handles, id),
     });
   }
 

@@ -5,7 +5,8 @@
  *
  * What is signed is a canonical encoding of the wire fields v, id, task, data, enq, trace,
  * retry and timeout, in that order: each present field as a netstring of its UTF-8 bytes
- * (`<byte length>:<value>,`) and each absent one as `-,`. Field `attempt` is not covered:
+ * (`<byte length>:<value>,`) and each absent one as `-,`; then field group as a netstring,
+ * only if the job has one. Field `attempt` is not covered:
  * retries bump it inside Lua scripts, which do not hold the key.
  *
  * @module
@@ -101,6 +102,9 @@ export function canonical(job: WireJob): Uint8Array<ArrayBuffer> {
     job.retry,
     job.timeout === undefined ? undefined : String(job.timeout),
   ];
+  // Field group came later: it is signed only when present, so older entries' bytes (and
+  // signatures) stay as they were, and neither adding nor removing a group passes.
+  if (job.group !== undefined) values.push(job.group);
   const parts: Uint8Array<ArrayBuffer>[] = [];
   for (const value of values) {
     if (value === undefined) {

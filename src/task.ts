@@ -50,6 +50,8 @@ export interface JobInfo {
   readonly enqueuedAt: number;
   /** The job's priority, on a queue with `priorities`; else undefined. */
   readonly priority: string | undefined;
+  /** The job's group, if it was enqueued with one; else undefined. */
+  readonly group: string | undefined;
   /** The fencing token: who holds this delivery. */
   readonly token: { readonly consumer: string; readonly deliveries: number };
 }

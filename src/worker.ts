@@ -26,6 +26,7 @@ import {
 } from "./execute.ts";
 import { internal } from "./_internal.ts";
 import { checkRateLimit, Limiter, type RateLimit } from "./limits.ts";
+import { checkGroupOptions, type GroupOptions, storeGroupDefault } from "./groups.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -96,6 +97,24 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
    * ```
    */
   rateLimit?: RateLimit;
+  /**
+   * Limits each group (jobs enqueued with `group`) has to itself, across all workers:
+   * `concurrency`, at most that many of a group's jobs in the ready stream at once (waiting or
+   * running; a group's own `queue.groups.set` wins), and `rateLimit`, each group's own start
+   * limit. Groups take turns: a group with a backlog holds no more of the stream than its
+   * concurrency, so a small group's jobs start among a big one's. None by default.
+   *
+   * @example At most 2 running jobs and 10 starts a second per tenant
+   * ```ts
+   * import { task, Worker } from "@sluice/sluice";
+   * const worker = new Worker("mail", [task("send", () => {})], {
+   *   groups: { concurrency: 2, rateLimit: { limit: 10, interval: 1_000 } },
+   *   handleSignals: false,
+   * });
+   * console.log(worker.name); // "mail"
+   * ```
+   */
+  groups?: GroupOptions;
   /**
    * Runs once before the first job; its value is every handler's `ctx.context`. If it is
    * `AsyncDisposable` or `Disposable`, it is disposed after the last job, at stop.
@@ -172,6 +191,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   /** Event types that ever had a listener: the others are never built. */
   #listening = new Set<string>();
   #rateLimit: RateLimit | undefined;
+  #groups: GroupOptions | undefined;
 
   /**
    * Makes a worker. Nothing connects until `run()`.
@@ -204,6 +224,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     if (options.rateLimit !== undefined) {
       this.#rateLimit = checkRateLimit(action, "rateLimit", options.rateLimit);
     }
+    if (options.groups !== undefined) this.#groups = checkGroupOptions(action, options.groups);
     this.#tasks = byName(tasks);
     this.#settings = queueSettings(name, options);
     checkIdle(action, this.#settings.durability, this.#consume.idleTimeout);
@@ -294,6 +315,16 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
         if (err instanceof ValidationError) throw err;
       });
       await this.#storeSchedules(redis);
+      if (this.#groups !== undefined) {
+        await storeGroupDefault(redis.command, this.#settings.keys, this.#groups.concurrency)
+          .catch((err) =>
+            this.#logger.warn(
+              `sluice: worker ${this.name}: could not store groups.concurrency: ${
+                toError(err).message
+              }`,
+            )
+          );
+      }
       [this.#executor.limiter, listening] = this.#limits(redis);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
@@ -435,7 +466,13 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     const tasks = new Map<string, RateLimit>();
     for (const t of this.#tasks.values()) if (t.rateLimit) tasks.set(t.name, t.rateLimit);
     const { keys } = this.#settings;
-    const limiter = new Limiter(keys, redis.command, this.#rateLimit, tasks);
+    const limiter = new Limiter(
+      keys,
+      redis.command,
+      this.#rateLimit,
+      tasks,
+      this.#groups?.rateLimit,
+    );
     const warn = (err: unknown) =>
       this.#logger.warn(
         `sluice: worker ${this.name}: could not read rate-limit pauses: ${toError(err).message}`,

@@ -88,6 +88,17 @@ Deno.test("the lifecycle examples run on their own throwaway Redis and print wha
       /sent to c@example\.com \(attempt 1\)/,
       /12 emails in \d+ ms/,
     ],
+    groups: [
+      /globex's 9 jobs all started within \d+ starts of their enqueue/,
+      /at most 2 jobs of one tenant ran at once/,
+    ],
+    tenants: [
+      /acme sees its job: waiting/,
+      /globex sees: undefined/,
+      /globex cancels: \{ cancelled: false, state: "unknown" \}/,
+      /a scoped producer enqueues in its own group only/,
+      /acme cancels: \{ cancelled: true, state: "waiting" \}/,
+    ],
   };
   for (const [name, patterns] of Object.entries(expected)) {
     const { code, text } = await run(["run", "-A", `examples/${name}.ts`], env);

@@ -56,12 +56,15 @@ async function fieldOf(db: Redis, stream: string, id: string, name: string) {
 Deno.test("a queue without priorities sends PROMOTE, REPLAY and CANCEL the keys and arguments of one stream", () => {
   const keys = queueKeys("q", "sluice");
   const lanes = lanesOf("test", keys);
+  // The group keys come with every PROMOTE and CANCEL: a grouped job passes its gate.
+  const group = [keys.groups, keys.groupJobs, keys.groupLines, keys.groupRunning, keys.groupSlots];
   assert.deepEqual(promoteArgs({ keys, lanes }, ["a"]), [
-    "5",
+    "10",
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.ticks,
+    ...group,
     keys.job("a"),
     "0",
     "a",
@@ -69,12 +72,13 @@ Deno.test("a queue without priorities sends PROMOTE, REPLAY and CANCEL the keys 
   const replay = replayArgs({ keys, lanes }, [{ deadId: "1-1", id: "a" }]);
   assert.deepEqual(replay.slice(0, 4), ["3", keys.dead, keys.stream, keys.job("a")]);
   const cancel = cancelArgs({ keys, lanes, group: "g", keepResult: 1 }, "a");
-  assert.deepEqual(cancel.slice(0, 6), [
-    "4",
+  assert.deepEqual(cancel.slice(0, 11), [
+    "9",
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.job("a"),
+    ...group,
     "g",
   ]);
 });

@@ -1,15 +1,17 @@
 /**
  * CANCEL: cancels one job by id, whatever state it is in. `cancelArgs` builds its arguments.
  *
- * KEYS: stream (the lowest priority's), delayed, payloads, record, then the stream of every
- * other priority (none without priorities).
- * ARGV: group, done channel prefix, keep ms, cancel channel, job id.
+ * KEYS: stream (the lowest priority's), delayed, payloads, record, the five group keys (see
+ * _gate.ts), then the stream of every other priority (none without priorities).
+ * ARGV: group, done channel prefix, keep ms, cancel channel, job id, scope (the only group whose
+ * jobs may be cancelled, '' for any).
  * The done and cancel channels are pub/sub channels, not keys: they stay in ARGV.
  * Reply: the state before ('unknown' if there is no record); the action taken follows from it.
  *
  * A delayed or retrying job is removed; a waiting job not yet delivered is deleted from the
  * stream; either way it never runs and ends cancelled. A job a worker holds is marked
- * cancelling and its owner told, over pub/sub, to stop it (reply 'active').
+ * cancelling and its owner told, over pub/sub, to stop it (reply 'active'). A grouped job
+ * waiting in its group's line is taken out of it; one in the stream gives its room back.
  *
  * With priorities, the record's entry id may name entries in several streams (each stream
  * makes its own ids): the job's is the one whose field `id` is the job's, so only that stream
@@ -18,15 +20,19 @@
  *
  * @module
  */
+import { GATE, GROUP_KEYS, groupKeys } from "./_gate.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 import type { Lanes } from "../priority.ts";
 
 /** The Lua of CANCEL. */
-export const CANCEL: string = PRELUDE + `
+export const CANCEL: string = PRELUDE + GATE + `
 local stream, delayed, payloads, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}
 local group, done, keep, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
 local state = redis.call('HGET', rec, 'state')
 if not state then return 'unknown' end
+-- A scoped producer (queue.forGroup) cancels its own group's jobs only: others are unknown.
+if ARGV[6] ~= '' and redis.call('HGET', rec, 'group') ~= ARGV[6] then return 'unknown' end
 if state == 'completed' or state == 'dead' or state == 'cancelled' then return state end
 local now = now_ms()
 if state == 'delayed' or state == 'retrying' then
@@ -43,7 +49,23 @@ local function held(at)
   local ok, p = pcall(redis.call, 'XPENDING', at, group, entry, entry, 1)
   return ok and p[1] ~= nil
 end
-if entry and #KEYS == 4 then
+local g = redis.call('HGET', rec, 'group')
+if g then
+  -- A grouped job waits in its group's line, or in the lowest priority's stream under the
+  -- entry its slot names (the record's entry is not kept when the gate moves it in later).
+  if g_unwait(g, redis.call('HGET', rec, 'place'), id) then
+    redis.call('HDEL', rec, 'place')
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
+    return 'waiting'
+  end
+  entry = redis.call('HGET', G[5], 'j:' .. id) or entry
+  if entry and not held(stream) then
+    redis.call('XDEL', stream, entry)
+    g_free(stream, entry)
+    finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
+    return 'waiting'
+  end
+elseif entry and #KEYS == 9 then
   if not held(stream) then
     redis.call('XDEL', stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
@@ -51,7 +73,7 @@ if entry and #KEYS == 4 then
   end
 elseif entry then
   local lanes = {stream}
-  for k = 5, #KEYS do lanes[#lanes + 1] = KEYS[k] end
+  for k = 10, #KEYS do lanes[#lanes + 1] = KEYS[k] end
   local at = nil
   for _, lane in ipairs(lanes) do
     local r = redis.call('XRANGE', lane, entry, entry)
@@ -76,26 +98,30 @@ return 'active'
  *
  * @param q The queue: its keys, group, keepResult and priorities.
  * @param id The job id.
+ * @param scope The only group whose jobs may be cancelled (a scoped producer's), if any.
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function cancelArgs(
   q: Pick<ScriptQueue, "keys" | "group" | "keepResult"> & { readonly lanes: Lanes },
   id: string,
+  scope?: string,
 ): string[] {
   const { keys, lanes: { streams } } = q;
   // The other priorities: every lane but the last (the lowest, which is keys.stream).
   const others = streams.slice(0, -1);
   return [
-    String(4 + others.length),
+    String(4 + GROUP_KEYS + others.length),
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.job(id),
+    ...groupKeys(keys),
     ...others,
     q.group,
     keys.done,
     String(q.keepResult),
     keys.cancel,
     id,
+    scope ?? "",
   ];
 }

@@ -2,12 +2,16 @@
  * ENQUEUE: writes a batch of jobs of one task, each unless its id is still known (dedup).
  * `enqueueHead` and `enqueueArgs` build its arguments.
  *
- * KEYS: stream (the jobs' priority's), delayed, payloads, then one record per job.
+ * KEYS: stream (the jobs' priority's), delayed, payloads, the five group keys if the shape
+ * starts with 'grouped' (see _gate.ts), then one record per job.
  * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape, pri (the
  * priority of every job of the call, written right after enq; '' for none); then per job, if
  * shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
  * or 'at'), ms, n, data, then n values: the job's optional fields as field/value pairs (trace to
- * sig, as encodeExtras in codec.ts lays them out). With 'delay' a job is due `ms` after Redis
+ * sig, as encodeExtras in codec.ts lays them out). Shape 'grouped' (or 'grouped-new') is 'full'
+ * for a call with grouped jobs: a job with field group due now goes through the group gate
+ * (its group's line if the group has no room), and its record gets field group (and place,
+ * its place in the line). With 'delay' a job is due `ms` after Redis
  * TIME, so producer clocks do not matter; with 'at' it is due at epoch ms.
  * The wake channel is a pub/sub channel, not a key: it stays in ARGV.
  * Reply (`EnqueueReply`): one value per job: the entry id if written to the stream, the due
@@ -29,6 +33,7 @@
  */
 import { type Keys, RECORD_TTL_MS } from "../keys.ts";
 import { PRELUDE } from "./_prelude.ts";
+import { GATE, groupKeys } from "./_gate.ts";
 
 /** One job of an ENQUEUE call. */
 export interface EnqueueJob {
@@ -42,23 +47,32 @@ export interface EnqueueJob {
   readonly extras: readonly string[] | undefined;
   /** True if the producer made the id just now (a UUIDv7): it cannot be known already. */
   readonly made?: boolean;
+  /** True if `extras` holds field group: the call then names the group keys. */
+  readonly grouped?: boolean;
 }
 
 /** What ENQUEUE replies, per job: entry id, due time, or {entry id, due time} if known. */
 export type EnqueueReply = (string | number | [string, number])[];
 
 /** The Lua of ENQUEUE. */
-export const ENQUEUE: string = PRELUDE + `
+export const ENQUEUE: string = PRELUDE + GATE + `
 local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local skip, v, shape, pri = #ARGV[5] + 1, ARGV[6], ARGV[7], ARGV[8]
 local plain = shape == 'plain' or shape == 'plain-new'
+-- A call with grouped jobs names the group keys (see _gate.ts) before the records.
+local first = 4
+if string.sub(shape, 1, 7) == 'grouped' then
+  G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
+  first = 9
+  shape = 'full' .. string.sub(shape, 8)
+end
 -- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look per job, which
 -- saves Redis about a fifth of an enqueue. Unless this very call ran already: ioredis sends a
 -- call again when a disconnect lost its reply, and then its first id is known. One look tells.
 local check = shape == 'plain' or shape == 'full'
 local call, sub = redis.call, string.sub
-if not check and KEYS[4] and call('EXISTS', KEYS[4]) == 1 then check = true end
+if not check and KEYS[first] and call('EXISTS', KEYS[first]) == 1 then check = true end
 local out, now = {}, now_ms()
 -- One expiry time for the batch's waiting records: PEXPIREAT is what PEXPIRE is rewritten to.
 local expire_at = now + live
@@ -67,8 +81,8 @@ local expire_s = tostring(expire_at)
 local a = 9
 -- The record's field job: the same for the whole batch.
 local job = enq .. ' ' .. task
-for k = 4, #KEYS do
-  local rec = KEYS[k]
+for k = first, #KEYS do
+  local rec, o = KEYS[k], k - first + 1
   local mode, ms, n, data = 'now', 0, 0, nil
   if plain then
     data = ARGV[a]
@@ -77,9 +91,28 @@ for k = 4, #KEYS do
     mode, ms, n, data = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
     a = a + 4 + n
   end
+  -- Field group, among the optional fields: only calls with grouped jobs look.
+  local g = nil
+  if G and n > 0 then
+    for i = a - n, a - 2, 2 do
+      if ARGV[i] == 'group' then g = ARGV[i + 1] break end
+    end
+  end
   if check and call('EXISTS', rec) == 1 then
     local known = call('HMGET', rec, 'entry', 'due')
-    out[k - 3] = {known[1] or '', tonumber(known[2] or '0')}
+    out[o] = {known[1] or '', tonumber(known[2] or '0')}
+  elseif g and mode == 'now' then
+    local id = sub(rec, skip)
+    local f = {'v', v, 'id', id, 'task', task, 'data', data, 'attempt', '1', 'enq', enq}
+    for i = a - n, a - 1 do f[#f + 1] = ARGV[i] end
+    local entry, place = g_admit(stream, g, f, id)
+    if entry then
+      call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', job, 'group', g)
+    else
+      call('HSET', rec, 'state', 'waiting', 'job', job, 'group', g, 'place', place)
+    end
+    call('PEXPIREAT', rec, expire_s)
+    out[o] = entry or ''
   elseif mode == 'now' then
     local entry
     if n == 0 and pri == '' then
@@ -97,7 +130,7 @@ for k = 4, #KEYS do
     end
     call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', job)
     call('PEXPIREAT', rec, expire_s)
-    out[k - 3] = entry
+    out[o] = entry
   else
     local due = ms
     if mode == 'delay' then due = now + ms end
@@ -110,9 +143,13 @@ for k = 4, #KEYS do
     end
     for i = a - n, a - 1 do f[#f + 1] = ARGV[i] end
     schedule(delayed, payloads, wake, f, now, wait)
-    call('HSET', rec, 'state', 'delayed', 'due', due, 'job', job)
+    if g then
+      call('HSET', rec, 'state', 'delayed', 'due', due, 'job', job, 'group', g)
+    else
+      call('HSET', rec, 'state', 'delayed', 'due', due, 'job', job)
+    end
     call('PEXPIREAT', rec, expire_at + wait)
-    out[k - 3] = due
+    out[o] = due
   end
 end
 return out
@@ -153,16 +190,19 @@ export function enqueueArgs(
   to: number,
   pri = "",
 ): string[] {
-  let plain = true, made = true;
+  let plain = true, made = true, grouped = false;
   for (let i = from; i < to; i++) {
     const job = jobs[i]!;
     if (job.when !== undefined || job.extras !== undefined) plain = false;
     if (job.made !== true) made = false;
+    if (job.grouped === true) grouped = true;
   }
-  const args = [String(3 + to - from), stream, keys.delayed, keys.payloads];
+  const args = ["", stream, keys.delayed, keys.payloads];
+  if (grouped) args.push(...groupKeys(keys));
   for (let i = from; i < to; i++) args.push(keys.job(jobs[i]!.id));
+  args[0] = String(args.length - 1);
   for (const arg of head) args.push(arg);
-  args.push((plain ? "plain" : "full") + (made ? "-new" : ""), pri);
+  args.push((grouped ? "grouped" : plain ? "plain" : "full") + (made ? "-new" : ""), pri);
   for (let i = from; i < to; i++) {
     const { data, when, extras } = jobs[i]!;
     if (plain) {

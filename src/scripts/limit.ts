@@ -1,8 +1,8 @@
 /**
  * TAKE and HOLD: rate limits, enforced in Redis when a worker is about to start jobs.
  *
- * A scope is what one limit counts: `q` (the queue), `t:<task>` (one task). A scope with a
- * limit keeps, scored by time (ms, Redis's clock):
+ * A scope is what one limit counts: `q` (the queue), `t:<task>` (one task), `g:<group>` (one
+ * group). A scope with a limit keeps, scored by time (ms, Redis's clock):
  * - its starts: a zset trimmed to the last interval, one member per grant, "<count>:<tag>"
  *   (the tag names the delivery: lane, entry id and delivery count; the count is 1, or more
  *   with starts granted ahead), and their total in a counter beside it;

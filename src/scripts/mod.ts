@@ -15,6 +15,7 @@ import { CANCEL } from "./cancel.ts";
 import { CANCELLED } from "./cancelled.ts";
 import { ENQUEUE, type EnqueueReply } from "./enqueue.ts";
 import { HOLD, TAKE } from "./limit.ts";
+import { GROUPS } from "./groups.ts";
 import { MARK_DEAD } from "./mark_dead.ts";
 import { PAUSE } from "./pause.ts";
 import { DUE, type DueReply, PROMOTE, type PromoteReply } from "./promote.ts";
@@ -68,6 +69,8 @@ export interface ScriptClient extends Redis {
   sluiceTake(args: string[]): Promise<number[]>;
   /** HOLD (limit.ts), with `holdArgs`: when the pause ends, and Redis's time (ms). */
   sluiceHold(args: string[]): Promise<[until: number, now: number]>;
+  /** GROUPS (groups.ts), with `groupsArgs`: how many waiting jobs moved into the stream. */
+  sluiceGroups(args: string[]): Promise<number>;
   /** SCHEDULE_PAUSE (schedule.ts), with `schedulePauseArgs`: 1 if the schedule exists. */
   sluiceSchedulePause(args: string[]): Promise<number>;
 }
@@ -104,6 +107,7 @@ export function defineScripts(client: Redis, sharded = false): ScriptClient {
     ["sluiceSchedulePause", SCHEDULE_PAUSE],
     ["sluiceTake", TAKE],
     ["sluiceHold", HOLD],
+    ["sluiceGroups", GROUPS],
   ];
   for (const [name, lua] of scripts) {
     client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });

@@ -10,14 +10,17 @@
  *   the schedules due now, flat: id, tick, definition, run state ('' if none), at most 100 }.
  *
  * PROMOTE
- *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, then the stream of every
- *   other priority (none without priorities), then one record per id.
+ *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, the five group keys (see
+ *   _gate.ts), then the stream of every other priority (none without priorities), then one
+ *   record per id.
  *   ARGV: n, the number of other priorities; their n names, in the order of their streams;
  *   then the ids, in the order of their records.
  *   Reply (`PromoteReply`): { moved, ms until the next delayed job or tick is due (-1 if none) }.
  *
  * A job goes back to the stream of its field `pri`; without it, or with a name that is not one
  * of the n, to the lowest priority's stream. With one priority (n = 0) no field is looked up.
+ * A job with field group goes through its group's gate instead (see _gate.ts): into the lowest
+ * priority's stream if the group has room, else to the end of its group's line.
  *
  * Schedules (see schedule.ts) cost a queue that has none one ZRANGE of an empty key inside
  * these scripts, nothing more: no extra call. Due ticks are fired by FIRE (scripts/schedule.ts),
@@ -33,6 +36,7 @@
  *
  * @module
  */
+import { GATE, GROUP_KEYS, groupKeys } from "./_gate.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 import type { ScriptClient } from "./mod.ts";
 import type { Lanes } from "../priority.ts";
@@ -81,30 +85,46 @@ return {due, wait, now, sched}
 `;
 
 /** The Lua of PROMOTE. */
-export const PROMOTE: string = PRELUDE + NEXT_WAIT + `
+export const PROMOTE: string = PRELUDE + GATE + NEXT_WAIT + `
 local stream, delayed, payloads, ticks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}
 local n = tonumber(ARGV[1])
 local lanes = nil -- priority name -> its stream, with priorities
 if n > 0 then
   lanes = {}
-  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 4] end
+  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 9] end
 end
 local now = now_ms()
 local moved = 0
 for i = n + 2, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 3]
+  local id, rec = ARGV[i], KEYS[i + 8]
   local score = redis.call('ZSCORE', delayed, id)
   if score and tonumber(score) <= now then
     local payload = redis.call('HGET', payloads, id)
     if payload then
       local ok, f = pcall(cjson.decode, payload)
       if ok and type(f) == 'table' and #f > 0 then
-        local target = stream
-        if lanes then target = lanes[field(f, 'pri') or ''] or stream end
-        local entry = redis.call('XADD', target, '*', unpack(f))
-        if redis.call('EXISTS', rec) == 1 then
-          redis.call('HSET', rec, 'state', 'waiting', 'entry', entry)
-          redis.call('HDEL', rec, 'due')
+        local g = field(f, 'group')
+        if g then
+          -- A grouped job goes through its group's gate, in the lowest priority's stream.
+          local entry, place = g_admit(stream, g, f, field(f, 'id') or id)
+          if redis.call('EXISTS', rec) == 1 then
+            if entry then
+              redis.call('HSET', rec, 'state', 'waiting', 'entry', entry)
+            else
+              redis.call('HSET', rec, 'state', 'waiting', 'place', place)
+              redis.call('HDEL', rec, 'entry')
+            end
+            redis.call('HDEL', rec, 'due')
+          end
+        else
+          local target = stream
+          if lanes then target = lanes[field(f, 'pri') or ''] or stream end
+          local entry = redis.call('XADD', target, '*', unpack(f))
+          if redis.call('EXISTS', rec) == 1 then
+            redis.call('HSET', rec, 'state', 'waiting', 'entry', entry)
+            redis.call('HDEL', rec, 'due')
+          end
         end
       end
       redis.call('HDEL', payloads, id)
@@ -140,11 +160,12 @@ export function promoteArgs(q: PromoteQueue, ids: readonly string[]): string[] {
   // The other priorities: every lane but the last (the lowest, which is keys.stream).
   const others = streams.length - 1;
   const args = [
-    String(4 + others + ids.length),
+    String(4 + GROUP_KEYS + others + ids.length),
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.ticks,
+    ...groupKeys(keys),
   ];
   for (let lane = 0; lane < others; lane++) args.push(streams[lane]!);
   for (const id of ids) args.push(keys.job(id));

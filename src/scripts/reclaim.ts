@@ -2,7 +2,8 @@
  * RECLAIM: claims idle deliveries of dead peers with XAUTOCLAIM, dead-letters crash loops, and
  * now and then prunes dead consumers. `reclaimArgs` builds its arguments.
  *
- * KEYS: stream, dead, workers.
+ * KEYS: stream, dead, workers, and for the lowest priority's stream the five group keys (see
+ * _gate.ts): a grouped entry trimmed away or dead-lettered here gives its group its room back.
  * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead, the
  * stream's priority name ('' for the lowest: written in field pri of dead letters).
  * Reply (`ReclaimReply`): { next cursor, { entry id, deliveries, fields }..., deleted entry ids,
@@ -14,6 +15,7 @@
  *
  * @module
  */
+import { GATE, groupKeys } from "./_gate.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 
 /** What RECLAIM replies: cursor, claimed entries, deleted entry ids, dead-lettered job ids. */
@@ -39,19 +41,26 @@ export interface ReclaimStep {
 }
 
 /** The Lua of RECLAIM. */
-export const RECLAIM: string = PRELUDE + `
+export const RECLAIM: string = PRELUDE + GATE + `
 local stream, dead, workers = KEYS[1], KEYS[2], KEYS[3]
+-- The lowest priority's stream, which holds the grouped jobs, comes with the group keys: an
+-- entry trimmed away or dead-lettered here gives its group its room back.
+if KEYS[4] then G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]} end
 local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_deliveries, pri = tonumber(ARGV[6]), ARGV[9]
 local now = now_ms()
 local r = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, ARGV[4], 'COUNT', ARGV[5])
 local claimed, deleted, buried = {}, r[3] or {}, {}
+if G then
+  for _, id in ipairs(deleted) do g_free(stream, id) end
+end
 for _, e in ipairs(r[2]) do
   local id, fields = e[1], e[2]
   if not fields then
     -- Redis 6.2 returns trimmed entries with nil fields instead of listing them in r[3].
     redis.call('XACK', stream, group, id)
     deleted[#deleted + 1] = id
+    if G then g_free(stream, id) end
   else
     local n = redis.call('XPENDING', stream, group, id, id, 1)[1][4]
     if n > max_deliveries then
@@ -59,6 +68,7 @@ for _, e in ipairs(r[2]) do
         'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6], 'delivery-limit', now,
         tonumber(ARGV[8]))
       buried[#buried + 1] = field(fields, 'id') or ''
+      if G then g_free(stream, id) end
     else
       claimed[#claimed + 1] = {id, n, fields}
     end
@@ -93,11 +103,13 @@ export function reclaimArgs(
   step: ReclaimStep,
 ): string[] {
   const { keys } = q;
+  const grouped = q.pri === undefined ? groupKeys(keys) : [];
   return [
-    "3",
+    String(3 + grouped.length),
     keys.stream,
     keys.dead,
     keys.workers,
+    ...grouped,
     q.group,
     consumer,
     String(step.minIdle),

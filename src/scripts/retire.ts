@@ -10,8 +10,10 @@
  *   missing.
  *
  * RETIRE
- *   KEYS: stream, then the record of each listed entry that has a job id, in order.
- *   ARGV: group, consumer, done channel prefix, keep ms, then pairs of entry id, job id ('').
+ *   KEYS: stream, the five group keys for the lowest priority's stream (see _gate.ts), then
+ *   the record of each listed entry that has a job id, in order.
+ *   ARGV: group, consumer, done channel prefix, keep ms, 'g' if the group keys are given (else
+ *   ''), then pairs of entry id, job id ('').
  *   The done channels are pub/sub channels, not keys: they stay in ARGV.
  *   Reply: the number of entries released.
  *   Each entry still pending under the consumer (checked again here: a peer may have claimed it
@@ -28,6 +30,7 @@
  *
  * @module
  */
+import { GATE, groupKeys } from "./_gate.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 import type { ScriptClient } from "./mod.ts";
 
@@ -50,11 +53,17 @@ return out
 `;
 
 /** The Lua of RETIRE. */
-export const RETIRE: string = PRELUDE + `
+export const RETIRE: string = PRELUDE + GATE + `
 local stream = KEYS[1]
 local group, consumer, done, keep = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local released, k = 0, 2
-for i = 5, #ARGV, 2 do
+-- The lowest priority's stream comes with the group keys: a grouped entry given back keeps its
+-- group's room, and one that ends here gives it back.
+if ARGV[5] == 'g' then
+  G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+  k = 7
+end
+for i = 6, #ARGV, 2 do
   local entry, id = ARGV[i], ARGV[i + 1]
   local rec = nil
   if id ~= '' then
@@ -68,9 +77,11 @@ for i = 5, #ARGV, 2 do
       -- Cancelled while we held it: it ends here instead of going back to the stream.
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
+      if G then g_free(stream, entry) end
       finish(rec, keep, now_ms(), done .. id, 'cancelled', '', '', true)
     else
       local new = readd(stream, group, entry, 0)
+      if G and new then g_moved(entry, new) elseif G then g_free(stream, entry) end
       if new and state then redis.call('HSET', rec, 'state', 'waiting', 'entry', new) end
       released = released + 1
     end
@@ -119,15 +130,17 @@ export function heldArgs(
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function retireArgs(
-  q: Pick<ScriptQueue, "keys" | "group" | "keepResult">,
+  q: Pick<ScriptQueue, "keys" | "group" | "keepResult" | "pri">,
   consumer: string,
   held: readonly string[],
 ): string[] {
   const { keys } = q;
+  const grouped = q.pri === undefined;
   const args = ["", keys.stream];
+  if (grouped) args.push(...groupKeys(keys));
   for (let i = 1; i < held.length; i += 2) if (held[i] !== "") args.push(keys.job(held[i]!));
   args[0] = String(args.length - 1);
-  args.push(q.group, consumer, keys.done, String(q.keepResult));
+  args.push(q.group, consumer, keys.done, String(q.keepResult), grouped ? "g" : "");
   for (const value of held) args.push(value);
   return args;
 }

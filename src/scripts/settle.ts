@@ -2,12 +2,14 @@
  * SETTLE: acks, retries, releases and dead-letters a batch of deliveries in one script call,
  * and keeps each job's record in step. `settleArgs` builds its arguments.
  *
- * KEYS: stream, dead, delayed, payloads, waiters, then the record key of each operation that has
- * one (every operation but `bury`), in order.
+ * KEYS: stream, dead, delayed, payloads, waiters, the five group keys if ARGV's 12th value is
+ * 'g' (see _gate.ts), then the record key of each operation that has one (every operation but
+ * `bury`), in order.
  * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
  * lowest and highest entry ids, the stream's priority name ('' for the lowest: written in
- * field pri of jobs moved to the delayed zset or the dead letters), then 5 values per operation: op, entry id, deliveries, a, b
+ * field pri of jobs moved to the delayed zset or the dead letters), 'g' if the group keys are
+ * given (else ''), then 5 values per operation: op, entry id, deliveries, a, b
  * (the job id is the record key minus the prefix):
  *   ack      a = result JSON ('' for none), b = "<start ms> <deliveries> <consumer>" (the
  *            record's run field; the start is '' if the job never started)
@@ -43,6 +45,7 @@
  */
 import { RECORD_TTL_MS } from "../keys.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
+import { GATE, groupKeys } from "./_gate.ts";
 
 /** The delivery a settle acts on: a `Job` is one. Read when the batch is sent, not before. */
 export interface Delivery {
@@ -56,6 +59,8 @@ export interface Delivery {
   readonly attempt: number;
   /** The lane (priority stream) it sits in: 0 without priorities. */
   readonly lane?: number;
+  /** The job's group, if any: its settle gives the group its room back. */
+  readonly group?: string | undefined;
 }
 
 /** A delivery whose job id may be unknown: an entry that cannot run, without a trusted id. */
@@ -99,13 +104,16 @@ export type SettleOp =
 export type SettleCode = 0 | 1 | 2 | 3;
 
 /** The Lua of SETTLE. */
-export const SETTLE: string = PRELUDE + `
+export const SETTLE: string = PRELUDE + GATE + `
 local TRIM_SLACK_MS = 5000
 local stream, dead, delayed, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local pri = ARGV[11]
+-- A batch that may hold grouped jobs names the group keys: each entry that leaves the stream
+-- gives its group its room back (g_free), and a re-added one keeps it (g_moved).
+if ARGV[12] == 'g' then G = {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]} end
 local out, now = {}, now_ms()
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
@@ -118,7 +126,7 @@ drop, later = {}, {}
 -- batch's lowest and highest entry ids. If that range holds many more of ours than the batch
 -- (a long-running job in the middle), it falls back to one XPENDING per job.
 local mine = nil
-local ops = (#ARGV - 11) / 5
+local ops = (#ARGV - 12) / 5
 if ops > 0 then
   local most = 4 * ops + 16
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, low, high, most + 1, consumer)
@@ -152,10 +160,12 @@ local function other(op, entry, rec, outcome, a, b)
     end
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
+    if G then g_free(stream, entry) end
     return code
   elseif op == 'retry' or op == 'release' then
     local again = op == 'retry' and 1 or 0
     local new, f = readd(stream, group, entry, again)
+    if G and new then g_moved(entry, new) elseif G then g_free(stream, entry) end
     if new then
       redis.call('HSET', rec, 'state', 'waiting', 'entry', new, 'attempt', field(f, 'attempt'))
       if again == 1 then redis.call('HSET', rec, 'error', b) end
@@ -166,6 +176,7 @@ local function other(op, entry, rec, outcome, a, b)
     local f = fields_of(stream, entry)
     if f then with_pri(f, pri) end
     bury(stream, dead, group, entry, f, a, b, now, max_dead)
+    if G then g_free(stream, entry) end
     -- A buried entry with no trusted job id has no record and nobody awaiting it.
     if rec then finish(rec, keep, now, outcome, 'dead', a, b, false) end
     return f and 1 or 2
@@ -205,8 +216,8 @@ local function trim(stream, group, acked, newest)
     redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
   end
 end
-local k, o, nd = 6, 0, 0 -- the next record key; how many codes and acked ids so far
-for i = 12, #ARGV, 5 do
+local k, o, nd = G and 11 or 6, 0, 0 -- the next record key; how many codes and acked ids so far
+for i = 13, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   -- The channel that announces this job's outcome (none while nobody listens).
   local rec, outcome = nil, nil
@@ -248,6 +259,7 @@ for i = 12, #ARGV, 5 do
       local state = op == 'cancel' and 'cancelled' or 'completed'
       finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'run', b)
     end
+    if G then g_free(stream, entry) end
     out[o] = 1
   elseif (op == 'retry' or op == 'release' or op == 'defer') and
       redis.call('HGET', rec, 'state') == 'cancelling' then
@@ -256,6 +268,7 @@ for i = 12, #ARGV, 5 do
     done_ids[nd] = entry
     finish(rec, keep, now, outcome, 'cancelled', '', '', true, 'run',
       ' ' .. deliveries .. ' ' .. consumer)
+    if G then g_free(stream, entry) end
     out[o] = 1
   else
     -- At maxmemory Redis refuses the first write that may grow memory; a script that has
@@ -300,6 +313,18 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
   const { keys } = q;
   const args = ["", keys.stream, keys.dead, keys.delayed, keys.payloads, keys.waiters];
   let low = ops[0]?.job.entryId ?? "-", high = ops[0]?.job.entryId ?? "+";
+  // Grouped jobs, and entries dead-lettered (which may be grouped entries that cannot be
+  // decoded), need the group keys; a batch of plain jobs pays nothing for groups.
+  // Grouped jobs sit in the lowest priority's stream only: other lanes' views never pass them.
+  let grouped = false;
+  for (let i = 0; q.pri === undefined && i < ops.length; i++) {
+    const op = ops[i]!;
+    if (op.op === "dead" || (op.job as Delivery).group !== undefined) {
+      grouped = true;
+      break;
+    }
+  }
+  if (grouped) args.push(...groupKeys(keys));
   for (let i = 0; i < ops.length; i++) {
     const { entryId, id } = ops[i]!.job;
     if (id !== undefined) args.push(keys.job(id));
@@ -319,6 +344,7 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     low,
     high,
     q.pri ?? "",
+    grouped ? "g" : "",
   );
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;

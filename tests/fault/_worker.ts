@@ -6,7 +6,7 @@
  *   deno run -A tests/fault/_worker.ts --redis URL|JSON --queue q [--concurrency 1] [--prefetch 0]
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
  *     [--max-payload bytes] [--durable replicas:timeout] [--cron "expression"]
- *     [--priorities bulk,normal,urgent] [--rate limit:interval]
+ *     [--priorities bulk,normal,urgent] [--rate limit:interval] [--groups concurrency]
  *
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
@@ -23,7 +23,10 @@
  * process with SIGKILL. "throw" always throws (3 attempts, 10 ms apart). "limited" ({ ms }),
  * with --rate's limit per interval, and "api" ({ ms, hold? }) record their start first:
  * RPUSH starts {id, task, attempt, pid, at}. "api" then says 429 (`ctx.rateLimited(hold)`)
- * the first time a job with `hold` runs (SET held:<id> NX in the ledger).
+ * the first time a job with `hold` runs (SET held:<id> NX in the ledger). "grouped" ({ ms })
+ * counts its group's running jobs in the ledger (INCR run:<group>, the most at once in hash
+ * most), waits, then DECRs and records HINCRBY commits <id> 1. --groups sets the Worker's
+ * groups.concurrency.
  */
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
@@ -46,6 +49,7 @@ const { values } = parseArgs({
     cron: { type: "string" },
     priorities: { type: "string" },
     rate: { type: "string" },
+    groups: { type: "string" },
   },
 });
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
@@ -67,6 +71,12 @@ const tasks: AnyTask[] = [sleep];
 // --cron: a task "tick" with that static schedule, which every such worker stores at start.
 if (values.cron !== undefined) tasks.push(task("tick", () => Date.now(), { cron: values.cron }));
 const ledger = values.ledger ? new Redis(values.ledger) : undefined;
+/** Ledger Lua: one more running in a group (KEYS[1]), and the most at once (KEYS[2] field). */
+const ENTER = `local n = redis.call('INCR', KEYS[1])
+if n > tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[2], ARGV[1], n)
+end
+return n`;
 const [limit, interval] = (values.rate ?? "").split(":").map(Number);
 const rate = values.rate === undefined ? undefined : { limit: limit!, interval: interval! };
 /** Records a handler's start in the ledger, with this machine's clock. */
@@ -102,6 +112,17 @@ if (ledger !== undefined) {
       }
       await delay(data.ms, { signal: ctx.signal });
     }),
+    // Counts running jobs per group in the ledger, and keeps the most seen at once.
+    task("grouped", async (data: { ms: number }, ctx) => {
+      const group = ctx.job.group ?? "";
+      await ledger.eval(ENTER, 2, `run:${group}`, "most", group);
+      try {
+        await delay(data.ms, { signal: ctx.signal });
+      } finally {
+        await ledger.decr(`run:${group}`);
+      }
+      await ledger.hincrby("commits", ctx.job.id, 1);
+    }),
     task("throw", () => {
       throw new Error("poison");
     }, { retry: { attempts: 3, backoff: { type: "fixed", delay: 10 } } }),
@@ -121,6 +142,7 @@ const worker = new Worker(values.queue, tasks, {
   maxDeliveries: Number(values["max-deliveries"]),
   maxPayloadBytes: Number(values["max-payload"]),
   ...(values.priorities === undefined ? {} : { priorities: values.priorities.split(",") }),
+  ...(values.groups === undefined ? {} : { groups: { concurrency: Number(values.groups) } }),
   logger: {
     info: (message) => emit({ ev: "info", message }),
     warn: (message) => emit({ ev: "warn", message }),
