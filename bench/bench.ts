@@ -39,6 +39,8 @@ import { type AnyTask, Queue, task, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
 import { scaleOut } from "./scale.ts";
 import { measureDurability } from "./durable.ts";
+import { storeGroupDefault } from "../src/groups.ts";
+import { defineScripts } from "../src/scripts/mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -65,6 +67,8 @@ await using server = Deno.env.get("REDIS_URL")
   : await startRedis();
 const url = server.url;
 const admin = new Redis(url);
+/** The admin connection with sluice's scripts, to store a Worker's groups option up front. */
+const scripted = defineScripts(new Redis(url));
 let round = 0;
 const fresh = () => `bench-${Date.now()}-${round++}`;
 const rate = (n: number, ms: number) => Math.round(n / (ms / 1_000));
@@ -153,12 +157,14 @@ function benchWorker(
   concurrency: number,
   keepRecords = false,
   priorities?: readonly string[],
+  grouped = false,
 ): Worker {
   return new Worker(name, tasks, {
     redis: url,
     concurrency,
     ...(keepRecords ? {} : { keepResult: 0 }),
     ...(priorities === undefined ? {} : { priorities }),
+    ...(grouped ? { groups: { concurrency: GROUP_CONCURRENCY } } : {}),
     handleSignals: false,
     logger: quiet,
   });
@@ -218,10 +224,11 @@ async function sluiceProcess(
 ) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url, ...(priorities ? { priorities } : {}) });
-  // Grouped: jobs spread round robin over `groups` groups of GROUP_CONCURRENCY each, set before
-  // the enqueue, so that all but each group's first jobs wait in their group's line.
-  for (let g = 0; g < groups; g++) {
-    await queue.groups.set(`g${g}`, { concurrency: GROUP_CONCURRENCY });
+  // Grouped: jobs spread round robin over `groups` groups, with the Worker's groups option
+  // (concurrency GROUP_CONCURRENCY) stored before the enqueue, as a running worker would have:
+  // all but each group's first jobs wait in their group's line.
+  if (groups > 0) {
+    await storeGroupDefault(scripted, queue.keys, { concurrency: GROUP_CONCURRENCY });
   }
   // Jobs of one priority at a time: a call of mixed priorities is cut at every change.
   const shares = priorities ?? [undefined];
@@ -242,7 +249,7 @@ async function sluiceProcess(
       );
     }
   }
-  const worker = benchWorker(name, [work], concurrency, keepRecords, priorities);
+  const worker = benchWorker(name, [work], concurrency, keepRecords, priorities, groups > 0);
   let done = 0;
   const all = Promise.withResolvers<void>();
   worker.addEventListener("completed", () => ++done === n && all.resolve());
@@ -556,6 +563,7 @@ const scale = await scaleOut(SCALE_JOBS);
 log("bench: durable mode off and on, against a master and one replica on loopback");
 const durable = await measureDurability(SCALE_JOBS);
 await admin.quit();
+await scripted.quit();
 const cpuEnd = await cpuTimes();
 const steal = cpuStart && cpuEnd && cpuEnd.total > cpuStart.total
   ? Math.round((cpuEnd.steal - cpuStart.steal) / (cpuEnd.total - cpuStart.total) * 100)

@@ -59,6 +59,8 @@ export interface GroupInfo {
   concurrency: number | undefined;
   /** True if the group has its own concurrency (`queue.groups.set`). */
   own: boolean;
+  /** Each group's rate limit, from the last Worker started with `groups`; undefined if none. */
+  rateLimit: RateLimit | undefined;
   /** True while the group is paused (`queue.groups.pause`). */
   paused: boolean;
   /**
@@ -183,14 +185,16 @@ export async function waitingGroups(
 }
 
 /**
- * Stores a Worker's default per-group concurrency (or drops it), then moves in the waiting
- * jobs of groups that gained room.
+ * Stores a Worker's `groups` option: its default per-group concurrency (or none), then moves in
+ * the waiting jobs of groups that gained room; and its per-group rate limit, for
+ * `queue.groups.list()` to show (each worker enforces its own).
  */
 export async function storeGroupDefault(
   client: ScriptClient,
   keys: Keys,
-  concurrency: number | undefined,
+  options: GroupOptions,
 ): Promise<void> {
+  const { concurrency, rateLimit } = options;
   const waiting = [...(await waitingGroups(client, keys)).keys()];
   await runGroups(
     client,
@@ -199,6 +203,8 @@ export async function storeGroupDefault(
     concurrency === undefined ? "" : String(concurrency),
     waiting,
   );
+  if (rateLimit === undefined) await client.hdel(keys.groups, "r");
+  else await client.hset(keys.groups, "r", JSON.stringify(rateLimit));
 }
 
 /**
@@ -304,6 +310,7 @@ export class Groups {
     const replies = active.length > 0 ? await pipeline.exec() ?? [] : [];
     active.forEach((g, i) => booked.set(g, Number(replies[i]?.[1] ?? 0)));
     const fallback = settings.c === undefined ? undefined : Number(settings.c);
+    const rateLimit = settings.r === undefined ? undefined : JSON.parse(settings.r) as RateLimit;
     return sorted.map((group) => {
       const own = settings[`c:${group}`];
       return {
@@ -312,6 +319,7 @@ export class Groups {
         running: Number(running[group] ?? 0),
         concurrency: own === undefined ? fallback : Number(own),
         own: own !== undefined,
+        rateLimit,
         paused: settings[`p:${group}`] !== undefined,
         rateLimited: Number(holds[`g:${group}`] ?? 0) > now || (booked.get(group) ?? 0) > 0,
       };

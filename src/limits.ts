@@ -133,6 +133,9 @@ interface Plan {
   readonly lasts: number;
 }
 
+/** The most plans (task and group pairs) a worker keeps before it starts over. */
+const MAX_PLANS = 10_000;
+
 /** The fewest and most permits asked for ahead of need. */
 const MIN_ASK = 4, MAX_ASK = 1_024;
 
@@ -295,7 +298,15 @@ export class Limiter {
     // Permits worth less than 2 ms are not worth asking for; a paused task gets none.
     if (paused || !(lasts >= 2)) lasts = 0;
     const plan = { key: scopes.map((s) => s.name).join("\n"), scopes, lasts };
-    if (!paused) this.#plans.set(key, plan);
+    if (!paused) {
+      // One plan per task and group: with many groups the cache is dropped now and then, so
+      // it never grows without bound (and permits of groups long gone go with it).
+      if (this.#plans.size >= MAX_PLANS) {
+        this.#plans.clear();
+        this.#credits.clear();
+      }
+      this.#plans.set(key, plan);
+    }
     return plan;
   }
 

@@ -316,10 +316,10 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       });
       await this.#storeSchedules(redis);
       if (this.#groups !== undefined) {
-        await storeGroupDefault(redis.command, this.#settings.keys, this.#groups.concurrency)
+        await storeGroupDefault(redis.command, this.#settings.keys, this.#groups)
           .catch((err) =>
             this.#logger.warn(
-              `sluice: worker ${this.name}: could not store groups.concurrency: ${
+              `sluice: worker ${this.name}: could not store its groups option: ${
                 toError(err).message
               }`,
             )

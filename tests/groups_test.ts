@@ -458,6 +458,7 @@ Deno.test("groups on Redis Cluster: the gate's keys share the queue's slot", asy
       running: 0,
       concurrency: 1,
       own: true,
+      rateLimit: undefined,
       paused: false,
       rateLimited: false,
     },
@@ -486,5 +487,54 @@ Deno.test("a cancel of a job the gate moved on never takes a later job that reus
     stop.abort();
   }
   assert.deepEqual(ids, [a3.id]);
+  await assertDrained(redis.url);
+});
+
+Deno.test("a held grouped entry trimmed away gives its room back when the holder renews its lease", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.groups.set("g", { concurrency: 1 });
+  await queue.enqueueMany("t", [{ data: 1, group: "g" }, { data: 2, group: "g" }]);
+  await using db = inspect(redis.url);
+  const stop = new AbortController();
+  const seen: unknown[] = [];
+  for await (const job of queue.consume({ signal: stop.signal, idleTimeout: 300, prefetch: 1 })) {
+    seen.push(job.data);
+    if (seen.length === 1) {
+      // Someone trims the stream under the held job: the next renewal finds it gone.
+      await db.xtrim(queue.keys.stream, "MAXLEN", 0);
+      await new Promise((resolve) => job.signal.addEventListener("abort", resolve));
+      continue;
+    }
+    await job.ack();
+    stop.abort();
+  }
+  // The lost job's room went to the next in line, which ran; nothing is left counted.
+  assert.deepEqual(seen, [1, 2]);
+  await assertDrained(redis.url);
+});
+
+Deno.test("a replayed grouped dead letter passes its group's gate again and keeps its group", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const boom = task("boom", () => {
+    throw new Error("no");
+  }, { retry: { attempts: 1 } });
+  const tenant = queue.forGroup("acme");
+  const handle = await tenant.enqueue(boom, null);
+  const worker = new Worker("q", [boom], { redis: redis.url, handleSignals: false });
+  worker.addEventListener("dead", () => worker.stop());
+  await worker.run();
+  await assertDrained(redis.url);
+  // With room for none (paused), the replayed job waits in the line, seen by its tenant.
+  await queue.groups.pause("acme");
+  assert.equal(await queue.dead.replay({ all: true }), 1);
+  const info = await tenant.job(handle.id).info();
+  assert.equal(info?.state, "waiting");
+  assert.equal(info?.group, "acme");
+  const [group] = await queue.groups.list();
+  assert.deepEqual([group?.waiting, group?.running], [1, 0]);
+  assert.equal(await queue.groups.resume("acme"), 1);
+  assert.deepEqual(await tenant.job(handle.id).cancel(), { cancelled: true, state: "waiting" });
   await assertDrained(redis.url);
 });

@@ -70,7 +70,7 @@ Deno.test("a queue without priorities sends PROMOTE, REPLAY and CANCEL the keys 
     "a",
   ]);
   const replay = replayArgs({ keys, lanes }, [{ deadId: "1-1", id: "a" }]);
-  assert.deepEqual(replay.slice(0, 4), ["3", keys.dead, keys.stream, keys.job("a")]);
+  assert.deepEqual(replay.slice(0, 9), ["8", keys.dead, keys.stream, ...group, keys.job("a")]);
   const cancel = cancelArgs({ keys, lanes, group: "g", keepResult: 1 }, "a");
   assert.deepEqual(cancel.slice(0, 11), [
     "9",

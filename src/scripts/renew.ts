@@ -2,7 +2,8 @@
  * RENEW: renews the leases of the deliveries a consumer holds, and its heartbeat, in one call
  * per tick. `renewArgs` builds its arguments.
  *
- * KEYS: stream, workers.
+ * KEYS: stream, workers, and for the lowest priority's stream the five group keys (see
+ * _gate.ts).
  * ARGV: group, consumer, heartbeat ttl ms, then pairs of entry id, deliveries.
  * Reply: the entry ids no longer owned (`string[]`).
  *
@@ -11,17 +12,22 @@
  *
  * @module
  */
+import { GATE, groupKeys } from "./_gate.ts";
 import { PRELUDE, type ScriptQueue } from "./_prelude.ts";
 
 /** The Lua of RENEW. */
-export const RENEW: string = PRELUDE + `
+export const RENEW: string = PRELUDE + GATE + `
 local stream, workers, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+-- The lowest priority's stream comes with the group keys: an entry trimmed away while held
+-- (XCLAIM drops it from the pending list and claims nothing) gives its group its room back.
+if KEYS[3] then G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]} end
 local lost = {}
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   local kept = false
   if owned(stream, group, id, consumer, ARGV[i + 1]) then
     kept = #redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID') == 1
+    if not kept and G then g_free(stream, id) end
   end
   if not kept then lost[#lost + 1] = id end
 end
@@ -40,12 +46,14 @@ return lost
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function renewArgs(
-  q: Pick<ScriptQueue, "keys" | "group">,
+  q: Pick<ScriptQueue, "keys" | "group" | "pri">,
   consumer: string,
   heartbeatMs: number,
   held: Iterable<readonly [{ readonly entryId: string }, number]>,
 ): string[] {
-  const args = ["2", q.keys.stream, q.keys.workers, q.group, consumer, String(heartbeatMs)];
+  const grouped = q.pri === undefined ? groupKeys(q.keys) : [];
+  const args = [String(2 + grouped.length), q.keys.stream, q.keys.workers, ...grouped];
+  args.push(q.group, consumer, String(heartbeatMs));
   for (const [{ entryId }, deliveries] of held) args.push(entryId, String(deliveries));
   return args;
 }
