@@ -263,8 +263,8 @@ async function sluiceProcess(
   const after = await spent();
   await dropQueue(queue, priorities);
   if (groups > 0) {
-    const { groups: settings, groupJobs, groupLines, groupRunning, groupSlots } = queue.keys;
-    await admin.unlink(settings, groupJobs, groupLines, groupRunning, groupSlots);
+    const { groups: settings, groupJobs, groupLines, groupSlots } = queue.keys;
+    await admin.unlink(settings, groupJobs, groupLines, groupSlots);
   }
   return { rate: result, cpuUs: cpuPerJob(before, after, n), calls: callsPerJob(before, after, n) };
 }

@@ -162,23 +162,28 @@ export async function runGroups(
   return moved;
 }
 
-/** The groups with jobs waiting in their lines: an HSCAN in steps, never one big read. */
-export async function waitingGroups(
+/** A group's jobs in the stream (waiting there or running) and waiting in its line. */
+interface GroupCounts {
+  running: number;
+  waiting: number;
+}
+
+/**
+ * Every group with jobs in the stream or in its line, from its state "<r> <h> <t> <n>" (see
+ * scripts/_gate.ts): an HSCAN in steps, never one big read.
+ */
+export async function activeGroups(
   client: ScriptClient,
   keys: Keys,
-): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
+): Promise<Map<string, GroupCounts>> {
+  const out = new Map<string, GroupCounts>();
   let cursor = "0";
   do {
-    const [next, flat] = await client.hscan(
-      keys.groupLines,
-      cursor,
-      "MATCH",
-      "n:*",
-      "COUNT",
-      1_000,
-    );
-    for (let i = 0; i + 1 < flat.length; i += 2) out.set(flat[i]!.slice(2), Number(flat[i + 1]));
+    const [next, flat] = await client.hscan(keys.groupLines, cursor, "COUNT", 1_000);
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const [running, , , waiting] = flat[i + 1]!.split(" ").map(Number);
+      out.set(flat[i]!, { running: running ?? 0, waiting: waiting ?? 0 });
+    }
     cursor = next;
   } while (cursor !== "0");
   return out;
@@ -195,7 +200,8 @@ export async function storeGroupDefault(
   options: GroupOptions,
 ): Promise<void> {
   const { concurrency, rateLimit } = options;
-  const waiting = [...(await waitingGroups(client, keys)).keys()];
+  const active = await activeGroups(client, keys);
+  const waiting = [...active].filter(([, counts]) => counts.waiting > 0).map(([group]) => group);
   await runGroups(
     client,
     keys,
@@ -278,33 +284,31 @@ export class Groups {
   }
 
   /**
-   * Every group with jobs waiting or running, or with settings of its own, by name. Reads
-   * three small hashes whole and the waiting lines in HSCAN steps; a group's rate-limit
-   * bookings are read only for groups with jobs.
+   * Every group with jobs waiting or running, or with settings of its own, by name. Reads the
+   * settings whole and the groups' states in HSCAN steps; a group's rate-limit bookings are
+   * read only for groups with jobs.
    */
   async list(): Promise<GroupInfo[]> {
     this.#ctx.checkOpen("list groups");
     const client = this.#ctx.client(), keys = this.#ctx.keys;
-    const waiting = await waitingGroups(client, keys);
-    const [[, settings], [, running], [, holds], [, time]] = await client.multi()
+    const counts = await activeGroups(client, keys);
+    const [[, settings], [, holds], [, time]] = await client.multi()
       .hgetall(keys.groups)
-      .hgetall(keys.groupRunning)
       .hgetall(keys.holds)
       .time()
       .exec() as [
         [null, Record<string, string>],
         [null, Record<string, string>],
-        [null, Record<string, string>],
         [null, [string, string]],
       ];
     const now = Number(time[0]) * 1_000 + Math.floor(Number(time[1]) / 1_000);
-    const names = new Set<string>([...waiting.keys(), ...Object.keys(running)]);
+    const names = new Set<string>(counts.keys());
     for (const key of Object.keys(settings)) {
       if (key.startsWith("c:") || key.startsWith("p:")) names.add(key.slice(2));
     }
     const sorted = [...names].sort();
     const pipeline = client.pipeline();
-    const active = sorted.filter((g) => waiting.has(g) || running[g] !== undefined);
+    const active = sorted.filter((g) => counts.has(g));
     for (const g of active) pipeline.zcard(keys.booked(`g:${g}`));
     const booked = new Map<string, number>();
     const replies = active.length > 0 ? await pipeline.exec() ?? [] : [];
@@ -315,8 +319,8 @@ export class Groups {
       const own = settings[`c:${group}`];
       return {
         group,
-        waiting: waiting.get(group) ?? 0,
-        running: Number(running[group] ?? 0),
+        waiting: counts.get(group)?.waiting ?? 0,
+        running: counts.get(group)?.running ?? 0,
         concurrency: own === undefined ? fallback : Number(own),
         own: own !== undefined,
         rateLimit,

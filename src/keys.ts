@@ -90,16 +90,12 @@ export interface Keys {
    */
   readonly groupJobs: string;
   /**
-   * Each group's waiting line (scripts/_gate.ts): a hash of `h:<group>` (the last seq taken),
-   * `t:<group>` (the last seq given) and `n:<group>` (how many wait). A group with none waiting
-   * has no fields.
+   * Each group's state (scripts/_gate.ts): a hash of group to "<r> <h> <t> <n>": its entries in
+   * the ready stream (waiting there or running), the last place taken from its line, the last
+   * place given, and how many jobs wait. A group with none in the stream and none waiting has
+   * no field.
    */
   readonly groupLines: string;
-  /**
-   * Grouped jobs in the ready stream, per group: a hash of group to how many entries of it
-   * the stream holds, waiting or running (moved in by the gate and not settled yet).
-   */
-  readonly groupRunning: string;
   /**
    * The stream entries of grouped jobs (scripts/_gate.ts): a hash of `e:<entry id>` to
    * "<group>\n<job id>" and `j:<job id>` to the entry id, so a settle, a reclaim or a cancel
@@ -166,7 +162,6 @@ export function queueKeys(name: string, prefix: string): Keys {
     groups: `${base}:groups`,
     groupJobs: `${base}:gjobs`,
     groupLines: `${base}:glines`,
-    groupRunning: `${base}:grunning`,
     groupSlots: `${base}:gslots`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,

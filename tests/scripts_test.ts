@@ -28,14 +28,14 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     { op: "dead", job: job("12-0", "e"), error: "bad", reason: "failed" },
   ]);
   assert.deepEqual(args, [
-    "15",
+    "14",
     keys.stream,
     keys.dead,
     keys.delayed,
     keys.payloads,
     keys.waiters,
     // A batch with a dead letter names the group keys: the entry may be a grouped job's.
-    ...[keys.groups, keys.groupJobs, keys.groupLines, keys.groupRunning, keys.groupSlots],
+    ...[keys.groups, keys.groupJobs, keys.groupLines, keys.groupSlots],
     keys.job("a"),
     keys.job("b"),
     keys.job("c"),

@@ -1,7 +1,7 @@
 /**
  * CANCEL: cancels one job by id, whatever state it is in. `cancelArgs` builds its arguments.
  *
- * KEYS: stream (the lowest priority's), delayed, payloads, record, the five group keys (see
+ * KEYS: stream (the lowest priority's), delayed, payloads, record, the four group keys (see
  * _gate.ts), then the stream of every other priority (none without priorities).
  * ARGV: group, done channel prefix, keep ms, cancel channel, job id, scope (the only group whose
  * jobs may be cancelled, '' for any).
@@ -27,7 +27,7 @@ import type { Lanes } from "../priority.ts";
 /** The Lua of CANCEL. */
 export const CANCEL: string = PRELUDE + GATE + `
 local stream, delayed, payloads, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}
+G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
 local group, done, keep, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
 local state = redis.call('HGET', rec, 'state')
 if not state then return 'unknown' end
@@ -58,14 +58,14 @@ if g then
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return 'waiting'
   end
-  entry = redis.call('HGET', G[5], 'j:' .. id) or entry
+  entry = redis.call('HGET', G[4], 'j:' .. id) or entry
   if entry and not held(stream) then
     redis.call('XDEL', stream, entry)
     g_free(stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return 'waiting'
   end
-elseif entry and #KEYS == 9 then
+elseif entry and #KEYS == 8 then
   if not held(stream) then
     redis.call('XDEL', stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
@@ -73,7 +73,7 @@ elseif entry and #KEYS == 9 then
   end
 elseif entry then
   local lanes = {stream}
-  for k = 10, #KEYS do lanes[#lanes + 1] = KEYS[k] end
+  for k = 9, #KEYS do lanes[#lanes + 1] = KEYS[k] end
   local at = nil
   for _, lane in ipairs(lanes) do
     local r = redis.call('XRANGE', lane, entry, entry)

@@ -2,7 +2,7 @@
  * ENQUEUE: writes a batch of jobs of one task, each unless its id is still known (dedup).
  * `enqueueHead` and `enqueueArgs` build its arguments.
  *
- * KEYS: stream (the jobs' priority's), delayed, payloads, the five group keys if the shape
+ * KEYS: stream (the jobs' priority's), delayed, payloads, the four group keys if the shape
  * starts with 'grouped' (see _gate.ts), then one record per job.
  * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape, pri (the
  * priority of every job of the call, written right after enq; '' for none); then per job, if
@@ -63,8 +63,8 @@ local plain = shape == 'plain' or shape == 'plain-new'
 -- A call with grouped jobs names the group keys (see _gate.ts) before the records.
 local first = 4
 if string.sub(shape, 1, 7) == 'grouped' then
-  G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
-  first = 9
+  G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+  first = 8
   shape = 'full' .. string.sub(shape, 8)
 end
 -- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look per job, which
@@ -105,7 +105,7 @@ for k = first, #KEYS do
     local id = sub(rec, skip)
     local f = {'v', v, 'id', id, 'task', task, 'data', data, 'attempt', '1', 'enq', enq}
     for i = a - n, a - 1 do f[#f + 1] = ARGV[i] end
-    local entry, place = g_admit(stream, g, f, id)
+    local entry, place = g_admit(stream, g, f)
     if entry then
       call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', job, 'group', g)
     else

@@ -2,7 +2,7 @@
  * GROUPS: changes groups' settings and moves waiting jobs of groups that gained room into the
  * stream. `groupsArgs` builds its arguments.
  *
- * KEYS: stream (the lowest priority's), then the five group keys (see _gate.ts).
+ * KEYS: stream (the lowest priority's), then the four group keys (see _gate.ts).
  * ARGV: action, value, most, then group names. Actions:
  *   set      value = the groups' concurrency ('' to drop theirs: the default applies)
  *   default  value = the default concurrency ('' for none: groups without their own are not
@@ -26,7 +26,7 @@ export type GroupsAction = "set" | "default" | "pause" | "resume" | "fill";
 /** The Lua of GROUPS. */
 export const GROUPS: string = PRELUDE + GATE + `
 local stream = KEYS[1]
-G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
 local action, value, most = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if action == 'default' then
   if value == '' then redis.call('HDEL', G[1], 'c') else redis.call('HSET', G[1], 'c', value) end

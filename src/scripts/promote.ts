@@ -10,7 +10,7 @@
  *   the schedules due now, flat: id, tick, definition, run state ('' if none), at most 100 }.
  *
  * PROMOTE
- *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, the five group keys (see
+ *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, the four group keys (see
  *   _gate.ts), then the stream of every other priority (none without priorities), then one
  *   record per id.
  *   ARGV: n, the number of other priorities; their n names, in the order of their streams;
@@ -87,17 +87,17 @@ return {due, wait, now, sched}
 /** The Lua of PROMOTE. */
 export const PROMOTE: string = PRELUDE + GATE + NEXT_WAIT + `
 local stream, delayed, payloads, ticks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}
+G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
 local n = tonumber(ARGV[1])
 local lanes = nil -- priority name -> its stream, with priorities
 if n > 0 then
   lanes = {}
-  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 9] end
+  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 8] end
 end
 local now = now_ms()
 local moved = 0
 for i = n + 2, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 8]
+  local id, rec = ARGV[i], KEYS[i + 7]
   local score = redis.call('ZSCORE', delayed, id)
   if score and tonumber(score) <= now then
     local payload = redis.call('HGET', payloads, id)
@@ -107,7 +107,7 @@ for i = n + 2, #ARGV do
         local g = field(f, 'group')
         if g then
           -- A grouped job goes through its group's gate, in the lowest priority's stream.
-          local entry, place = g_admit(stream, g, f, field(f, 'id') or id)
+          local entry, place = g_admit(stream, g, f)
           if redis.call('EXISTS', rec) == 1 then
             if entry then
               redis.call('HSET', rec, 'state', 'waiting', 'entry', entry)

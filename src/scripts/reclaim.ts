@@ -2,7 +2,7 @@
  * RECLAIM: claims idle deliveries of dead peers with XAUTOCLAIM, dead-letters crash loops, and
  * now and then prunes dead consumers. `reclaimArgs` builds its arguments.
  *
- * KEYS: stream, dead, workers, and for the lowest priority's stream the five group keys (see
+ * KEYS: stream, dead, workers, and for the lowest priority's stream the four group keys (see
  * _gate.ts): a grouped entry trimmed away or dead-lettered here gives its group its room back.
  * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead, the
  * stream's priority name ('' for the lowest: written in field pri of dead letters).
@@ -45,7 +45,7 @@ export const RECLAIM: string = PRELUDE + GATE + `
 local stream, dead, workers = KEYS[1], KEYS[2], KEYS[3]
 -- The lowest priority's stream, which holds the grouped jobs, comes with the group keys: an
 -- entry trimmed away or dead-lettered here gives its group its room back.
-if KEYS[4] then G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]} end
+if KEYS[4] then G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]} end
 local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_deliveries, pri = tonumber(ARGV[6]), ARGV[9]
 local now = now_ms()

@@ -2,7 +2,7 @@
  * RENEW: renews the leases of the deliveries a consumer holds, and its heartbeat, in one call
  * per tick. `renewArgs` builds its arguments.
  *
- * KEYS: stream, workers, and for the lowest priority's stream the five group keys (see
+ * KEYS: stream, workers, and for the lowest priority's stream the four group keys (see
  * _gate.ts).
  * ARGV: group, consumer, heartbeat ttl ms, then pairs of entry id, deliveries.
  * Reply: the entry ids no longer owned (`string[]`).
@@ -20,7 +20,7 @@ export const RENEW: string = PRELUDE + GATE + `
 local stream, workers, group, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 -- The lowest priority's stream comes with the group keys: an entry trimmed away while held
 -- (XCLAIM drops it from the pending list and claims nothing) gives its group its room back.
-if KEYS[3] then G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]} end
+if KEYS[3] then G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]} end
 local lost = {}
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]

@@ -2,7 +2,7 @@
  * REPLAY: puts dead letters back in their priority's stream with attempt 1. `replayArgs`
  * builds its arguments.
  *
- * KEYS: dead, stream (the lowest priority's), the five group keys (see _gate.ts), then the
+ * KEYS: dead, stream (the lowest priority's), the four group keys (see _gate.ts), then the
  * stream of every other priority (none without priorities), then the record of each letter
  * that has a job id, in order.
  * ARGV: live ms; n, the number of other priorities; their n names, in the order of their
@@ -27,13 +27,13 @@ import type { Lanes } from "../priority.ts";
 /** The Lua of REPLAY. */
 export const REPLAY: string = PRELUDE + GATE + `
 local dead, stream, live, n = KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2])
-G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
 local lanes = nil -- priority name -> its stream, with priorities
 if n > 0 then
   lanes = {}
-  for j = 1, n do lanes[ARGV[j + 2]] = KEYS[j + 7] end
+  for j = 1, n do lanes[ARGV[j + 2]] = KEYS[j + 6] end
 end
-local replayed, k = 0, 8 + n
+local replayed, k = 0, 7 + n
 for i = 3 + n, #ARGV, 2 do
   local dead_id, id = ARGV[i], ARGV[i + 1]
   local rec = nil
@@ -54,7 +54,7 @@ for i = 3 + n, #ARGV, 2 do
     -- A grouped job passes its group's gate, as at enqueue.
     local g, entry, place = field(kept, 'group'), nil, nil
     if g then
-      entry, place = g_admit(stream, g, kept, field(kept, 'id') or '')
+      entry, place = g_admit(stream, g, kept)
     else
       local target = stream
       if lanes then target = lanes[field(kept, 'pri') or ''] or stream end

@@ -10,7 +10,7 @@
  *   missing.
  *
  * RETIRE
- *   KEYS: stream, the five group keys for the lowest priority's stream (see _gate.ts), then
+ *   KEYS: stream, the four group keys for the lowest priority's stream (see _gate.ts), then
  *   the record of each listed entry that has a job id, in order.
  *   ARGV: group, consumer, done channel prefix, keep ms, 'g' if the group keys are given (else
  *   ''), then pairs of entry id, job id ('').
@@ -60,8 +60,8 @@ local released, k = 0, 2
 -- The lowest priority's stream comes with the group keys: a grouped entry given back keeps its
 -- group's room, and one that ends here gives it back.
 if ARGV[5] == 'g' then
-  G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
-  k = 7
+  G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
+  k = 6
 end
 for i = 6, #ARGV, 2 do
   local entry, id = ARGV[i], ARGV[i + 1]

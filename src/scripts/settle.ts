@@ -2,7 +2,7 @@
  * SETTLE: acks, retries, releases and dead-letters a batch of deliveries in one script call,
  * and keeps each job's record in step. `settleArgs` builds its arguments.
  *
- * KEYS: stream, dead, delayed, payloads, waiters, the five group keys if ARGV's 12th value is
+ * KEYS: stream, dead, delayed, payloads, waiters, the four group keys if ARGV's 12th value is
  * 'g' (see _gate.ts), then the record key of each operation that has one (every operation but
  * `bury`), in order.
  * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
@@ -113,7 +113,7 @@ local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local pri = ARGV[11]
 -- A batch that may hold grouped jobs names the group keys: each entry that leaves the stream
 -- gives its group its room back (g_free), and a re-added one keeps it (g_moved).
-if ARGV[12] == 'g' then G = {KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]} end
+if ARGV[12] == 'g' then G = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]} end
 local out, now = {}, now_ms()
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
@@ -216,7 +216,7 @@ local function trim(stream, group, acked, newest)
     redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
   end
 end
-local k, o, nd = G and 11 or 6, 0, 0 -- the next record key; how many codes and acked ids so far
+local k, o, nd = G and 10 or 6, 0, 0 -- the next record key; how many codes and acked ids so far
 for i = 13, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   -- The channel that announces this job's outcome (none while nobody listens).
