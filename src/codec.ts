@@ -142,13 +142,15 @@ export function decodeFields(
   let v, id, task, data, attempt, enq, trace, retry, timeout, group, sig: string | undefined;
   let twice: string | undefined;
   if (
-    (fields.length === 12 || fields.length === 14 && fields[12] === "pri") &&
+    (fields.length === 12 || fields.length === 14 && (fields[12] === "pri" ||
+          fields[12] === "group")) &&
     fields[0] === "v" && fields[2] === "id" && fields[4] === "task" &&
     fields[6] === "data" && fields[8] === "attempt" && fields[10] === "enq"
   ) {
-    // The usual entry, as sluice writes it (with a priority or not): read in place, with no
-    // map. Field pri is not read: the stream an entry sits in is its priority.
+    // The usual entry, as sluice writes it (with a priority, a group or neither): read in
+    // place, with no map. Field pri is not read: the stream an entry sits in is its priority.
     [, v, , id, , task, , data, , attempt, , enq] = fields;
+    if (fields[12] === "group") group = fields[13];
   } else {
     const map = new Map<string, string>();
     for (let i = 0; i + 1 < fields.length; i += 2) {

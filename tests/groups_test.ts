@@ -537,3 +537,26 @@ Deno.test("a replayed grouped dead letter passes its group's gate again and keep
   assert.deepEqual(await tenant.job(handle.id).cancel(), { cancelled: true, state: "waiting" });
   await assertDrained(redis.url);
 });
+
+Deno.test("a group whose concurrency was raised behind the gate's back fills all its room on its next settle", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.groups.set("g", { concurrency: 1 });
+  await queue.enqueueMany("t", Array.from({ length: 5 }, (_, i) => ({ data: i, group: "g" })));
+  // A raise stored without the fill that queue.groups.set does (as when a line grows while a
+  // Worker stores its default): 1 in the stream, 4 waiting, room for 3.
+  await using db = inspect(redis.url);
+  await db.hset(queue.keys.groups, "c:g", "3");
+  const stop = new AbortController();
+  for await (const job of queue.consume({ signal: stop.signal, prefetch: 1 })) {
+    await job.ack();
+    stop.abort();
+  }
+  const [group] = await queue.groups.list();
+  assert.deepEqual([group?.running, group?.waiting], [3, 1]);
+  // A new job of the group waits behind the line, and the line moves while there is room.
+  await db.hset(queue.keys.groups, "c:g", "5");
+  await queue.enqueue("t", 5, { group: "g" });
+  const [after] = await queue.groups.list();
+  assert.deepEqual([after?.running, after?.waiting], [5, 0]);
+});

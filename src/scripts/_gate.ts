@@ -37,6 +37,8 @@ export const GROUP_KEYS = 4;
 export const GATE = `
 -- {settings, jobs, lines, slots}: set by the script before any g_ call.
 local G = nil
+-- The most jobs a settle or an enqueue moves in from one line by the way (GROUPS moves more).
+local G_STEP = 100
 -- Group g's concurrency: -1 while paused, a big number with none set. Read once per group per
 -- script run (a settle of 100 jobs of a few groups reads each group's settings once).
 local g_caps = {}
@@ -127,15 +129,21 @@ local function g_free(stream, entry)
   redis.call('HDEL', G[4], slot, 'j:' .. id)
   local r, h, t, n = g_get(g)
   r = r - 1
-  -- A concurrency lowered meanwhile, or a pause, leaves the room unused.
-  if n > 0 and r < g_cap(g) then
-    local f
-    f, h = g_take(g, h, t)
-    if f then
-      g_add(stream, g, f)
-      r, n = r + 1, n - 1
-    else
-      n = 0
+  -- A concurrency lowered meanwhile, or a pause, leaves the room unused; one raised (or a
+  -- line that grew while a raise was being stored) fills all the room there is.
+  if n > 0 then
+    -- At most G_STEP at a time: an unlimited group's line (after a pause) drains in steps.
+    local cap, moved = g_cap(g), 0
+    while n > 0 and r < cap and moved < G_STEP do
+      moved = moved + 1
+      local f
+      f, h = g_take(g, h, t)
+      if f then
+        g_add(stream, g, f)
+        r, n = r + 1, n - 1
+      else
+        n = 0
+      end
     end
   end
   g_put(g, r, h, t, n)
@@ -164,6 +172,8 @@ local function g_admit(stream, g, f)
   t = t + 1
   redis.call('HSET', G[2], t .. ':' .. g, cjson.encode(f))
   g_put(g, r, h, t, n + 1)
+  -- Room and a line at once (a concurrency raised while the line grew): the line moves first.
+  if r < g_cap(g) then g_fill(stream, g, math.min(g_cap(g) - r, G_STEP)) end
   return nil, t
 end
 `;
