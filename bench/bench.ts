@@ -39,7 +39,7 @@ import { type AnyTask, Queue, task, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
 import { scaleOut } from "./scale.ts";
 import { measureDurability } from "./durable.ts";
-import { storeGroupDefault } from "../src/groups.ts";
+import { storeGroupOptions } from "../src/groups.ts";
 import { defineScripts } from "../src/scripts/mod.ts";
 
 const { values } = parseArgs({
@@ -228,7 +228,7 @@ async function sluiceProcess(
   // (concurrency GROUP_CONCURRENCY) stored before the enqueue, as a running worker would have:
   // all but each group's first jobs wait in their group's line.
   if (groups > 0) {
-    await storeGroupDefault(scripted, queue.keys, { concurrency: GROUP_CONCURRENCY });
+    await storeGroupOptions(scripted, queue.keys, { concurrency: GROUP_CONCURRENCY });
   }
   // Jobs of one priority at a time: a call of mixed priorities is cut at every change.
   const shares = priorities ?? [undefined];

@@ -194,7 +194,7 @@ export async function activeGroups(
  * the waiting jobs of groups that gained room; and its per-group rate limit, for
  * `queue.groups.list()` to show (each worker enforces its own).
  */
-export async function storeGroupDefault(
+export async function storeGroupOptions(
   client: ScriptClient,
   keys: Keys,
   options: GroupOptions,

@@ -26,7 +26,7 @@ import {
 } from "./execute.ts";
 import { internal } from "./_internal.ts";
 import { checkRateLimit, Limiter, type RateLimit } from "./limits.ts";
-import { checkGroupOptions, type GroupOptions, storeGroupDefault } from "./groups.ts";
+import { checkGroupOptions, type GroupOptions, storeGroupOptions } from "./groups.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -316,7 +316,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       });
       await this.#storeSchedules(redis);
       if (this.#groups !== undefined) {
-        await storeGroupDefault(redis.command, this.#settings.keys, this.#groups)
+        await storeGroupOptions(redis.command, this.#settings.keys, this.#groups)
           .catch((err) =>
             this.#logger.warn(
               `sluice: worker ${this.name}: could not store its groups option: ${

@@ -4,6 +4,7 @@
  */
 import { Redis } from "ioredis";
 import { share, type SharedRedis } from "../src/redis/connect.ts";
+import type { Worker, WorkerEventDetail } from "../mod.ts";
 
 const WORKER = new URL("./fault/_worker.ts", import.meta.url).pathname;
 
@@ -211,4 +212,18 @@ export function busiest(times: readonly number[], interval: number): number {
     most = Math.max(most, i - j + 1);
   }
   return most;
+}
+
+/** Runs `worker` until `n` jobs completed; returns what each completion saw. */
+export async function runUntil(
+  worker: Worker,
+  n: number,
+): Promise<WorkerEventDetail["completed"][]> {
+  const done: WorkerEventDetail["completed"][] = [];
+  worker.addEventListener("completed", (e) => {
+    done.push(e.detail);
+    if (done.length === n) worker.stop();
+  });
+  await worker.run();
+  return done;
 }

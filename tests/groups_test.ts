@@ -5,35 +5,13 @@
  * Redis Cluster, and every option edge.
  */
 import assert from "node:assert/strict";
-import {
-  type AnyTask,
-  Queue,
-  task,
-  type TaskContext,
-  ValidationError,
-  Worker,
-  type WorkerEventDetail,
-} from "../mod.ts";
+import { type AnyTask, Queue, task, type TaskContext, ValidationError, Worker } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
-import { busiest, inspect } from "./_helpers.ts";
+import { busiest, inspect, runUntil } from "./_helpers.ts";
 import { queueKeys } from "../src/keys.ts";
 import { delay } from "../src/async.ts";
 import { decodeFields, encodeFields } from "../src/codec.ts";
 import { canonical } from "../src/sign.ts";
-
-/** Runs `worker` until `n` jobs completed; returns what each completion saw. */
-async function runUntil(
-  worker: Worker,
-  n: number,
-): Promise<WorkerEventDetail["completed"][]> {
-  const done: WorkerEventDetail["completed"][] = [];
-  worker.addEventListener("completed", (e) => {
-    done.push(e.detail);
-    if (done.length === n) worker.stop();
-  });
-  await worker.run();
-  return done;
-}
 
 /** Counts running jobs per group and keeps the most seen at once. */
 class Running {

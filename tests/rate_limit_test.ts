@@ -12,27 +12,12 @@ import {
   type TaskContext,
   ValidationError,
   Worker,
-  type WorkerEventDetail,
 } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
-import { busiest, inspect, sharedRedis } from "./_helpers.ts";
+import { busiest, inspect, runUntil, sharedRedis } from "./_helpers.ts";
 import { queueKeys } from "../src/keys.ts";
 import { takeArgs } from "../src/scripts/limit.ts";
 import { abortable } from "../src/async.ts";
-
-/** Runs `worker` until `n` jobs completed; returns what each completion saw. */
-async function runUntil(
-  worker: Worker,
-  n: number,
-): Promise<WorkerEventDetail["completed"][]> {
-  const done: WorkerEventDetail["completed"][] = [];
-  worker.addEventListener("completed", (e) => {
-    done.push(e.detail);
-    if (done.length === n) worker.stop();
-  });
-  await worker.run();
-  return done;
-}
 
 Deno.test("a task's rate limit: no window holds more than the limit, nothing charged an attempt", async () => {
   await using redis = await startRedis();

@@ -1,20 +1,21 @@
 /**
  * The group gate: Lua shared by the scripts that put grouped jobs into the ready stream or
- * take them out of it (ENQUEUE, PROMOTE, SETTLE, RECLAIM, CANCEL, GROUPS).
+ * take them out of it (ENQUEUE, PROMOTE, REPLAY, SETTLE, RECLAIM, RENEW, RETIRE, CANCEL,
+ * GROUPS).
  *
  * A grouped job enters the stream only while its group has room: fewer of its entries in the
  * stream (waiting or running) than its concurrency. Otherwise it waits in its group's line, a
  * FIFO kept in two hashes (no key per group, so thousands of idle groups cost nothing). When a
  * grouped entry leaves the stream (acked, failed, retried later, deferred, dead-lettered,
- * cancelled, or trimmed away while a dead worker held it), the script that removes it gives
+ * cancelled, or trimmed away while a worker held it), the script that removes it gives
  * the room back and moves the group's next waiting job in. Room is tied to stream entries, so
  * reclaim keeps it with the job, and it is given back exactly once: `g_free` deletes the entry's
  * slot first and counts only if it was there.
  *
  * Each group's state is one field of the lines hash, "<r> <h> <t> <n>": r of its entries in the
  * stream, h the last place taken from its line, t the last place given, n jobs waiting. One read
- * and one write per move: a settle that frees a slot and moves the next job in costs about 9
- * Redis calls, none of them on a hash that grows with the number of groups' jobs in the stream.
+ * and one write of it per move: a settle that frees a slot and moves the next job in costs
+ * about 9 Redis calls.
  *
  * Fairness follows: each group holds at most its concurrency in the stream, so a group with a
  * backlog of 10,000 holds no more of it than a group with 10 jobs, and their starts interleave.
