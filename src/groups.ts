@@ -169,8 +169,8 @@ interface GroupCounts {
 }
 
 /**
- * Every group with jobs in the stream or in its line, from its state "<r> <h> <t> <n>" (see
- * scripts/_gate.ts): an HSCAN in steps, never one big read.
+ * Every group with jobs in the stream or in its line, from its state (see scripts/_gate.ts):
+ * an HSCAN in steps, never one big read.
  */
 export async function activeGroups(
   client: ScriptClient,
@@ -179,14 +179,30 @@ export async function activeGroups(
   const out = new Map<string, GroupCounts>();
   let cursor = "0";
   do {
-    const [next, flat] = await client.hscan(keys.groupLines, cursor, "COUNT", 1_000);
+    const [next, flat] = await client.hscanBuffer(keys.groupLines, cursor, "COUNT", 1_000);
     for (let i = 0; i + 1 < flat.length; i += 2) {
-      const [running, , , waiting] = flat[i + 1]!.split(" ").map(Number);
-      out.set(flat[i]!, { running: running ?? 0, waiting: waiting ?? 0 });
+      out.set(flat[i]!.toString(), groupCounts(flat[i + 1]!));
     }
-    cursor = next;
+    cursor = next.toString();
   } while (cursor !== "0");
   return out;
+}
+
+/**
+ * A group's running and waiting counts from its state: byte 255 then four little-endian 64-bit
+ * integers (in the stream, place taken, place given, waiting), or the text "<r> <h> <t> <n>"
+ * that earlier versions wrote.
+ */
+function groupCounts(state: Uint8Array): GroupCounts {
+  if (state[0] === 255 && state.length >= 33) {
+    const view = new DataView(state.buffer, state.byteOffset, state.byteLength);
+    return {
+      running: Number(view.getBigInt64(1, true)),
+      waiting: Number(view.getBigInt64(25, true)),
+    };
+  }
+  const [running, , , waiting] = new TextDecoder().decode(state).trim().split(" ").map(Number);
+  return { running: running || 0, waiting: waiting || 0 };
 }
 
 /**

@@ -538,3 +538,48 @@ Deno.test("a group whose concurrency was raised behind the gate's back fills all
   const [after] = await queue.groups.list();
   assert.deepEqual([after?.running, after?.waiting], [5, 0]);
 });
+
+Deno.test("lines written by the previous version (text states, JSON jobs) are read and drained", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.groups.set("old", { concurrency: 1 });
+  // What 0.1's gate left behind: one job of group "old" running (its slot held), two waiting
+  // in its line as JSON arrays, its state "<r> <h> <t> <n>" as text.
+  await using db = inspect(redis.url);
+  const enq = String(Date.now());
+  const fields = (id: string, data: number) =>
+    ["v", "1", "id", id, "task", "t", "data", String(data), "attempt", "1", "enq", enq].concat(
+      ["group", "old"],
+    );
+  const running = await db.xadd(queue.keys.stream, "*", ...fields("j0", 0));
+  await db.hset(queue.keys.groupSlots, `e:${running}`, "old\nj0", "j:j0", running!);
+  await db.hset(
+    queue.keys.groupJobs,
+    "1:old",
+    JSON.stringify(fields("j1", 1)),
+    "2:old",
+    JSON.stringify(fields("j2", 2)),
+  );
+  await db.hset(queue.keys.groupLines, "old", "1 0 2 2");
+  const [listed] = await queue.groups.list();
+  assert.deepEqual([listed?.group, listed?.running, listed?.waiting], ["old", 1, 2]);
+  const seen: number[] = [];
+  const t = task("t", (n: number) => void seen.push(n));
+  const worker = new Worker("q", [t], { redis: redis.url, handleSignals: false });
+  const done = await runUntil(worker, 3);
+  assert.equal(done.length, 3);
+  // One at a time, in line order: the state and the waiting jobs were read as written.
+  assert.deepEqual(seen, [0, 1, 2]);
+  await assertDrained(redis.url);
+});
+
+Deno.test("the lines hash is kept a hash table: a listpack's lookups scan every group", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.groups.set("a", { concurrency: 1 });
+  await queue.enqueueMany("t", Array.from({ length: 3 }, (_, i) => ({ data: i, group: "a" })));
+  await using db = inspect(redis.url);
+  assert.equal(await db.object("ENCODING", queue.keys.groupLines), "hashtable");
+  const [group] = await queue.groups.list();
+  assert.deepEqual([group?.running, group?.waiting], [1, 2]);
+});

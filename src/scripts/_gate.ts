@@ -12,13 +12,18 @@
  * reclaim keeps it with the job, and it is given back exactly once: `g_free` deletes the entry's
  * slot first and counts only if it was there.
  *
- * Each group's state is one field of the lines hash, "<r> <h> <t> <n>": r of its entries in the
- * stream, h the last place taken from its line, t the last place given, n jobs waiting. One read
- * and one write of it per move: a settle that frees a slot and moves the next job in costs
- * about 9 Redis calls.
+ * Each group's state is one field of the lines hash: r of its entries in the stream, h the last
+ * place taken from its line, t the last place given, n jobs waiting, packed as byte 255 and four
+ * little-endian 64-bit integers (see `g_get`).
  *
  * Fairness follows: each group holds at most its concurrency in the stream, so a group with a
  * backlog of 10,000 holds no more of it than a group with 10 jobs, and their starts interleave.
+ *
+ * Cost. A script may set `G_LAZY`: the gate then keeps its writes in Lua tables and writes each
+ * hash once, in `g_flush()`, which the script must call before it returns. A settle that frees
+ * a slot and moves the next job in then makes 4 Redis calls per job (read the slot, the state
+ * and the waiting job; XADD it) instead of 9. Measured with callgrind on Redis 7.0, a grouped
+ * job's settle went from about 180k to about 150k instructions (a plain job's: 57k).
  *
  * Scripts that use it set `G` to the four group keys (see `groupKeys`) first.
  *
@@ -38,42 +43,118 @@ export const GROUP_KEYS = 4;
 export const GATE = `
 -- {settings, jobs, lines, slots}: set by the script before any g_ call.
 local G = nil
+-- Lazy: the gate's writes wait in the tables below until the script calls g_flush() (it must,
+-- before every return); else each g_ call writes them before it returns. A settle of 100 jobs
+-- then writes each hash once, not once per job.
+local G_LAZY = false
 -- The most jobs a settle or an enqueue moves in from one line by the way (GROUPS moves more).
 local G_STEP = 100
 -- Group g's concurrency: -1 while paused, a big number with none set. Read once per group per
--- script run (a settle of 100 jobs of a few groups reads each group's settings once).
-local g_caps = {}
+-- script run, and once per script run while no group has its own setting or pause: the hash
+-- then holds only the default ('c') and the rate limit ('r').
+local g_caps, g_same = {}, nil
 local function g_cap(g)
   local cap = g_caps[g]
   if cap then return cap end
-  local c = redis.call('HMGET', G[1], 'p:' .. g, 'c:' .. g, 'c')
-  if c[1] then cap = -1 else cap = tonumber(c[2] or c[3]) or 1e15 end
+  if g_same == nil then
+    local s = redis.call('HMGET', G[1], 'c', 'r')
+    local global = (s[1] and 1 or 0) + (s[2] and 1 or 0)
+    g_same = redis.call('HLEN', G[1]) == global and (tonumber(s[1]) or 1e15)
+  end
+  if g_same then
+    cap = g_same
+  else
+    local c = redis.call('HMGET', G[1], 'p:' .. g, 'c:' .. g, 'c')
+    if c[1] then cap = -1 else cap = tonumber(c[2] or c[3]) or 1e15 end
+  end
   g_caps[g] = cap
   return cap
 end
+-- What the script changed and has not written yet: per hash, field -> value (false: deleted),
+-- and the fields in the order they were first changed.
+local g_lines, g_items, g_slots = {}, {}, {}
+local g_changed = {{}, {}, {}}
+local function g_set(store, order, f, v)
+  if store[f] == nil then order[#order + 1] = f end
+  store[f] = v
+end
+-- Reads field f of a gate hash through what the script changed: its value, or nil.
+local function g_read(store, key, f)
+  local v = store[f]
+  if v == nil then return redis.call('HGET', key, f) end
+  return v or nil
+end
+-- Writes what the script changed to the gate's hashes, in a few large calls. With \`pad\`, the
+-- first value written gets 64 spaces more: a value that long makes Redis keep the hash as a
+-- hash table, never as a listpack, whose lookups scan every field (a listpack of 100 groups
+-- made each lookup cost about 2.5 times a hash table's).
+local G_PAD = string.rep(' ', 64)
+local function g_write(key, store, order, pad)
+  local set, del = {}, {}
+  for _, f in ipairs(order) do
+    local v = store[f]
+    if v then
+      set[#set + 1] = f
+      set[#set + 1] = v
+    else
+      del[#del + 1] = f
+    end
+  end
+  if pad and set[2] then set[2] = set[2] .. G_PAD end
+  for i = 1, #set, 1000 do redis.call('HSET', key, unpack(set, i, math.min(i + 999, #set))) end
+  for i = 1, #del, 500 do redis.call('HDEL', key, unpack(del, i, math.min(i + 499, #del))) end
+end
+local function g_flush()
+  if not G then return end
+  g_write(G[2], g_items, g_changed[1])
+  g_write(G[3], g_lines, g_changed[2], true)
+  g_write(G[4], g_slots, g_changed[3])
+  g_items, g_lines, g_slots = {}, {}, {}
+  g_changed = {{}, {}, {}}
+end
+local function g_done()
+  if not G_LAZY then g_flush() end
+end
 -- Group g's state: entries in the stream, last place taken, last place given, jobs waiting.
+-- Stored packed: byte 255, then the four as little-endian 64-bit integers (parsing them from
+-- text cost about a twentieth of a settle). States written as text "<r> <h> <t> <n>" by earlier
+-- versions start with a digit and are read as well.
 local function g_get(g)
-  local v = redis.call('HGET', G[3], g)
+  local v = g_read(g_lines, G[3], g)
   if not v then return 0, 0, 0, 0 end
-  local r, h, t, n = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
+  if string.byte(v) == 255 then
+    local r, h, t, n = struct.unpack('<xi8i8i8i8', v)
+    return r, h, t, n
+  end
+  local r, h, t, n = string.match(v, '^(%d+) (%d+) (%d+) (%d+)')
   return tonumber(r) or 0, tonumber(h) or 0, tonumber(t) or 0, tonumber(n) or 0
 end
--- Writes group g's state; a group with nothing in the stream and nothing waiting has none, and
+-- Sets group g's state; a group with nothing in the stream and nothing waiting has none, and
 -- an empty line starts its places over.
 local function g_put(g, r, h, t, n)
   if n <= 0 then h, t, n = 0, 0, 0 end
   if r <= 0 and n == 0 then
-    redis.call('HDEL', G[3], g)
+    g_set(g_lines, g_changed[2], g, false)
   else
-    redis.call('HSET', G[3], g, string.format('%d %d %d %d', math.max(r, 0), h, t, n))
+    g_set(g_lines, g_changed[2], g, struct.pack('<Bi8i8i8i8', 255, math.max(r, 0), h, t, n))
   end
 end
 -- Adds a job of g to the stream with its slot (the caller counts it): returns the entry id.
 local function g_add(stream, g, f)
   local id = field(f, 'id') or ''
   local entry = redis.call('XADD', stream, '*', unpack(f))
-  redis.call('HSET', G[4], 'e:' .. entry, g .. '\\n' .. id, 'j:' .. id, entry)
+  g_set(g_slots, g_changed[3], 'e:' .. entry, g .. '\\n' .. id)
+  g_set(g_slots, g_changed[3], 'j:' .. id, entry)
   return entry
+end
+-- A waiting job's fields as stored in the line: MessagePack, one value per field (decoding
+-- costs half of JSON's). Lines written before were JSON arrays, which start with '['.
+local function g_pack(f)
+  return cmsgpack.pack(unpack(f))
+end
+local function g_unpack(item)
+  if string.byte(item) == 91 then return cjson.decode(item) end
+  return {cmsgpack.unpack(item)}
 end
 -- Takes the next job of g's line after place h (up to t), skipping places a cancel emptied:
 -- its fields (or nil), and the place taken.
@@ -81,10 +162,10 @@ local function g_take(g, h, t)
   while h < t do
     h = h + 1
     local place = h .. ':' .. g
-    local item = redis.call('HGET', G[2], place)
+    local item = g_read(g_items, G[2], place)
     if item then
-      redis.call('HDEL', G[2], place)
-      return cjson.decode(item), h
+      g_set(g_items, g_changed[1], place, false)
+      return g_unpack(item), h
     end
   end
   return nil, h
@@ -106,28 +187,31 @@ local function g_fill(stream, g, most)
     end
   end
   if moved > 0 or n == 0 then g_put(g, r, h, t, n) end
+  g_done()
   return moved
 end
 -- Takes job \`id\` of g out of its line (a cancel): true if it was waiting there, at \`place\`.
 -- A line that emptied starts its places over, so the job at a place is checked to be this one.
 local function g_unwait(g, place, id)
   if not place then return false end
-  local item = redis.call('HGET', G[2], place .. ':' .. g)
-  if not item or field(cjson.decode(item), 'id') ~= id then return false end
-  redis.call('HDEL', G[2], place .. ':' .. g)
+  local item = g_read(g_items, G[2], place .. ':' .. g)
+  if not item or field(g_unpack(item), 'id') ~= id then return false end
+  g_set(g_items, g_changed[1], place .. ':' .. g, false)
   local r, h, t, n = g_get(g)
   g_put(g, r, h, t, n - 1)
+  g_done()
   return true
 end
 -- Entry \`entry\` left the stream: if it was a grouped job's, its group gets the room back and
 -- its next waiting job moves in. Returns the group, or nil.
 local function g_free(stream, entry)
   local slot = 'e:' .. entry
-  local v = redis.call('HGET', G[4], slot)
+  local v = g_read(g_slots, G[4], slot)
   if not v then return nil end
   local cut = string.find(v, '\\n', 1, true)
   local g, id = string.sub(v, 1, cut - 1), string.sub(v, cut + 1)
-  redis.call('HDEL', G[4], slot, 'j:' .. id)
+  g_set(g_slots, g_changed[3], slot, false)
+  g_set(g_slots, g_changed[3], 'j:' .. id, false)
   local r, h, t, n = g_get(g)
   r = r - 1
   -- A concurrency lowered meanwhile, or a pause, leaves the room unused; one raised (or a
@@ -148,15 +232,18 @@ local function g_free(stream, entry)
     end
   end
   g_put(g, r, h, t, n)
+  g_done()
   return g
 end
 -- A grouped entry was re-added as \`new\` (a release, or a retry due at once): it keeps its room.
 local function g_moved(old, new)
-  local v = redis.call('HGET', G[4], 'e:' .. old)
+  local v = g_read(g_slots, G[4], 'e:' .. old)
   if not v then return end
   local cut = string.find(v, '\\n', 1, true)
-  redis.call('HDEL', G[4], 'e:' .. old)
-  redis.call('HSET', G[4], 'e:' .. new, v, 'j:' .. string.sub(v, cut + 1), new)
+  g_set(g_slots, g_changed[3], 'e:' .. old, false)
+  g_set(g_slots, g_changed[3], 'e:' .. new, v)
+  g_set(g_slots, g_changed[3], 'j:' .. string.sub(v, cut + 1), new)
+  g_done()
 end
 -- A grouped job, due now, goes to the stream if its group has room and nobody waits before it,
 -- else to the end of its line. Returns its entry id, or nil and its place in the line.
@@ -168,13 +255,15 @@ local function g_admit(stream, g, f)
   if n == 0 and r < g_cap(g) then
     local entry = g_add(stream, g, f)
     g_put(g, r + 1, h, t, n)
+    g_done()
     return entry, nil
   end
   t = t + 1
-  redis.call('HSET', G[2], t .. ':' .. g, cjson.encode(f))
+  g_set(g_items, g_changed[1], t .. ':' .. g, g_pack(f))
   g_put(g, r, h, t, n + 1)
   -- Room and a line at once (a concurrency raised while the line grew): the line moves first.
   if r < g_cap(g) then g_fill(stream, g, math.min(g_cap(g) - r, G_STEP)) end
+  g_done()
   return nil, t
 end
 `;

@@ -63,7 +63,7 @@ local plain = shape == 'plain' or shape == 'plain-new'
 -- A call with grouped jobs names the group keys (see _gate.ts) before the records.
 local first = 4
 if string.sub(shape, 1, 7) == 'grouped' then
-  G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+  G, G_LAZY = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, true
   first = 8
   shape = 'full' .. string.sub(shape, 8)
 end
@@ -152,6 +152,7 @@ for k = first, #KEYS do
     out[o] = due
   end
 end
+g_flush()
 return out
 `;
 

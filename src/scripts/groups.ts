@@ -26,7 +26,7 @@ export type GroupsAction = "set" | "default" | "pause" | "resume" | "fill";
 /** The Lua of GROUPS. */
 export const GROUPS: string = PRELUDE + GATE + `
 local stream = KEYS[1]
-G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
+G, G_LAZY = {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, true
 local action, value, most = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if action == 'default' then
   if value == '' then redis.call('HDEL', G[1], 'c') else redis.call('HSET', G[1], 'c', value) end
@@ -45,6 +45,7 @@ for i = 4, #ARGV do
   end
   if moved < most then moved = moved + g_fill(stream, g, most - moved) end
 end
+g_flush()
 return moved
 `;
 

@@ -87,7 +87,7 @@ return {due, wait, now, sched}
 /** The Lua of PROMOTE. */
 export const PROMOTE: string = PRELUDE + GATE + NEXT_WAIT + `
 local stream, delayed, payloads, ticks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
+G, G_LAZY = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, true
 local n = tonumber(ARGV[1])
 local lanes = nil -- priority name -> its stream, with priorities
 if n > 0 then
@@ -133,6 +133,7 @@ for i = n + 2, #ARGV do
     moved = moved + 1
   end
 end
+g_flush()
 return {moved, next_wait(delayed, ticks, now)}
 `;
 

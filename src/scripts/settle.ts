@@ -113,7 +113,8 @@ local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local pri = ARGV[11]
 -- A batch that may hold grouped jobs names the group keys: each entry that leaves the stream
 -- gives its group its room back (g_free), and a re-added one keeps it (g_moved).
-if ARGV[12] == 'g' then G = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]} end
+-- The gate writes lazily: each of its hashes once per call, in g_flush() before returning.
+if ARGV[12] == 'g' then G, G_LAZY = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, true end
 local out, now = {}, now_ms()
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
@@ -280,6 +281,7 @@ for i = 13, #ARGV, 5 do
     if not ok and string.find(tostring(code.err or code), 'OOM', 1, true) then
       out[o] = 3
     elseif not ok then
+      g_flush()
       return redis.error_reply(tostring(code.err or code))
     else
       out[o] = code
@@ -296,6 +298,7 @@ if #done_ids > 0 then
   -- Housekeeping never fails a settle: its errors are dropped.
   pcall(trim, stream, group, done_ids, high)
 end
+g_flush()
 announce()
 return out
 `;
