@@ -73,6 +73,7 @@ export type {
   WorkerEventName,
   WorkerOptions,
 } from "./src/worker.ts";
+export type { Histogram, JobCounts, MetricsOptions, WorkerMetrics } from "./src/metrics.ts";
 export type {
   RedisClusterConfig,
   RedisConfig,

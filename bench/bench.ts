@@ -158,6 +158,7 @@ function benchWorker(
   keepRecords = false,
   priorities?: readonly string[],
   grouped = false,
+  metrics = false,
 ): Worker {
   return new Worker(name, tasks, {
     redis: url,
@@ -165,6 +166,8 @@ function benchWorker(
     ...(keepRecords ? {} : { keepResult: 0 }),
     ...(priorities === undefined ? {} : { priorities }),
     ...(grouped ? { groups: { concurrency: GROUP_CONCURRENCY } } : {}),
+    // Counting on, and the endpoint listening (on any free port), unscraped.
+    ...(metrics ? { metrics: { port: 0 } } : {}),
     handleSignals: false,
     logger: quiet,
   });
@@ -221,6 +224,7 @@ async function sluiceProcess(
   priorities?: readonly string[],
   work: AnyTask = noop,
   groups = 0,
+  metrics = false,
 ) {
   const name = fresh();
   await using queue = new Queue(name, { redis: url, ...(priorities ? { priorities } : {}) });
@@ -249,7 +253,15 @@ async function sluiceProcess(
       );
     }
   }
-  const worker = benchWorker(name, [work], concurrency, keepRecords, priorities, groups > 0);
+  const worker = benchWorker(
+    name,
+    [work],
+    concurrency,
+    keepRecords,
+    priorities,
+    groups > 0,
+    metrics,
+  );
   let done = 0;
   const all = Promise.withResolvers<void>();
   worker.addEventListener("completed", () => ++done === n && all.resolve());
@@ -441,6 +453,8 @@ const PRIORITY_ROW = "32-priorities";
 const LIMITED_ROW = "32-rate-limited";
 /** The c=32 row with every job in one of GROUP_COUNT groups of concurrency GROUP_CONCURRENCY. */
 const GROUPED_ROW = "32-grouped";
+/** The c=32 row with the Worker's metrics on. */
+const METRICS_ROW = "32-metrics";
 const GROUP_COUNT = 100, GROUP_CONCURRENCY = 4;
 const jobsAt = (concurrency: number) => concurrency === 1 ? Math.max(1_000, Math.floor(N / 10)) : N;
 
@@ -528,6 +542,11 @@ for (const { id, concurrency, keepRecords } of ROWS) {
     processing[GROUPED_ROW] = grouped.rate;
     processCpu[GROUPED_ROW] = grouped.cpuUs;
     calls[GROUPED_ROW] = grouped.calls;
+    log("bench: sluice processing at concurrency 32, metrics on");
+    const counted = await sluiceProcess(32, jobsAt(32), false, undefined, noop, 0, true);
+    processing[METRICS_ROW] = counted.rate;
+    processCpu[METRICS_ROW] = counted.cpuUs;
+    calls[METRICS_ROW] = counted.calls;
   }
 }
 // The floor again, right after the processing rows: machines here drift over minutes, and the
@@ -603,6 +622,8 @@ const report = {
     rateLimitedVsPlain: ratio(processing[LIMITED_ROW]!, processing["32"]),
     /** The grouped row against the plain c=32 row (the issue's bar: >= 0.5). */
     groupedVsPlain: ratio(processing[GROUPED_ROW]!, processing["32"]),
+    /** The row with metrics on against the plain c=32 row (the issue's bar: >= 0.95). */
+    metricsVsPlain: ratio(processing[METRICS_ROW]!, processing["32"]),
   },
   scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
   durable,
@@ -631,10 +652,12 @@ if (values.json) {
       ? "process c=32, rate-limited task"
       : id === GROUPED_ROW
       ? `process c=32, ${GROUP_COUNT} groups of ${GROUP_CONCURRENCY}`
+      : id === METRICS_ROW
+      ? "process c=32, metrics on"
       : `process c=${id.replace("-", " ")}`;
   // The processing rows as printed: the priorities' and rate limit's rows after the c=32 one.
   const printed = ROWS.flatMap(({ id }) =>
-    id === "32" ? [id, PRIORITY_ROW, LIMITED_ROW, GROUPED_ROW] : [id]
+    id === "32" ? [id, PRIORITY_ROW, LIMITED_ROW, GROUPED_ROW, METRICS_ROW] : [id]
   );
   const table = (rows: string[][]) => {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -673,6 +696,9 @@ if (values.json) {
   );
   console.log(
     `${label(GROUPED_ROW)} / process c=32: ${pct(report.ratios.groupedVsPlain)} (same run)`,
+  );
+  console.log(
+    `${label(METRICS_ROW)} / process c=32: ${pct(report.ratios.metricsVsPlain)} (same run)`,
   );
   console.log();
 

@@ -27,6 +27,13 @@ import {
 import { internal } from "./_internal.ts";
 import { checkRateLimit, Limiter, type RateLimit } from "./limits.ts";
 import { checkGroupOptions, type GroupOptions, storeGroupOptions } from "./groups.ts";
+import {
+  checkMetricsOptions,
+  Collector,
+  type MetricsOptions,
+  type WorkerMetrics,
+} from "./metrics.ts";
+import { stats } from "./stats.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -116,6 +123,24 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
    */
   groups?: GroupOptions;
   /**
+   * Counts this worker's jobs (completed, retried, dead, cancelled, timed out, rate-limited,
+   * run times and pickup latency) for {@linkcode Worker.metrics} and OpenTelemetry; with a
+   * `port`, serves them at `/metrics` in the Prometheus text format, with `/healthz` and
+   * `/readyz` (503 while starting, stopping, or cut off from Redis). Off by default: nothing
+   * is counted and nothing listens.
+   *
+   * @example Metrics on port 9464
+   * ```ts
+   * import { task, Worker } from "@sluice/sluice";
+   * const worker = new Worker("mail", [task("send", () => {})], {
+   *   metrics: { port: 9464, hostname: "127.0.0.1", queueInterval: 5_000 },
+   *   handleSignals: false,
+   * });
+   * console.log(worker.metrics().jobs); // []
+   * ```
+   */
+  metrics?: MetricsOptions;
+  /**
    * Runs once before the first job; its value is every handler's `ctx.context`. If it is
    * `AsyncDisposable` or `Disposable`, it is disposed after the last job, at stop.
    */
@@ -192,6 +217,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #listening = new Set<string>();
   #rateLimit: RateLimit | undefined;
   #groups: GroupOptions | undefined;
+  #collector: Collector | undefined;
+  #redis: SharedRedis | undefined;
 
   /**
    * Makes a worker. Nothing connects until `run()`.
@@ -225,6 +252,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#rateLimit = checkRateLimit(action, "rateLimit", options.rateLimit);
     }
     if (options.groups !== undefined) this.#groups = checkGroupOptions(action, options.groups);
+    const metrics = options.metrics === undefined
+      ? undefined
+      : checkMetricsOptions(action, options.metrics);
     this.#tasks = byName(tasks);
     this.#settings = queueSettings(name, options);
     checkIdle(action, this.#settings.durability, this.#consume.idleTimeout);
@@ -247,6 +277,20 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       this.#logger,
       this.#closing.signal,
     );
+    if (metrics !== undefined) {
+      this.#collector = new Collector({
+        queue: name,
+        running: () => this.#executor.running.size,
+        held: () => this.#consumer?.held.size ?? 0,
+        readStats: () => {
+          const { keys, group, lanes } = this.#settings;
+          return this.#redis === undefined
+            ? Promise.reject(new Error("not running"))
+            : stats(this.#redis.command, keys, group, lanes);
+        },
+        notReady: () => this.#notReady(),
+      }, metrics);
+    }
     const { signal } = options;
     if (signal?.aborted) this.stop();
     signal?.addEventListener("abort", () => this.stop(), { once: true });
@@ -255,6 +299,44 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   /** How many jobs are running now. */
   get running(): number {
     return this.#executor.running.size;
+  }
+
+  /**
+   * This worker's figures: see {@linkcode WorkerMetrics}. The queue's counts in it are the
+   * last read, at most `metrics.queueInterval` old while `/metrics` or OpenTelemetry asks.
+   *
+   * @throws {TypeError} If the `metrics` option is off.
+   * @example
+   * ```ts
+   * import { Queue, task, Worker } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   *
+   * await using redis = await startRedis();
+   * await using queue = new Queue("q", { redis: redis.url });
+   * const hello = task("hello", () => "hi");
+   * await queue.enqueue(hello, null);
+   * const worker = new Worker("q", [hello], {
+   *   redis: redis.url,
+   *   metrics: {},
+   *   handleSignals: false,
+   * });
+   * worker.addEventListener("completed", () => worker.stop());
+   * await worker.run();
+   * console.log(worker.metrics().jobs[0]?.completed); // 1
+   * ```
+   */
+  metrics(): WorkerMetrics {
+    if (this.#collector === undefined) {
+      throw new TypeError(
+        `Cannot read the metrics of worker ${this.name}: the metrics option is off; pass metrics: {} (or { port }) to count`,
+      );
+    }
+    return this.#collector.snapshot();
+  }
+
+  /** Where `/metrics`, `/healthz` and `/readyz` listen while the worker runs, if they do. */
+  get metricsAddress(): { hostname: string; port: number } | undefined {
+    return this.#collector?.address;
   }
 
   /** This worker's consumer name in the group, once running. */
@@ -299,9 +381,21 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
     // Listeners stay until run() resolves, so a late signal never meets Deno's default handler.
     const removeSignals = this.#options.handleSignals === false ? () => {} : this.#listen();
     const redis = share(this.#settings.redis, this.#logger);
+    this.#redis = redis;
     /** The rate-limit pause channel's subscription, once the worker gets that far. */
     let listening: Promise<() => Promise<void>> | undefined;
     try {
+      try {
+        this.#collector?.start();
+      } catch (err) {
+        const { port, hostname } = this.#options.metrics!;
+        throw new TypeError(
+          `Cannot run worker ${this.name}: cannot serve metrics on ${
+            hostname ?? "127.0.0.1"
+          }:${port}: ${toError(err).message}`,
+          { cause: err },
+        );
+      }
       void this.#checkEviction(redis);
       if (this.#options.lifespan) this.#executor.context = await this.#options.lifespan();
       // A priority list other than Redis's rejects run() here; if Redis cannot be reached
@@ -339,11 +433,13 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (consumer.failure !== undefined) throw consumer.failure;
     } finally {
       this.#closing.abort();
+      await this.#collector?.stop();
       if (listening && !await settlesWithin(listening.then((stop) => stop()), 1_000)) {
         this.#logger.warn(`sluice: worker ${this.name}: could not unsubscribe`);
       }
       await this.#dispose();
       await redis.release();
+      this.#redis = undefined;
       this.#logger.info?.(`sluice: worker ${this.name} stopped`);
       this.#state = "stopped";
       removeSignals();
@@ -519,8 +615,18 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   }
 
   #emit<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
+    this.#collector?.observe(type, detail);
     // No event object on the hot path for an event nobody ever listened to.
     if (this.#listening.has(type)) this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** Why the worker cannot take jobs now, or undefined if it can (for `/readyz`). */
+  #notReady(): string | undefined {
+    if (this.#state === "stopping" || this.#state === "stopped") return "stopping";
+    if (this.#state !== "running" || this.#consumer === undefined) return "starting";
+    const status = (this.#redis?.command as { status?: string } | undefined)?.status;
+    if (status !== "ready") return `Redis connection is ${status ?? "closed"}`;
+    return undefined;
   }
 
   #report(error: Error, job?: Job): void {

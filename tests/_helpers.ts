@@ -24,10 +24,12 @@ export class WorkerProcess implements AsyncDisposable {
    * @param redis A Redis URL, or the redis option as an object (Sentinel, Cluster), passed on
    * as JSON.
    * @param options Flags of tests/fault/_worker.ts, without the dashes.
+   * @param env More environment variables for the process.
    */
   constructor(
     redis: string | object,
     options: Record<string, string | number> = {},
+    env: Record<string, string> = {},
   ) {
     const args = ["run", "-A", WORKER];
     args.push("--redis", typeof redis === "string" ? redis : JSON.stringify(redis));
@@ -37,7 +39,7 @@ export class WorkerProcess implements AsyncDisposable {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...env },
     }).spawn();
     this.#status = this.child.status;
     this.#drained = Promise.all([

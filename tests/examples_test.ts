@@ -107,6 +107,21 @@ Deno.test("the lifecycle examples run on their own throwaway Redis and print wha
   }
 });
 
+Deno.test("examples/observability.ts serves its metrics and scrapes them", async () => {
+  const env = Deno.env.toObject();
+  delete env.REDIS_URL;
+  const { code, text } = await run(
+    ["run", "-A", "examples/observability.ts", "--port", "0", "--seconds", "0.1"],
+    env,
+  );
+  assert.equal(code, 0, text);
+  assert.match(text, /^metrics on http:\/\/127\.0\.0\.1:\d+\/metrics$/m);
+  assert.match(text, /^sluice_jobs_completed_total\{queue="media",task="resize"\} 36$/m);
+  assert.match(text, /reason="non-retryable"\} 4$/m);
+  assert.match(text, /^sluice_queue_jobs\{queue="media",state="dead"\} 4$/m);
+  assert.match(text, /in code: 36 completed, 4 dead, 40 runs of [\d.]+ ms on average/);
+});
+
 Deno.test("examples/cluster.ts keeps working through the kill of the queue's master", async () => {
   const { code, text } = await run(["run", "-A", "examples/cluster.ts"]);
   assert.equal(code, 0, text);

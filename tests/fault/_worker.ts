@@ -7,6 +7,7 @@
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
  *     [--max-payload bytes] [--durable replicas:timeout] [--cron "expression"]
  *     [--priorities bulk,normal,urgent] [--rate limit:interval] [--groups concurrency]
+ *     [--metrics port]
  *
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
@@ -26,7 +27,7 @@
  * the first time a job with `hold` runs (SET held:<id> NX in the ledger). "grouped" ({ ms })
  * counts its group's running jobs in the ledger (INCR run:<group>, the most at once in hash
  * most), waits, then DECRs and records HINCRBY commits <id> 1. --groups sets the Worker's
- * groups.concurrency.
+ * groups.concurrency. --metrics turns the Worker's metrics on, served on that port.
  */
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
@@ -50,6 +51,7 @@ const { values } = parseArgs({
     priorities: { type: "string" },
     rate: { type: "string" },
     groups: { type: "string" },
+    metrics: { type: "string" },
   },
 });
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
@@ -143,6 +145,7 @@ const worker = new Worker(values.queue, tasks, {
   maxPayloadBytes: Number(values["max-payload"]),
   ...(values.priorities === undefined ? {} : { priorities: values.priorities.split(",") }),
   ...(values.groups === undefined ? {} : { groups: { concurrency: Number(values.groups) } }),
+  ...(values.metrics === undefined ? {} : { metrics: { port: Number(values.metrics) } }),
   logger: {
     info: (message) => emit({ ev: "info", message }),
     warn: (message) => emit({ ev: "warn", message }),
