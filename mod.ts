@@ -53,7 +53,7 @@ export { GroupProducer, Groups } from "./src/groups.ts";
 export type { GroupInfo, GroupOptions, GroupSettings } from "./src/groups.ts";
 export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
-export type { QueueStats } from "./src/stats.ts";
+export type { QueueStats, WorkerInfo } from "./src/stats.ts";
 export { JobHandle } from "./src/handle.ts";
 export type { CancelOutcome, JobState, JobStatus } from "./src/handle.ts";
 export { DeadLetters } from "./src/dead.ts";

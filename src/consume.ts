@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { VERSION } from "./version.ts";
 import { settlesWithin } from "./async.ts";
 import type { QueueContext } from "./queue.ts";
 import { LeaseLostError, ValidationError } from "./errors.ts";
@@ -86,6 +87,8 @@ export interface Holding {
   interrupt(): void;
   /** A job was settled or lost: it takes no room now. */
   forget(job: Job): void;
+  /** The heartbeat record: JSON of who this consumer is and what it holds. */
+  record(): string;
   /** May a settle read right behind it now? Not while a promotion or a reclaim is due. */
   readsBehindSettles(now: number): boolean;
   /** Entries read behind a settle: admit them and hand them to the loop. */
@@ -159,6 +162,9 @@ export class Consumer implements Holding, Gated {
   /** Jobs given back whose release is under way: still held, but not running. */
   #givingBack = 0;
   #unsubscribe: Promise<(() => Promise<void>)[]>;
+  readonly #startedAt = Date.now();
+  /** More of the heartbeat record, from the Worker that runs this consumer. */
+  describe: (() => Record<string, unknown>) | undefined;
 
   /** @throws {RangeError | TypeError} If an option is invalid (see `consumeSettings`). */
   constructor(ctx: QueueContext, options: ConsumeOptions = {}) {
@@ -290,6 +296,20 @@ export class Consumer implements Holding, Gated {
   /** Hands a job the consumer cannot settle back to Redis's care: its lease will lapse. */
   abandon(job: Job, reason: Error): void {
     Job[internal].lose(job, reason);
+  }
+
+  /** The heartbeat record (see `queue.workers()`): who this consumer is and what it holds. */
+  record(): string {
+    return JSON.stringify({
+      id: this.name,
+      host: hostname(),
+      pid: Deno.pid,
+      version: VERSION,
+      startedAt: this.#startedAt,
+      held: this.held.size,
+      heartbeatAt: Date.now(),
+      ...this.describe?.(),
+    });
   }
 
   forget(job: Job): void {
@@ -493,4 +513,13 @@ export class Consumer implements Holding, Gated {
 function consumerName(): string {
   const random = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
   return `${processName()}-${random}`;
+}
+
+/** The machine's hostname, or undefined without the permission to read it. */
+function hostname(): string | undefined {
+  try {
+    return Deno.hostname();
+  } catch {
+    return undefined;
+  }
 }

@@ -21,6 +21,12 @@ export interface Keys {
   readonly dead: string;
   /** Live workers: a zset of consumer name scored by heartbeat expiry (ms). */
   readonly workers: string;
+  /**
+   * The workers' heartbeat records: a hash of consumer name to JSON (host, pid, version,
+   * counts; see `queue.workers()`), written with each heartbeat, deleted when the worker
+   * stops or its heartbeat is pruned.
+   */
+  readonly registry: string;
   /** Delayed jobs and scheduled retries: a zset of job id scored by due time (ms). */
   readonly delayed: string;
   /** The entries of delayed jobs: a hash of job id to their wire fields as a JSON array. */
@@ -142,6 +148,7 @@ export function queueKeys(name: string, prefix: string): Keys {
     lane: (name) => `${base}:stream:${name}`,
     dead: `${base}:dead`,
     workers: `${base}:workers`,
+    registry: `${base}:registry`,
     delayed: `${base}:delayed`,
     payloads: `${base}:payloads`,
     wake: `${base}:wake`,

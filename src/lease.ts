@@ -29,7 +29,8 @@ export class Leases {
     this.#c = c;
     this.#idleTimeout = idleTimeout;
     this.#timer = setInterval(() => this.renew(), Math.max(1, Math.floor(idleTimeout / 3)));
-    void this.renew();
+    // After the constructor's caller is done: a Worker describes its consumer first.
+    queueMicrotask(() => void this.renew());
   }
 
   /** Stops renewing; leases then lapse unless settled. */
@@ -69,7 +70,7 @@ export class Leases {
       const chunk = jobs.slice(i, i + CHUNK);
       const sent = new Map(chunk.map((job) => [job, job.deliveries]));
       const lost = await ctx.client.sluiceRenew(
-        renewArgs(view, name, this.#idleTimeout * 3, sent),
+        renewArgs(view, name, this.#idleTimeout * 3, sent, this.#c.record()),
       );
       for (const entryId of lost) {
         const job = held.get(heldKey(lane, entryId));

@@ -31,14 +31,14 @@ import {
   type EnqueueManyOptions,
   type EnqueueOptions,
 } from "./enqueue.ts";
-import { type QueueStats, stats } from "./stats.ts";
+import { liveWorkers, type QueueStats, stats, type WorkerInfo } from "./stats.ts";
 import { pauseArgs } from "./scripts/pause.ts";
 import { Schedules } from "./schedule.ts";
 import { GroupProducer, Groups } from "./groups.ts";
 import { checkRecorded, type Lanes, lanesOf } from "./priority.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
-export type { QueueStats } from "./stats.ts";
+export type { QueueStats, WorkerInfo } from "./stats.ts";
 
 /** Options of {@linkcode Queue}. */
 export interface QueueOptions {
@@ -337,6 +337,41 @@ export class Queue implements AsyncDisposable {
    */
   job<Result = unknown>(id: string): JobHandle<Result> {
     return new JobHandle<Result>(this.#handleContext(), id);
+  }
+
+  /**
+   * The queue's live workers (and `consume()` streams), from the heartbeat record each keeps
+   * in Redis with its lease renewals: host, pid, version, start time, concurrency, running and
+   * held jobs, processed and failed totals, last heartbeat. A worker killed with kill -9 drops
+   * off when its heartbeat runs out (3 × idleTimeout, 90 s by default).
+   *
+   * @returns The live workers, soonest to expire first.
+   * @throws {TypeError} If the queue is closed.
+   * @example
+   * ```ts
+   * import { Queue, task, Worker } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("q", { redis: redis.url });
+   * const worker = new Worker("q", [task("t", () => {})], {
+   *   redis: redis.url,
+   *   concurrency: 4,
+   *   handleSignals: false,
+   * });
+   * const run = worker.run();
+   * let live = await queue.workers();
+   * while (live.length === 0) {
+   *   await new Promise((r) => setTimeout(r, 10));
+   *   live = await queue.workers();
+   * }
+   * console.log(live[0]?.concurrency, live[0]?.pid === Deno.pid); // 4 true
+   * await worker.stop();
+   * await run;
+   * ```
+   */
+  async workers(): Promise<WorkerInfo[]> {
+    this.#checkOpen("list workers");
+    return await liveWorkers(this.#command(), this.keys);
   }
 
   /**

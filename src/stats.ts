@@ -163,3 +163,76 @@ async function count(client: Redis, stream: string, group: string): Promise<Lane
     : Math.max(ahead.length, lag ?? length - active);
   return { waiting, active, consumers: Number(info?.consumers ?? 0), lag, length, oldest };
 }
+
+/** A live worker (or `consume()` stream) of a queue, from its heartbeat record. */
+export interface WorkerInfo {
+  /** Its consumer name in the group. */
+  id: string;
+  /** The machine it runs on, if it could read its hostname. */
+  host?: string;
+  /** Its process id. */
+  pid?: number;
+  /** The sluice version it runs. */
+  version?: string;
+  /** When it started (epoch ms, its clock). */
+  startedAt?: number;
+  /** Its `concurrency` (a Worker's; a `consume()` stream has none). */
+  concurrency?: number;
+  /** Handlers running at its last heartbeat. */
+  running?: number;
+  /** Jobs it held at its last heartbeat: running, and read ahead. */
+  held?: number;
+  /** Jobs that reached an outcome in it since it started. */
+  processed?: number;
+  /** Of those, the ones that failed (retried or dead-lettered). */
+  failed?: number;
+  /** Its last heartbeat (epoch ms, its clock). */
+  heartbeatAt?: number;
+  /** When its heartbeat runs out unless renewed (epoch ms, Redis's clock). */
+  expiresAt: number;
+}
+
+/**
+ * The live workers of a queue: those whose heartbeat has not run out, with their records (a
+ * worker of a version before the registry has its id and expiry only), in one MULTI.
+ *
+ * @param client A connection to the queue's Redis.
+ * @param keys The queue's keys.
+ * @returns The live workers, soonest to expire first.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from "ioredis";
+ * import { liveWorkers } from "./stats.ts";
+ * import { queueKeys } from "./keys.ts";
+ * import { startRedis } from "./testing.ts";
+ * await using redis = await startRedis();
+ * const client = new Redis(redis.url);
+ * console.log(await liveWorkers(client, queueKeys("q", "sluice"))); // []
+ * await client.quit();
+ * ```
+ */
+export async function liveWorkers(client: Redis, keys: Keys): Promise<WorkerInfo[]> {
+  const [seconds, micros] = await client.time();
+  const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+  // One MULTI, so that a worker stopping meanwhile is either listed with its record or not.
+  const replies = await client.multi()
+    .zrangebyscore(keys.workers, now, "+inf", "WITHSCORES")
+    .hgetall(keys.registry)
+    .exec();
+  const flat = (replies?.[0]?.[1] ?? []) as string[];
+  const records = (replies?.[1]?.[1] ?? {}) as Record<string, string>;
+  const out: WorkerInfo[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const id = flat[i]!, expiresAt = Number(flat[i + 1]);
+    let record: Record<string, unknown> = {};
+    try {
+      const parsed = JSON.parse(records[id] ?? "{}");
+      if (typeof parsed === "object" && parsed !== null) record = parsed;
+    } catch {
+      // A record that is not JSON (written by hand): the id and expiry still tell.
+    }
+    out.push({ ...record, id, expiresAt } as WorkerInfo);
+  }
+  return out;
+}

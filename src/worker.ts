@@ -219,6 +219,9 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #groups: GroupOptions | undefined;
   #collector: Collector | undefined;
   #redis: SharedRedis | undefined;
+  /** Jobs that reached an outcome here, and those of them that failed (retried or dead). */
+  #processed = 0;
+  #failed = 0;
 
   /**
    * Makes a worker. Nothing connects until `run()`.
@@ -425,6 +428,12 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (this.#prefetch === undefined) {
         consumer.adapt(c, c, Math.max(c, Math.min(AUTO_PREFETCH_MAX, 100_000 - c)));
       }
+      consumer.describe = () => ({
+        concurrency: c,
+        running: this.#executor.running.size,
+        processed: this.#processed,
+        failed: this.#failed,
+      });
       this.#consumer = consumer;
       void this.#dispatch(consumer);
       if (this.#state !== "running") consumer.stop(); // stop() came during the lifespan
@@ -616,6 +625,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
 
   #emit<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
     this.#collector?.observe(type, detail);
+    if (type === "completed" || type === "cancelled") this.#processed++;
+    else if (type === "retrying" || type === "dead") {
+      this.#processed++;
+      this.#failed++;
+    }
     // No event object on the hot path for an event nobody ever listened to.
     if (this.#listening.has(type)) this.dispatchEvent(new CustomEvent(type, { detail }));
   }

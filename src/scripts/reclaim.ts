@@ -2,8 +2,8 @@
  * RECLAIM: claims idle deliveries of dead peers with XAUTOCLAIM, dead-letters crash loops, and
  * now and then prunes dead consumers. `reclaimArgs` builds its arguments.
  *
- * KEYS: stream, dead, workers, and for the lowest priority's stream the four group keys (see
- * _gate.ts): a grouped entry trimmed away or dead-lettered here gives its group its room back.
+ * KEYS: stream, dead, workers, registry, and for the lowest priority's stream the four group
+ * keys (see _gate.ts): a grouped entry trimmed away or dead-lettered here gives its group its room back.
  * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead, the
  * stream's priority name ('' for the lowest: written in field pri of dead letters).
  * Reply (`ReclaimReply`): { next cursor, { entry id, deliveries, fields }..., deleted entry ids,
@@ -11,7 +11,8 @@
  *
  * Entries delivered more than max deliveries times are dead-lettered with reason
  * `delivery-limit`. The caller then marks the dead jobs' records with MARK_DEAD: their keys are
- * only known now. With prune, consumers with nothing pending and no live heartbeat are deleted.
+ * only known now. With prune, heartbeats that ran out are deleted with their records, and
+ * consumers with nothing pending and no live heartbeat are deleted.
  *
  * @module
  */
@@ -42,10 +43,10 @@ export interface ReclaimStep {
 
 /** The Lua of RECLAIM. */
 export const RECLAIM: string = PRELUDE + GATE + `
-local stream, dead, workers = KEYS[1], KEYS[2], KEYS[3]
+local stream, dead, workers, registry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- The lowest priority's stream, which holds the grouped jobs, comes with the group keys: an
 -- entry trimmed away or dead-lettered here gives its group its room back.
-if KEYS[4] then G = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]} end
+if KEYS[5] then G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]} end
 local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_deliveries, pri = tonumber(ARGV[6]), ARGV[9]
 local now = now_ms()
@@ -75,7 +76,11 @@ for _, e in ipairs(r[2]) do
   end
 end
 if ARGV[7] == '1' then
-  redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+  local gone = redis.call('ZRANGEBYSCORE', workers, '-inf', now, 'LIMIT', 0, 1000)
+  for i = 1, #gone, 500 do
+    redis.call('HDEL', registry, unpack(gone, i, math.min(i + 499, #gone)))
+    redis.call('ZREM', workers, unpack(gone, i, math.min(i + 499, #gone)))
+  end
   local consumers = redis.call('XINFO', 'CONSUMERS', stream, group)
   for _, c in ipairs(consumers) do
     local info = {}
@@ -105,10 +110,11 @@ export function reclaimArgs(
   const { keys } = q;
   const grouped = q.pri === undefined ? groupKeys(keys) : [];
   return [
-    String(3 + grouped.length),
+    String(4 + grouped.length),
     keys.stream,
     keys.dead,
     keys.workers,
+    keys.registry,
     ...grouped,
     q.group,
     consumer,

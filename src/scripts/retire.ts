@@ -22,7 +22,7 @@
  *   pending list, so the listing moves on.
  *
  * RETIRE_END
- *   KEYS: stream, workers.
+ *   KEYS: stream, workers, registry.
  *   ARGV: group, consumer.
  *   Reply: 1 if the consumer was deleted, 0 if it still had pending entries (a peer's prune
  *   deletes it once they are reclaimed) or the group is missing.
@@ -100,6 +100,7 @@ if ok and p[1] == nil then
   deleted = 1
 end
 redis.call('ZREM', workers, consumer)
+redis.call('HDEL', KEYS[3], consumer)
 return deleted
 `;
 
@@ -153,7 +154,7 @@ export function retireArgs(
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function retireEndArgs(q: Pick<ScriptQueue, "keys" | "group">, consumer: string): string[] {
-  return ["2", q.keys.stream, q.keys.workers, q.group, consumer];
+  return ["3", q.keys.stream, q.keys.workers, q.keys.registry, q.group, consumer];
 }
 
 /**
