@@ -74,6 +74,8 @@ export interface WorkerEventDetail {
    * ```
    */
   rateLimited: { job: Job; delay: number; dueAt: number; error?: RateLimitedError };
+  /** The handler reported progress (`ctx.progress`): each call, before its write coalesces. */
+  progress: { job: Job; progress: unknown };
   /** Something failed that the worker survived: a lost lease, a settle Redis refused. */
   error: { error: Error; job?: Job };
 }
@@ -141,6 +143,7 @@ export class Executor<Context> {
    */
   async #run(job: Job): Promise<void> {
     let slot = true;
+    let ctx: RunContext<Context> | undefined;
     try {
       if (job.signal.reason instanceof CancelledError) {
         // Cancelled while it waited for a slot: never run.
@@ -174,7 +177,7 @@ export class Executor<Context> {
       }
       Job[internal].started(job);
       this.#events.emit("started", { job });
-      const ctx = new RunContext<Context>(job, data, this.context as Context);
+      ctx = new RunContext<Context>(job, data, this.context as Context, this.#events);
       const timeout = job.policy.timeout ?? task.timeout;
       let outcome: "ok" | "timeout" | Error = "ok";
       let work: Promise<void> | undefined;
@@ -227,6 +230,7 @@ export class Executor<Context> {
     } catch (err) {
       this.#events.report(toError(err), job);
     } finally {
+      ctx?.close();
       this.running.delete(job);
       if (slot) this.#slots.give();
     }
@@ -392,16 +396,78 @@ export class Executor<Context> {
 }
 
 /** What a handler and middleware see of a running job; one object per job. */
+/** Progress writes per job: at most one per this many ms. */
+const PROGRESS_EVERY_MS = 100;
+/** The most bytes a progress value may take as JSON. */
+const PROGRESS_MAX_BYTES = 4_096;
+
 class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Context> {
   readonly job: Job;
   data: unknown;
   readonly context: Context;
   result?: unknown;
+  #events: RunEvents;
+  /** When the last progress write went out (performance.now()). */
+  #wrote = -Infinity;
+  /** The value a write due later will store, and who waits for it. */
+  #next: { json: string; done: PromiseWithResolvers<void> } | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(job: Job, data: unknown, context: Context) {
+  constructor(job: Job, data: unknown, context: Context, events: RunEvents) {
     this.job = job;
     this.data = data;
     this.context = context;
+    this.#events = events;
+  }
+
+  progress(value: number | Record<string, unknown> | unknown[]): Promise<void> {
+    let json: string;
+    try {
+      json = progressJson(this.job, value);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.#events.emit("progress", { job: this.job, progress: JSON.parse(json) });
+    if (this.#next !== undefined) {
+      // A write is due already: it stores this value instead.
+      this.#next.json = json;
+      return this.#next.done.promise;
+    }
+    const wait = this.#wrote + PROGRESS_EVERY_MS - performance.now();
+    if (wait <= 0) return this.#write(json);
+    const next = { json, done: Promise.withResolvers<void>() };
+    this.#next = next;
+    this.#timer = setTimeout(() => this.#flush(), wait);
+    return next.done.promise;
+  }
+
+  /** The job ended: a write still due goes out now. */
+  close(): void {
+    if (this.#next !== undefined) this.#flush();
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const next = this.#next!;
+    this.#next = undefined;
+    void this.#write(next.json).then(next.done.resolve);
+  }
+
+  async #write(json: string): Promise<void> {
+    this.#wrote = performance.now();
+    try {
+      await Job[internal].progress(this.job, json);
+    } catch (err) {
+      const error = toError(err);
+      this.#events.report(
+        new SluiceError(
+          `Cannot store the progress of job ${this.job.id} (${this.job.task}): ${error.message}`,
+          { cause: error },
+        ),
+        this.job,
+      );
+    }
   }
 
   /**
@@ -432,4 +498,33 @@ class RunContext<Context> implements MiddlewareContext<Context>, TaskContext<Con
 /** Runs the handler alone; what it throws, even synchronously, rejects the promise. */
 async function runHandler<C>(ctx: MiddlewareContext<C>, task: AnyTask): Promise<void> {
   ctx.result = await task.handler(ctx.data, ctx);
+}
+
+/** A progress value as JSON, checked: a number 0 to 100, or a small JSON object or array. */
+function progressJson(job: Job, value: unknown): string {
+  const action = `Cannot report the progress of job ${job.id} (${job.task})`;
+  if (typeof value === "number") {
+    if (!(value >= 0 && value <= 100)) {
+      throw new RangeError(`${action}: a number must be 0 to 100, got ${show(value)}`);
+    }
+    return String(value);
+  }
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError(
+      `${action}: it must be a number 0 to 100 or a JSON object, got ${show(value)}`,
+    );
+  }
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(value);
+  } catch (err) {
+    throw new TypeError(`${action}: JSON cannot hold it: ${toError(err).message}`);
+  }
+  const bytes = new TextEncoder().encode(json).length;
+  if (bytes > PROGRESS_MAX_BYTES) {
+    throw new RangeError(
+      `${action}: it takes ${bytes} bytes as JSON, more than ${PROGRESS_MAX_BYTES}`,
+    );
+  }
+  return json;
 }

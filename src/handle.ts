@@ -58,6 +58,8 @@ export interface JobStatus {
   reason?: string;
   /** The job's group, if it has one. */
   group?: string;
+  /** The last progress its handler reported (`ctx.progress`), by any attempt. */
+  progress?: unknown;
 }
 
 /** What cancel() found and did. */
@@ -181,6 +183,14 @@ export class JobHandle<Result = unknown> {
     if (r.worker) status.worker = r.worker;
     if (r.error) status.error = r.error;
     if (r.reason) status.reason = r.reason;
+    if (r.progress !== undefined) {
+      try {
+        status.progress = JSON.parse(r.progress);
+      } catch {
+        // Written by hand, not JSON: shown as it is.
+        status.progress = r.progress;
+      }
+    }
     if ((r.state === "waiting" || r.state === "cancelling") && r.entry) {
       // In the stream: delivered to a worker means active.
       const entry = await this.#pending(r.entry);

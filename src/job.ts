@@ -48,6 +48,8 @@ export interface Lessor {
   settle(op: SettleOp): Promise<number>;
   /** The job is settled or lost: it no longer takes room. */
   forget(job: Job): void;
+  /** Stores the job's progress (JSON) in its record: 1 if stored, 0 if it has ended. */
+  progress(id: string, json: string): Promise<number>;
 }
 
 /** @internal What a consumer's parts may do to a job's lease, through `Job[internal]`. */
@@ -67,6 +69,8 @@ export interface JobHooks {
    * (a rate limit).
    */
   defer(job: Job, due: number | `+${number}`): Promise<void>;
+  /** Stores the job's progress (JSON) in its record; false if it was not (the job ended). */
+  progress(job: Job, json: string): Promise<boolean>;
 }
 
 /** Options a producer gave one job, overriding the task's. */
@@ -141,6 +145,7 @@ export class Job<Data = unknown> implements JobInfo {
       job.#reason instanceof CancelledError
         ? job.#settle("defer", { op: "cancel", job, startedAt: "" })
         : job.#settle("defer", { op: "defer", job, due }),
+    progress: async (job, json) => await job.#lessor.progress(job.id, json) === 1,
   };
 
   /**

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { progressArgs } from "./scripts/progress.ts";
 import type { Holding } from "./consume.ts";
 import { Batcher } from "./_batch.ts";
 import type { Job, Lessor } from "./job.ts";
@@ -61,6 +62,11 @@ export class Settler implements Lessor {
 
   get consumer(): string {
     return this.#c.name;
+  }
+
+  progress(id: string, json: string): Promise<number> {
+    const { ctx } = this.#c;
+    return ctx.client.sluiceProgress(progressArgs(ctx.keys, id, json));
   }
 
   settle(op: SettleOp): Promise<number> {

@@ -91,6 +91,31 @@ export interface TaskContext<Context = unknown> {
    * ```
    */
   rateLimited(ms: number): never;
+  /**
+   * Reports how far the job has got: stored in its record (`info().progress`, from any
+   * process) and fired as the Worker's `progress` event. Writes are coalesced to at most one
+   * per job per 100 ms: the last value always lands, and a call resolves once its value (or a
+   * later one) is stored. It never rejects for Redis: a write that fails is reported on the
+   * Worker's `error` event, and the job runs on.
+   *
+   * @param value A number from 0 to 100, or a small JSON object (at most 4,096 bytes as JSON).
+   * @returns A promise that rejects (it never throws) with a `RangeError` if a number is
+   *   outside 0 to 100 (or NaN) or the JSON is too big, and with a `TypeError` if the value is
+   *   neither a number nor an object that JSON can hold.
+   *
+   * @example Progress of a batch
+   * ```ts
+   * import { task } from "@sluice/sluice";
+   * const resize = task("resize", async (images: string[], ctx) => {
+   *   for (const [i, image] of images.entries()) {
+   *     await ctx.progress({ done: i + 1, of: images.length, last: image });
+   *   }
+   *   await ctx.progress(100);
+   * });
+   * console.log(resize.name); // "resize"
+   * ```
+   */
+  progress(value: number | Record<string, unknown> | unknown[]): Promise<void>;
 }
 
 /** A task handler: data in, result out. */

@@ -163,7 +163,7 @@ const AUTO_PREFETCH_MAX = 512;
 /**
  * Runs tasks from a queue: reads jobs, runs at most `concurrency` at once, settles each one,
  * and shuts down gracefully. Extends `EventTarget`: listen for `started`, `completed`,
- * `retrying`, `dead`, `cancelled` and `error`.
+ * `retrying`, `dead`, `cancelled`, `rateLimited`, `progress` and `error`.
  *
  * @example A worker that stops itself
  * ```ts

@@ -21,6 +21,7 @@ import { PAUSE } from "./pause.ts";
 import { DUE, type DueReply, PROMOTE, type PromoteReply } from "./promote.ts";
 import { RECLAIM, type ReclaimReply } from "./reclaim.ts";
 import { RENEW } from "./renew.ts";
+import { PROGRESS } from "./progress.ts";
 import { FIRE, SCHEDULE_PAUSE, SCHEDULE_REMOVE, SCHEDULE_SET } from "./schedule.ts";
 import { REPLAY } from "./replay.ts";
 import { HELD, RETIRE, RETIRE_END } from "./retire.ts";
@@ -73,6 +74,8 @@ export interface ScriptClient extends Redis {
   sluiceGroups(args: string[]): Promise<number>;
   /** SCHEDULE_PAUSE (schedule.ts), with `schedulePauseArgs`: 1 if the schedule exists. */
   sluiceSchedulePause(args: string[]): Promise<number>;
+  /** PROGRESS (progress.ts), with `progressArgs`: 1 if stored. */
+  sluiceProgress(args: string[]): Promise<number>;
 }
 
 /**
@@ -108,6 +111,7 @@ export function defineScripts(client: Redis, sharded = false): ScriptClient {
     ["sluiceTake", TAKE],
     ["sluiceHold", HOLD],
     ["sluiceGroups", GROUPS],
+    ["sluiceProgress", PROGRESS],
   ];
   for (const [name, lua] of scripts) {
     client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });

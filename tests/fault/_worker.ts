@@ -15,7 +15,8 @@
  * Job events carry `at`, the time (epoch ms) the worker fired them.
  *
  * Task "sleep" data: { ms: number, ignoreSignal?: boolean }. It waits `ms` (capped by
- * --max-sleep) and honours ctx.signal unless told not to.
+ * --max-sleep) and honours ctx.signal unless told not to. Task "progress" ({ steps }) reports
+ * ctx.progress({ step, of }) for each step.
  *
  * With --ledger (a Redis that is not the one under test), tasks "work", "crash" and "throw"
  * are there too. "work" ({ ms }) waits, then records its commit in the ledger before it
@@ -69,7 +70,14 @@ const sleep = task("sleep", async (data: { ms: number; ignoreSignal?: boolean },
   return ms;
 }, { retry: { attempts: 1 } });
 
-const tasks: AnyTask[] = [sleep];
+// Reports progress { step, of } for each of `steps` steps.
+const progress = task("progress", async (data: { steps: number }, ctx) => {
+  for (let step = 1; step <= data.steps; step++) {
+    await ctx.progress({ step, of: data.steps });
+    await delay(1);
+  }
+});
+const tasks: AnyTask[] = [sleep, progress];
 // --cron: a task "tick" with that static schedule, which every such worker stores at start.
 if (values.cron !== undefined) tasks.push(task("tick", () => Date.now(), { cron: values.cron }));
 const ledger = values.ledger ? new Redis(values.ledger) : undefined;
