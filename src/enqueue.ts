@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { activeTraceparent } from "./trace.ts";
 import type { ChainableCommander } from "ioredis";
 import { abortable } from "./async.ts";
 import type { Backoff } from "./backoff.ts";
@@ -161,8 +162,8 @@ export interface Entry {
   pri: string | undefined;
 }
 
-/** A job's retry, timeout and group in wire form. */
-export type WireOptions = { retry?: string; timeout?: number; group?: string };
+/** A job's trace, retry, timeout and group in wire form. */
+export type WireOptions = { trace?: string; retry?: string; timeout?: number; group?: string };
 
 /**
  * Enqueues the jobs of `items`: checks them all, then writes them in pipelined batches.
@@ -248,6 +249,8 @@ async function enqueue(
   const { lanes } = q, { fallback } = lanes, lowest = lanes.streams.length - 1;
   const now = Date.now();
   const entries: Entry[] = [];
+  // The caller's span, if tracing: every job of the call carries it (field trace, signed).
+  const trace = activeTraceparent();
   for (const item of items) {
     if (!single) checkItem(action, item, entries.length);
     const id = item.id === undefined ? uuidv7() : item.id;
@@ -272,6 +275,7 @@ async function enqueue(
       }
       options = { ...options, group };
     }
+    if (trace !== undefined) options = { ...options, trace };
     if (typeof id !== "string" || id.length === 0 || id.length > 200) {
       throw new ValidationError(
         `${action}: id must be a string of 1 to 200 characters, got ${JSON.stringify(id)}`,

@@ -5,6 +5,8 @@
  *
  * @module
  */
+import type { Span } from "@opentelemetry/api";
+import type { JobTracer } from "./trace.ts";
 import { delay } from "./async.ts";
 import {
   CancelledError,
@@ -102,6 +104,8 @@ export class Executor<Context> {
   context: Context | undefined;
   /** The queue's rate limits, once the worker runs. */
   limiter: Limiter | undefined;
+  /** Consumer spans, while an OpenTelemetry SDK is registered (see trace.ts). */
+  tracer: JobTracer | undefined;
   #name: string;
   #tasks: ReadonlyMap<string, AnyTask>;
   #middleware: readonly Middleware<Context>[];
@@ -144,6 +148,7 @@ export class Executor<Context> {
   async #run(job: Job): Promise<void> {
     let slot = true;
     let ctx: RunContext<Context> | undefined;
+    let span: Span | undefined;
     try {
       if (job.signal.reason instanceof CancelledError) {
         // Cancelled while it waited for a slot: never run.
@@ -176,6 +181,11 @@ export class Executor<Context> {
         if (await this.#overLimit(job, limiter)) return;
       }
       Job[internal].started(job);
+      const tracer = this.tracer;
+      if (tracer !== undefined) {
+        span = tracer.start(job);
+        Job[internal].traced(job, span.spanContext().traceId);
+      }
       this.#events.emit("started", { job });
       ctx = new RunContext<Context>(job, data, this.context as Context, this.#events);
       const timeout = job.policy.timeout ?? task.timeout;
@@ -184,7 +194,8 @@ export class Executor<Context> {
       if (timeout === undefined) {
         // The usual case: no timer, and with no middleware the handler is awaited directly.
         try {
-          if (this.#middleware.length === 0) ctx.result = await task.handler(data, ctx);
+          if (span !== undefined) await tracer!.run(span, () => this.#compose(ctx!, task));
+          else if (this.#middleware.length === 0) ctx.result = await task.handler(data, ctx);
           else await this.#compose(ctx, task);
         } catch (err) {
           outcome = toError(err);
@@ -192,7 +203,9 @@ export class Executor<Context> {
         slot = false;
         this.#slots.give();
       } else {
-        work = this.#compose(ctx, task);
+        work = span === undefined
+          ? this.#compose(ctx, task)
+          : tracer!.run(span, () => this.#compose(ctx!, task));
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<"timeout">((resolve) => {
           timer = setTimeout(() => resolve("timeout"), timeout);
@@ -203,6 +216,15 @@ export class Executor<Context> {
           slot = false;
           this.#slots.give();
         }
+      }
+      if (span !== undefined) {
+        const error = outcome === "ok"
+          ? undefined
+          : outcome === "timeout"
+          ? new TimeoutError(`Job ${job.id} (${job.task}) timed out after ${timeout} ms`)
+          : outcome;
+        tracer!.end(span, error);
+        span = undefined;
       }
       if (outcome === "ok") {
         const { result } = ctx;
@@ -230,6 +252,7 @@ export class Executor<Context> {
     } catch (err) {
       this.#events.report(toError(err), job);
     } finally {
+      span?.end();
       ctx?.close();
       this.running.delete(job);
       if (slot) this.#slots.give();

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { traceIdOf } from "./trace.ts";
 import { CancelledError, LeaseLostError, SluiceError, toError } from "./errors.ts";
 import type { JobInfo } from "./task.ts";
 import type { RetryOptions } from "./backoff.ts";
@@ -71,6 +72,8 @@ export interface JobHooks {
   defer(job: Job, due: number | `+${number}`): Promise<void>;
   /** Stores the job's progress (JSON) in its record; false if it was not (the job ended). */
   progress(job: Job, json: string): Promise<boolean>;
+  /** A consumer span runs the job, in this trace. */
+  traced(job: Job, traceId: string): void;
 }
 
 /** Options a producer gave one job, overriding the task's. */
@@ -121,6 +124,8 @@ export class Job<Data = unknown> implements JobInfo {
   readonly priority: string | undefined;
   /** The job's group, if it was enqueued with one; else undefined. */
   readonly group: string | undefined;
+  /** The W3C traceparent its producer wrote (wire field `trace`), if any. */
+  readonly trace: string | undefined;
   /** @internal The lane (priority stream, highest first) the entry sits in. */
   readonly lane: number;
   /** @internal The key of this delivery among its consumer's held jobs (see `heldKey`). */
@@ -129,6 +134,7 @@ export class Job<Data = unknown> implements JobInfo {
   readonly policy: JobPolicy;
   #deliveries: number;
   #startedAt: number | undefined;
+  #traceId: string | undefined;
   #lessor: Lessor;
   #state: "held" | "settling" | "settled" | "lost" = "held";
   #controller: AbortController | undefined;
@@ -146,6 +152,7 @@ export class Job<Data = unknown> implements JobInfo {
         ? job.#settle("defer", { op: "cancel", job, startedAt: "" })
         : job.#settle("defer", { op: "defer", job, due }),
     progress: async (job, json) => await job.#lessor.progress(job.id, json) === 1,
+    traced: (job, traceId) => job.#traceId = traceId,
   };
 
   /**
@@ -173,12 +180,21 @@ export class Job<Data = unknown> implements JobInfo {
     this.policy = policy;
     this.id = wire.id;
     this.group = wire.group;
+    this.trace = wire.trace;
     this.task = wire.task;
     this.data = data;
     this.attempt = wire.attempt;
     this.#deliveries = deliveries;
     this.enqueuedAt = wire.enq;
     this.#lessor = lessor;
+  }
+
+  /**
+   * The OpenTelemetry trace the job runs in: the consumer span's while a Worker traces it,
+   * else its producer's (from field `trace`); undefined without either.
+   */
+  get traceId(): string | undefined {
+    return this.#traceId ?? traceIdOf(this.trace);
   }
 
   /** How many times this entry has been delivered; above 1 after a crash or a lost lease. */

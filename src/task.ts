@@ -52,6 +52,11 @@ export interface JobInfo {
   readonly priority: string | undefined;
   /** The job's group, if it was enqueued with one; else undefined. */
   readonly group: string | undefined;
+  /**
+   * The OpenTelemetry trace the job runs in: its producer's (the span active at enqueue), or
+   * the Worker's consumer span's when the job had none; undefined without tracing.
+   */
+  readonly traceId: string | undefined;
   /** The fencing token: who holds this delivery. */
   readonly token: { readonly consumer: string; readonly deliveries: number };
 }

@@ -34,6 +34,7 @@ import {
   type WorkerMetrics,
 } from "./metrics.ts";
 import { stats } from "./stats.ts";
+import { JobTracer } from "./trace.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -423,6 +424,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
           );
       }
       [this.#executor.limiter, listening] = this.#limits(redis);
+      this.#executor.tracer = JobTracer.create(this.name);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
       if (this.#prefetch === undefined) {
