@@ -80,6 +80,6 @@ export type {
   RedisConnectionOptions,
 } from "./src/redis/connect.ts";
 export type { Keys } from "./src/keys.ts";
-export type { Logger } from "./src/_log.ts";
+export type { Logger, LogLevel, LogRecord } from "./src/_log.ts";
 export { WIRE_VERSION } from "./src/codec.ts";
 export type { SigningKey } from "./src/sign.ts";

@@ -228,6 +228,7 @@ export class Admitter {
     const text = trimText(error);
     logger.warn(
       `sluice: queue ${ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${text}`,
+      id === undefined ? {} : { job_id: id },
     );
     // With no trusted id, the op names no record: it touches none and tells no one.
     const job = { entryId, deliveries, id };

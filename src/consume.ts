@@ -172,7 +172,8 @@ export class Consumer implements Holding, Gated {
     const action = `Cannot consume ${ctx.name}`;
     const { prefetch, idleTimeout, maxDeliveries, consumer } = consumeSettings(action, options);
     checkIdle(action, ctx.durability, idleTimeout);
-    this.ctx = ctx;
+    // Every record this consumer logs names it.
+    this.ctx = { ...ctx, logger: ctx.logger.child({ worker_id: consumer }) };
     this.name = consumer;
     this.floor = new Floor(ctx.lanes.streams);
     this.views = laneViews(ctx);

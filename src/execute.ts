@@ -20,7 +20,7 @@ import {
 } from "./errors.ts";
 import { backoffDelay, retryWait } from "./backoff.ts";
 import { Job } from "./job.ts";
-import type { Logger } from "./_log.ts";
+import { jobFields, type Log } from "./_log.ts";
 import type { Slots } from "./_slots.ts";
 import { internal } from "./_internal.ts";
 import { type Limiter, pauseFor } from "./limits.ts";
@@ -111,7 +111,8 @@ export class Executor<Context> {
   #middleware: readonly Middleware<Context>[];
   #slots: Slots;
   #events: RunEvents;
-  #logger: Logger;
+  /** Where it logs: the worker's logger, with the worker's id once it runs. */
+  logger: Log;
   #closing: AbortSignal;
 
   /**
@@ -123,7 +124,7 @@ export class Executor<Context> {
     middleware: readonly Middleware<Context>[],
     slots: Slots,
     events: RunEvents,
-    logger: Logger,
+    logger: Log,
     closing: AbortSignal,
   ) {
     this.#name = name;
@@ -131,7 +132,7 @@ export class Executor<Context> {
     this.#middleware = middleware;
     this.#slots = slots;
     this.#events = events;
-    this.#logger = logger;
+    this.logger = logger;
     this.#closing = closing;
   }
 
@@ -385,9 +386,10 @@ export class Executor<Context> {
         throw err;
       }
       const wait = retryWait(100, attempt, 1_600);
-      this.#logger.error(
+      this.logger.error(
         `sluice: worker ${this.#name}: settling job ${job.id} failed (try ${attempt} of ${SETTLE_ATTEMPTS}), trying again in ${wait} ms`,
         err,
+        jobFields(job),
       );
       await delay(wait, { signal: this.#closing }).catch(() => {});
       try {

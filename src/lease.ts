@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { jobFields } from "./_log.ts";
 import type { Holding } from "./consume.ts";
 import { LeaseLostError } from "./errors.ts";
 import { Job } from "./job.ts";
@@ -80,7 +81,7 @@ export class Leases {
           `Lost the lease on job ${job.id} (${entryId}): another consumer owns it now`,
         );
         if (hooks.lose(job, error)) {
-          ctx.logger.warn(`sluice: queue ${ctx.name}: ${error.message}`);
+          ctx.logger.warn(`sluice: queue ${ctx.name}: ${error.message}`, jobFields(job));
         }
       }
     }

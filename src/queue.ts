@@ -8,7 +8,7 @@ import { type ConsumeOptions, Consumer } from "./consume.ts";
 import type { PubSub } from "./redis/pubsub.ts";
 import type { Job } from "./job.ts";
 import { checkName, type Keys, queueKeys } from "./keys.ts";
-import { consoleLogger, type Logger } from "./_log.ts";
+import { checkLogger, Log, type Logger } from "./_log.ts";
 import {
   checkRedisConfig,
   DEFAULT_REDIS,
@@ -61,11 +61,14 @@ export interface QueueOptions {
    */
   group?: string;
   /**
-   * Where warnings and errors that cannot be thrown go.
+   * Where warnings and errors that cannot be thrown go: `"json"` writes one JSON object per
+   * event to stderr (`time`, `level`, `msg`, `queue`, `worker_id`, and for a job `job_id`,
+   * `task`, `attempt`, `trace_id`, `group`; never its data), `"text"` a line for a terminal,
+   * and a {@linkcode Logger} of your own gets the message and that record.
    *
-   * @default {console}
+   * @default {"json"}
    */
-  logger?: Logger;
+  logger?: Logger | "json" | "text";
   /**
    * How long (ms) a finished job's record (state, result or error) is kept, for `result()`,
    * `info()` and dedup. 0 keeps nothing: the record goes when the job ends, and its id can be
@@ -140,7 +143,7 @@ export interface QueueSettings {
   readonly keys: Keys;
   readonly group: string;
   readonly redis: RedisConfig;
-  readonly logger: Logger;
+  readonly logger: Log;
   readonly keepResult: number;
   readonly maxDead: number;
   readonly maxPayloadBytes: number;
@@ -167,7 +170,7 @@ export function queueSettings(
     redis = DEFAULT_REDIS,
     prefix = "sluice",
     group = "sluice",
-    logger = consoleLogger,
+    logger,
     keepResult = 86_400_000,
     maxDead = 0,
     maxPayloadBytes = 1_048_576,
@@ -188,7 +191,7 @@ export function queueSettings(
     keys,
     group,
     redis,
-    logger,
+    logger: new Log(checkLogger(action, logger), { queue: name }),
     keepResult,
     maxDead,
     maxPayloadBytes,

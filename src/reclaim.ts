@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { jobFields } from "./_log.ts";
 import type { Holding } from "./consume.ts";
 import type { Admitter, ReadEntry } from "./admit.ts";
 import type { Cancels } from "./cancel.ts";
@@ -97,6 +98,7 @@ export class Reclaimer {
       Job[internal].reclaimed(mine, deliveries);
       logger.warn(
         `sluice: queue ${ctx.name}: job ${mine.id} sat idle past idleTimeout (${this.#idleTimeout} ms) while held; was the event loop blocked?`,
+        jobFields(mine),
       );
     }
     await this.#cancels.check(

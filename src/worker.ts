@@ -9,7 +9,7 @@ import { dispose, settlesWithin } from "./async.ts";
 import { Consumer, type ConsumeSettings, consumeSettings } from "./consume.ts";
 import { LeaseLostError, ShutdownError, toError, ValidationError } from "./errors.ts";
 import { Job } from "./job.ts";
-import type { Logger } from "./_log.ts";
+import { jobFields, type Log } from "./_log.ts";
 import { checkInt, MAX_MS, pick, show } from "./_options.ts";
 import { queueContext, type QueueOptions, type QueueSettings, queueSettings } from "./queue.ts";
 import { evictionPolicy, share, type SharedRedis } from "./redis/connect.ts";
@@ -200,7 +200,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   /** Undefined: adaptive. */
   #prefetch: number | undefined;
   #gracePeriod: number;
-  #logger: Logger;
+  #logger: Log;
   #middleware: Middleware<Context>[] = [];
   /** One per running handler: `concurrency` of them. */
   #slots: Slots;
@@ -430,6 +430,8 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       if (this.#prefetch === undefined) {
         consumer.adapt(c, c, Math.max(c, Math.min(AUTO_PREFETCH_MAX, 100_000 - c)));
       }
+      this.#logger = this.#logger.child({ worker_id: consumer.name });
+      this.#executor.logger = this.#logger;
       consumer.describe = () => ({
         concurrency: c,
         running: this.#executor.running.size,
@@ -648,7 +650,11 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
   #report(error: Error, job?: Job): void {
     const where = job ? ` (job ${job.id})` : "";
     if (!(error instanceof LeaseLostError)) {
-      this.#logger.error(`sluice: worker ${this.name}${where}: ${error.message}`, error);
+      this.#logger.error(
+        `sluice: worker ${this.name}${where}: ${error.message}`,
+        error,
+        job ? jobFields(job) : undefined,
+      );
     }
     this.#emit("error", job ? { error, job } : { error });
   }

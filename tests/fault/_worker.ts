@@ -7,7 +7,7 @@
  *     [--idle 30000] [--grace 10000] [--max-sleep ms] [--max-deliveries 5] [--ledger URL]
  *     [--max-payload bytes] [--durable replicas:timeout] [--cron "expression"]
  *     [--priorities bulk,normal,urgent] [--rate limit:interval] [--groups concurrency]
- *     [--metrics port]
+ *     [--metrics port] [--logger json|text]
  *
  * --redis is a URL, or ioredis options as JSON (Redis Cluster, Sentinel). --durable turns
  * durable mode on.
@@ -28,7 +28,9 @@
  * the first time a job with `hold` runs (SET held:<id> NX in the ledger). "grouped" ({ ms })
  * counts its group's running jobs in the ledger (INCR run:<group>, the most at once in hash
  * most), waits, then DECRs and records HINCRBY commits <id> 1. --groups sets the Worker's
- * groups.concurrency. --metrics turns the Worker's metrics on, served on that port.
+ * groups.concurrency. --metrics turns the Worker's metrics on, served on that port. --logger
+ * uses sluice's own logger of that kind (on stderr) instead of the JSON event lines. Task
+ * "badbackoff" fails with a backoff function that throws (2 attempts).
  */
 import { parseArgs } from "node:util";
 import { delay } from "../../src/async.ts";
@@ -53,6 +55,7 @@ const { values } = parseArgs({
     rate: { type: "string" },
     groups: { type: "string" },
     metrics: { type: "string" },
+    logger: { type: "string" },
   },
 });
 const [replicas, timeout] = (values.durable ?? "").split(":").map(Number);
@@ -77,7 +80,17 @@ const progress = task("progress", async (data: { steps: number }, ctx) => {
     await delay(1);
   }
 });
-const tasks: AnyTask[] = [sleep, progress];
+const badBackoff = task("badbackoff", () => {
+  throw new Error("handler failed");
+}, {
+  retry: {
+    attempts: 2,
+    backoff: () => {
+      throw new Error("backoff broke");
+    },
+  },
+});
+const tasks: AnyTask[] = [sleep, progress, badBackoff];
 // --cron: a task "tick" with that static schedule, which every such worker stores at start.
 if (values.cron !== undefined) tasks.push(task("tick", () => Date.now(), { cron: values.cron }));
 const ledger = values.ledger ? new Redis(values.ledger) : undefined;
@@ -154,7 +167,7 @@ const worker = new Worker(values.queue, tasks, {
   ...(values.priorities === undefined ? {} : { priorities: values.priorities.split(",") }),
   ...(values.groups === undefined ? {} : { groups: { concurrency: Number(values.groups) } }),
   ...(values.metrics === undefined ? {} : { metrics: { port: Number(values.metrics) } }),
-  logger: {
+  logger: values.logger === "json" || values.logger === "text" ? values.logger : {
     info: (message) => emit({ ev: "info", message }),
     warn: (message) => emit({ ev: "warn", message }),
     error: (message) => emit({ ev: "log-error", message }),
