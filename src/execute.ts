@@ -218,6 +218,9 @@ export class Executor<Context> {
           this.#slots.give();
         }
       }
+      // A progress write still due goes out now, ahead of the settle on the same connection:
+      // it lands while the job still runs.
+      ctx.close();
       if (span !== undefined) {
         const error = outcome === "ok"
           ? undefined

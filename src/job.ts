@@ -74,6 +74,8 @@ export interface JobHooks {
   progress(job: Job, json: string): Promise<boolean>;
   /** A consumer span runs the job, in this trace. */
   traced(job: Job, traceId: string): void;
+  /** When its handler started (epoch ms), if it has. */
+  startedAt(job: Job): number | undefined;
 }
 
 /** Options a producer gave one job, overriding the task's. */
@@ -153,6 +155,7 @@ export class Job<Data = unknown> implements JobInfo {
         : job.#settle("defer", { op: "defer", job, due }),
     progress: async (job, json) => await job.#lessor.progress(job.id, json) === 1,
     traced: (job, traceId) => job.#traceId = traceId,
+    startedAt: (job) => job.#startedAt,
   };
 
   /**

@@ -6,9 +6,15 @@
  *
  * @module
  */
-import { type BatchObservableResult, type Meter, metrics as otel } from "@opentelemetry/api";
+import {
+  type BatchObservableResult,
+  createNoopMeter,
+  type Meter,
+  metrics as otel,
+} from "@opentelemetry/api";
+import { internal } from "./_internal.ts";
+import { Job as JobClass } from "./job.ts";
 import { TimeoutError, toError } from "./errors.ts";
-import type { Job } from "./job.ts";
 import type { WorkerEventDetail, WorkerEventName } from "./execute.ts";
 import { checkInt, MAX_MS, show } from "./_options.ts";
 import type { QueueStats } from "./stats.ts";
@@ -159,23 +165,27 @@ class Series {
   rateLimited = 0;
   run = new Buckets(RUN_BOUNDS);
   pickup = new Buckets(PICKUP_BOUNDS);
+  /** Prometheus labels after `queue`, escaped. */
+  readonly labels: string;
+  /** OpenTelemetry attributes, made once. */
+  readonly attributes: Record<string, string>;
   constructor(
     readonly task: string,
     readonly priority: string | undefined,
     readonly group: string | undefined,
-  ) {}
-  /** Prometheus labels after `queue`, escaped. */
-  get labels(): string {
-    let out = `,task="${escape(this.task)}"`;
-    if (this.priority !== undefined) out += `,priority="${escape(this.priority)}"`;
-    if (this.group !== undefined) out += `,group="${escape(this.group)}"`;
-    return out;
-  }
-  get attributes(): Record<string, string> {
-    const out: Record<string, string> = { task: this.task };
-    if (this.priority !== undefined) out.priority = this.priority;
-    if (this.group !== undefined) out.group = this.group;
-    return out;
+  ) {
+    let labels = `,task="${escape(task)}"`;
+    const attributes: Record<string, string> = { task };
+    if (priority !== undefined) {
+      labels += `,priority="${escape(priority)}"`;
+      attributes.priority = priority;
+    }
+    if (group !== undefined) {
+      labels += `,group="${escape(group)}"`;
+      attributes.group = group;
+    }
+    this.labels = labels;
+    this.attributes = attributes;
   }
 }
 
@@ -198,7 +208,8 @@ export class Collector {
   readonly #source: MetricsSource;
   readonly #options: Required<MetricsOptions>;
   readonly #series = new Map<string, Series>();
-  readonly #starts = new WeakMap<Job, number>();
+  /** Jobs with no priority and no group (the usual case), by task: no key to build. */
+  readonly #byTask = new Map<string, Series>();
   #queue: (QueueStats & { readAt: number }) | undefined;
   #reading: Promise<void> | undefined;
   #server: Deno.HttpServer<Deno.NetAddr> | undefined;
@@ -219,17 +230,16 @@ export class Collector {
 
   /** Counts one worker event: plain increments, no allocation but a label set's first time. */
   observe<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
-    const job = (detail as { job?: Job }).job;
+    const job = (detail as { job?: JobClass }).job;
     if (job === undefined) return;
     const series = this.#of(job);
     switch (type) {
       case "started": {
-        const now = Date.now();
+        const now = JobClass[internal].startedAt(job) ?? Date.now();
         const readyAt = Math.max(job.enqueuedAt, entryMs(job.entryId));
         const pickup = Math.max(0, now - readyAt) / 1_000;
         series.pickup.observe(pickup);
         this.#pickupHistogram?.record(pickup, series.attributes);
-        this.#starts.set(job, performance.now());
         return;
       }
       case "completed":
@@ -256,25 +266,34 @@ export class Collector {
       default:
         return;
     }
-    const started = this.#starts.get(job);
+    const started = JobClass[internal].startedAt(job);
     if (started !== undefined) {
-      this.#starts.delete(job);
-      const seconds = (performance.now() - started) / 1_000;
+      const seconds = Math.max(0, Date.now() - started) / 1_000;
       series.run.observe(seconds);
       this.#runHistogram?.record(seconds, series.attributes);
     }
   }
 
-  #of(job: Job): Series {
-    const { task, priority, group } = job;
-    const key = `${task}\u0000${priority ?? ""}\u0000${group ?? ""}`;
+  #of(job: JobClass): Series {
+    const { task, priority } = job;
+    let { group } = job;
+    if (priority === undefined && group === undefined) {
+      const plain = this.#byTask.get(task);
+      if (plain !== undefined) return plain;
+    }
+    let key = `${task}\u0000${priority ?? ""}\u0000${group ?? ""}`;
     let series = this.#series.get(key);
     if (series !== undefined) return series;
     if (this.#series.size >= MAX_SERIES && group !== undefined) {
-      return this.#of({ task, priority, group: "_other" } as Job);
+      // Past the cap, new groups count together.
+      group = "_other";
+      key = `${task}\u0000${priority ?? ""}\u0000_other`;
+      series = this.#series.get(key);
+      if (series !== undefined) return series;
     }
     series = new Series(task, priority, group);
     this.#series.set(key, series);
+    if (priority === undefined && group === undefined) this.#byTask.set(task, series);
     return series;
   }
 
@@ -319,7 +338,13 @@ export class Collector {
 
   /** The Prometheus text exposition of every figure. */
   async render(): Promise<string> {
-    await Promise.race([this.refresh(), new Promise((r) => setTimeout(r, READ_WAIT_MS))]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise((r) => timer = setTimeout(r, READ_WAIT_MS));
+    try {
+      await Promise.race([this.refresh(), late]);
+    } finally {
+      clearTimeout(timer);
+    }
     return this.text();
   }
 
@@ -486,8 +511,12 @@ export class Collector {
         unit: "s",
         advice: { explicitBucketBoundaries: bounds },
       });
-    this.#runHistogram = seconds("sluice.job.run", "Handler run time", RUN_BOUNDS);
-    this.#pickupHistogram = seconds("sluice.job.pickup", "Pickup latency", PICKUP_BOUNDS);
+    const run = seconds("sluice.job.run", "Handler run time", RUN_BOUNDS);
+    // With no SDK, the histograms are the no-op's: nothing is recorded per job.
+    if (run.constructor !== createNoopMeter().createHistogram("probe").constructor) {
+      this.#runHistogram = run;
+      this.#pickupHistogram = seconds("sluice.job.pickup", "Pickup latency", PICKUP_BOUNDS);
+    }
     const counters = {
       completed: meter.createObservableCounter("sluice.jobs.completed"),
       retried: meter.createObservableCounter("sluice.jobs.retried"),

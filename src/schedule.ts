@@ -347,7 +347,10 @@ export async function fireSchedules(
     const spec = parseSpec(json);
     let follow: number | null, ticks: number[];
     try {
-      if (spec === undefined) throw new TypeError(`unreadable definition ${json}`);
+      // Not the definition itself: it holds the job's data, which is never logged.
+      if (spec === undefined) {
+        throw new TypeError(`unreadable definition (${json.length} characters of JSON)`);
+      }
       const latest = dueTicks(spec, tick, now, spec.catchUp === "all" ? CATCH_UP_MAX : 1);
       const last = latest[latest.length - 1]!;
       ticks = spec.catchUp === "none" && now - last > ON_TIME_MS ? [] : latest;

@@ -40,6 +40,9 @@ export interface QueueStats {
   paused: boolean;
 }
 
+/** The most workers `liveWorkers` lists. */
+const MAX_WORKERS = 10_000;
+
 /** Most undelivered entries `stats()` counts one by one when the group's lag is unknown. */
 const WAITING_COUNT_CAP = 10_000;
 
@@ -194,7 +197,8 @@ export interface WorkerInfo {
 
 /**
  * The live workers of a queue: those whose heartbeat has not run out, with their records (a
- * worker of a version before the registry has its id and expiry only), in one MULTI.
+ * worker of a version before the registry has its id and expiry only), in one MULTI. At most
+ * 10,000 are listed; the records are read whole (one per live or lately dead worker).
  *
  * @param client A connection to the queue's Redis.
  * @param keys The queue's keys.
@@ -217,7 +221,7 @@ export async function liveWorkers(client: Redis, keys: Keys): Promise<WorkerInfo
   const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
   // One MULTI, so that a worker stopping meanwhile is either listed with its record or not.
   const replies = await client.multi()
-    .zrangebyscore(keys.workers, now, "+inf", "WITHSCORES")
+    .zrangebyscore(keys.workers, now, "+inf", "WITHSCORES", "LIMIT", 0, MAX_WORKERS)
     .hgetall(keys.registry)
     .exec();
   const flat = (replies?.[0]?.[1] ?? []) as string[];

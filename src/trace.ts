@@ -48,10 +48,12 @@ export function traceIdOf(traceparent: string | undefined): string | undefined {
 export class JobTracer {
   readonly #tracer: Tracer;
   readonly #queue: string;
+  readonly #group: string;
 
-  private constructor(tracer: Tracer, queue: string) {
+  private constructor(tracer: Tracer, queue: string, group: string) {
     this.#tracer = tracer;
     this.#queue = queue;
+    this.#group = group;
   }
 
   /**
@@ -59,12 +61,12 @@ export class JobTracer {
    * probe span tells (the no-op tracer's spans have no valid context; a real one's do, sampled
    * or not).
    */
-  static create(queue: string): JobTracer | undefined {
+  static create(queue: string, group: string): JobTracer | undefined {
     const tracer = trace.getTracer("sluice", VERSION);
     const probe = tracer.startSpan("sluice probe");
     const real = trace.isSpanContextValid(probe.spanContext());
     // Never ended: an unended span is not exported.
-    return real ? new JobTracer(tracer, queue) : undefined;
+    return real ? new JobTracer(tracer, queue, group) : undefined;
   }
 
   /** Starts the consumer span of `job`'s run, child of the producer's context if it has one. */
@@ -85,7 +87,8 @@ export class JobTracer {
       "messaging.operation.name": "process",
       "messaging.destination.name": this.#queue,
       "messaging.message.id": job.id,
-      "messaging.consumer.group.name": job.token.consumer,
+      "messaging.consumer.group.name": this.#group,
+      "sluice.consumer": job.token.consumer,
       "sluice.task": job.task,
       "sluice.attempt": job.attempt,
       "sluice.deliveries": job.deliveries,

@@ -424,7 +424,7 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
           );
       }
       [this.#executor.limiter, listening] = this.#limits(redis);
-      this.#executor.tracer = JobTracer.create(this.name);
+      this.#executor.tracer = JobTracer.create(this.name, this.#settings.group);
       const c = this.concurrency;
       const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
       if (this.#prefetch === undefined) {

@@ -265,3 +265,25 @@ Deno.test("metrics option edges: each gets its own error naming the option and t
     taken.close();
   }
 });
+
+Deno.test("past 1,000 label sets, new groups count together as _other, and the worker runs on", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const n = 1_003;
+  await queue.enqueueMany("t", Array.from({ length: n }, (_, i) => ({ data: i, group: `g${i}` })));
+  const worker = new Worker("q", [task("t", () => {})], {
+    redis: redis.url,
+    concurrency: 16,
+    metrics: {},
+    handleSignals: false,
+    logger: quiet,
+  });
+  let done = 0;
+  worker.addEventListener("completed", () => ++done === n && worker.stop());
+  await worker.run();
+  const { jobs } = worker.metrics();
+  assert.equal(jobs.length, 1_001, "1,000 label sets, then one for the rest");
+  const other = jobs.find((j) => j.group === "_other");
+  assert.equal(other?.completed, 3);
+  assert.equal(jobs.reduce((sum, j) => sum + j.completed, 0), n);
+});

@@ -62,13 +62,20 @@ Deno.test("ctx.progress: the last value lands in the record, writes coalesce, ev
   assert.deepEqual(done?.progress, { stage: "upload", files: [1, 2] });
 });
 
-Deno.test("a progress write due after the job ended goes out at once, and never makes a record", async () => {
+Deno.test("a progress write still due when the handler returns lands before the ack, and never makes a record", async () => {
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
   const work = task("work", (_: null, ctx: TaskContext) => {
     void ctx.progress(10);
-    void ctx.progress(20); // due 100 ms later: flushed when the handler returns
+    void ctx.progress(20); // due 100 ms later: sent when the handler returns, before the ack
   });
+  // Records kept: the last value is in the finished record.
+  const kept = await queue.enqueue(work, null);
+  const first = new Worker("q", [work], { redis: redis.url, handleSignals: false, logger: quiet });
+  first.addEventListener("completed", () => first.stop());
+  await first.run();
+  const info = await kept.info();
+  assert.deepEqual([info?.state, info?.progress], ["completed", 20]);
   const handle = await queue.enqueue(work, null);
   const worker = new Worker("q", [work], {
     redis: redis.url,

@@ -616,3 +616,30 @@ Deno.test("a reclaim under way holds its room: a settle's read sent meanwhile do
   for (const job of more) await job.ack();
   await end(controller, reader);
 });
+
+Deno.test("at maxmemory, an ack of a grouped job lands and moves the group's next job in", async () => {
+  await using redis = await startRedis({ args: ["--maxmemory-policy", "noeviction"] });
+  await using queue = new Queue("q", { redis: redis.url, logger: quiet });
+  await using db = inspect(redis.url);
+  await queue.groups.set("g", { concurrency: 1 });
+  await queue.enqueueMany("t", [{ id: "a", data: 1, group: "g" }, {
+    id: "b",
+    data: 2,
+    group: "g",
+  }]);
+  const controller = new AbortController();
+  const reader = queue.consume({ signal: controller.signal, prefetch: 1 }).getReader();
+  const [a] = await take(reader, 1);
+  assert.equal(a!.id, "a");
+  const restore = await fillUp(db);
+  // The settle's gate work starts with a write that frees memory, so Redis lets the rest of
+  // the script (the XADD that moves b in) through: acks drain a full Redis.
+  await a!.ack();
+  await restore();
+  const [group] = await queue.groups.list();
+  assert.deepEqual([group?.running, group?.waiting], [1, 0]);
+  const [b] = await take(reader, 1);
+  assert.equal(b!.id, "b");
+  await b!.ack();
+  await end(controller, reader);
+});

@@ -71,6 +71,10 @@ Deno.test("a producer's trace goes on in the worker process: one trace id, the c
   assert.ok(span.some((l) => l.trim() === `parent: ${ok.spanId}`), span.join("\n"));
   assert.ok(span.some((l) => l.trim() === `messaging.message.id: ${ok.id}`), span.join("\n"));
   assert.ok(span.some((l) => l.trim() === "sluice.task: sleep"), span.join("\n"));
+  assert.ok(
+    span.some((l) => l.trim() === "messaging.consumer.group.name: sluice"),
+    span.join("\n"),
+  );
   assert.ok(!span.some((l) => l.includes("status: Error")), span.join("\n"));
   // A failing job: each attempt's span records the exception, with an error status.
   const bad = await produce(redis.url, "throw", null);

@@ -114,7 +114,13 @@ local pri = ARGV[11]
 -- A batch that may hold grouped jobs names the group keys: each entry that leaves the stream
 -- gives its group its room back (g_free), and a re-added one keeps it (g_moved).
 -- The gate writes lazily: each of its hashes once per call, in g_flush() before returning.
-if ARGV[12] == 'g' then G, G_LAZY = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, true end
+if ARGV[12] == 'g' then
+  G, G_LAZY = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, true
+  -- A write that frees memory first (of a field that never exists): at maxmemory Redis refuses
+  -- only a script's first write, and an ack that moves a waiting job in must not be refused
+  -- for its XADD, or acks could never drain a full Redis.
+  redis.call('HDEL', G[4], 'e:')
+end
 local out, now = {}, now_ms()
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
