@@ -3,8 +3,8 @@
  * process, gone when the worker stops, and dropped after kill -9 once its heartbeat runs out.
  */
 import assert from "node:assert/strict";
-import { Queue } from "../mod.ts";
-import { startRedis } from "../src/testing.ts";
+import { Queue, task, Worker } from "../mod.ts";
+import { startCluster, startRedis } from "../src/testing.ts";
 import { inspect, waitForRedis, WorkerProcess } from "./_helpers.ts";
 import { VERSION } from "../src/version.ts";
 
@@ -73,4 +73,35 @@ Deno.test("a consume() stream is listed too; VERSION is deno.json's version", as
   reader.releaseLock();
   // The stream ends first; it retires (and deletes its record) right behind.
   await waitForRedis(async () => (await queue.workers()).length === 0, "the stream gone");
+});
+
+Deno.test("on Redis Cluster: the registry and metrics of a worker", async () => {
+  await using cluster = await startCluster({ masters: 3, replicasPerMaster: 0 });
+  const redis = { cluster: [...cluster.urls] };
+  await using queue = new Queue("q", { redis });
+  const worker = new Worker("q", [task("t", () => {})], {
+    redis,
+    concurrency: 2,
+    metrics: {},
+    handleSignals: false,
+    logger: { warn() {}, error() {} },
+  });
+  const run = worker.run();
+  try {
+    const [info] = await waitForRedis(async () => {
+      const live = await queue.workers();
+      return live.length === 1 ? live : undefined;
+    }, "the worker listed");
+    assert.equal(info!.concurrency, 2);
+    assert.equal(info!.id, worker.consumer);
+    const done = Promise.withResolvers<void>();
+    worker.addEventListener("completed", () => done.resolve());
+    await queue.enqueue("t", 1);
+    await done.promise;
+    assert.equal(worker.metrics().jobs[0]?.completed, 1);
+  } finally {
+    await worker.stop();
+    await run;
+  }
+  assert.deepEqual(await queue.workers(), []);
 });
