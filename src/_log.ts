@@ -140,7 +140,7 @@ export class Log implements Logger {
 
   error(message: string, error?: unknown, fields?: LogFields): void {
     const record = this.#record("error", message, fields);
-    if (error !== undefined && error !== "") record.error = errorFields(error);
+    if (error !== undefined) record.error = errorFields(error);
     this.#out.error(message, error, record);
   }
 

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { hostname } from "./redis/connect.ts";
 import { VERSION } from "./version.ts";
 import { settlesWithin } from "./async.ts";
 import type { QueueContext } from "./queue.ts";
@@ -514,13 +515,4 @@ export class Consumer implements Holding, Gated {
 function consumerName(): string {
   const random = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
   return `${processName()}-${random}`;
-}
-
-/** The machine's hostname, or undefined without the permission to read it. */
-function hostname(): string | undefined {
-  try {
-    return Deno.hostname();
-  } catch {
-    return undefined;
-  }
 }

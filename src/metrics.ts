@@ -230,6 +230,8 @@ export class Collector {
 
   /** Counts one worker event: plain increments, no allocation but a label set's first time. */
   observe<K extends WorkerEventName>(type: K, detail: WorkerEventDetail[K]): void {
+    // Progress and error events count nothing: no series is looked up for them.
+    if (type === "progress" || type === "error") return;
     const job = (detail as { job?: JobClass }).job;
     if (job === undefined) return;
     const series = this.#of(job);

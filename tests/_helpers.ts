@@ -229,3 +229,14 @@ export async function runUntil(
   await worker.run();
   return done;
 }
+
+/** Parses Prometheus text into "name{labels}" → value (comments and blank lines skipped). */
+export function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const cut = line.lastIndexOf(" ");
+    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+  }
+  return out;
+}

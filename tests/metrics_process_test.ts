@@ -7,19 +7,8 @@ import assert from "node:assert/strict";
 import { Queue } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
 import { freePort } from "../src/testing/_process.ts";
-import { inspect, waitForRedis, WorkerProcess } from "./_helpers.ts";
+import { inspect, parseMetrics, waitForRedis, WorkerProcess } from "./_helpers.ts";
 import { delay } from "../src/async.ts";
-
-/** Parses Prometheus text into "name{labels}" → value. */
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
 
 /** GETs `url`; undefined if nothing answers. */
 async function get(url: string): Promise<{ status: number; text: string } | undefined> {
@@ -52,7 +41,7 @@ Deno.test("a worker process's /metrics, scraped over HTTP, equals what its ledge
   const scraped = await waitForRedis(async () => {
     const res = await get(`${base}/metrics`);
     if (res?.status !== 200) return undefined;
-    const values = parse(res.text);
+    const values = parseMetrics(res.text);
     const dead = values.get('sluice_jobs_dead_total{queue="q",task="throw",reason="failed"}');
     return dead === 5 ? values : undefined;
   }, "the dead letters counted");

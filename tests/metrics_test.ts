@@ -7,21 +7,10 @@ import assert from "node:assert/strict";
 import { NonRetryableError, Queue, task, type TaskContext, Worker } from "../mod.ts";
 import { startRedis } from "../src/testing.ts";
 import { freePort } from "../src/testing/_process.ts";
-import { inspect } from "./_helpers.ts";
+import { inspect, parseMetrics } from "./_helpers.ts";
 import { delay } from "../src/async.ts";
 
 const quiet = { warn() {}, error() {} };
-
-/** Parses Prometheus text into "name{labels}" → value. */
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
 
 /** Runs `worker` until `done()` holds after an event, then stops it. */
 async function runUntilCounted(worker: Worker, done: () => boolean): Promise<void> {
@@ -150,7 +139,7 @@ Deno.test("/metrics, /healthz and /readyz answer over HTTP in the Prometheus tex
     const text = await res.text();
     assert.match(text, /^# HELP sluice_jobs_completed_total /m);
     assert.match(text, /^# TYPE sluice_job_run_seconds histogram$/m);
-    const values = parse(text);
+    const values = parseMetrics(text);
     assert.equal(values.get('sluice_jobs_completed_total{queue="q",task="t"}'), 1);
     // The group label escaped: \\ and \" inside the quotes.
     assert.equal(
@@ -196,7 +185,7 @@ Deno.test("the queue's counts are read from Redis at most once per queueInterval
     const before = await zcards();
     for (let i = 0; i < 5; i++) {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      assert.equal(parse(text).get('sluice_queue_jobs{queue="q",state="delayed"}'), 1);
+      assert.equal(parseMetrics(text).get('sluice_queue_jobs{queue="q",state="delayed"}'), 1);
     }
     // One read (one ZCARD of the delayed jobs) for five scrapes.
     assert.equal(await zcards() - before, 1);

@@ -68,15 +68,19 @@ export type RedisConfig = string | RedisConnectionOptions | RedisClusterConfig;
 /** The roles a connection can play; one connection each. */
 export type Role = "command" | "blocking" | "subscriber";
 
+/** The machine's hostname, or undefined without the permission to read it (--allow-sys). */
+export function hostname(): string | undefined {
+  try {
+    return Deno.hostname();
+  } catch {
+    return undefined;
+  }
+}
+
 /** `<host>-<pid>`: names this process in consumer and connection names. */
 export function processName(): string {
-  let host = "host";
-  try {
-    host = Deno.hostname();
-  } catch {
-    // no --allow-sys: the pid (and a consumer's random part) keep names apart
-  }
-  return `${host}-${Deno.pid}`;
+  // Without a hostname, the pid (and a consumer's random part) keep names apart.
+  return `${hostname() ?? "host"}-${Deno.pid}`;
 }
 
 /** The default Redis URL. */
