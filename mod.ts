@@ -54,6 +54,7 @@ export type { GroupInfo, GroupOptions, GroupSettings } from "./src/groups.ts";
 export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
 export type { QueueStats, WorkerInfo } from "./src/stats.ts";
+export type { EventsOptions, QueueEvent, QueueEventType } from "./src/events.ts";
 export { JobHandle } from "./src/handle.ts";
 export type { CancelOutcome, JobState, JobStatus } from "./src/handle.ts";
 export { DeadLetters } from "./src/dead.ts";

@@ -159,10 +159,12 @@ function benchWorker(
   priorities?: readonly string[],
   grouped = false,
   metrics = false,
+  events = true,
 ): Worker {
   return new Worker(name, tasks, {
     redis: url,
     concurrency,
+    ...(events ? {} : { events: false }),
     ...(keepRecords ? {} : { keepResult: 0 }),
     ...(priorities === undefined ? {} : { priorities }),
     ...(grouped ? { groups: { concurrency: GROUP_CONCURRENCY } } : {}),
@@ -173,9 +175,9 @@ function benchWorker(
   });
 }
 
-async function sluiceEnqueue(n = N) {
+async function sluiceEnqueue(n = N, events = true) {
   const name = fresh();
-  await using queue = new Queue(name, { redis: url });
+  await using queue = new Queue(name, { redis: url, ...(events ? {} : { events: false }) });
   const before = await spent();
   const started = performance.now();
   for (let i = 0; i < n; i += 10_000) {
@@ -192,14 +194,15 @@ async function sluiceEnqueue(n = N) {
 
 /** Deletes every key of a bench queue, so the memory row's "before" counts none of them. */
 async function dropQueue(queue: Queue, priorities: readonly string[] = []) {
-  const { stream, dead, workers, delayed, payloads, jobPrefix } = queue.keys;
+  const { stream, dead, workers, delayed, payloads, jobPrefix, events } = queue.keys;
   const lanes = priorities.slice(1).map((name) => queue.keys.lane(name));
   const limits = [
     queue.keys.rate("t:noop"),
     queue.keys.booked("t:noop"),
     queue.keys.tally("t:noop"),
   ];
-  await admin.unlink(stream, dead, workers, delayed, payloads, queue.keys.priorities, ...lanes);
+  await admin.unlink(stream, dead, workers, delayed, payloads, events, queue.keys.priorities);
+  if (lanes.length > 0) await admin.unlink(...lanes);
   await admin.unlink(...limits);
   await deleteRecords(jobPrefix);
 }
@@ -225,9 +228,14 @@ async function sluiceProcess(
   work: AnyTask = noop,
   groups = 0,
   metrics = false,
+  events = true,
 ) {
   const name = fresh();
-  await using queue = new Queue(name, { redis: url, ...(priorities ? { priorities } : {}) });
+  await using queue = new Queue(name, {
+    redis: url,
+    ...(priorities ? { priorities } : {}),
+    ...(events ? {} : { events: false }),
+  });
   // Grouped: jobs spread round robin over `groups` groups, with the Worker's groups option
   // (concurrency GROUP_CONCURRENCY) stored before the enqueue, as a running worker would have:
   // all but each group's first jobs wait in their group's line.
@@ -261,6 +269,7 @@ async function sluiceProcess(
     priorities,
     groups > 0,
     metrics,
+    events,
   );
   let done = 0;
   const all = Promise.withResolvers<void>();
@@ -455,6 +464,9 @@ const LIMITED_ROW = "32-rate-limited";
 const GROUPED_ROW = "32-grouped";
 /** The c=32 row with the Worker's metrics on. */
 const METRICS_ROW = "32-metrics";
+/** The c=32 rows (no records, and records at defaults) with events off on both sides. */
+const EVENTS_OFF_ROW = "32-events-off";
+const DEFAULTS_EVENTS_OFF_ROW = "32-defaults-events-off";
 const GROUP_COUNT = 100, GROUP_CONCURRENCY = 4;
 const jobsAt = (concurrency: number) => concurrency === 1 ? Math.max(1_000, Math.floor(N / 10)) : N;
 
@@ -547,8 +559,22 @@ for (const { id, concurrency, keepRecords } of ROWS) {
     processing[METRICS_ROW] = counted.rate;
     processCpu[METRICS_ROW] = counted.cpuUs;
     calls[METRICS_ROW] = counted.calls;
+    log("bench: sluice processing at concurrency 32, events off");
+    const silent = await sluiceProcess(32, jobsAt(32), false, undefined, noop, 0, false, false);
+    processing[EVENTS_OFF_ROW] = silent.rate;
+    processCpu[EVENTS_OFF_ROW] = silent.cpuUs;
+    calls[EVENTS_OFF_ROW] = silent.calls;
+  }
+  if (id === "32-defaults") {
+    log("bench: sluice processing at concurrency 32, keepResult's default, events off");
+    const silent = await sluiceProcess(32, jobsAt(32), true, undefined, noop, 0, false, false);
+    processing[DEFAULTS_EVENTS_OFF_ROW] = silent.rate;
+    processCpu[DEFAULTS_EVENTS_OFF_ROW] = silent.cpuUs;
+    calls[DEFAULTS_EVENTS_OFF_ROW] = silent.calls;
   }
 }
+log("bench: sluice enqueue, events off");
+const enqueueSilent = await sluiceEnqueue(N, false);
 // The floor again, right after the processing rows: machines here drift over minutes, and the
 // higher of the two runs is the one sluice is compared with.
 log("bench: floor again");
@@ -624,6 +650,12 @@ const report = {
     groupedVsPlain: ratio(processing[GROUPED_ROW]!, processing["32"]),
     /** The row with metrics on against the plain c=32 row (the issue's bar: >= 0.95). */
     metricsVsPlain: ratio(processing[METRICS_ROW]!, processing["32"]),
+    /** The c=32 row (events on, the default) against the same with events off. */
+    eventsOnVsOff: ratio(processing["32"]!, processing[EVENTS_OFF_ROW]!),
+    /** The same at keepResult's default. */
+    eventsOnVsOffDefaults: ratio(processing["32-defaults"]!, processing[DEFAULTS_EVENTS_OFF_ROW]!),
+    /** Enqueue with events on against enqueue with them off. */
+    enqueueEventsOnVsOff: ratio(enqueue, enqueueSilent.rate),
   },
   scaleOut: { ...scale, ratio: ratio(scale.three.rate, scale.one.rate) },
   durable,
@@ -654,10 +686,18 @@ if (values.json) {
       ? `process c=32, ${GROUP_COUNT} groups of ${GROUP_CONCURRENCY}`
       : id === METRICS_ROW
       ? "process c=32, metrics on"
+      : id === EVENTS_OFF_ROW
+      ? "process c=32, events off"
+      : id === DEFAULTS_EVENTS_OFF_ROW
+      ? "process c=32 defaults, events off"
       : `process c=${id.replace("-", " ")}`;
   // The processing rows as printed: the priorities' and rate limit's rows after the c=32 one.
   const printed = ROWS.flatMap(({ id }) =>
-    id === "32" ? [id, PRIORITY_ROW, LIMITED_ROW, GROUPED_ROW, METRICS_ROW] : [id]
+    id === "32"
+      ? [id, PRIORITY_ROW, LIMITED_ROW, GROUPED_ROW, METRICS_ROW, EVENTS_OFF_ROW]
+      : id === "32-defaults"
+      ? [id, DEFAULTS_EVENTS_OFF_ROW]
+      : [id]
   );
   const table = (rows: string[][]) => {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -699,6 +739,15 @@ if (values.json) {
   );
   console.log(
     `${label(METRICS_ROW)} / process c=32: ${pct(report.ratios.metricsVsPlain)} (same run)`,
+  );
+  console.log(
+    `events on (the default) / off: process c=32 ${
+      pct(report.ratios.eventsOnVsOff)
+    }, c=32 defaults ${pct(report.ratios.eventsOnVsOffDefaults)}, enqueue ${
+      pct(report.ratios.enqueueEventsOnVsOff)
+    } (${k(enqueueSilent.rate)} off; CPU µs/job off: enqueue worker ${
+      fixed1(enqueueSilent.cpuUs.worker)
+    }, Redis ${fixed1(enqueueSilent.cpuUs.redis)})`,
   );
   console.log();
 

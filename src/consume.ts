@@ -486,6 +486,7 @@ export class Consumer implements Holding, Gated {
     const retirement = async () => {
       if (this.#busy) await this.#busy;
       await this.#settler.idle();
+      await this.#settler.closeEvents();
       let released = 0;
       for (const view of this.views) released += await retire(client, view, this.name);
       if (released > 0) {

@@ -120,6 +120,8 @@ export interface EnqueueContext {
   readonly durability: Durability | undefined;
   /** The priorities' streams. */
   readonly lanes: Lanes;
+  /** The events cap (0: no events). */
+  readonly events: number;
   /** Resolves once the queue's priority list is known to match Redis's (or rejects). */
   ready(): Promise<void>;
   /** Where Redis is, for messages. */
@@ -412,7 +414,7 @@ async function send(
       const most = Math.min(j + ENQUEUE_BATCH, end);
       while (to < most && entries[to]!.stream === stream) to++;
       const pri = entries[j]!.pri ?? "";
-      pipeline.sluiceEnqueue(enqueueArgs(q.keys, stream, head, entries, j, to, pri));
+      pipeline.sluiceEnqueue(enqueueArgs(q.keys, stream, head, entries, j, to, pri, q.events));
     }
     if (durable !== undefined) pipeline.wait(durable.replicas, durable.timeout);
     sent.push((pipeline as unknown as ChainableCommander).exec());

@@ -75,6 +75,8 @@ export interface HandleContext {
   readonly keys: Keys;
   readonly group: string;
   readonly keepResult: number;
+  /** The events cap (0: no events): a job cancelled by its handle gets event `cancelled`. */
+  readonly events?: number;
   /** The priorities' streams: a job in the stream sits in one of them. */
   readonly lanes: Lanes;
   /** Aborts when the queue closes. */

@@ -51,6 +51,8 @@ export interface Lessor {
   forget(job: Job): void;
   /** Stores the job's progress (JSON) in its record: 1 if stored, 0 if it has ended. */
   progress(id: string, json: string): Promise<number>;
+  /** A handler started the job: its `active` event is written. */
+  started?(job: Job): void;
 }
 
 /** @internal What a consumer's parts may do to a job's lease, through `Job[internal]`. */
@@ -147,7 +149,10 @@ export class Job<Data = unknown> implements JobInfo {
     lose: (job, reason) => job.#lose(reason),
     abort: (job, reason) => job.#abort(reason),
     reclaimed: (job, deliveries) => job.#deliveries = deliveries,
-    started: (job) => job.#startedAt = Date.now(),
+    started: (job) => {
+      job.#startedAt = Date.now();
+      job.#lessor.started?.(job);
+    },
     leased: (job) => job.#state === "held",
     defer: (job, due) =>
       job.#reason instanceof CancelledError

@@ -108,6 +108,11 @@ export interface Keys {
    * gives the group its room back exactly once.
    */
   readonly groupSlots: string;
+  /**
+   * The queue's events (events.ts): a stream capped at about `events` events, one entry per
+   * script call that wrote any, each event a field "<type> <task>[ <detail>]" and the job id.
+   */
+  readonly events: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -170,6 +175,7 @@ export function queueKeys(name: string, prefix: string): Keys {
     groupJobs: `${base}:gjobs`,
     groupLines: `${base}:glines`,
     groupSlots: `${base}:gslots`,
+    events: `${base}:events`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

@@ -18,6 +18,7 @@ import {
 } from "./redis/connect.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 import { checkInt } from "./_options.ts";
+import { eventsCap, type EventsOptions, follow, type QueueEvent } from "./events.ts";
 import { checkDurability, type Durability } from "./durable.ts";
 import { type HandleContext, JobHandle } from "./handle.ts";
 import { DeadLetters } from "./dead.ts";
@@ -39,6 +40,7 @@ import { checkRecorded, type Lanes, lanesOf } from "./priority.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats, WorkerInfo } from "./stats.ts";
+export type { EventsOptions, QueueEvent, QueueEventType } from "./events.ts";
 
 /** Options of {@linkcode Queue}. */
 export interface QueueOptions {
@@ -132,6 +134,15 @@ export interface QueueOptions {
    * @default {the first (lowest) of `priorities`}
    */
   defaultPriority?: string;
+  /**
+   * The queue's events (see {@linkcode Queue.events}): written by the scripts that move jobs,
+   * in the same calls, to a stream capped at about `maxlen` events (approximate trimming).
+   * `false` writes none. Set it the same way on producers and workers: each writes the events
+   * of what it does (enqueues; starts, ends and retries). `maxlen` 1 to 10,000,000.
+   *
+   * @default {{ maxlen: 10_000 }}
+   */
+  events?: boolean | { maxlen?: number };
 }
 
 /** Redis's default proto-max-bulk-len: no bigger string can be written. */
@@ -152,6 +163,8 @@ export interface QueueSettings {
   readonly durability: Durability | undefined;
   /** The priorities' streams (one without priorities). */
   readonly lanes: Lanes;
+  /** The events stream's cap (about how many events it keeps); 0: no events. */
+  readonly events: number;
 }
 
 /**
@@ -178,6 +191,7 @@ export function queueSettings(
     durability,
     priorities,
     defaultPriority,
+    events = true,
   } = options;
   checkInt(action, "keepResult", keepResult, 0, 10 * 365 * 86_400_000);
   checkInt(action, "maxDead", maxDead, 0, Number.MAX_SAFE_INTEGER);
@@ -198,6 +212,7 @@ export function queueSettings(
     signer,
     durability: durability === undefined ? undefined : checkDurability(action, durability),
     lanes: lanesOf(action, keys, priorities, defaultPriority),
+    events: eventsCap(action, events),
   };
 }
 
@@ -251,6 +266,8 @@ export class Queue implements AsyncDisposable {
   /** Groups: per-group concurrency, pause, resume, and their counts. */
   readonly groups: Groups;
   #consumers = new Set<Consumer>();
+  /** Open `events()` streams: each resolves once its connection is closed. */
+  #followers = new Set<Promise<void>>();
   #writes = new Set<Promise<unknown>>();
   #closed = false;
   /** What enqueue.ts needs: made once, since every enqueue uses it. */
@@ -340,6 +357,58 @@ export class Queue implements AsyncDisposable {
    */
   job<Result = unknown>(id: string): JobHandle<Result> {
     return new JobHandle<Result>(this.#handleContext(), id);
+  }
+
+  /**
+   * Follows the queue's events, from any process: what happened to which job, as
+   * {@linkcode QueueEvent}s (`waiting`, `delayed`, `active`, `progress`, `completed`,
+   * `retrying`, `dead`, `cancelled`, `stalled`), read from the capped stream the queue's
+   * scripts write them to (see the `events` option). The stream has a Redis connection of its
+   * own; it ends when `signal` aborts, the stream is cancelled or the queue closes, and waits
+   * out Redis going away.
+   *
+   * @param options Where to start (`since`: `"$"` from now on, the default), and a signal.
+   * @throws {TypeError} If the queue is closed, or `since` is not a cursor, `"$"`, `"0"` or a
+   * time.
+   * @throws {RangeError} If `count` or a time is out of range.
+   *
+   * @example Follow a job from enqueue to its end
+   * ```ts
+   * import { Queue, task, Worker } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * const stop = new AbortController();
+   * const events = queue.events({ signal: stop.signal });
+   * await queue.enqueue("send", { to: "a@example.com" });
+   * const worker = new Worker("mail", [task("send", () => "sent")], {
+   *   redis: redis.url,
+   *   handleSignals: false,
+   * });
+   * const run = worker.run();
+   * const seen: string[] = [];
+   * for await (const event of events) {
+   *   seen.push(event.type);
+   *   if (event.type === "completed") stop.abort();
+   * }
+   * console.log(seen); // ["waiting", "active", "completed"]
+   * await worker.stop();
+   * await run;
+   * ```
+   */
+  events(options: EventsOptions = {}): ReadableStream<QueueEvent> {
+    this.#checkOpen("follow events");
+    const signal = options.signal === undefined
+      ? this.#closing.signal
+      : AbortSignal.any([options.signal, this.#closing.signal]);
+    const { stream, ended } = follow(
+      { name: this.name, keys: this.keys, redis: this.#settings.redis, client: this.#command() },
+      { ...options, signal },
+      `Cannot follow events of queue ${this.name}`,
+    );
+    this.#followers.add(ended);
+    void ended.then(() => this.#followers.delete(ended));
+    return stream;
   }
 
   /**
@@ -549,6 +618,7 @@ export class Queue implements AsyncDisposable {
       signer: this.#settings.signer,
       durability: this.#settings.durability,
       lanes: this.#settings.lanes,
+      events: this.#settings.events,
       ready: () => this.#ready(),
       redis: this.#settings.redis,
       handles: this.#handleContext(),
@@ -580,6 +650,7 @@ export class Queue implements AsyncDisposable {
       keys: this.keys,
       group: this.group,
       keepResult: this.#settings.keepResult,
+      events: this.#settings.events,
       lanes: this.#settings.lanes,
       closed: this.#closing.signal,
       client: () => this.#command(),
@@ -642,6 +713,7 @@ export class Queue implements AsyncDisposable {
     this.#closed = true;
     this.#closing.abort(new TypeError(`Cannot wait for a result: queue ${this.name} was closed`));
     await Promise.all([...this.#consumers].map((c) => c.shutdown()));
+    await Promise.all(this.#followers);
     // Enqueues already under way finish first, so none is cut off by the disconnect.
     await Promise.allSettled(this.#writes);
     await this.#shared?.release();

@@ -18,6 +18,7 @@ import { retryWait } from "./backoff.ts";
 import { delay } from "./async.ts";
 import type { ScriptQueue } from "./scripts/_prelude.ts";
 import type { LaneEntries } from "./read.ts";
+import { Starts } from "./events.ts";
 
 /** Operations split by the lane (priority stream) of their jobs, in order within each. */
 function byLane(ops: SettleOp[]): SettleOp[][] {
@@ -43,8 +44,13 @@ export class Settler implements Lessor {
   /** Aborts when the consumer is done: flushes still waiting for replicas give up. */
   #closed = new AbortController();
 
+  /** The `active` events of jobs started since the last settle, if events are on. */
+  #starts: Starts | undefined;
+
   constructor(c: Holding) {
     this.#c = c;
+    const { ctx } = c;
+    if (ctx.events > 0) this.#starts = new Starts(ctx.client, ctx.keys.events, ctx.events);
     // Two settle calls may be under way, each with at most half the window: Redis settles
     // one half while this process runs the other. A batch waits for jobs being handed out.
     this.#batcher = new Batcher(
@@ -64,9 +70,21 @@ export class Settler implements Lessor {
     return this.#c.name;
   }
 
-  progress(id: string, json: string): Promise<number> {
+  async progress(id: string, json: string): Promise<number> {
     const { ctx } = this.#c;
-    return ctx.client.sluiceProgress(progressArgs(ctx.keys, id, json));
+    const args = progressArgs(ctx.keys, id, json, ctx.events);
+    const pipeline = ctx.client.pipeline();
+    // Starts not yet written go first: a job's active event precedes its progress.
+    if (!this.#starts?.queue(pipeline)) return await ctx.client.sluiceProgress(args);
+    (pipeline as unknown as ScriptClient).sluiceProgress(args);
+    const replies = await pipeline.exec();
+    const [err, stored] = replies?.[1] ?? [new Error("no reply")];
+    if (err) throw err;
+    return stored as number;
+  }
+
+  started(job: Job): void {
+    this.#starts?.started(job.id, job.task, job.attempt, this.#c.name);
   }
 
   settle(op: SettleOp): Promise<number> {
@@ -85,6 +103,11 @@ export class Settler implements Lessor {
   /** The consumer is done: flushes still waiting for their replicas fail now. */
   close(): void {
     this.#closed.abort();
+  }
+
+  /** Writes the `active` events still buffered, and waits for them: no timer is left. */
+  async closeEvents(): Promise<void> {
+    await this.#starts?.close();
   }
 
   async #flush(ops: SettleOp[]): Promise<number[]> {
@@ -117,6 +140,8 @@ export class Settler implements Lessor {
     const reads = c.readsBehindSettles(Date.now()) ? window.settleRoom(c.held.size) : 0;
     const mark = c.cancels.mark();
     const pipeline = ctx.client.pipeline();
+    // The starts since the last settle go first, so each job's active event precedes its end.
+    const first = this.#starts?.queue(pipeline) ? 1 : 0;
     // One SETTLE per priority stream among the operations (one stream without priorities).
     const lanes = c.floor.single ? [chunk] : byLane(chunk);
     for (const ops of lanes) {
@@ -139,6 +164,7 @@ export class Settler implements Lessor {
     } finally {
       window.settling -= freeing;
     }
+    if (first > 0) replies = replies.slice(first);
     const calls = lanes.length;
     // A read that failed brings nothing: the loop's next read meets the failure.
     const entries: LaneEntries = readCalls === 0

@@ -59,25 +59,28 @@ Deno.test("a queue without priorities sends PROMOTE, REPLAY and CANCEL the keys 
   // The group keys come with every PROMOTE and CANCEL: a grouped job passes its gate.
   const group = [keys.groups, keys.groupJobs, keys.groupLines, keys.groupSlots];
   assert.deepEqual(promoteArgs({ keys, lanes }, ["a"]), [
-    "9",
+    "10",
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.ticks,
+    keys.events,
     ...group,
     keys.job("a"),
     "0",
+    "", // no events
     "a",
   ]);
   const replay = replayArgs({ keys, lanes }, [{ deadId: "1-1", id: "a" }]);
   assert.deepEqual(replay.slice(0, 8), ["7", keys.dead, keys.stream, ...group, keys.job("a")]);
   const cancel = cancelArgs({ keys, lanes, group: "g", keepResult: 1 }, "a");
-  assert.deepEqual(cancel.slice(0, 10), [
-    "8",
+  assert.deepEqual(cancel.slice(0, 11), [
+    "9",
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.job("a"),
+    keys.events,
     ...group,
     "g",
   ]);

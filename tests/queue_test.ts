@@ -181,6 +181,7 @@ Deno.test("enqueue() writes to the stream key under the given prefix", async () 
   await using queue = new Queue("images", { redis: redis.url, prefix: "app" });
   const handle = await queue.enqueue(plain, 1);
   assert.deepEqual((await r.keys("*")).sort(), [
+    "app:{images}:events",
     `app:{images}:job:${handle.id}`,
     "app:{images}:stream",
   ]);

@@ -28,12 +28,13 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     { op: "dead", job: job("12-0", "e"), error: "bad", reason: "failed" },
   ]);
   assert.deepEqual(args, [
-    "14",
+    "15",
     keys.stream,
     keys.dead,
     keys.delayed,
     keys.payloads,
     keys.waiters,
+    keys.events,
     // A batch with a dead letter names the group keys: the entry may be a grouped job's.
     ...[keys.groups, keys.groupJobs, keys.groupLines, keys.groupSlots],
     keys.job("a"),
@@ -53,6 +54,7 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     "100-0",
     "", // the lowest priority's stream: no field pri to write
     "g", // the group keys are given
+    "", // no events
     ...["ack", "10-5", "2", '"r"', "9 2 c"],
     ...["bury", "9-0", "1", "e", "x"],
     ...["retry", "100-0", "2", "30", "boom"],

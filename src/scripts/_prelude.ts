@@ -21,6 +21,8 @@ export interface ScriptQueue {
    * queue, see `laneViews`): what SETTLE writes in field `pri` of a job it moves off the stream.
    */
   readonly pri?: string;
+  /** The events stream's cap, about how many events it keeps; 0 or undefined: no events. */
+  readonly events?: number;
 }
 
 /** The prelude's first line on a single Redis: scripts publish with PUBLISH. */
@@ -140,7 +142,41 @@ local silent = false
 -- Numbers handed to redis.call are formatted on every call (about 0.3 µs each): finish() formats
 -- keep and now once per script run instead.
 local keep_n, keep_s, now_n, now_s = nil, nil, nil, nil
+-- Events (see events.ts): while EV is a table, scripts collect the events of their call in it
+-- (ev()), and ev_flush() writes them as one entry of the events stream, capped at about
+-- EV_MAX events. An event is a field "<type> <task>[ <detail>]" and the job id as its value.
+local EV, EV_KEY, EV_MAX, EV_SKIP = nil, nil, 0, 1
+-- The task finish() names in its event: set by a caller that knows it, else read off the record.
+local EV_TASK = nil
+-- Turns events on for this call if max (ARGV text) is a positive number.
+local function ev_on(key, max, prefix)
+  local n = tonumber(max)
+  if n and n > 0 then EV, EV_KEY, EV_MAX, EV_SKIP = {}, key, n, #prefix + 1 end
+end
+local function ev(head, id)
+  local n = #EV
+  EV[n + 1], EV[n + 2] = head, id
+end
+local function ev_flush()
+  if not EV or #EV == 0 then return end
+  -- About EV_MAX events in all: an entry of n events counts n.
+  local cap = math.max(1, math.floor(EV_MAX * 2 / #EV))
+  for i = 1, #EV, 4000 do
+    redis.call('XADD', EV_KEY, 'MAXLEN', '~', cap, '*', unpack(EV, i, math.min(i + 3999, #EV)))
+  end
+  EV = {}
+end
+-- The task of a job's record (field job is "<enq> <task>"), for an event.
+local function rec_task(rec)
+  local r = redis.call('HMGET', rec, 'job', 'task')
+  return r[1] and string.match(r[1], ' (.*)$') or r[2] or '?'
+end
 local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
+  if EV then
+    local head = state .. ' ' .. (EV_TASK or rec_task(rec))
+    if state == 'dead' then head = head .. ' ' .. reason end
+    ev(head, string.sub(rec, EV_SKIP))
+  end
   local kept = false
   if keep ~= keep_n then keep_n, keep_s = keep, tostring(keep) end
   if now ~= now_n then now_n, now_s = now, tostring(now) end

@@ -1,10 +1,11 @@
 /**
  * CANCEL: cancels one job by id, whatever state it is in. `cancelArgs` builds its arguments.
  *
- * KEYS: stream (the lowest priority's), delayed, payloads, record, the four group keys (see
- * _gate.ts), then the stream of every other priority (none without priorities).
+ * KEYS: stream (the lowest priority's), delayed, payloads, record, events, the four group keys
+ * (see _gate.ts), then the stream of every other priority (none without priorities).
  * ARGV: group, done channel prefix, keep ms, cancel channel, job id, scope (the only group whose
- * jobs may be cancelled, '' for any).
+ * jobs may be cancelled, '' for any), the events cap ('' for none: a job cancelled here gets
+ * event `cancelled`; one a worker holds gets it when its worker settles it).
  * The done and cancel channels are pub/sub channels, not keys: they stay in ARGV.
  * Reply: the state before ('unknown' if there is no record); the action taken follows from it.
  *
@@ -27,8 +28,14 @@ import type { Lanes } from "../priority.ts";
 /** The Lua of CANCEL. */
 export const CANCEL: string = PRELUDE + GATE + `
 local stream, delayed, payloads, rec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
+G = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]}
 local group, done, keep, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
+ev_on(KEYS[5], ARGV[7], string.sub(rec, 1, #rec - #id))
+-- Every way out writes the events collected (a cancelled job's) first.
+local function out(state)
+  ev_flush()
+  return state
+end
 local state = redis.call('HGET', rec, 'state')
 if not state then return 'unknown' end
 -- A scoped producer (queue.forGroup) cancels its own group's jobs only: others are unknown.
@@ -40,7 +47,7 @@ if state == 'delayed' or state == 'retrying' then
     redis.call('HDEL', payloads, id)
     redis.call('HDEL', rec, 'due')
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
-    return state
+    return out(state)
   end
   state = 'waiting' -- promoted meanwhile: look at the stream
 end
@@ -56,24 +63,24 @@ if g then
   if g_unwait(g, redis.call('HGET', rec, 'place'), id) then
     redis.call('HDEL', rec, 'place')
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
-    return 'waiting'
+    return out('waiting')
   end
   entry = redis.call('HGET', G[4], 'j:' .. id) or entry
   if entry and not held(stream) then
     redis.call('XDEL', stream, entry)
     g_free(stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
-    return 'waiting'
+    return out('waiting')
   end
-elseif entry and #KEYS == 8 then
+elseif entry and #KEYS == 9 then
   if not held(stream) then
     redis.call('XDEL', stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
-    return 'waiting'
+    return out('waiting')
   end
 elseif entry then
   local lanes = {stream}
-  for k = 9, #KEYS do lanes[#lanes + 1] = KEYS[k] end
+  for k = 10, #KEYS do lanes[#lanes + 1] = KEYS[k] end
   local at = nil
   for _, lane in ipairs(lanes) do
     local r = redis.call('XRANGE', lane, entry, entry)
@@ -85,7 +92,7 @@ elseif entry then
   if not pending then
     if at then redis.call('XDEL', at, entry) end
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
-    return 'waiting'
+    return out('waiting')
   end
 end
 redis.call('HSET', rec, 'state', 'cancelling')
@@ -102,7 +109,7 @@ return 'active'
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function cancelArgs(
-  q: Pick<ScriptQueue, "keys" | "group" | "keepResult"> & { readonly lanes: Lanes },
+  q: Pick<ScriptQueue, "keys" | "group" | "keepResult" | "events"> & { readonly lanes: Lanes },
   id: string,
   scope?: string,
 ): string[] {
@@ -110,11 +117,12 @@ export function cancelArgs(
   // The other priorities: every lane but the last (the lowest, which is keys.stream).
   const others = streams.slice(0, -1);
   return [
-    String(4 + GROUP_KEYS + others.length),
+    String(5 + GROUP_KEYS + others.length),
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.job(id),
+    keys.events,
     ...groupKeys(keys),
     ...others,
     q.group,
@@ -123,5 +131,6 @@ export function cancelArgs(
     keys.cancel,
     id,
     scope ?? "",
+    q.events ? String(q.events) : "",
   ];
 }

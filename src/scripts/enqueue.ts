@@ -2,10 +2,11 @@
  * ENQUEUE: writes a batch of jobs of one task, each unless its id is still known (dedup).
  * `enqueueHead` and `enqueueArgs` build its arguments.
  *
- * KEYS: stream (the jobs' priority's), delayed, payloads, the four group keys if the shape
- * starts with 'grouped' (see _gate.ts), then one record per job.
+ * KEYS: stream (the jobs' priority's), delayed, payloads, events, the four group keys if the
+ * shape starts with 'grouped' (see _gate.ts), then one record per job.
  * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape, pri (the
- * priority of every job of the call, written right after enq; '' for none); then per job, if
+ * priority of every job of the call, written right after enq; '' for none), the events cap
+ * ('' for no events: see events.ts); then per job, if
  * shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
  * or 'at'), ms, n, data, then n values: the job's optional fields as field/value pairs (trace to
  * sig, as encodeExtras in codec.ts lays them out). Shape 'grouped' (or 'grouped-new') is 'full'
@@ -60,11 +61,14 @@ local stream, delayed, payloads = KEYS[1], KEYS[2], KEYS[3]
 local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local skip, v, shape, pri = #ARGV[5] + 1, ARGV[6], ARGV[7], ARGV[8]
 local plain = shape == 'plain' or shape == 'plain-new'
+ev_on(KEYS[4], ARGV[9], ARGV[5])
+-- Each job's event: the same head for the whole call, but for a delayed job's due time.
+local waiting = 'waiting ' .. task
 -- A call with grouped jobs names the group keys (see _gate.ts) before the records.
-local first = 4
+local first = 5
 if string.sub(shape, 1, 7) == 'grouped' then
-  G, G_LAZY = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, true
-  first = 8
+  G, G_LAZY = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, true
+  first = 9
   shape = 'full' .. string.sub(shape, 8)
 end
 -- Ids made by the producer just now (UUIDv7) cannot be known: no dedup look per job, which
@@ -78,7 +82,7 @@ local out, now = {}, now_ms()
 local expire_at = now + live
 -- Formatted once: a number handed to redis.call is formatted on every call.
 local expire_s = tostring(expire_at)
-local a = 9
+local a = 10
 -- The record's field job: the same for the whole batch.
 local job = enq .. ' ' .. task
 for k = first, #KEYS do
@@ -112,6 +116,7 @@ for k = first, #KEYS do
       call('HSET', rec, 'state', 'waiting', 'job', job, 'group', g, 'place', place)
     end
     call('PEXPIREAT', rec, expire_s)
+    if EV then ev(waiting, sub(rec, skip)) end
     out[o] = entry or ''
   elseif mode == 'now' then
     local entry
@@ -130,6 +135,7 @@ for k = first, #KEYS do
     end
     call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', job)
     call('PEXPIREAT', rec, expire_s)
+    if EV then ev(waiting, sub(rec, skip)) end
     out[o] = entry
   else
     local due = ms
@@ -149,10 +155,12 @@ for k = first, #KEYS do
       call('HSET', rec, 'state', 'delayed', 'due', due, 'job', job)
     end
     call('PEXPIREAT', rec, expire_at + wait)
+    if EV then ev('delayed ' .. task .. ' ' .. due, sub(rec, skip)) end
     out[o] = due
   end
 end
 g_flush()
+ev_flush()
 return out
 `;
 
@@ -180,6 +188,7 @@ export function enqueueHead(keys: Keys, task: string, enq: number, version: stri
  * @param from The first job of this call.
  * @param to One past the last job of this call.
  * @param pri The jobs' priority, written in field pri ('' for the lowest: none).
+ * @param events The events cap (0: no events).
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function enqueueArgs(
@@ -190,6 +199,7 @@ export function enqueueArgs(
   from: number,
   to: number,
   pri = "",
+  events = 0,
 ): string[] {
   let plain = true, made = true, grouped = false;
   for (let i = from; i < to; i++) {
@@ -198,12 +208,16 @@ export function enqueueArgs(
     if (job.made !== true) made = false;
     if (job.grouped === true) grouped = true;
   }
-  const args = ["", stream, keys.delayed, keys.payloads];
+  const args = ["", stream, keys.delayed, keys.payloads, keys.events];
   if (grouped) args.push(...groupKeys(keys));
   for (let i = from; i < to; i++) args.push(keys.job(jobs[i]!.id));
   args[0] = String(args.length - 1);
   for (const arg of head) args.push(arg);
-  args.push((grouped ? "grouped" : plain ? "plain" : "full") + (made ? "-new" : ""), pri);
+  args.push(
+    (grouped ? "grouped" : plain ? "plain" : "full") + (made ? "-new" : ""),
+    pri,
+    events > 0 ? String(events) : "",
+  );
   for (let i = from; i < to; i++) {
     const { data, when, extras } = jobs[i]!;
     if (plain) {

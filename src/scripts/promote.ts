@@ -10,11 +10,12 @@
  *   the schedules due now, flat: id, tick, definition, run state ('' if none), at most 100 }.
  *
  * PROMOTE
- *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, the four group keys (see
- *   _gate.ts), then the stream of every other priority (none without priorities), then one
- *   record per id.
+ *   KEYS: stream (the lowest priority's), delayed, payloads, ticks, events, the four group keys
+ *   (see _gate.ts), then the stream of every other priority (none without priorities), then
+ *   one record per id.
  *   ARGV: n, the number of other priorities; their n names, in the order of their streams;
- *   then the ids, in the order of their records.
+ *   the events cap ('' for none: else each job moved gets event `waiting`); then the ids, in
+ *   the order of their records.
  *   Reply (`PromoteReply`): { moved, ms until the next delayed job or tick is due (-1 if none) }.
  *
  * A job goes back to the stream of its field `pri`; without it, or with a name that is not one
@@ -42,7 +43,7 @@ import type { ScriptClient } from "./mod.ts";
 import type { Lanes } from "../priority.ts";
 
 /** What PROMOTE needs to know of a queue: its keys and its priorities' streams. */
-export type PromoteQueue = Pick<ScriptQueue, "keys"> & { readonly lanes: Lanes };
+export type PromoteQueue = Pick<ScriptQueue, "keys" | "events"> & { readonly lanes: Lanes };
 
 /** What DUE replies: the ids due now, ms until the next one if none is (-1: none), Redis TIME
  * (ms), and the due schedules (flat: id, tick, definition, run state). */
@@ -87,16 +88,17 @@ return {due, wait, now, sched}
 /** The Lua of PROMOTE. */
 export const PROMOTE: string = PRELUDE + GATE + NEXT_WAIT + `
 local stream, delayed, payloads, ticks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-G, G_LAZY = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, true
+G, G_LAZY = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, true
 local n = tonumber(ARGV[1])
+ev_on(KEYS[5], ARGV[n + 2], '')
 local lanes = nil -- priority name -> its stream, with priorities
 if n > 0 then
   lanes = {}
-  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 8] end
+  for j = 1, n do lanes[ARGV[j + 1]] = KEYS[j + 9] end
 end
 local now = now_ms()
 local moved = 0
-for i = n + 2, #ARGV do
+for i = n + 3, #ARGV do
   local id, rec = ARGV[i], KEYS[i + 7]
   local score = redis.call('ZSCORE', delayed, id)
   if score and tonumber(score) <= now then
@@ -104,6 +106,7 @@ for i = n + 2, #ARGV do
     if payload then
       local ok, f = pcall(cjson.decode, payload)
       if ok and type(f) == 'table' and #f > 0 then
+        if EV then ev('waiting ' .. (field(f, 'task') or '?'), id) end
         local g = field(f, 'group')
         if g then
           -- A grouped job goes through its group's gate, in the lowest priority's stream.
@@ -134,6 +137,7 @@ for i = n + 2, #ARGV do
   end
 end
 g_flush()
+ev_flush()
 return {moved, next_wait(delayed, ticks, now)}
 `;
 
@@ -161,17 +165,19 @@ export function promoteArgs(q: PromoteQueue, ids: readonly string[]): string[] {
   // The other priorities: every lane but the last (the lowest, which is keys.stream).
   const others = streams.length - 1;
   const args = [
-    String(4 + GROUP_KEYS + others + ids.length),
+    String(5 + GROUP_KEYS + others + ids.length),
     keys.stream,
     keys.delayed,
     keys.payloads,
     keys.ticks,
+    keys.events,
     ...groupKeys(keys),
   ];
   for (let lane = 0; lane < others; lane++) args.push(streams[lane]!);
   for (const id of ids) args.push(keys.job(id));
   args.push(String(others));
   for (let lane = 0; lane < others; lane++) args.push(labels[lane]!);
+  args.push(q.events ? String(q.events) : "");
   for (const id of ids) args.push(id);
   return args;
 }

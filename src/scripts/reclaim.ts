@@ -2,10 +2,12 @@
  * RECLAIM: claims idle deliveries of dead peers with XAUTOCLAIM, dead-letters crash loops, and
  * now and then prunes dead consumers. `reclaimArgs` builds its arguments.
  *
- * KEYS: stream, dead, workers, registry, and for the lowest priority's stream the four group
- * keys (see _gate.ts): a grouped entry trimmed away or dead-lettered here gives its group its room back.
+ * KEYS: stream, dead, workers, registry, events, and for the lowest priority's stream the four
+ * group keys (see _gate.ts): a grouped entry trimmed away or dead-lettered here gives its group
+ * its room back.
  * ARGV: group, consumer, min idle ms, cursor, count, max deliveries, prune (0/1), max dead, the
- * stream's priority name ('' for the lowest: written in field pri of dead letters).
+ * stream's priority name ('' for the lowest: written in field pri of dead letters), the events
+ * cap ('' for none): each claimed job's event is `stalled`, each dead-lettered one's `dead`.
  * Reply (`ReclaimReply`): { next cursor, { entry id, deliveries, fields }..., deleted entry ids,
  * dead-lettered job ids ('' for an entry without one) }.
  *
@@ -46,7 +48,8 @@ export const RECLAIM: string = PRELUDE + GATE + `
 local stream, dead, workers, registry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- The lowest priority's stream, which holds the grouped jobs, comes with the group keys: an
 -- entry trimmed away or dead-lettered here gives its group its room back.
-if KEYS[5] then G = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]} end
+if KEYS[6] then G = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]} end
+ev_on(KEYS[5], ARGV[10], '')
 local group, consumer, min_idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_deliveries, pri = tonumber(ARGV[6]), ARGV[9]
 local now = now_ms()
@@ -70,8 +73,13 @@ for _, e in ipairs(r[2]) do
         tonumber(ARGV[8]))
       buried[#buried + 1] = field(fields, 'id') or ''
       if G then g_free(stream, id) end
+      if EV and buried[#buried] ~= '' then
+        ev('dead ' .. (field(fields, 'task') or '?') .. ' delivery-limit', buried[#buried])
+      end
     else
       claimed[#claimed + 1] = {id, n, fields}
+      local job = field(fields, 'id')
+      if EV and job then ev('stalled ' .. (field(fields, 'task') or '?'), job) end
     end
   end
 end
@@ -91,6 +99,7 @@ if ARGV[7] == '1' then
     end
   end
 end
+ev_flush()
 return {r[1], claimed, deleted, buried}
 `;
 
@@ -103,18 +112,19 @@ return {r[1], claimed, deleted, buried}
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function reclaimArgs(
-  q: Pick<ScriptQueue, "keys" | "group" | "maxDead" | "pri">,
+  q: Pick<ScriptQueue, "keys" | "group" | "maxDead" | "pri" | "events">,
   consumer: string,
   step: ReclaimStep,
 ): string[] {
   const { keys } = q;
   const grouped = q.pri === undefined ? groupKeys(keys) : [];
   return [
-    String(4 + grouped.length),
+    String(5 + grouped.length),
     keys.stream,
     keys.dead,
     keys.workers,
     keys.registry,
+    keys.events,
     ...grouped,
     q.group,
     consumer,
@@ -125,5 +135,6 @@ export function reclaimArgs(
     step.prune ? "1" : "0",
     String(q.maxDead),
     q.pri ?? "",
+    q.events ? String(q.events) : "",
   ];
 }

@@ -2,14 +2,15 @@
  * SETTLE: acks, retries, releases and dead-letters a batch of deliveries in one script call,
  * and keeps each job's record in step. `settleArgs` builds its arguments.
  *
- * KEYS: stream, dead, delayed, payloads, waiters, the four group keys if ARGV's 12th value is
- * 'g' (see _gate.ts), then the record key of each operation that has one (every operation but
- * `bury`), in order.
+ * KEYS: stream, dead, delayed, payloads, waiters, events, the four group keys if ARGV's 12th
+ * value is 'g' (see _gate.ts), then the record key of each operation that has one (every
+ * operation but `bury`), in order.
  * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
  * lowest and highest entry ids, the stream's priority name ('' for the lowest: written in
  * field pri of jobs moved to the delayed zset or the dead letters), 'g' if the group keys are
- * given (else ''), then 5 values per operation: op, entry id, deliveries, a, b
+ * given (else ''), the events stream's cap ('' with events off: see events.ts), then 5 values
+ * per operation (6 with events on: the 6th is the job's task): op, entry id, deliveries, a, b
  * (the job id is the record key minus the prefix):
  *   ack      a = result JSON ('' for none), b = "<start ms> <deliveries> <consumer>" (the
  *            record's run field; the start is '' if the job never started)
@@ -61,6 +62,8 @@ export interface Delivery {
   readonly lane?: number;
   /** The job's group, if any: its settle gives the group its room back. */
   readonly group?: string | undefined;
+  /** The job's task, named in its events. */
+  readonly task?: string;
 }
 
 /** A delivery whose job id may be unknown: an entry that cannot run, without a trusted id. */
@@ -111,11 +114,14 @@ local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local pri = ARGV[11]
+-- Events on: each operation carries its job's task as a 6th value.
+ev_on(KEYS[6], ARGV[13], ARGV[8])
+local W = EV and 6 or 5
 -- A batch that may hold grouped jobs names the group keys: each entry that leaves the stream
 -- gives its group its room back (g_free), and a re-added one keeps it (g_moved).
 -- The gate writes lazily: each of its hashes once per call, in g_flush() before returning.
 if ARGV[12] == 'g' then
-  G, G_LAZY = {KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, true
+  G, G_LAZY = {KEYS[7], KEYS[8], KEYS[9], KEYS[10]}, true
   -- A write that frees memory first (of a field that never exists): at maxmemory Redis refuses
   -- only a script's first write, and an ack that moves a waiting job in must not be refused
   -- for its XADD, or acks could never drain a full Redis.
@@ -133,7 +139,7 @@ drop, later = {}, {}
 -- batch's lowest and highest entry ids. If that range holds many more of ours than the batch
 -- (a long-running job in the middle), it falls back to one XPENDING per job.
 local mine = nil
-local ops = (#ARGV - 12) / 5
+local ops = (#ARGV - 13) / W
 if ops > 0 then
   local most = 4 * ops + 16
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, low, high, most + 1, consumer)
@@ -157,7 +163,12 @@ local function other(op, entry, rec, outcome, a, b)
       schedule(delayed, payloads, channel, with_pri(f, pri), now, wait)
       if defer then
         redis.call('HSET', rec, 'state', 'delayed', 'due', now + wait)
+        if EV then ev('delayed ' .. EV_TASK .. ' ' .. (now + wait), string.sub(rec, skip)) end
       else
+        if EV then
+          ev('retrying ' .. EV_TASK .. ' ' .. field(f, 'attempt') .. ' ' .. (now + wait),
+            string.sub(rec, skip))
+        end
         redis.call('HSET', rec, 'state', 'retrying', 'attempt', field(f, 'attempt'),
           'due', now + wait, 'error', b)
       end
@@ -174,6 +185,11 @@ local function other(op, entry, rec, outcome, a, b)
     local new, f = readd(stream, group, entry, again)
     if G and new then g_moved(entry, new) elseif G then g_free(stream, entry) end
     if new then
+      if EV and again == 1 then
+        ev('retrying ' .. EV_TASK .. ' ' .. field(f, 'attempt') .. ' ' .. now, string.sub(rec, skip))
+      elseif EV then
+        ev('waiting ' .. EV_TASK, string.sub(rec, skip))
+      end
       redis.call('HSET', rec, 'state', 'waiting', 'entry', new, 'attempt', field(f, 'attempt'))
       if again == 1 then redis.call('HSET', rec, 'error', b) end
       redis.call('PEXPIRE', rec, live)
@@ -223,9 +239,10 @@ local function trim(stream, group, acked, newest)
     redis.call('XDEL', stream, unpack(far, i, math.min(i + 499, #far)))
   end
 end
-local k, o, nd = G and 10 or 6, 0, 0 -- the next record key; how many codes and acked ids so far
-for i = 13, #ARGV, 5 do
+local k, o, nd = G and 11 or 7, 0, 0 -- the next record key; how many codes and acked ids so far
+for i = 14, #ARGV, W do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if EV then EV_TASK = ARGV[i + 5] end
   -- The channel that announces this job's outcome (none while nobody listens).
   local rec, outcome = nil, nil
   if op ~= 'bury' then
@@ -243,6 +260,9 @@ for i = 13, #ARGV, 5 do
     -- Acked together after the loop: one XACK per batch.
     nd = nd + 1
     done_ids[nd] = entry
+    if EV and op == 'ack' then
+      ev('completed ' .. EV_TASK, string.sub(rec, skip))
+    end
     if op == 'ack' and keep == 0 then
       -- The common cases, inline: finish() for a first attempt's ack, with no call to make.
       drop[#drop + 1] = rec
@@ -288,6 +308,7 @@ for i = 13, #ARGV, 5 do
       out[o] = 3
     elseif not ok then
       g_flush()
+      ev_flush()
       return redis.error_reply(tostring(code.err or code))
     else
       out[o] = code
@@ -305,6 +326,7 @@ if #done_ids > 0 then
   pcall(trim, stream, group, done_ids, high)
 end
 g_flush()
+ev_flush()
 announce()
 return out
 `;
@@ -320,7 +342,8 @@ return out
  */
 export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly SettleOp[]): string[] {
   const { keys } = q;
-  const args = ["", keys.stream, keys.dead, keys.delayed, keys.payloads, keys.waiters];
+  const events = q.events !== undefined && q.events > 0;
+  const args = ["", keys.stream, keys.dead, keys.delayed, keys.payloads, keys.waiters, keys.events];
   let low = ops[0]?.job.entryId ?? "-", high = ops[0]?.job.entryId ?? "+";
   // Grouped jobs, and entries dead-lettered (which may be grouped entries that cannot be
   // decoded), need the group keys; a batch of plain jobs pays nothing for groups.
@@ -354,6 +377,7 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     high,
     q.pri ?? "",
     grouped ? "g" : "",
+    events ? String(q.events) : "",
   );
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;
@@ -390,6 +414,8 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
           op.reason,
         );
     }
+    // Events on: each operation's 6th value is its job's task.
+    if (events) args.push((op.job as Delivery).task ?? "?");
   }
   return args;
 }

@@ -1,0 +1,360 @@
+/**
+ * Live events across processes: what happened to which job, read by any process from a capped
+ * Redis stream (`keys.events`).
+ *
+ * Events are written by the scripts that move jobs, in the calls they make anyway: ENQUEUE
+ * (`waiting`, `delayed`), SETTLE (`completed`, `retrying`, `dead`, `cancelled`, and `waiting`
+ * or `delayed` for a job handed back or put off), RECLAIM (`stalled`, `dead`), CANCEL
+ * (`cancelled`), PROMOTE (`waiting`), PROGRESS (`progress`). A worker's starts (`active`) ride
+ * its next settle's round trip as one XADD, or go on their own after 20 ms if no settle comes.
+ *
+ * One script call writes one stream entry holding all its events: a settle of 200 jobs adds
+ * one entry, not 200, so events cost Redis a field pair per job, not an XADD. Each event is a
+ * field `<type> <task>[ <detail>]` with the job id as its value (ids may hold any character;
+ * types, tasks and details hold no space but the last detail of `progress`, its JSON). The
+ * entry's id gives the time. Trimming is approximate (`MAXLEN ~`): an entry of n events asks
+ * for at most cap / n entries, so the stream holds about `cap` events.
+ *
+ * @module
+ */
+import type { ChainableCommander } from "ioredis";
+import { checkInt, show } from "./_options.ts";
+import { delay } from "./async.ts";
+import { retryWait } from "./backoff.ts";
+import type { Keys } from "./keys.ts";
+import { type BlockingLine, blockingLine, processName } from "./redis/connect.ts";
+import type { RedisConfig } from "./redis/connect.ts";
+import type { ScriptClient } from "./scripts/mod.ts";
+
+/** What happened to a job. */
+export type QueueEventType =
+  | "waiting"
+  | "delayed"
+  | "active"
+  | "progress"
+  | "completed"
+  | "retrying"
+  | "dead"
+  | "cancelled"
+  | "stalled";
+
+/** One event of a queue, from {@linkcode Queue.events}. */
+export interface QueueEvent {
+  /**
+   * What happened: `waiting` (ready to start: enqueued, promoted when due, handed back
+   * unstarted), `delayed` (enqueued for later, or put off by a rate limit), `active` (a
+   * Worker's handler started it), `progress`, `completed`, `retrying` (failed; another attempt
+   * is due), `dead`, `cancelled`, `stalled` (its worker stopped renewing its lease: reclaimed).
+   */
+  readonly type: QueueEventType;
+  /** The job id. */
+  readonly jobId: string;
+  /** The task name. */
+  readonly task: string;
+  /** When it was recorded: epoch ms, Redis's clock. */
+  readonly at: number;
+  /** The stream entry the event came in: pass it as `since` to follow on after it. */
+  readonly cursor: string;
+  /** `active`: the attempt starting; `retrying`: the attempt that is next. */
+  readonly attempt?: number;
+  /** `delayed` and `retrying`: when it is due, epoch ms (Redis's clock). */
+  readonly due?: number;
+  /** `dead`: why (`failed`, `timeout`, `bad-signature`, `too-many-deliveries`, ...). */
+  readonly reason?: string;
+  /** `progress`: the value given to `ctx.progress()`. */
+  readonly progress?: unknown;
+  /** `active`: the consumer (worker) that started it. */
+  readonly worker?: string;
+}
+
+/** Options of {@linkcode Queue.events}. */
+export interface EventsOptions {
+  /** Ends the stream. */
+  signal?: AbortSignal;
+  /**
+   * Where to start: `"$"` (events from now on), `"0"` (every event the stream still keeps), a
+   * `cursor` of an earlier event (the events after its entry), or a time (epoch ms, or a
+   * `Date`: the events recorded from then on, as far as the stream still keeps them).
+   *
+   * @default {"$"}
+   */
+  since?: string | number | Date;
+  /**
+   * The most events read per round trip: 1 to 100,000.
+   *
+   * @default {1_000}
+   */
+  count?: number;
+}
+
+/** The largest events cap. */
+const MAX_CAP = 10_000_000;
+
+/**
+ * The events cap a queue's `events` option gives: 0 for off.
+ *
+ * @throws {TypeError} If it is neither a boolean nor `{ maxlen? }`.
+ * @throws {RangeError} If `maxlen` is not an integer from 1 to 10,000,000.
+ */
+export function eventsCap(action: string, events: unknown): number {
+  if (events === false) return 0;
+  if (events === true) return 10_000;
+  if (typeof events !== "object" || events === null || Array.isArray(events)) {
+    throw new TypeError(
+      `${action}: events must be true, false or { maxlen }, got ${show(events)}`,
+    );
+  }
+  for (const key of Object.keys(events)) {
+    if (key !== "maxlen") {
+      throw new TypeError(`${action}: events has no option ${JSON.stringify(key)}`);
+    }
+  }
+  const { maxlen = 10_000 } = events as { maxlen?: unknown };
+  checkInt(action, "events.maxlen", maxlen, 1, MAX_CAP);
+  return maxlen as number;
+}
+
+/** The MAXLEN ~ an entry of `n` events asks for, under cap `cap`. */
+export function entryCap(cap: number, n: number): number {
+  return Math.max(1, Math.floor(cap / Math.max(1, n)));
+}
+
+/** The events of one stream entry, in order. */
+export function decodeEntry(cursor: string, fields: readonly string[]): QueueEvent[] {
+  const out: QueueEvent[] = [];
+  const at = Number(cursor.slice(0, cursor.indexOf("-")));
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const event = decodeEvent(fields[i]!, fields[i + 1]!, at, cursor);
+    if (event !== undefined) out.push(event);
+  }
+  return out;
+}
+
+/** One event from its field and value; undefined for a type this version does not know. */
+function decodeEvent(
+  head: string,
+  jobId: string,
+  at: number,
+  cursor: string,
+): QueueEvent | undefined {
+  const cut = head.indexOf(" ");
+  const type = cut < 0 ? head : head.slice(0, cut);
+  const rest = cut < 0 ? "" : head.slice(cut + 1);
+  const base = { jobId, at, cursor };
+  if (type === "progress") {
+    const end = rest.indexOf(" ");
+    let progress: unknown = undefined;
+    try {
+      progress = JSON.parse(rest.slice(end + 1));
+    } catch {
+      // a value this version cannot read: the event still says progress was made
+    }
+    return { type, task: rest.slice(0, end), ...base, progress };
+  }
+  const [task = "?", a, b] = rest.split(" ");
+  switch (type) {
+    case "waiting":
+    case "completed":
+    case "cancelled":
+    case "stalled":
+      return { type, task, ...base };
+    case "delayed":
+      return { type, task, ...base, due: Number(a) };
+    case "active":
+      return { type, task, ...base, attempt: Number(a), ...(b ? { worker: b } : {}) };
+    case "retrying":
+      return { type, task, ...base, attempt: Number(a), due: Number(b) };
+    case "dead":
+      return { type, task, ...base, reason: a ?? "" };
+  }
+  return undefined;
+}
+
+/** What `follow` needs of its queue. */
+export interface EventSource {
+  readonly name: string;
+  readonly keys: Keys;
+  readonly redis: RedisConfig;
+  readonly client: ScriptClient;
+}
+
+/** Longest a read blocks before it looks at its signal again. */
+const BLOCK_MS = 1_000;
+
+/**
+ * The events of a queue as a stream, read with XREAD on a connection of its own, which it
+ * closes when `signal` aborts or the stream is cancelled. Redis going away is waited out.
+ */
+export function follow(
+  source: EventSource,
+  options: EventsOptions,
+  action: string,
+): { stream: ReadableStream<QueueEvent>; ended: Promise<void> } {
+  const { signal, since = "$", count = 1_000 } = options;
+  checkInt(action, "count", count, 1, 100_000);
+  let start: string | undefined;
+  if (since instanceof Date || typeof since === "number") {
+    const ms = since instanceof Date ? since.getTime() : since;
+    if (!Number.isSafeInteger(ms) || ms < 0) {
+      throw new RangeError(`${action}: since must be a time from 0 on, got ${show(since)}`);
+    }
+    start = `${Math.max(0, ms - 1)}-18446744073709551615`;
+    if (ms === 0) start = "0-0";
+  } else if (since === "$" || since === "0") {
+    start = since === "0" ? "0-0" : undefined;
+  } else if (typeof since === "string" && /^\d+-\d+$/.test(since)) {
+    start = since;
+  } else {
+    throw new TypeError(
+      `${action}: since must be "$", "0", an event's cursor, epoch ms or a Date, got ${
+        show(since)
+      }`,
+    );
+  }
+  // "$": the stream's last entry now, asked at once on the command connection, so an event of
+  // anything the caller does next on it (an enqueue) comes after it and is seen.
+  let last: Promise<unknown> | undefined;
+  if (start === undefined) {
+    last = source.client.xrevrange(source.keys.events, "+", "-", "COUNT", 1);
+    last.catch(() => {});
+  }
+  const stop = new AbortController();
+  const done = signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);
+  const key = source.keys.events;
+  let line: BlockingLine | undefined;
+  let reading: Promise<unknown> | undefined;
+  const onAbort = () => line?.disconnect();
+  let finished: Promise<void> | undefined;
+  const finish = () =>
+    finished ??= (async () => {
+      done.removeEventListener("abort", onAbort);
+      await reading?.catch(() => {});
+      await line?.close();
+      ended.resolve();
+    })();
+  const ended = Promise.withResolvers<void>();
+  let fails = 0, pulling = false;
+  const stream = new ReadableStream<QueueEvent>({
+    start(controller) {
+      done.addEventListener("abort", () => {
+        // Between pulls nothing else will end it: close now.
+        if (pulling) return;
+        void finish().then(() => {
+          try {
+            controller.close();
+          } catch {
+            // cancelled already
+          }
+        });
+      });
+      done.addEventListener("abort", onAbort);
+    },
+    async pull(controller) {
+      pulling = true;
+      try {
+        await pullSome(controller);
+      } finally {
+        pulling = false;
+      }
+    },
+    async cancel() {
+      stop.abort();
+      await finish();
+    },
+  });
+  return { stream, ended: ended.promise };
+
+  async function pullSome(controller: ReadableStreamDefaultController<QueueEvent>) {
+    if (finished) return;
+    line ??= blockingLine(source.redis, source.client, key, `events-${processName()}`);
+    while (!done.aborted) {
+      try {
+        const connection = await line.connection();
+        if (start === undefined) {
+          // "$": after the entry that was last when the stream was made (asked again if that
+          // failed), so nothing written since, or between reads, is missed.
+          const asked = last ?? source.client.xrevrange(key, "+", "-", "COUNT", 1);
+          last = undefined;
+          const entries = await asked;
+          start = (entries as [string, string[]][])[0]?.[0] ?? "0-0";
+        }
+        const read = connection.xread("COUNT", count, "BLOCK", BLOCK_MS, "STREAMS", key, start);
+        reading = read;
+        const reply = await read as [string, [string, string[]][]][] | null;
+        fails = 0;
+        const entries = reply?.[0]?.[1] ?? [];
+        let sent = 0;
+        for (const [id, fields] of entries) {
+          start = id;
+          for (const event of decodeEntry(id, fields)) {
+            controller.enqueue(event);
+            sent++;
+          }
+        }
+        if (sent > 0) return;
+      } catch (err) {
+        if (done.aborted) break;
+        line.failed(err);
+        await delay(retryWait(50, ++fails, 2_000), { signal: done }).catch(() => {});
+      }
+    }
+    await finish();
+    controller.close();
+  }
+}
+
+/**
+ * A consumer's `active` events: buffered as its handlers start, written in the round trip of
+ * its next settle, or on their own after 20 ms if no settle comes first.
+ */
+export class Starts {
+  #fields: string[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #sending: Promise<unknown> | undefined;
+  #client: ScriptClient;
+  #key: string;
+  #cap: number;
+
+  constructor(client: ScriptClient, key: string, cap: number) {
+    this.#client = client;
+    this.#key = key;
+    this.#cap = cap;
+  }
+
+  /** A handler started `id`. */
+  started(id: string, task: string, attempt: number, worker: string): void {
+    this.#fields.push(`active ${task} ${attempt} ${worker}`, id);
+    this.#timer ??= setTimeout(() => {
+      this.#timer = undefined;
+      this.flush();
+    }, 20);
+  }
+
+  /** Adds the buffered starts to `pipeline` as one XADD; false if there were none. */
+  queue(pipeline: ChainableCommander): boolean {
+    if (this.#fields.length === 0) return false;
+    const fields = this.#fields;
+    this.#fields = [];
+    pipeline.xadd(this.#key, "MAXLEN", "~", entryCap(this.#cap, fields.length / 2), "*", ...fields);
+    return true;
+  }
+
+  /** Writes the buffered starts now, on their own. Events are best effort: errors are dropped. */
+  flush(): void {
+    if (this.#fields.length === 0) return;
+    const pipeline = this.#client.pipeline();
+    this.queue(pipeline);
+    const sent = pipeline.exec().catch(() => {}).finally(() => {
+      if (this.#sending === sent) this.#sending = undefined;
+    });
+    this.#sending = sent;
+  }
+
+  /** Writes what is buffered and waits for it; no timer is left. */
+  async close(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.flush();
+    await this.#sending;
+  }
+}
