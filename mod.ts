@@ -55,6 +55,7 @@ export type { Durability } from "./src/durable.ts";
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./src/enqueue.ts";
 export type { QueueStats, WorkerInfo } from "./src/stats.ts";
 export type { EventsOptions, QueueEvent, QueueEventType } from "./src/events.ts";
+export type { WebhookOptions } from "./src/webhook.ts";
 export { JobHandle } from "./src/handle.ts";
 export type { CancelOutcome, JobState, JobStatus } from "./src/handle.ts";
 export { DeadLetters } from "./src/dead.ts";

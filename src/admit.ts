@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { WEBHOOK_TASK } from "./webhook.ts";
 import type { Holding } from "./consume.ts";
 import {
   dataError,
@@ -111,7 +112,9 @@ export class Admitter {
     );
     if (signer !== undefined) {
       const signed = await Promise.all(
-        verdicts.map((v) => isFailure(v) ? true : signer.verify(v)),
+        // A webhook delivery is written by a script, which holds no key: its handler checks
+        // the signature of the job it reports on (which covers the URL) before it POSTs.
+        verdicts.map((v) => isFailure(v) || v.task === WEBHOOK_TASK ? true : signer.verify(v)),
       );
       signed.forEach((ok, i) => {
         if (ok) return;

@@ -32,6 +32,8 @@ export interface WireJob {
   timeout?: number;
   /** The job's group (fair queueing, per-group limits; see groups.ts), if any. */
   group?: string;
+  /** Where to POST the job's outcome when it ends (see webhook.ts), if anywhere. */
+  webhook?: string;
   /** HMAC-SHA256 signature, base64url (see `sign.ts`), if any. */
   sig?: string;
 }
@@ -61,6 +63,7 @@ const KNOWN = new Set([
   "sig",
   "pri",
   "group",
+  "webhook",
 ]);
 
 /**
@@ -88,14 +91,15 @@ export function encodeFields(job: WireJob, pri?: string): string[] {
 }
 
 /**
- * The optional fields of a job (pri, trace, retry, timeout, group, sig) as XADD field/value pairs, in
+ * The optional fields of a job (pri, trace, retry, timeout, group, webhook, sig) as XADD
+ * field/value pairs, in
  * wire order: they follow `enq`. The enqueue script writes the fields before them itself, in
  * the order of {@linkcode encodeFields}, so a batch sends only what differs from job to job.
  * Field `pri` names the job's priority where it is not the lowest: the stream it goes back to
  * after a delay. It is not signed (the stream an entry sits in decides its order anyway).
  */
 export function encodeExtras(
-  job: Pick<WireJob, "trace" | "retry" | "timeout" | "group" | "sig">,
+  job: Pick<WireJob, "trace" | "retry" | "timeout" | "group" | "webhook" | "sig">,
   pri?: string,
 ): string[] {
   const fields: string[] = [];
@@ -104,6 +108,7 @@ export function encodeExtras(
   if (job.retry !== undefined) fields.push("retry", job.retry);
   if (job.timeout !== undefined) fields.push("timeout", String(job.timeout));
   if (job.group !== undefined) fields.push("group", job.group);
+  if (job.webhook !== undefined) fields.push("webhook", job.webhook);
   if (job.sig !== undefined) fields.push("sig", job.sig);
   return fields;
 }
@@ -127,6 +132,25 @@ export const GROUP: RegExp = /^[^\x00-\x1f\x7f]{1,200}$/;
 /** {@linkcode GROUP} in words, for error messages. */
 export const GROUP_RULE = "1 to 200 characters, none of them a control character";
 
+/** {@linkcode validWebhook} in words, for error messages. */
+export const WEBHOOK_RULE = "an http: or https: URL of at most 2,048 characters";
+
+/**
+ * True if `url` can be a job's webhook ({@linkcode WEBHOOK_RULE}).
+ *
+ * @example
+ * ```ts
+ * import { validWebhook } from "./codec.ts";
+ * console.log(validWebhook("https://example.com/done"), validWebhook("ftp://example.com"));
+ * // true false
+ * ```
+ */
+export function validWebhook(url: unknown): boolean {
+  if (typeof url !== "string" || url.length > 2_048 || !URL.canParse(url)) return false;
+  const { protocol } = new URL(url);
+  return protocol === "http:" || protocol === "https:";
+}
+
 /**
  * Decodes the flat field list of a stream entry. Never throws: an entry that cannot run comes
  * back as a {@linkcode DecodeFailure} naming what is wrong, checked in this order: the
@@ -139,7 +163,20 @@ export function decodeFields(
   fields: readonly string[],
   maxPayloadBytes: number = Infinity,
 ): WireJob | DecodeFailure {
-  let v, id, task, data, attempt, enq, trace, retry, timeout, group, sig: string | undefined;
+  let v,
+    id,
+    task,
+    data,
+    attempt,
+    enq,
+    trace,
+    retry,
+    timeout,
+    group,
+    webhook,
+    sig:
+      | string
+      | undefined;
   let twice: string | undefined;
   if (
     (fields.length === 12 || fields.length === 14 && (fields[12] === "pri" ||
@@ -168,6 +205,7 @@ export function decodeFields(
     retry = map.get("retry");
     timeout = map.get("timeout");
     group = map.get("group");
+    webhook = map.get("webhook");
     sig = map.get("sig");
   }
   if (v === undefined) return malformed("field v is missing");
@@ -218,6 +256,12 @@ export function decodeFields(
       return malformed(`field group must be ${GROUP_RULE}, got ${quote(group)}`);
     }
     job.group = group;
+  }
+  if (webhook !== undefined) {
+    if (!validWebhook(webhook)) {
+      return malformed(`field webhook must be ${WEBHOOK_RULE}, got ${quote(webhook)}`);
+    }
+    job.webhook = webhook;
   }
   if (sig !== undefined) job.sig = sig;
   const size = oversize(data!, maxPayloadBytes);

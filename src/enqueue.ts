@@ -17,6 +17,8 @@ import {
   GROUP_RULE,
   oversize,
   uuidv7,
+  validWebhook,
+  WEBHOOK_RULE,
   WIRE_VERSION,
   type WireJob,
 } from "./codec.ts";
@@ -80,6 +82,17 @@ export interface EnqueueOptions {
    * @default {undefined} (no group: the job is not gated)
    */
   group?: string;
+  /**
+   * Where to POST the job's outcome when it ends (completed, dead or cancelled): an `http:` or
+   * `https:` URL of at most 2,048 characters. The POST is a job of its own (task
+   * `sluice.webhook`), enqueued by the script that ends this one, retried with backoff on a 5xx
+   * or a network error; its body is JSON `{ id, task, state, result | error, finishedAt }`,
+   * signed (header `sluice-signature`) when the queue has `signingKeys`. See the README's
+   * Webhooks section.
+   *
+   * @default {undefined} (no POST)
+   */
+  webhook?: string;
   /**
    * Bounds the wait: the call rejects with `signal.reason` soon after the signal aborts, for
    * instance when Redis cannot be reached. It cannot take back what was sent: if the abort
@@ -165,7 +178,13 @@ export interface Entry {
 }
 
 /** A job's trace, retry, timeout and group in wire form. */
-export type WireOptions = { trace?: string; retry?: string; timeout?: number; group?: string };
+export type WireOptions = {
+  trace?: string;
+  retry?: string;
+  timeout?: number;
+  group?: string;
+  webhook?: string;
+};
 
 /**
  * Enqueues the jobs of `items`: checks them all, then writes them in pipelined batches.
@@ -276,6 +295,16 @@ async function enqueue(
         );
       }
       options = { ...options, group };
+    }
+    const webhook = item.webhook;
+    if (webhook !== undefined) {
+      if (!validWebhook(webhook)) {
+        const where = single ? action : `${action}: item ${entries.length}`;
+        throw new ValidationError(
+          `${where}: webhook must be ${WEBHOOK_RULE}, got ${show(webhook)}`,
+        );
+      }
+      options = { ...options, webhook };
     }
     if (trace !== undefined) options = { ...options, trace };
     if (typeof id !== "string" || id.length === 0 || id.length > 200) {

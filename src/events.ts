@@ -9,11 +9,12 @@
  * its next settle's round trip as one XADD, or go on their own after 20 ms if no settle comes.
  *
  * One script call writes one stream entry holding all its events: a settle of 200 jobs adds
- * one entry, not 200, so events cost Redis a field pair per job, not an XADD. Each event is a
- * field `<type> <task>[ <detail>]` with the job id as its value (ids may hold any character;
+ * one entry of one field, not 200 XADDs. Events that share a head `<type> <task>[ <detail>]`
+ * share a field, whose value is the JSON array of their job ids (ids may hold any character;
  * types, tasks and details hold no space but the last detail of `progress`, its JSON). The
  * entry's id gives the time. Trimming is approximate (`MAXLEN ~`): an entry of n events asks
- * for at most cap / n entries, so the stream holds about `cap` events.
+ * for at most cap / n entries, so the stream holds about `cap` events while calls are alike
+ * in size.
  *
  * @module
  */
@@ -124,8 +125,18 @@ export function decodeEntry(cursor: string, fields: readonly string[]): QueueEve
   const out: QueueEvent[] = [];
   const at = Number(cursor.slice(0, cursor.indexOf("-")));
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    const event = decodeEvent(fields[i]!, fields[i + 1]!, at, cursor);
-    if (event !== undefined) out.push(event);
+    let ids: unknown;
+    try {
+      ids = JSON.parse(fields[i + 1]!);
+    } catch {
+      continue; // not an events field of this version
+    }
+    if (!Array.isArray(ids)) continue;
+    for (const id of ids) {
+      if (typeof id !== "string") continue;
+      const event = decodeEvent(fields[i]!, id, at, cursor);
+      if (event !== undefined) out.push(event);
+    }
   }
   return out;
 }
@@ -308,7 +319,13 @@ export function follow(
  * its next settle, or on their own after 20 ms if no settle comes first.
  */
 export class Starts {
-  #fields: string[] = [];
+  /** The ids started, by head ("active <task> <attempt> <worker>"). */
+  #heads = new Map<string, string[]>();
+  #count = 0;
+  /** The last start's task and attempt, and the ids of its head. */
+  #task = "";
+  #attempt = 0;
+  #ids: string[] | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #sending: Promise<unknown> | undefined;
   #client: ScriptClient;
@@ -323,7 +340,16 @@ export class Starts {
 
   /** A handler started `id`. */
   started(id: string, task: string, attempt: number, worker: string): void {
-    this.#fields.push(`active ${task} ${attempt} ${worker}`, id);
+    // Starts come in runs of one task and attempt: the last head is reused, not built again.
+    if (task !== this.#task || attempt !== this.#attempt || this.#ids === undefined) {
+      const head = `active ${task} ${attempt} ${worker}`;
+      this.#task = task;
+      this.#attempt = attempt;
+      this.#ids = this.#heads.get(head);
+      if (this.#ids === undefined) this.#heads.set(head, this.#ids = []);
+    }
+    this.#ids.push(id);
+    this.#count++;
     this.#timer ??= setTimeout(() => {
       this.#timer = undefined;
       this.flush();
@@ -332,16 +358,19 @@ export class Starts {
 
   /** Adds the buffered starts to `pipeline` as one XADD; false if there were none. */
   queue(pipeline: ChainableCommander): boolean {
-    if (this.#fields.length === 0) return false;
-    const fields = this.#fields;
-    this.#fields = [];
-    pipeline.xadd(this.#key, "MAXLEN", "~", entryCap(this.#cap, fields.length / 2), "*", ...fields);
+    if (this.#count === 0) return false;
+    const fields: string[] = [];
+    for (const [head, ids] of this.#heads) fields.push(head, JSON.stringify(ids));
+    pipeline.xadd(this.#key, "MAXLEN", "~", entryCap(this.#cap, this.#count), "*", ...fields);
+    this.#heads.clear();
+    this.#count = 0;
+    this.#ids = undefined;
     return true;
   }
 
   /** Writes the buffered starts now, on their own. Events are best effort: errors are dropped. */
   flush(): void {
-    if (this.#fields.length === 0) return;
+    if (this.#count === 0) return;
     const pipeline = this.#client.pipeline();
     this.queue(pipeline);
     const sent = pipeline.exec().catch(() => {}).finally(() => {

@@ -130,6 +130,8 @@ export class Job<Data = unknown> implements JobInfo {
   readonly group: string | undefined;
   /** The W3C traceparent its producer wrote (wire field `trace`), if any. */
   readonly trace: string | undefined;
+  /** Where its outcome is POSTed when it ends (wire field `webhook`), if anywhere. */
+  readonly webhook: string | undefined;
   /** @internal The lane (priority stream, highest first) the entry sits in. */
   readonly lane: number;
   /** @internal The key of this delivery among its consumer's held jobs (see `heldKey`). */
@@ -189,6 +191,7 @@ export class Job<Data = unknown> implements JobInfo {
     this.id = wire.id;
     this.group = wire.group;
     this.trace = wire.trace;
+    this.webhook = wire.webhook;
     this.task = wire.task;
     this.data = data;
     this.attempt = wire.attempt;

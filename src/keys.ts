@@ -110,7 +110,8 @@ export interface Keys {
   readonly groupSlots: string;
   /**
    * The queue's events (events.ts): a stream capped at about `events` events, one entry per
-   * script call that wrote any, each event a field "<type> <task>[ <detail>]" and the job id.
+   * script call that wrote any: field "<type> <task>[ <detail>]", value the JSON array of the
+   * ids of the jobs it happened to.
    */
   readonly events: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */

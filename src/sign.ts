@@ -6,7 +6,8 @@
  * What is signed is a canonical encoding of the wire fields v, id, task, data, enq, trace,
  * retry and timeout, in that order: each present field as a netstring of its UTF-8 bytes
  * (`<byte length>:<value>,`) and each absent one as `-,`; then field group as a netstring,
- * only if the job has one. Field `attempt` is not covered:
+ * only if the job has one (or `-,` if it has none but a webhook), then field webhook, only if
+ * the job has one. Field `attempt` is not covered:
  * retries bump it inside Lua scripts, which do not hold the key.
  *
  * @module
@@ -70,6 +71,13 @@ export class Signer {
     return false;
   }
 
+  /** The HMAC-SHA256 of `text`'s UTF-8 bytes under the first key, as lowercase hex. */
+  async hex(text: string): Promise<string> {
+    const [current] = await this.#imported();
+    const bytes = await mac(current!, encoder.encode(text));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   #imported(): Promise<CryptoKey[]> {
     this.#keys ??= Promise.all(
       this.#raw.map((raw) =>
@@ -104,7 +112,9 @@ export function canonical(job: WireJob): Uint8Array<ArrayBuffer> {
   ];
   // Field group came later: it is signed only when present, so older entries' bytes (and
   // signatures) stay as they were, and neither adding nor removing a group passes.
-  if (job.group !== undefined) values.push(job.group);
+  if (job.group !== undefined || job.webhook !== undefined) values.push(job.group);
+  // Field webhook came later still, the same way, after group (`-,` if the job has none).
+  if (job.webhook !== undefined) values.push(job.webhook);
   const parts: Uint8Array<ArrayBuffer>[] = [];
   for (const value of values) {
     if (value === undefined) {

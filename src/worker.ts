@@ -35,6 +35,7 @@ import {
 } from "./metrics.ts";
 import { stats } from "./stats.ts";
 import { JobTracer } from "./trace.ts";
+import { checkWebhookOptions, WEBHOOK_TASK, type WebhookOptions, webhookTask } from "./webhook.ts";
 
 /** Options of {@linkcode Worker}. */
 export interface WorkerOptions<Context = unknown> extends QueueOptions {
@@ -80,6 +81,13 @@ export interface WorkerOptions<Context = unknown> extends QueueOptions {
   maxDeliveries?: number;
   /** Stops the worker gracefully when it aborts, like SIGTERM. */
   signal?: AbortSignal;
+  /**
+   * How this worker delivers webhooks (jobs enqueued with `webhook`): each POST's timeout, and
+   * the deliveries' retry policy. Every worker of the queue delivers them.
+   *
+   * @default {{ timeout: 10_000, retry: { attempts: 10, backoff: exponential from 1 s to 1 h } }}
+   */
+  webhooks?: WebhookOptions;
   /**
    * Stop gracefully on the first SIGINT/SIGTERM; on a second one, release everything and exit
    * the process with code 0 at once.
@@ -260,7 +268,14 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       ? undefined
       : checkMetricsOptions(action, options.metrics);
     this.#tasks = byName(tasks);
+    if (this.#tasks.has(WEBHOOK_TASK)) {
+      throw new TypeError(
+        `${action}: task name ${WEBHOOK_TASK} is reserved: workers deliver webhooks with it`,
+      );
+    }
+    const webhooks = checkWebhookOptions(action, options.webhooks ?? {});
     this.#settings = queueSettings(name, options);
+    this.#tasks.set(WEBHOOK_TASK, webhookTask(this.#settings.signer, webhooks));
     checkIdle(action, this.#settings.durability, this.#consume.idleTimeout);
     this.name = name;
     this.concurrency = concurrency;

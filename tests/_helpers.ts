@@ -240,3 +240,10 @@ export function parseMetrics(text: string): Map<string, number> {
   }
   return out;
 }
+
+/** How many events one entry of a queue's events stream holds: its fields' id arrays. */
+export function countEvents(fields: readonly string[]): number {
+  let n = 0;
+  for (let i = 1; i < fields.length; i += 2) n += (JSON.parse(fields[i]!) as unknown[]).length;
+  return n;
+}

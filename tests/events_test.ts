@@ -12,7 +12,7 @@ import {
   Worker,
 } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
-import { inspect, WorkerProcess } from "./_helpers.ts";
+import { countEvents, inspect, WorkerProcess } from "./_helpers.ts";
 
 const quiet = { warn() {}, error() {} };
 
@@ -162,7 +162,7 @@ Deno.test("events: false writes no events stream; a producer with events and a w
   await worker.stop();
   await run;
   const entries = await db.xrange(on.keys.events, "-", "+");
-  assert.deepEqual(entries.map(([, fields]) => fields), [["waiting t", "x"]]);
+  assert.deepEqual(entries.map(([, fields]) => fields), [["waiting t", '["x"]']]);
 });
 
 Deno.test("events: the stream stays near its cap, counting events, not entries", async () => {
@@ -174,7 +174,7 @@ Deno.test("events: the stream stays near its cap, counting events, not entries",
   }
   let events = 0;
   for (const [, fields] of await db.xrange(queue.keys.events, "-", "+")) {
-    events += fields.length / 2;
+    events += countEvents(fields);
   }
   // 2,000 written; approximate trimming keeps at least the cap, and less than a node more.
   assert.ok(events >= 500 && events <= 1_100, `kept ${events}`);
@@ -231,4 +231,52 @@ Deno.test("events(): on Redis Cluster", async () => {
   await worker.stop();
   await run;
   assert.deepEqual(byJob(seen), { a: ["waiting", "active", "completed"] });
+});
+
+Deno.test("events(): a job whose worker was killed with kill -9 is stalled, then active again on a peer", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const stop = new AbortController();
+  const stream = queue.events({ signal: stop.signal });
+  await using a = new WorkerProcess(redis.url, { idle: 500 });
+  await queue.enqueue("sleep", { ms: 60_000 }, { id: "s" });
+  // Killed once its start is written (starts are written within 20 ms, or with a settle).
+  const reader = stream.getReader();
+  const seen: QueueEvent[] = [];
+  while (!seen.some((e) => e.type === "active")) seen.push((await reader.read()).value!);
+  a.signal("SIGKILL");
+  await a.status;
+  await using _b = new WorkerProcess(redis.url, { idle: 500, "max-sleep": 10 });
+  while (!seen.some((e) => e.type === "completed")) seen.push((await reader.read()).value!);
+  stop.abort();
+  reader.releaseLock();
+  assert.deepEqual(byJob(seen).s, ["waiting", "active", "stalled", "active", "completed"]);
+  const actives = seen.filter((e) => e.type === "active");
+  assert.notEqual(actives[0]!.worker, actives[1]!.worker);
+  assert.equal(actives[1]!.attempt, 1, "a reclaim charges no attempt");
+});
+
+Deno.test("events: an enqueue writes one waiting event per job it wrote, none for an id it knew", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.enqueue("t", 0, { id: "old" });
+  await queue.enqueueMany("t", [
+    { data: 1, id: "old" }, // known before the call
+    { data: 2, id: "new" },
+    { data: 3, id: "new" }, // known earlier in the call
+    { data: 4, id: "later", delay: 60_000 },
+  ]);
+  const entries = await db.xrange(queue.keys.events, "-", "+");
+  // One entry per call; the second call's delayed job has a field of its own (its due time).
+  assert.equal(entries.length, 2);
+  assert.match(entries[1]![1][0]!, /^delayed t \d+$/);
+  const ids = entries.flatMap(([, fields]) => {
+    const out: string[] = [];
+    for (let i = 0; i < fields.length; i += 2) {
+      for (const id of JSON.parse(fields[i + 1]!)) out.push(`${fields[i]!.split(" ")[0]} ${id}`);
+    }
+    return out;
+  });
+  assert.deepEqual(ids, ["waiting old", "delayed later", "waiting new"]);
 });

@@ -55,6 +55,9 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     "", // the lowest priority's stream: no field pri to write
     "g", // the group keys are given
     "", // no events
+    "", // no webhooks
+    "", // no events: no tasks
+    ...["", "0"], // nor acked ids
     ...["ack", "10-5", "2", '"r"', "9 2 c"],
     ...["bury", "9-0", "1", "e", "x"],
     ...["retry", "100-0", "2", "30", "boom"],

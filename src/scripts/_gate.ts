@@ -190,17 +190,20 @@ local function g_fill(stream, g, most)
   g_done()
   return moved
 end
--- Takes job \`id\` of g out of its line (a cancel): true if it was waiting there, at \`place\`.
+-- Takes job \`id\` of g out of its line (a cancel): true and its fields if it was waiting
+-- there, at \`place\`.
 -- A line that emptied starts its places over, so the job at a place is checked to be this one.
 local function g_unwait(g, place, id)
   if not place then return false end
   local item = g_read(g_items, G[2], place .. ':' .. g)
-  if not item or field(g_unpack(item), 'id') ~= id then return false end
+  if not item then return false end
+  local f = g_unpack(item)
+  if field(f, 'id') ~= id then return false end
   g_set(g_items, g_changed[1], place .. ':' .. g, false)
   local r, h, t, n = g_get(g)
   g_put(g, r, h, t, n - 1)
   g_done()
-  return true
+  return true, f
 end
 -- Entry \`entry\` left the stream: if it was a grouped job's, its group gets the room back and
 -- its next waiting job moves in. Returns the group, or nil.

@@ -144,27 +144,75 @@ local silent = false
 local keep_n, keep_s, now_n, now_s = nil, nil, nil, nil
 -- Events (see events.ts): while EV is a table, scripts collect the events of their call in it
 -- (ev()), and ev_flush() writes them as one entry of the events stream, capped at about
--- EV_MAX events. An event is a field "<type> <task>[ <detail>]" and the job id as its value.
-local EV, EV_KEY, EV_MAX, EV_SKIP = nil, nil, 0, 1
+-- EV_MAX events. Events that share their head "<type> <task>[ <detail>]" share a field: its
+-- value is the JSON array of their job ids, in order; heads keep the order they first came in.
+local EV, EV_HEADS, EV_N, EV_KEY, EV_MAX, EV_SKIP = nil, nil, 0, nil, 0, 1
 -- The task finish() names in its event: set by a caller that knows it, else read off the record.
 local EV_TASK = nil
 -- Turns events on for this call if max (ARGV text) is a positive number.
 local function ev_on(key, max, prefix)
   local n = tonumber(max)
-  if n and n > 0 then EV, EV_KEY, EV_MAX, EV_SKIP = {}, key, n, #prefix + 1 end
+  if n and n > 0 then EV, EV_HEADS, EV_KEY, EV_MAX, EV_SKIP = {}, {}, key, n, #prefix + 1 end
 end
 local function ev(head, id)
-  local n = #EV
-  EV[n + 1], EV[n + 2] = head, id
+  local ids = EV[head]
+  if not ids then
+    ids = {}
+    EV[head] = ids
+    EV_HEADS[#EV_HEADS + 1] = head
+  end
+  ids[#ids + 1] = id
+  EV_N = EV_N + 1
+end
+-- Events whose ids the caller sent as a JSON array of n ids (built by the client, where it
+-- costs next to nothing), less those in \`drop\` (id -> how many of its events to drop, or
+-- nil): one field for all.
+local function ev_batch(head, json, n, drop)
+  if n == 0 then return end
+  if drop then
+    for _, id in ipairs(cjson.decode(json)) do
+      local k = drop[id]
+      if k and k > 0 then drop[id] = k - 1 else ev(head, id) end
+    end
+    return
+  end
+  local key = '#' .. head -- a field of its own, beside the ids collected one by one
+  EV[key] = json
+  EV_HEADS[#EV_HEADS + 1] = key
+  EV_N = EV_N + n
 end
 local function ev_flush()
-  if not EV or #EV == 0 then return end
-  -- About EV_MAX events in all: an entry of n events counts n.
-  local cap = math.max(1, math.floor(EV_MAX * 2 / #EV))
-  for i = 1, #EV, 4000 do
-    redis.call('XADD', EV_KEY, 'MAXLEN', '~', cap, '*', unpack(EV, i, math.min(i + 3999, #EV)))
+  if not EV or EV_N == 0 then return end
+  local f = {}
+  for i, head in ipairs(EV_HEADS) do
+    local v = EV[head]
+    if type(v) == 'string' then
+      f[2 * i - 1], f[2 * i] = string.sub(head, 2), v
+    else
+      f[2 * i - 1], f[2 * i] = head, cjson.encode(v)
+    end
   end
-  EV = {}
+  -- About EV_MAX events in all: an entry of n events counts n.
+  redis.call('XADD', EV_KEY, 'MAXLEN', '~', math.max(1, math.floor(EV_MAX / EV_N)), '*', unpack(f))
+  EV, EV_HEADS, EV_N = {}, {}, 0
+end
+-- Webhooks (see webhook.ts): a job whose entry fields \`f\` name a webhook gets, at its end, a
+-- delivery job in stream \`target\`: task sluice.webhook, data {url, body, job}, where body is
+-- the JSON to POST (\`detail\` holds its result or error members, with leading commas) and job
+-- the entry's fields, so that a worker can check the URL against the job's signature.
+local function hook(target, f, state, detail, now)
+  local url = field(f, 'webhook')
+  if not url then return end
+  local id, task = field(f, 'id') or '', field(f, 'task') or ''
+  local body = '{"id":' .. cjson.encode(id) .. ',"task":' .. cjson.encode(task) .. ',"state":"' ..
+    state .. '"' .. detail .. ',"finishedAt":' .. string.format('%d', now) .. '}'
+  local job = {}
+  for i = 1, #f do job[i] = f[i] end
+  local hid = 'webhook:' .. redis.sha1hex(id .. ' ' .. state .. ' ' .. tostring(now))
+  local data = cjson.encode({url = url, body = body, job = job})
+  redis.call('XADD', target, '*', 'v', '1', 'id', hid, 'task', 'sluice.webhook', 'data', data,
+    'attempt', '1', 'enq', string.format('%d', now))
+  if EV then ev('waiting sluice.webhook', hid) end
 end
 -- The task of a job's record (field job is "<enq> <task>"), for an event.
 local function rec_task(rec)

@@ -44,6 +44,9 @@ if state == 'completed' or state == 'dead' or state == 'cancelled' then return s
 local now = now_ms()
 if state == 'delayed' or state == 'retrying' then
   if redis.call('ZREM', delayed, id) == 1 then
+    local payload = redis.call('HGET', payloads, id)
+    local ok, f = pcall(cjson.decode, payload or '')
+    if ok and type(f) == 'table' then hook(stream, f, 'cancelled', '', now) end
     redis.call('HDEL', payloads, id)
     redis.call('HDEL', rec, 'due')
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
@@ -60,13 +63,17 @@ local g = redis.call('HGET', rec, 'group')
 if g then
   -- A grouped job waits in its group's line, or in the lowest priority's stream under the
   -- entry its slot names (the record's entry is not kept when the gate moves it in later).
-  if g_unwait(g, redis.call('HGET', rec, 'place'), id) then
+  local gone, f = g_unwait(g, redis.call('HGET', rec, 'place'), id)
+  if gone then
+    hook(stream, f, 'cancelled', '', now)
     redis.call('HDEL', rec, 'place')
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return out('waiting')
   end
   entry = redis.call('HGET', G[4], 'j:' .. id) or entry
   if entry and not held(stream) then
+    local f = fields_of(stream, entry)
+    if f then hook(stream, f, 'cancelled', '', now) end
     redis.call('XDEL', stream, entry)
     g_free(stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
@@ -74,6 +81,8 @@ if g then
   end
 elseif entry and #KEYS == 9 then
   if not held(stream) then
+    local f = fields_of(stream, entry)
+    if f then hook(stream, f, 'cancelled', '', now) end
     redis.call('XDEL', stream, entry)
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return out('waiting')
@@ -90,7 +99,10 @@ elseif entry then
   -- another job's entry with the same id in some stream must not count.
   local pending = at ~= nil and held(at)
   if not pending then
-    if at then redis.call('XDEL', at, entry) end
+    if at then
+      hook(stream, fields_of(at, entry), 'cancelled', '', now)
+      redis.call('XDEL', at, entry)
+    end
     finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     return out('waiting')
   end

@@ -6,7 +6,9 @@
  * shape starts with 'grouped' (see _gate.ts), then one record per job.
  * ARGV: wake channel, live ms, task, enq, record key prefix, wire version, shape, pri (the
  * priority of every job of the call, written right after enq; '' for none), the events cap
- * ('' for no events: see events.ts); then per job, if
+ * ('' for no events: see events.ts), the JSON array of the ids of the jobs due now and their
+ * count (their waiting events, less the ids known already; '' and 0 with events off); then per
+ * job, if
  * shape is 'plain' (due now, no optional fields), its data alone; else mode ('now', 'delay'
  * or 'at'), ms, n, data, then n values: the job's optional fields as field/value pairs (trace to
  * sig, as encodeExtras in codec.ts lays them out). Shape 'grouped' (or 'grouped-new') is 'full'
@@ -62,8 +64,9 @@ local wake, live, task, enq = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local skip, v, shape, pri = #ARGV[5] + 1, ARGV[6], ARGV[7], ARGV[8]
 local plain = shape == 'plain' or shape == 'plain-new'
 ev_on(KEYS[4], ARGV[9], ARGV[5])
--- Each job's event: the same head for the whole call, but for a delayed job's due time.
-local waiting = 'waiting ' .. task
+-- The ids of the jobs due now, as a JSON array, and how many, built by the producer: their
+-- waiting events, less the ids known already ('' and 0 with events off).
+local fresh, fresh_n, known = ARGV[10], tonumber(ARGV[11]) or 0, nil
 -- A call with grouped jobs names the group keys (see _gate.ts) before the records.
 local first = 5
 if string.sub(shape, 1, 7) == 'grouped' then
@@ -82,7 +85,7 @@ local out, now = {}, now_ms()
 local expire_at = now + live
 -- Formatted once: a number handed to redis.call is formatted on every call.
 local expire_s = tostring(expire_at)
-local a = 10
+local a = 12
 -- The record's field job: the same for the whole batch.
 local job = enq .. ' ' .. task
 for k = first, #KEYS do
@@ -103,8 +106,13 @@ for k = first, #KEYS do
     end
   end
   if check and call('EXISTS', rec) == 1 then
-    local known = call('HMGET', rec, 'entry', 'due')
-    out[o] = {known[1] or '', tonumber(known[2] or '0')}
+    local r = call('HMGET', rec, 'entry', 'due')
+    out[o] = {r[1] or '', tonumber(r[2] or '0')}
+    if EV and mode == 'now' then
+      known = known or {}
+      local id = sub(rec, skip)
+      known[id] = (known[id] or 0) + 1
+    end
   elseif g and mode == 'now' then
     local id = sub(rec, skip)
     local f = {'v', v, 'id', id, 'task', task, 'data', data, 'attempt', '1', 'enq', enq}
@@ -116,7 +124,6 @@ for k = first, #KEYS do
       call('HSET', rec, 'state', 'waiting', 'job', job, 'group', g, 'place', place)
     end
     call('PEXPIREAT', rec, expire_s)
-    if EV then ev(waiting, sub(rec, skip)) end
     out[o] = entry or ''
   elseif mode == 'now' then
     local entry
@@ -135,7 +142,6 @@ for k = first, #KEYS do
     end
     call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', job)
     call('PEXPIREAT', rec, expire_s)
-    if EV then ev(waiting, sub(rec, skip)) end
     out[o] = entry
   else
     local due = ms
@@ -160,6 +166,7 @@ for k = first, #KEYS do
   end
 end
 g_flush()
+if EV then ev_batch('waiting ' .. task, fresh, fresh_n, known) end
 ev_flush()
 return out
 `;
@@ -218,6 +225,10 @@ export function enqueueArgs(
     pri,
     events > 0 ? String(events) : "",
   );
+  // With events on: the ids of the jobs due now, for their waiting events.
+  const fresh: string[] = [];
+  if (events > 0) { for (let i = from; i < to; i++) if (!jobs[i]!.when) fresh.push(jobs[i]!.id); }
+  args.push(fresh.length > 0 ? JSON.stringify(fresh) : "", String(fresh.length));
   for (let i = from; i < to; i++) {
     const { data, when, extras } = jobs[i]!;
     if (plain) {

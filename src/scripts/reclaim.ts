@@ -68,6 +68,9 @@ for _, e in ipairs(r[2]) do
   else
     local n = redis.call('XPENDING', stream, group, id, id, 1)[1][4]
     if n > max_deliveries then
+      local why = 'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6]
+      hook(stream, fields, 'dead', ',"error":' .. cjson.encode(why) ..
+        ',"reason":"delivery-limit"', now)
       bury(stream, dead, group, id, with_pri(fields, pri),
         'delivered ' .. n .. ' times, more than maxDeliveries ' .. ARGV[6], 'delivery-limit', now,
         tonumber(ARGV[8]))

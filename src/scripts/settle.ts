@@ -9,9 +9,14 @@
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
  * lowest and highest entry ids, the stream's priority name ('' for the lowest: written in
  * field pri of jobs moved to the delayed zset or the dead letters), 'g' if the group keys are
- * given (else ''), the events stream's cap ('' with events off: see events.ts), then 5 values
- * per operation (6 with events on: the 6th is the job's task): op, entry id, deliveries, a, b
- * (the job id is the record key minus the prefix):
+ * given (else ''), the events stream's cap ('' with events off: see events.ts), the entry ids
+ * of jobs with a webhook, space-separated ('' for none: each gets a delivery job, task
+ * sluice.webhook, in the stream when it completes, dies or is cancelled here), the operations'
+ * task with events on (one name if they share it, else each one's, space-separated; '' with
+ * events off), the JSON array of the 'ack' operations' job ids and their count (with events on
+ * and one task; else '' and 0: their completed events, written as one field), then 5 values
+ * per operation: op, entry id, deliveries, a, b (the job id is the record key minus the
+ * prefix):
  *   ack      a = result JSON ('' for none), b = "<start ms> <deliveries> <consumer>" (the
  *            record's run field; the start is '' if the job never started)
  *   ack-retried  as ack, for a later attempt: the record's last error is dropped too
@@ -64,6 +69,8 @@ export interface Delivery {
   readonly group?: string | undefined;
   /** The job's task, named in its events. */
   readonly task?: string;
+  /** The job's webhook, if any: its end enqueues a delivery. */
+  readonly webhook?: string | undefined;
 }
 
 /** A delivery whose job id may be unknown: an entry that cannot run, without a trusted id. */
@@ -114,9 +121,16 @@ local group, channel, done = ARGV[1], ARGV[2], ARGV[3]
 local keep, live, max_dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local consumer, skip, low, high = ARGV[7], #ARGV[8] + 1, ARGV[9], ARGV[10]
 local pri = ARGV[11]
--- Events on: each operation carries its job's task as a 6th value.
 ev_on(KEYS[6], ARGV[13], ARGV[8])
-local W = EV and 6 or 5
+-- Events on: the task of every operation, if they share one, else each one's, space-separated.
+local tasks, task_of = ARGV[15], nil
+if EV and string.find(tasks, ' ', 1, true) then
+  task_of = {}
+  for t in string.gmatch(tasks, '%S+') do task_of[#task_of + 1] = t end
+end
+-- With one task: the ids of the 'ack' operations as a JSON array, and how many, built by the
+-- worker: their completed events, less those whose lease was lost ('' and 0 otherwise).
+local acked, acked_n, lost = ARGV[16], tonumber(ARGV[17]) or 0, nil
 -- A batch that may hold grouped jobs names the group keys: each entry that leaves the stream
 -- gives its group its room back (g_free), and a re-added one keeps it (g_moved).
 -- The gate writes lazily: each of its hashes once per call, in g_flush() before returning.
@@ -128,6 +142,18 @@ if ARGV[12] == 'g' then
   redis.call('HDEL', G[4], 'e:')
 end
 local out, now = {}, now_ms()
+-- The entries of jobs with a webhook: each gets a delivery job when it ends here.
+local hooks = nil
+if ARGV[14] ~= '' then
+  hooks = {}
+  for e in string.gmatch(ARGV[14], '%S+') do hooks[e] = true end
+end
+-- A job's end, for its webhook: read off its entry, which is still in the stream.
+local function hooked(entry, state, detail)
+  if not hooks or not hooks[entry] then return end
+  local f = fields_of(stream, entry)
+  if f then hook(stream, f, state, detail, now) end
+end
 -- Every result() waiter registers in KEYS[5] as it subscribes: while none is live (and no
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
 -- published.
@@ -139,7 +165,7 @@ drop, later = {}, {}
 -- batch's lowest and highest entry ids. If that range holds many more of ours than the batch
 -- (a long-running job in the middle), it falls back to one XPENDING per job.
 local mine = nil
-local ops = (#ARGV - 13) / W
+local ops = (#ARGV - 17) / 5
 if ops > 0 then
   local most = 4 * ops + 16
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, low, high, most + 1, consumer)
@@ -197,6 +223,12 @@ local function other(op, entry, rec, outcome, a, b)
     return new and 1 or 2
   elseif op == 'dead' or op == 'bury' then
     local f = fields_of(stream, entry)
+    if f and hooks and hooks[entry] then
+      -- The error's first line only (its name and message): a stack stays in the dead letter.
+      local first = string.match(a, '^[^\\n]*')
+      hook(stream, f, 'dead', ',"error":' .. cjson.encode(first) .. ',"reason":' .. cjson.encode(b),
+        now)
+    end
     if f then with_pri(f, pri) end
     bury(stream, dead, group, entry, f, a, b, now, max_dead)
     if G then g_free(stream, entry) end
@@ -240,9 +272,9 @@ local function trim(stream, group, acked, newest)
   end
 end
 local k, o, nd = G and 11 or 7, 0, 0 -- the next record key; how many codes and acked ids so far
-for i = 14, #ARGV, W do
+for i = 18, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if EV then EV_TASK = ARGV[i + 5] end
+  if task_of then EV_TASK = task_of[(i - 13) / 5] else EV_TASK = tasks end
   -- The channel that announces this job's outcome (none while nobody listens).
   local rec, outcome = nil, nil
   if op ~= 'bury' then
@@ -256,12 +288,20 @@ for i = 14, #ARGV, W do
   o = o + 1
   if not ours then
     out[o] = 0
+    if op == 'ack' and acked_n > 0 then
+      lost = lost or {}
+      lost[string.sub(rec, skip)] = 1
+    end
   elseif op == 'ack' or op == 'ack-retried' or op == 'cancel' then
     -- Acked together after the loop: one XACK per batch.
     nd = nd + 1
     done_ids[nd] = entry
-    if EV and op == 'ack' then
+    if EV and op == 'ack' and acked_n == 0 then
       ev('completed ' .. EV_TASK, string.sub(rec, skip))
+    end
+    if hooks then
+      if op == 'cancel' then hooked(entry, 'cancelled', '')
+      else hooked(entry, 'completed', ',"result":' .. (a ~= '' and a or 'null')) end
     end
     if op == 'ack' and keep == 0 then
       -- The common cases, inline: finish() for a first attempt's ack, with no call to make.
@@ -295,6 +335,7 @@ for i = 14, #ARGV, W do
     done_ids[nd] = entry
     finish(rec, keep, now, outcome, 'cancelled', '', '', true, 'run',
       ' ' .. deliveries .. ' ' .. consumer)
+    hooked(entry, 'cancelled', '')
     if G then g_free(stream, entry) end
     out[o] = 1
   else
@@ -326,6 +367,7 @@ if #done_ids > 0 then
   pcall(trim, stream, group, done_ids, high)
 end
 g_flush()
+if EV then ev_batch('completed ' .. tasks, acked, acked_n, lost) end
 ev_flush()
 announce()
 return out
@@ -378,12 +420,24 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     q.pri ?? "",
     grouped ? "g" : "",
     events ? String(q.events) : "",
+    "",
+    events ? tasksOf(ops) : "",
+    "",
+    "0",
   );
+  // The entries of jobs with a webhook, space-separated (entry ids have no spaces).
+  const hooksAt = args.length - 4;
+  // With events on and one task: the ids of the 'ack' operations, for their completed events.
+  const acked: string[] | undefined = events && args[args.length - 3]!.indexOf(" ") < 0
+    ? []
+    : undefined;
+  let hooks = "";
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;
     const { entryId } = op.job, deliveries = String(op.job.deliveries);
     switch (op.op) {
       case "ack":
+        if (acked !== undefined && op.job.attempt === 1) acked.push(op.job.id);
         args.push(
           op.job.attempt > 1 ? "ack-retried" : "ack",
           entryId,
@@ -414,10 +468,23 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
           op.reason,
         );
     }
-    // Events on: each operation's 6th value is its job's task.
-    if (events) args.push((op.job as Delivery).task ?? "?");
+    if ((op.job as Delivery).webhook !== undefined) hooks += hooks === "" ? entryId : ` ${entryId}`;
+  }
+  args[hooksAt] = hooks;
+  if (acked !== undefined && acked.length > 0) {
+    args[hooksAt + 2] = JSON.stringify(acked);
+    args[hooksAt + 3] = String(acked.length);
   }
   return args;
+}
+
+/** The tasks of `ops` for SETTLE's events: one name if they share it, else one per op. */
+function tasksOf(ops: readonly SettleOp[]): string {
+  const first = (ops[0]?.job as Delivery | undefined)?.task ?? "?";
+  let i = 1;
+  while (i < ops.length && ((ops[i]!.job as Delivery).task ?? "?") === first) i++;
+  if (i === ops.length) return first;
+  return ops.map((op) => (op.job as Delivery).task ?? "?").join(" ");
 }
 
 /** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
