@@ -1,7 +1,8 @@
 // deno-lint-ignore-file no-console
 /**
  * Metrics and health: a worker with `metrics` on serves /metrics (Prometheus text format),
- * /healthz and /readyz. `deno run -A examples/observability.ts`, then, while it runs:
+ * /healthz and /readyz; the queue's events are followed as they happen, as any process could.
+ * `deno run -A examples/observability.ts`, then, while it runs:
  *
  *   curl -s http://127.0.0.1:9464/metrics | grep sluice_jobs
  *   curl -si http://127.0.0.1:9464/readyz
@@ -28,6 +29,14 @@ const resize = task("resize", async (image: { name: string; bad?: boolean }) => 
 });
 
 await using queue = new Queue("media", { redis: redis.url });
+// Every job's events, tallied by type: what a dashboard would stream over SSE.
+const following = new AbortController();
+const tally: Record<string, number> = {};
+const followed = (async () => {
+  for await (const event of queue.events({ signal: following.signal })) {
+    tally[event.type] = (tally[event.type] ?? 0) + 1;
+  }
+})();
 const worker = new Worker("media", [resize], {
   redis: redis.url,
   concurrency: 4,
@@ -64,6 +73,16 @@ const mean = (counts!.runSeconds.sum / counts!.runSeconds.count) * 1_000;
 console.log(
   `in code: ${counts?.completed} completed, ${counts?.dead["non-retryable"]} dead, ` +
     `${counts?.runSeconds.count} runs of ${mean.toFixed(1)} ms on average`,
+);
+// The last events of the run are written with its last settle: wait for them.
+while ((tally.completed ?? 0) + (tally.dead ?? 0) < 40) await delay(10);
+following.abort();
+await followed;
+console.log(
+  `events: ${
+    ["waiting", "active", "completed", "dead"].map((type) => `${type} ${tally[type] ?? 0}`)
+      .join(", ")
+  }`,
 );
 if (Number(values.seconds) > 0) setTimeout(() => worker.stop(), Number(values.seconds) * 1_000);
 await run;

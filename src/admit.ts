@@ -89,12 +89,27 @@ export class Admitter {
       return this.#admitDecoded(
         batch,
         deliveries,
-        batch.map(([, fields]) => decodeFields(fields, maxPayloadBytes)),
+        batch.map(([, fields]) => this.#decode(fields, maxPayloadBytes)),
         true,
         lane,
       );
     }
     return this.#admitChecked(batch, deliveries, signer, lane);
+  }
+
+  /**
+   * Decodes an entry. A Worker's webhook delivery may be over the payload limit: it carries a
+   * whole job (already taken in under the limit) and its result, so it is let through.
+   */
+  #decode(fields: string[], maxPayloadBytes: number): Verdict {
+    const verdict = decodeFields(fields, maxPayloadBytes);
+    if (
+      isFailure(verdict) && verdict.reason === "too-large" && this.#c.ctx.delivers === true &&
+      fields[4] === "task" && fields[5] === WEBHOOK_TASK
+    ) {
+      return decodeFields(fields);
+    }
+    return verdict;
   }
 
   async #admitChecked(
@@ -108,13 +123,17 @@ export class Admitter {
     const verdicts = batch.map(([entryId, fields]): Verdict =>
       mangled.has(entryId)
         ? { reason: "bad-encoding", error: "a field is not valid UTF-8" }
-        : decodeFields(fields, this.#c.ctx.maxPayloadBytes)
+        : this.#decode(fields, this.#c.ctx.maxPayloadBytes)
     );
     if (signer !== undefined) {
+      const delivers = this.#c.ctx.delivers === true;
       const signed = await Promise.all(
-        // A webhook delivery is written by a script, which holds no key: its handler checks
-        // the signature of the job it reports on (which covers the URL) before it POSTs.
-        verdicts.map((v) => isFailure(v) || v.task === WEBHOOK_TASK ? true : signer.verify(v)),
+        // A webhook delivery is written by a script, which holds no key: a Worker's handler
+        // checks the signature of the job it reports on (which covers the URL) before it
+        // POSTs. A consume() stream has no such handler: it hands out no unsigned entry.
+        verdicts.map((v) =>
+          isFailure(v) || (v.task === WEBHOOK_TASK && delivers) ? true : signer.verify(v)
+        ),
       );
       signed.forEach((ok, i) => {
         if (ok) return;

@@ -60,7 +60,7 @@ export interface QueueEvent {
   readonly attempt?: number;
   /** `delayed` and `retrying`: when it is due, epoch ms (Redis's clock). */
   readonly due?: number;
-  /** `dead`: why (`failed`, `timeout`, `bad-signature`, `too-many-deliveries`, ...). */
+  /** `dead`: why (`failed`, `non-retryable`, `timeout`, `delivery-limit`, ...). */
   readonly reason?: string;
   /** `progress`: the value given to `ctx.progress()`. */
   readonly progress?: unknown;
@@ -245,18 +245,20 @@ export function follow(
     })();
   const ended = Promise.withResolvers<void>();
   let fails = 0, pulling = false;
+  /** Closes the connection, then the stream (which may be closed or cancelled already). */
+  const end = async (controller: ReadableStreamDefaultController<QueueEvent>) => {
+    await finish();
+    try {
+      controller.close();
+    } catch {
+      // closed or cancelled already
+    }
+  };
   const stream = new ReadableStream<QueueEvent>({
     start(controller) {
       done.addEventListener("abort", () => {
         // Between pulls nothing else will end it: close now.
-        if (pulling) return;
-        void finish().then(() => {
-          try {
-            controller.close();
-          } catch {
-            // cancelled already
-          }
-        });
+        if (!pulling) void end(controller);
       });
       done.addEventListener("abort", onAbort);
     },
@@ -266,6 +268,8 @@ export function follow(
         await pullSome(controller);
       } finally {
         pulling = false;
+        // An abort that came while this pull was returning found it pulling: end here.
+        if (done.aborted) await end(controller);
       }
     },
     async cancel() {
@@ -309,8 +313,7 @@ export function follow(
         await delay(retryWait(50, ++fails, 2_000), { signal: done }).catch(() => {});
       }
     }
-    await finish();
-    controller.close();
+    // Aborted: pull() ends the stream.
   }
 }
 

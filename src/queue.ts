@@ -222,6 +222,8 @@ export interface QueueContext extends QueueSettings {
   readonly client: ScriptClient;
   /** The process's subscriptions. */
   readonly pubsub: PubSub;
+  /** True for a Worker's consumer: it runs webhook deliveries (task sluice.webhook). */
+  readonly delivers?: boolean;
 }
 
 /** @internal A consumer's view of a queue: its settings and the process's connections. */

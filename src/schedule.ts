@@ -326,6 +326,8 @@ export interface FireContext {
   readonly client: ScriptClient;
   readonly signer: Signer | undefined;
   readonly logger: Logger;
+  /** The events cap (0 or undefined: no events). */
+  readonly events?: number;
 }
 
 /**
@@ -389,6 +391,7 @@ export async function fireSchedules(
       task,
       enq: now,
       ticks: jobs,
+      events: ctx.events ?? 0,
     }));
     if (n > 0) fired += n;
   }

@@ -7,10 +7,15 @@
  * and slows no one: the job it reports on was settled long before.
  *
  * With signing keys, the URL is covered by the original job's signature (wire field
- * `webhook`); the delivery carries the job's fields, and the worker checks that signature
- * before it POSTs anywhere, so an entry forged in Redis cannot make workers call a URL of its
- * choosing. The body is signed with the current key in header `sluice-signature`:
- * `t=<ms>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+ * `webhook`); the delivery carries the job's fields, and the worker checks that signature, and
+ * that the body names that job, before it POSTs anywhere, so an entry forged in Redis cannot
+ * make workers call a URL of its choosing. The body is signed with the current key in header
+ * `sluice-signature`: `t=<ms>,v1=<hex HMAC-SHA256 of "<t>.<body>">`. What the body says of
+ * the outcome comes from Redis, where the script that ended the job wrote it: the signature
+ * proves a worker of the queue sent it, not that Redis was not tampered with.
+ *
+ * Only a Worker runs deliveries: a `consume()` stream has no handler for them (with signing
+ * keys it dead-letters them as `bad-signature`, since a script cannot sign them).
  *
  * @module
  */
@@ -97,6 +102,18 @@ export function webhookTask(
     if (signer !== undefined && !await signer.verify(wire)) {
       throw new NonRetryableError(
         `Cannot deliver webhook of job ${wire.id} to ${url}: the job's signature does not cover it`,
+      );
+    }
+    // The body reports on that job, and no other.
+    let about: { id?: unknown; task?: unknown } | undefined;
+    try {
+      about = JSON.parse(body);
+    } catch {
+      // not JSON: refused below
+    }
+    if (about?.id !== wire.id || about?.task !== wire.task) {
+      throw new NonRetryableError(
+        `Cannot deliver webhook of job ${wire.id} to ${url}: its body is about another job`,
       );
     }
     const headers: Record<string, string> = {

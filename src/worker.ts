@@ -441,7 +441,10 @@ export class Worker<Context = unknown> extends EventTarget implements AsyncDispo
       [this.#executor.limiter, listening] = this.#limits(redis);
       this.#executor.tracer = JobTracer.create(this.name, this.#settings.group);
       const c = this.concurrency;
-      const consumer = new Consumer(queueContext(this.#settings, redis), this.#consume);
+      const consumer = new Consumer(
+        { ...queueContext(this.#settings, redis), delivers: true },
+        this.#consume,
+      );
       if (this.#prefetch === undefined) {
         consumer.adapt(c, c, Math.max(c, Math.min(AUTO_PREFETCH_MAX, 100_000 - c)));
       }

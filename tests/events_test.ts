@@ -280,3 +280,68 @@ Deno.test("events: an enqueue writes one waiting event per job it wrote, none fo
   });
   assert.deepEqual(ids, ["waiting old", "delayed later", "waiting new"]);
 });
+
+Deno.test("events(): aborted right after a read, with events of the same entry still queued, it closes its connection", async () => {
+  await using redis = await startRedis();
+  const queue = new Queue("q", { redis: redis.url });
+  const stop = new AbortController();
+  const reader = queue.events({ signal: stop.signal }).getReader();
+  await queue.enqueueMany("t", [{ data: 1 }, { data: 2 }, { data: 3 }]); // one entry, 3 events
+  assert.equal((await reader.read()).value?.type, "waiting");
+  stop.abort();
+  // The stream ends after what it had queued, and close() does not wait on it forever.
+  let n = 0;
+  while (!(await reader.read()).done) n++;
+  assert.ok(n <= 2);
+  await queue.close();
+});
+
+Deno.test("events: jobs a consume() stream held and never handed out are waiting again when it ends", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const stop = new AbortController();
+  const stream = queue.events({ signal: stop.signal });
+  await queue.enqueueMany("t", [{ data: 1, id: "a" }, { data: 2, id: "b" }, { data: 3, id: "c" }]);
+  const reading = new AbortController();
+  for await (const job of queue.consume({ signal: reading.signal, prefetch: 3 })) {
+    await job.ack();
+    reading.abort();
+  }
+  const seen = await collect(stream, stop, (s) => s.length === 6);
+  const jobs = byJob(seen);
+  const acked = Object.keys(jobs).find((id) => jobs[id]!.includes("completed"))!;
+  assert.deepEqual(jobs[acked], ["waiting", "completed"], "consume() writes no active event");
+  for (const id of ["a", "b", "c"].filter((id) => id !== acked)) {
+    assert.deepEqual(jobs[id], ["waiting", "waiting"], `${id}: handed back unstarted`);
+  }
+});
+
+Deno.test("events: a replayed dead letter and a schedule's tick are waiting jobs too", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  const stop = new AbortController();
+  const stream = queue.events({ signal: stop.signal });
+  await queue.enqueue("t", 1, { id: "d" });
+  const reading = new AbortController();
+  for await (const job of queue.consume({ signal: reading.signal })) {
+    await job.fail(new Error("no"));
+    reading.abort();
+  }
+  assert.equal(await queue.dead.replay({ all: true }), 1);
+  await queue.schedules.upsert("tick", { every: 50, task: "t" });
+  const worker = new Worker("q", [task("t", () => {})], {
+    redis: redis.url,
+    handleSignals: false,
+    logger: quiet,
+  });
+  const run = worker.run();
+  const seen = await collect(stream, stop, (s) => {
+    const ticks = s.filter((e) => e.jobId.startsWith("tick@") && e.type === "completed");
+    return ticks.length > 0 && s.some((e) => e.jobId === "d" && e.type === "completed");
+  });
+  await worker.stop();
+  await run;
+  assert.deepEqual(byJob(seen).d, ["waiting", "dead", "waiting", "active", "completed"]);
+  const tick = seen.find((e) => e.jobId.startsWith("tick@") && e.type === "completed")!;
+  assert.deepEqual(byJob(seen)[tick.jobId], ["waiting", "active", "completed"]);
+});

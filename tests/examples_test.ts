@@ -120,6 +120,7 @@ Deno.test("examples/observability.ts serves its metrics and scrapes them", async
   assert.match(text, /reason="non-retryable"\} 4$/m);
   assert.match(text, /^sluice_queue_jobs\{queue="media",state="dead"\} 4$/m);
   assert.match(text, /in code: 36 completed, 4 dead, 40 runs of [\d.]+ ms on average/);
+  assert.match(text, /^events: waiting 40, active 40, completed 36, dead 4$/m);
 });
 
 Deno.test("examples/cluster.ts keeps working through the kill of the queue's master", async () => {

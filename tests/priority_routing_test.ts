@@ -72,7 +72,14 @@ Deno.test("a queue without priorities sends PROMOTE, REPLAY and CANCEL the keys 
     "a",
   ]);
   const replay = replayArgs({ keys, lanes }, [{ deadId: "1-1", id: "a" }]);
-  assert.deepEqual(replay.slice(0, 8), ["7", keys.dead, keys.stream, ...group, keys.job("a")]);
+  assert.deepEqual(replay.slice(0, 9), [
+    "8",
+    keys.dead,
+    keys.stream,
+    ...group,
+    keys.events,
+    keys.job("a"),
+  ]);
   const cancel = cancelArgs({ keys, lanes, group: "g", keepResult: 1 }, "a");
   assert.deepEqual(cancel.slice(0, 11), [
     "9",

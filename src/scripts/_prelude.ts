@@ -147,6 +147,9 @@ local keep_n, keep_s, now_n, now_s = nil, nil, nil, nil
 -- EV_MAX events. Events that share their head "<type> <task>[ <detail>]" share a field: its
 -- value is the JSON array of their job ids, in order; heads keep the order they first came in.
 local EV, EV_HEADS, EV_N, EV_KEY, EV_MAX, EV_SKIP = nil, nil, 0, nil, 0, 1
+-- The webhook deliveries the call enqueued: their waiting events come after all the others,
+-- after the ends they report.
+local EV_HOOKS = {}
 -- The task finish() names in its event: set by a caller that knows it, else read off the record.
 local EV_TASK = nil
 -- Turns events on for this call if max (ARGV text) is a positive number.
@@ -192,6 +195,10 @@ local function ev_flush()
       f[2 * i - 1], f[2 * i] = head, cjson.encode(v)
     end
   end
+  if #EV_HOOKS > 0 then
+    f[#f + 1], f[#f + 2] = 'waiting sluice.webhook', cjson.encode(EV_HOOKS)
+    EV_HOOKS = {}
+  end
   -- About EV_MAX events in all: an entry of n events counts n.
   redis.call('XADD', EV_KEY, 'MAXLEN', '~', math.max(1, math.floor(EV_MAX / EV_N)), '*', unpack(f))
   EV, EV_HEADS, EV_N = {}, {}, 0
@@ -212,7 +219,10 @@ local function hook(target, f, state, detail, now)
   local data = cjson.encode({url = url, body = body, job = job})
   redis.call('XADD', target, '*', 'v', '1', 'id', hid, 'task', 'sluice.webhook', 'data', data,
     'attempt', '1', 'enq', string.format('%d', now))
-  if EV then ev('waiting sluice.webhook', hid) end
+  if EV then
+    EV_HOOKS[#EV_HOOKS + 1] = hid
+    EV_N = EV_N + 1
+  end
 end
 -- The task of a job's record (field job is "<enq> <task>"), for an event.
 local function rec_task(rec)
@@ -221,7 +231,10 @@ local function rec_task(rec)
 end
 local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
   if EV then
-    local head = state .. ' ' .. (EV_TASK or rec_task(rec))
+    -- '?': the caller does not know the task (an entry that could not be decoded).
+    local task = EV_TASK
+    if not task or task == '?' then task = rec_task(rec) end
+    local head = state .. ' ' .. task
     if state == 'dead' then head = head .. ' ' .. reason end
     ev(head, string.sub(rec, EV_SKIP))
   end

@@ -2,11 +2,12 @@
  * REPLAY: puts dead letters back in their priority's stream with attempt 1. `replayArgs`
  * builds its arguments.
  *
- * KEYS: dead, stream (the lowest priority's), the four group keys (see _gate.ts), then the
- * stream of every other priority (none without priorities), then the record of each letter
+ * KEYS: dead, stream (the lowest priority's), the four group keys (see _gate.ts), events, then
+ * the stream of every other priority (none without priorities), then the record of each letter
  * that has a job id, in order.
  * ARGV: live ms; n, the number of other priorities; their n names, in the order of their
- * streams; then pairs of dead entry id, job id ('' for a letter without one: it gets no
+ * streams; the events cap ('' for none: else each letter with a job id gets `waiting`); then
+ * pairs of dead entry id, job id ('' for a letter without one: it gets no
  * record, since no record key can be named for it without colliding with some job's).
  * Reply: the number replayed.
  *
@@ -28,13 +29,14 @@ import type { Lanes } from "../priority.ts";
 export const REPLAY: string = PRELUDE + GATE + `
 local dead, stream, live, n = KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2])
 G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+ev_on(KEYS[7], ARGV[3 + n], '')
 local lanes = nil -- priority name -> its stream, with priorities
 if n > 0 then
   lanes = {}
-  for j = 1, n do lanes[ARGV[j + 2]] = KEYS[j + 6] end
+  for j = 1, n do lanes[ARGV[j + 2]] = KEYS[j + 7] end
 end
-local replayed, k = 0, 7 + n
-for i = 3 + n, #ARGV, 2 do
+local replayed, k = 0, 8 + n
+for i = 4 + n, #ARGV, 2 do
   local dead_id, id = ARGV[i], ARGV[i + 1]
   local rec = nil
   if id ~= '' then
@@ -74,9 +76,11 @@ for i = 3 + n, #ARGV, 2 do
       end
       redis.call('PEXPIRE', rec, live)
     end
+    if EV and id ~= '' then ev('waiting ' .. (field(kept, 'task') or '?'), id) end
     replayed = replayed + 1
   end
 end
+ev_flush()
 return replayed
 `;
 
@@ -88,18 +92,19 @@ return replayed
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function replayArgs(
-  q: Pick<ScriptQueue, "keys"> & { readonly lanes: Lanes },
+  q: Pick<ScriptQueue, "keys" | "events"> & { readonly lanes: Lanes },
   letters: readonly { readonly deadId: string; readonly id: string }[],
 ): string[] {
   const { keys, lanes: { streams, labels } } = q;
   // The other priorities: every lane but the last (the lowest, which is keys.stream).
   const others = streams.length - 1;
-  const args = ["", keys.dead, keys.stream, ...groupKeys(keys)];
+  const args = ["", keys.dead, keys.stream, ...groupKeys(keys), keys.events];
   for (let lane = 0; lane < others; lane++) args.push(streams[lane]!);
   for (const { id } of letters) if (id !== "") args.push(keys.job(id));
   args[0] = String(args.length - 1);
   args.push(String(RECORD_TTL_MS), String(others));
   for (let lane = 0; lane < others; lane++) args.push(labels[lane]!);
+  args.push(q.events ? String(q.events) : "");
   for (const { deadId, id } of letters) args.push(deadId, id);
   return args;
 }

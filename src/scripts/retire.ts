@@ -10,10 +10,11 @@
  *   missing.
  *
  * RETIRE
- *   KEYS: stream, the four group keys for the lowest priority's stream (see _gate.ts), then
- *   the record of each listed entry that has a job id, in order.
+ *   KEYS: stream, events, the four group keys for the lowest priority's stream (see
+ *   _gate.ts), then the record of each listed entry that has a job id, in order.
  *   ARGV: group, consumer, done channel prefix, keep ms, 'g' if the group keys are given (else
- *   ''), then pairs of entry id, job id ('').
+ *   ''), the events cap ('' for none), the record key prefix, then pairs of entry id, job id
+ *   ('').
  *   The done channels are pub/sub channels, not keys: they stay in ARGV.
  *   Reply: the number of entries released.
  *   Each entry still pending under the consumer (checked again here: a peer may have claimed it
@@ -56,14 +57,15 @@ return out
 export const RETIRE: string = PRELUDE + GATE + `
 local stream = KEYS[1]
 local group, consumer, done, keep = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local released, k = 0, 2
+local released, k = 0, 3
+ev_on(KEYS[2], ARGV[6], ARGV[7])
 -- The lowest priority's stream comes with the group keys: a grouped entry given back keeps its
 -- group's room, and one that ends here gives it back.
 if ARGV[5] == 'g' then
-  G = {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
-  k = 6
+  G = {KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+  k = 7
 end
-for i = 6, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local entry, id = ARGV[i], ARGV[i + 1]
   local rec = nil
   if id ~= '' then
@@ -75,18 +77,22 @@ for i = 6, #ARGV, 2 do
     local state = rec and redis.call('HGET', rec, 'state')
     if state == 'cancelling' then
       -- Cancelled while we held it: it ends here instead of going back to the stream.
+      local f = fields_of(stream, entry)
+      if f then hook(stream, f, 'cancelled', '', now_ms()) end
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
       if G then g_free(stream, entry) end
       finish(rec, keep, now_ms(), done .. id, 'cancelled', '', '', true)
     else
-      local new = readd(stream, group, entry, 0)
+      local new, f = readd(stream, group, entry, 0)
       if G and new then g_moved(entry, new) elseif G then g_free(stream, entry) end
       if new and state then redis.call('HSET', rec, 'state', 'waiting', 'entry', new) end
+      if new and EV and id ~= '' then ev('waiting ' .. (field(f, 'task') or '?'), id) end
       released = released + 1
     end
   end
 end
+ev_flush()
 return released
 `;
 
@@ -131,17 +137,18 @@ export function heldArgs(
  * @returns The flat argument list: key count, KEYS, ARGV.
  */
 export function retireArgs(
-  q: Pick<ScriptQueue, "keys" | "group" | "keepResult" | "pri">,
+  q: Pick<ScriptQueue, "keys" | "group" | "keepResult" | "pri" | "events">,
   consumer: string,
   held: readonly string[],
 ): string[] {
   const { keys } = q;
   const grouped = q.pri === undefined;
-  const args = ["", keys.stream];
+  const args = ["", keys.stream, keys.events];
   if (grouped) args.push(...groupKeys(keys));
   for (let i = 1; i < held.length; i += 2) if (held[i] !== "") args.push(keys.job(held[i]!));
   args[0] = String(args.length - 1);
   args.push(q.group, consumer, keys.done, String(q.keepResult), grouped ? "g" : "");
+  args.push(q.events ? String(q.events) : "", keys.jobPrefix);
   for (const value of held) args.push(value);
   return args;
 }
@@ -168,7 +175,7 @@ export function retireEndArgs(q: Pick<ScriptQueue, "keys" | "group">, consumer: 
  */
 export async function retire(
   client: ScriptClient,
-  q: Pick<ScriptQueue, "keys" | "group" | "keepResult">,
+  q: Pick<ScriptQueue, "keys" | "group" | "keepResult" | "events">,
   consumer: string,
 ): Promise<number> {
   let released = 0;

@@ -5,10 +5,11 @@
  *
  * FIRE
  *   KEYS: stream (the schedule's priority's), ticks, schedules, runs, the record of the
- *   schedule's last job, then one record per tick to fire.
+ *   schedule's last job, events, then one record per tick to fire.
  *   ARGV: schedule id, the tick DUE reported (the fence), the definition DUE reported (the
  *   fence), the following tick (ms; -1: none, the schedule ends), overlap ('1' or '0'), record
- *   ms to live, task, enq; then per tick: its time (ms) and its entry's fields as a JSON array.
+ *   ms to live, task, enq, the events cap ('' for none: else each job fired gets `waiting`);
+ *   then per tick: its time (ms) and its entry's fields as a JSON array.
  *   Reply: { fired, skipped }, or { -1, 0 } if the fence failed: another worker fired this tick,
  *   or the schedule was changed, paused or removed since DUE, so nothing is written.
  *   A tick's job is written like an enqueue with its deterministic id (`<schedule>@<tick ms>`):
@@ -52,6 +53,7 @@ export const FIRE: string = PRELUDE + STATE + `
 local stream, ticks, schedules, runs, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, expected, spec, follow = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local overlap, live, task, enq = ARGV[5] == '1', ARGV[6], ARGV[7], ARGV[8]
+ev_on(KEYS[6], ARGV[9], '')
 local score = redis.call('ZSCORE', ticks, id)
 if not score or tonumber(score) ~= expected or redis.call('HGET', schedules, id) ~= spec then
   return {-1, 0}
@@ -63,9 +65,9 @@ if not overlap then
   pending = st == 'waiting' or st == 'delayed' or st == 'active'
 end
 local fired, skipped = 0, 0
-for k = 6, #KEYS do
+for k = 7, #KEYS do
   local rec = KEYS[k]
-  local a = 9 + (k - 6) * 2
+  local a = 10 + (k - 7) * 2
   local tick, fields = tonumber(ARGV[a]), ARGV[a + 1]
   if redis.call('EXISTS', rec) == 1 then
     -- dedup: this tick's job exists already
@@ -78,6 +80,7 @@ for k = 6, #KEYS do
     redis.call('HSET', rec, 'state', 'waiting', 'entry', entry, 'job', enq .. ' ' .. task)
     redis.call('PEXPIRE', rec, live)
     fired = fired + 1
+    if EV then ev('waiting ' .. task, field(f, 'id')) end
     state.job = field(f, 'id')
     state.last = tick
     if not overlap then pending = true end
@@ -90,6 +93,7 @@ if follow >= 0 then
 else
   redis.call('ZREM', ticks, id)
 end
+ev_flush()
 return {fired, skipped}
 `;
 
@@ -167,15 +171,17 @@ export function fireArgs(
     task: string;
     enq: number;
     ticks: readonly FireTick[];
+    events?: number;
   },
 ): string[] {
   const args = [
-    String(5 + fire.ticks.length),
+    String(6 + fire.ticks.length),
     fire.stream,
     keys.ticks,
     keys.schedules,
     keys.runs,
     keys.job(fire.last ?? `${fire.id}@0`),
+    keys.events,
   ];
   for (const tick of fire.ticks) args.push(keys.job(tick.id));
   args.push(
@@ -187,6 +193,7 @@ export function fireArgs(
     String(fire.live),
     fire.task,
     String(fire.enq),
+    fire.events ? String(fire.events) : "",
   );
   for (const tick of fire.ticks) args.push(String(tick.at), JSON.stringify(tick.fields));
   return args;
