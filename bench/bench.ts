@@ -535,8 +535,8 @@ const processCpu: Record<string, Cpu> = {};
 const calls: Record<string, Calls> = {};
 // The c=32 rows that are compared with each other (the plain row against priorities, a rate
 // limit, groups, metrics, events off; defaults against defaults without events) run in turns,
-// ROUNDS times, and each row's median run is the one reported: on these machines, back-to-back
-// single runs of the same code differed by a third.
+// ROUNDS times, each round starting one row later, and each row's median run is the one
+// reported: on these machines, back-to-back single runs of the same code differed by a third.
 const ROUNDS = quick ? 1 : 3;
 type Run = Awaited<ReturnType<typeof sluiceProcess>>;
 const variants: Record<string, { note: string; run: () => Promise<Run> }[]> = {
@@ -590,7 +590,10 @@ for (const { id, concurrency, keepRecords } of ROWS) {
   }
   const runs: Run[][] = set.map(() => []);
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const [i, { note, run }] of set.entries()) {
+    // Each round starts one row later, so that no row always runs first or last.
+    for (let j = 0; j < set.length; j++) {
+      const i = (j + round - 1) % set.length;
+      const { note, run } = set[i]!;
       log(`bench: sluice processing at ${note} (round ${round} of ${ROUNDS})`);
       runs[i]!.push(await run());
     }

@@ -132,7 +132,9 @@ export class Admitter {
         // checks the signature of the job it reports on (which covers the URL) before it
         // POSTs. A consume() stream has no such handler: it hands out no unsigned entry.
         verdicts.map((v) =>
-          isFailure(v) || (v.task === WEBHOOK_TASK && delivers) ? true : signer.verify(v)
+          isFailure(v) || (delivers && v.task === WEBHOOK_TASK && v.id.startsWith("webhook:"))
+            ? true
+            : signer.verify(v)
         ),
       );
       signed.forEach((ok, i) => {
@@ -194,7 +196,7 @@ export class Admitter {
       try {
         data = decodeData(verdict.data);
       } catch (err) {
-        this.#bury(lane, entryId, deliveries, dataError(err), "bad-json", verdict.id);
+        this.#bury(lane, entryId, deliveries, dataError(err), "bad-json", verdict.id, verdict);
         return;
       }
       admitted.push(this.#hold(lane, entryId, deliveries, verdict, data));
@@ -243,6 +245,7 @@ export class Admitter {
     error: string,
     reason: DeadReason,
     id?: string,
+    decoded?: WireJob,
   ): void {
     const { window, ctx, name, views } = this.#c;
     window.burying++;
@@ -252,8 +255,11 @@ export class Admitter {
       `sluice: queue ${ctx.name}: entry ${entryId} went to the dead letters (${reason}): ${text}`,
       id === undefined ? {} : { job_id: id },
     );
-    // With no trusted id, the op names no record: it touches none and tells no one.
-    const job = { entryId, deliveries, id };
+    // With no trusted id, the op names no record: it touches none and tells no one. A decoded
+    // entry (bad JSON data) names its task, and its webhook if it has one.
+    const job = decoded === undefined
+      ? { entryId, deliveries, id }
+      : { entryId, deliveries, id, task: decoded.task, webhook: decoded.webhook };
     client.sluiceSettle(settleArgs(views[lane]!, name, [{ op: "dead", job, error: text, reason }]))
       .catch((err) =>
         logger.error(`sluice: queue ${ctx.name}: could not dead-letter ${entryId}`, err)

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { WEBHOOK_TASK } from "./webhook.ts";
 import { activeTraceparent } from "./trace.ts";
 import type { ChainableCommander } from "ioredis";
 import { abortable } from "./async.ts";
@@ -260,6 +261,11 @@ async function enqueue(
 ): Promise<JobHandle[]> {
   const name = typeof task === "string" ? task : (task as AnyTask)?.name;
   checkName("task name", name, "Cannot enqueue");
+  if (name === WEBHOOK_TASK) {
+    throw new TypeError(
+      `Cannot enqueue: task name ${WEBHOOK_TASK} is reserved: workers deliver webhooks with it`,
+    );
+  }
   const action = `Cannot enqueue ${name}`;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError(`${action}: signal must be an AbortSignal, got ${show(signal)}`);

@@ -139,7 +139,7 @@ Deno.test("a delivery forged in Redis for a URL its job's signature does not cov
   await db.xadd(
     queue.keys.stream,
     "*",
-    ...["v", "1", "id", "w1", "task", "sluice.webhook", "data", data, "attempt", "1"],
+    ...["v", "1", "id", "webhook:w1", "task", "sluice.webhook", "data", data, "attempt", "1"],
     ...["enq", String(Date.now())],
   );
   const worker = new Worker("q", [task("t", () => {})], {
@@ -172,10 +172,43 @@ Deno.test("webhook options: every edge refused with its name and value", async (
     /task name sluice.webhook is reserved/,
   );
   const queue = new Queue("q", { redis: "redis://127.0.0.1:1" });
+  await assert.rejects(
+    () => queue.enqueue("sluice.webhook", null),
+    /Cannot enqueue: task name sluice.webhook is reserved/,
+  );
   for (const url of ["ftp://x.example", "not a url", `https://x.example/${"a".repeat(2_048)}`, 5]) {
     await assert.rejects(
       () => queue.enqueue("t", null, { webhook: url as string }),
       /webhook must be an http: or https: URL of at most 2,048 characters, got/,
     );
   }
+});
+
+Deno.test("an entry whose data is not JSON is dead-lettered as bad-json, and its webhook told so", async () => {
+  await using redis = await startRedis();
+  await using hook = receiver([200]);
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  await db.xgroup("CREATE", queue.keys.stream, "sluice", "0", "MKSTREAM");
+  await db.xadd(
+    queue.keys.stream,
+    "*",
+    ...["v", "1", "id", "j1", "task", "t", "data", "{not json", "attempt", "1"],
+    ...["enq", String(Date.now()), "webhook", hook.url],
+  );
+  const worker = new Worker("q", [task("t", () => {})], {
+    redis: redis.url,
+    handleSignals: false,
+    logger: quiet,
+    webhooks: fast,
+  });
+  const run = worker.run();
+  await hook.reached(1);
+  await worker.stop();
+  await run;
+  const body = JSON.parse(hook.calls[0]!.body);
+  assert.equal(body.id, "j1");
+  assert.equal(body.task, "t");
+  assert.equal(body.state, "dead");
+  assert.equal(body.reason, "bad-json");
 });

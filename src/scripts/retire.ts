@@ -77,12 +77,12 @@ for i = 8, #ARGV, 2 do
     local state = rec and redis.call('HGET', rec, 'state')
     if state == 'cancelling' then
       -- Cancelled while we held it: it ends here instead of going back to the stream.
-      local f = fields_of(stream, entry)
-      if f then hook(stream, f, 'cancelled', '', now_ms()) end
+      local f, now = fields_of(stream, entry), now_ms()
+      if f then hook(stream, f, 'cancelled', '', now) end
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
       if G then g_free(stream, entry) end
-      finish(rec, keep, now_ms(), done .. id, 'cancelled', '', '', true)
+      finish(rec, keep, now, done .. id, 'cancelled', '', '', true)
     else
       local new, f = readd(stream, group, entry, 0)
       if G and new then g_moved(entry, new) elseif G then g_free(stream, entry) end
