@@ -139,7 +139,13 @@ Deno.test("far from its limit, a TAKE grants starts ahead: far fewer calls than 
   assert.ok(takes > 0 && takes < n / 8, `${takes} TAKE calls for ${n} jobs`);
   // Every start, those granted ahead included, is in the log.
   assert.ok(Number(await admin.get("sluice:{q}:tally:t:roomy")) >= n);
-  assert.ok((await admin.zcard("sluice:{q}:rate:t:roomy")) < n / 4, "grants ahead take one member");
+  // A grant ahead takes one member for all its starts ("<count>:<tag>"): some member stands
+  // for several, and the window's members are fewer than the starts they count. (How many
+  // fewer depends on how many starts reach each TAKE, which load changes.)
+  const members = await admin.zrange("sluice:{q}:rate:t:roomy", 0, -1);
+  const counts = members.map((m) => Number(m.slice(0, m.indexOf(":"))));
+  assert.ok(counts.some((c) => c > 1), "grants ahead take one member");
+  assert.ok(members.length < counts.reduce((a, b) => a + b, 0));
 });
 
 Deno.test("a task's bookings and another task's starts never share a key", () => {
