@@ -144,6 +144,47 @@ Deno.test("events(): a second process follows a worker process; since resumes af
   assert.ok(late.length > 0);
 });
 
+Deno.test("events(): a follower in its own process sees every job of a worker in another, in order", async () => {
+  await using redis = await startRedis();
+  const follower = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tests/fault/_follower.ts", "--redis", redis.url, "--until", "100"],
+    stdout: "piped",
+    stderr: "inherit",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const lines = follower.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
+    new TransformStream<string, string>(
+      {
+        buffer: "",
+        transform(chunk, controller) {
+          const parts = (this.buffer + chunk).split("\n");
+          this.buffer = parts.pop()!;
+          for (const line of parts) controller.enqueue(line);
+        },
+        flush(controller) {
+          if (this.buffer) controller.enqueue(this.buffer);
+        },
+      } as Transformer<string, string> & { buffer: string },
+    ),
+  );
+  const reader = lines.getReader();
+  assert.equal((await reader.read()).value, "ready");
+  await using queue = new Queue("q", { redis: redis.url });
+  const items = Array.from({ length: 100 }, (_, i) => ({ id: `f${i}`, data: { ms: 0 } }));
+  await queue.enqueueMany("sleep", items);
+  await using _worker = new WorkerProcess(redis.url, { concurrency: 4 });
+  const seen: QueueEvent[] = [];
+  for (let r = await reader.read(); !r.done; r = await reader.read()) {
+    seen.push(JSON.parse(r.value));
+  }
+  assert.equal((await follower.status).code, 0);
+  const jobs = byJob(seen);
+  assert.equal(Object.keys(jobs).length, 100);
+  for (const id of Object.keys(jobs)) {
+    assert.deepEqual(jobs[id], ["waiting", "active", "completed"], id);
+  }
+});
+
 Deno.test("events: false writes no events stream; a producer with events and a worker without write only the enqueues", async () => {
   await using redis = await startRedis();
   await using db = inspect(redis.url);
