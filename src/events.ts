@@ -209,8 +209,8 @@ export function follow(
     if (!Number.isSafeInteger(ms) || ms < 0) {
       throw new RangeError(`${action}: since must be a time from 0 on, got ${show(since)}`);
     }
-    start = `${Math.max(0, ms - 1)}-18446744073709551615`;
-    if (ms === 0) start = "0-0";
+    // XREAD reads after the id it is given: the last id of the millisecond before.
+    start = ms === 0 ? "0-0" : `${ms - 1}-18446744073709551615`;
   } else if (since === "$" || since === "0") {
     start = since === "0" ? "0-0" : undefined;
   } else if (typeof since === "string" && /^\d+-\d+$/.test(since)) {
@@ -235,6 +235,7 @@ export function follow(
   let line: BlockingLine | undefined;
   let reading: Promise<unknown> | undefined;
   const onAbort = () => line?.disconnect();
+  const ended = Promise.withResolvers<void>();
   let finished: Promise<void> | undefined;
   const finish = () =>
     finished ??= (async () => {
@@ -243,7 +244,6 @@ export function follow(
       await line?.close();
       ended.resolve();
     })();
-  const ended = Promise.withResolvers<void>();
   let fails = 0, pulling = false;
   /** Closes the connection, then the stream (which may be closed or cancelled already). */
   const end = async (controller: ReadableStreamDefaultController<QueueEvent>) => {
