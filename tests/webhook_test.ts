@@ -101,12 +101,15 @@ Deno.test("dead and cancelled jobs are reported too; a 4xx is not tried again", 
     task("ok", () => 1),
   ], { redis: redis.url, handleSignals: false, logger: quiet, webhooks: fast });
   const deadLetters: string[] = [];
-  worker.addEventListener("dead", (e) => deadLetters.push(e.detail.job.task));
+  const bothDead = Promise.withResolvers<void>();
+  worker.addEventListener("dead", (e) => {
+    if (deadLetters.push(e.detail.job.task) === 2) bothDead.resolve();
+  });
   const run = worker.run();
   await hook.reached(2);
   await gone.reached(1);
   await lost.result();
-  while (deadLetters.length < 2) await new Promise((r) => setTimeout(r, 10));
+  await bothDead.promise;
   await worker.stop();
   await run;
   const bodies = hook.calls.map((c) => JSON.parse(c.body));
