@@ -5,7 +5,9 @@
  * Events are written by the scripts that move jobs, in the calls they make anyway: ENQUEUE
  * (`waiting`, `delayed`), SETTLE (`completed`, `retrying`, `dead`, `cancelled`, and `waiting`
  * or `delayed` for a job handed back or put off), RECLAIM (`stalled`, `dead`), CANCEL
- * (`cancelled`), PROMOTE (`waiting`), PROGRESS (`progress`). A worker's starts (`active`) ride
+ * (`cancelled`), PROMOTE, schedule FIRE and dead-letter REPLAY (`waiting`), RETIRE (`waiting`,
+ * `cancelled`), PROGRESS (`progress`); a webhook delivery's `waiting` comes after the end it
+ * reports. A worker's starts (`active`) ride
  * its next settle's round trip as one XADD, or go on their own after 20 ms if no settle comes.
  *
  * One script call writes one stream entry holding all its events: a settle of 200 jobs adds
@@ -23,8 +25,7 @@ import { checkInt, show } from "./_options.ts";
 import { delay } from "./async.ts";
 import { retryWait } from "./backoff.ts";
 import type { Keys } from "./keys.ts";
-import { type BlockingLine, blockingLine, processName } from "./redis/connect.ts";
-import type { RedisConfig } from "./redis/connect.ts";
+import { type BlockingLine, blockingLine, processName, type RedisConfig } from "./redis/connect.ts";
 import type { ScriptClient } from "./scripts/mod.ts";
 
 /** What happened to a job. */

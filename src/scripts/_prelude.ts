@@ -213,10 +213,8 @@ local function hook(target, f, state, detail, now)
   local id, task = field(f, 'id') or '', field(f, 'task') or ''
   local body = '{"id":' .. cjson.encode(id) .. ',"task":' .. cjson.encode(task) .. ',"state":"' ..
     state .. '"' .. detail .. ',"finishedAt":' .. string.format('%d', now) .. '}'
-  local job = {}
-  for i = 1, #f do job[i] = f[i] end
   local hid = 'webhook:' .. redis.sha1hex(id .. ' ' .. state .. ' ' .. tostring(now))
-  local data = cjson.encode({url = url, body = body, job = job})
+  local data = cjson.encode({url = url, body = body, job = f})
   redis.call('XADD', target, '*', 'v', '1', 'id', hid, 'task', 'sluice.webhook', 'data', data,
     'attempt', '1', 'enq', string.format('%d', now))
   if EV then

@@ -420,17 +420,14 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     q.pri ?? "",
     grouped ? "g" : "",
     events ? String(q.events) : "",
-    "",
-    events ? tasksOf(ops) : "",
-    "",
-    "0",
   );
-  // The entries of jobs with a webhook, space-separated (entry ids have no spaces).
-  const hooksAt = args.length - 4;
+  const tasks = events ? tasksOf(ops) : "";
   // With events on and one task: the ids of the 'ack' operations, for their completed events.
-  const acked: string[] | undefined = events && args[args.length - 3]!.indexOf(" ") < 0
-    ? []
-    : undefined;
+  const acked: string[] | undefined = events && !tasks.includes(" ") ? [] : undefined;
+  // The entries of jobs with a webhook, space-separated (entry ids have no spaces), go here;
+  // then the tasks, and the acked ids and their count.
+  const hooksAt = args.length;
+  args.push("", tasks, "", "0");
   let hooks = "";
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;
