@@ -39,6 +39,19 @@ export type {
   TaskOptions,
 } from "./src/task.ts";
 export { Queue } from "./src/queue.ts";
+export { LIST_STATES } from "./src/admin.ts";
+export type { JobsOptions, JobsPage, JobSummary, ListState } from "./src/admin.ts";
+export { listQueues } from "./src/queues.ts";
+export type { ListQueuesOptions, QueueSummary } from "./src/queues.ts";
+export type { JobDetails, TimelineStep } from "./src/inspect.ts";
+export type {
+  BulkOptions,
+  CleanOptions,
+  CleanState,
+  DrainCounts,
+  ObliterateOptions,
+  RetryFilter,
+} from "./src/bulk.ts";
 export { Schedules } from "./src/schedule.ts";
 export type {
   CatchUp,

@@ -37,6 +37,21 @@ import { pauseArgs } from "./scripts/pause.ts";
 import { Schedules } from "./schedule.ts";
 import { GroupProducer, Groups } from "./groups.ts";
 import { checkRecorded, type Lanes, lanesOf } from "./priority.ts";
+import { type JobsOptions, type JobsPage, listJobs, type ListState } from "./admin.ts";
+import { findJobs, type JobDetails, jobDetails } from "./inspect.ts";
+import {
+  type BulkOptions,
+  clean,
+  type CleanOptions,
+  type CleanState,
+  drain,
+  type DrainCounts,
+  obliterate,
+  type ObliterateOptions,
+  retryDead,
+  type RetryFilter,
+} from "./bulk.ts";
+import type { JobStatus } from "./handle.ts";
 
 export type { EnqueueItem, EnqueueManyOptions, EnqueueOptions } from "./enqueue.ts";
 export type { QueueStats, WorkerInfo } from "./stats.ts";
@@ -446,6 +461,195 @@ export class Queue implements AsyncDisposable {
   async workers(): Promise<WorkerInfo[]> {
     this.#checkOpen("list workers");
     return await liveWorkers(this.#command(), this.keys);
+  }
+
+  /**
+   * Lists the queue's jobs in one state, a page at a time: `waiting` (in a stream and not read
+   * yet, or in a group's line), `active` (read by a worker and not settled), `delayed`
+   * (delayed jobs and retries, soonest first), `dead` (the dead letters, oldest first), and
+   * `completed` and `cancelled` (from the job records, while they are kept: see `keepResult`).
+   * It reads Redis in bounded steps (XRANGE, XPENDING, ZRANGE, SCAN with COUNT), never KEYS.
+   *
+   * @param state Which jobs.
+   * @param options `cursor` (the previous page's), `limit` (1 to 1,000, default 50), and
+   * filters `task` and `group`. Listings read with SCAN (`completed`, `cancelled`, and waiting
+   * jobs in groups' lines) may give a few more than `limit`, and in no set order.
+   * @returns The page, and the cursor of the next one (undefined at the end).
+   * @throws {TypeError} If the state, cursor or a filter is invalid, or the queue is closed.
+   * @throws {RangeError} If limit is out of range.
+   *
+   * @example Page through the waiting jobs
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * await queue.enqueueMany("welcome", [1, 2, 3].map((n) => ({ data: n })));
+   * const first = await queue.jobs("waiting", { limit: 2 });
+   * const rest = await queue.jobs("waiting", { cursor: first.cursor! });
+   * console.log(first.jobs.length, rest.jobs.length, rest.cursor); // 2 1 undefined
+   * ```
+   */
+  jobs(state: ListState, options: JobsOptions = {}): Promise<JobsPage> {
+    this.#checkOpen("list jobs");
+    return listJobs(this.#handleContext(), state, options);
+  }
+
+  /**
+   * Finds jobs by id or by id prefix: the status of each, as {@linkcode JobHandle.info} gives
+   * it. An exact id is found at once; a prefix walks the job records with SCAN (bounded
+   * steps), so it finds jobs whose records are kept.
+   *
+   * @param idOrPrefix A job id, or the start of some.
+   * @param options `limit`: the most jobs returned, 1 to 1,000 (default 20).
+   * @returns The jobs found, the exact id first.
+   * @throws {TypeError} If the id is not a non-empty string, or the queue is closed.
+   * @throws {RangeError} If limit is out of range.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * await queue.enqueue("welcome", 1, { id: "order-17-mail" });
+   * const [found] = await queue.find("order-17");
+   * console.log(found?.id, found?.state); // "order-17-mail" "waiting"
+   * ```
+   */
+  find(idOrPrefix: string, options: { limit?: number } = {}): Promise<JobStatus[]> {
+    this.#checkOpen("find jobs");
+    return findJobs(this.#handleContext(), idOrPrefix, options);
+  }
+
+  /**
+   * Everything the admin tools show of one job: its status, its payload while Redis holds it,
+   * its result once completed, and a timeline from its record and the queue's last 10,000
+   * events (see {@linkcode Queue.events}).
+   *
+   * @param id The job id.
+   * @returns The details, or undefined if the id is unknown.
+   * @throws {TypeError} If the id is not a non-empty string, or the queue is closed.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * await queue.enqueue("welcome", { to: "a@example.com" }, { id: "w1" });
+   * const details = await queue.jobDetails("w1");
+   * console.log(details?.data, details?.timeline.map((s) => s.type)); // '{"to":"a@example.com"}' ["enqueued", "waiting"]
+   * ```
+   */
+  jobDetails(id: string): Promise<JobDetails | undefined> {
+    this.#checkOpen("read job details");
+    return jobDetails(this.#handleContext(), id);
+  }
+
+  /**
+   * Replays the dead letters there now (those that match the filter), oldest first, with
+   * their attempts reset, in batches of 500. A letter replayed here and then dead again is
+   * not replayed twice.
+   *
+   * @param state `"dead"`: the state retried.
+   * @param filter `task`, `group` or `id` to pick letters; `signal` to stop between batches;
+   * `onProgress` called with the count so far after each batch.
+   * @returns How many were replayed.
+   * @throws {TypeError} If a filter is invalid, or the queue is closed.
+   *
+   * @example Retry the dead letters of one task
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * console.log(await queue.retry("dead", { task: "welcome" })); // 0
+   * ```
+   */
+  retry(state: "dead", filter: RetryFilter = {}): Promise<number> {
+    this.#checkOpen("retry dead letters");
+    if (state !== "dead") {
+      throw new TypeError(
+        `Cannot retry jobs: only "dead" jobs can be retried, got ${JSON.stringify(state)}`,
+      );
+    }
+    return retryDead(this.#handleContext(), filter);
+  }
+
+  /**
+   * Drains the queue: every waiting job (in a stream and not read yet, or in a group's line)
+   * and every delayed job or retry ends as cancelled, as `cancel()` would end it (its record,
+   * its `result()` waiters, its webhook and its event). Jobs workers hold run on, and dead
+   * letters stay. It works in batches of 500, each all or nothing; jobs enqueued while it
+   * runs may be drained or not.
+   *
+   * @param options `signal` to stop between batches; `onProgress` with the count so far.
+   * @returns How many waiting and delayed jobs were drained.
+   * @throws {TypeError} If the queue is closed.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * await queue.enqueue("welcome", 1);
+   * await queue.enqueue("welcome", 2, { delay: 60_000 });
+   * console.log(await queue.drain()); // { waiting: 1, delayed: 1 }
+   * ```
+   */
+  drain(options: BulkOptions = {}): Promise<DrainCounts> {
+    this.#checkOpen("drain");
+    return drain(this.#handleContext(), options);
+  }
+
+  /**
+   * Deletes finished jobs that ended at least `olderThan` ms ago: the kept records of
+   * `completed` or `cancelled` jobs (walked with SCAN), or `dead` letters.
+   *
+   * @param state Which jobs.
+   * @param options `olderThan` (ms, 0 for all; required), `signal`, `onProgress`.
+   * @returns How many were deleted.
+   * @throws {TypeError} If the state or an option is invalid, or the queue is closed.
+   * @throws {RangeError} If olderThan is out of range.
+   *
+   * @example Delete dead letters older than a week
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("mail", { redis: redis.url });
+   * console.log(await queue.clean("dead", { olderThan: 7 * 86_400_000 })); // 0
+   * ```
+   */
+  clean(state: CleanState, options: CleanOptions): Promise<number> {
+    this.#checkOpen("clean");
+    return clean(this.#handleContext(), state, options);
+  }
+
+  /**
+   * Deletes every key of the queue: jobs in every state, records, dead letters, schedules,
+   * settings and events. It refuses while live workers are attached, unless `force` is set.
+   *
+   * @param options `force`, `signal`, `onProgress` (keys deleted so far).
+   * @returns How many keys were deleted.
+   * @throws {SluiceError} If live workers are attached and `force` is not set.
+   * @throws {TypeError} If an option is invalid, or the queue is closed.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@sluice/sluice";
+   * import { startRedis } from "@sluice/sluice/testing";
+   * await using redis = await startRedis();
+   * await using queue = new Queue("scratch", { redis: redis.url });
+   * await queue.enqueue("t", 1);
+   * console.log(await queue.obliterate() > 0, (await queue.stats()).waiting); // true 0
+   * ```
+   */
+  obliterate(options: ObliterateOptions = {}): Promise<number> {
+    this.#checkOpen("obliterate");
+    return obliterate(this.#handleContext(), this.name, options);
   }
 
   /**

@@ -13,6 +13,7 @@ import type { Redis } from "ioredis";
 import { SHARDED_OFF, SHARDED_ON } from "./_prelude.ts";
 import { CANCEL } from "./cancel.ts";
 import { CANCELLED } from "./cancelled.ts";
+import { CLEAN, DRAIN } from "./drain.ts";
 import { ENQUEUE, type EnqueueReply } from "./enqueue.ts";
 import { HOLD, TAKE } from "./limit.ts";
 import { GROUPS } from "./groups.ts";
@@ -76,6 +77,10 @@ export interface ScriptClient extends Redis {
   sluiceSchedulePause(args: string[]): Promise<number>;
   /** PROGRESS (progress.ts), with `progressArgs`: 1 if stored. */
   sluiceProgress(args: string[]): Promise<number>;
+  /** DRAIN (drain.ts), with `drainArgs`: how many jobs were drained. */
+  sluiceDrain(args: string[]): Promise<number>;
+  /** CLEAN (drain.ts), with `cleanArgs`: how many records were deleted. */
+  sluiceClean(args: string[]): Promise<number>;
 }
 
 /**
@@ -112,6 +117,8 @@ export function defineScripts(client: Redis, sharded = false): ScriptClient {
     ["sluiceHold", HOLD],
     ["sluiceGroups", GROUPS],
     ["sluiceProgress", PROGRESS],
+    ["sluiceDrain", DRAIN],
+    ["sluiceClean", CLEAN],
   ];
   for (const [name, lua] of scripts) {
     client.defineCommand(name, { lua: sharded ? lua.replace(SHARDED_OFF, SHARDED_ON) : lua });
