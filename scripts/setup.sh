@@ -1,7 +1,8 @@
 #!/usr/bin/env sh
-# Installs what sluice's demo and tests need, if missing: Deno (from the npm registry), and
-# redis-server and redis-cli (from Debian's packages; the cluster tests need redis-cli). Safe to
-# run again; it changes nothing when all are there.
+# Installs what sluice's demo and tests need, if missing: Deno (from the npm registry),
+# redis-server and redis-cli (from Debian's packages; the cluster tests need redis-cli), and
+# Chromium (from Debian's packages; the dashboard's browser test drives it). Safe to run again;
+# it changes nothing when all are there.
 set -eu
 DENO_VERSION=2.9.6
 
@@ -14,10 +15,23 @@ if ! command -v deno >/dev/null 2>&1; then
   fi
 fi
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+UPDATED=""
+apt_install() {
+  if [ -z "$UPDATED" ]; then
+    $SUDO apt-get update >&2
+    UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install --yes "$@" >&2
+}
+
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   echo "setup: installing redis-server and redis-cli from Debian's packages" >&2
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install --yes --no-install-recommends redis-server redis-tools >&2
+  apt_install --no-install-recommends redis-server redis-tools
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing chromium from Debian's packages (for the dashboard's browser test)" >&2
+  apt_install chromium
 fi

@@ -33,12 +33,14 @@ import { QUEUE_COMMANDS } from "./queues.ts";
 import { JOB_COMMANDS } from "./jobs.ts";
 import { ACTION_COMMANDS } from "./actions.ts";
 import { WATCH } from "./watch.ts";
+import { DASHBOARD } from "./dashboard.ts";
 
 const COMMANDS: Command[] = [
   ...QUEUE_COMMANDS,
   ...JOB_COMMANDS,
   ...ACTION_COMMANDS,
   WATCH,
+  DASHBOARD,
 ];
 
 const COMMON: Record<string, OptionSpec> = {

@@ -1,0 +1,164 @@
+/**
+ * What keeps the dashboard live: one follower of each queue's events, shared by every open
+ * tab as Server-Sent Events, and the last hour of completions and failures read from the
+ * events stream for sparklines.
+ *
+ * @module
+ */
+import type { Redis } from "ioredis";
+import type { QueueEvent } from "../events.ts";
+import type { Keys } from "../keys.ts";
+import type { Queue } from "../queue.ts";
+
+/** A tab listening to a queue: gets each event's JSON, or only one job's. */
+interface Listener {
+  job: string | undefined;
+  send(event: QueueEvent): void;
+}
+
+/**
+ * One `queue.events()` follower per queue with listeners, whatever the number of tabs; it
+ * stops when the last tab closes.
+ */
+export class LiveHub {
+  #feeds = new Map<string, { listeners: Set<Listener>; stop: AbortController }>();
+
+  /**
+   * An SSE response of a queue's events (only job `job`'s, if given). It ends when the
+   * client goes away or `signal` aborts.
+   */
+  stream(queue: Queue, job: string | undefined, signal: AbortSignal): Response {
+    const encoder = new TextEncoder();
+    let listener: Listener | undefined;
+    let ping: ReturnType<typeof setInterval> | undefined;
+    const leave = () => {
+      clearInterval(ping);
+      if (listener) this.#leave(queue.name, listener);
+      listener = undefined;
+    };
+    const body = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        const write = (text: string) => {
+          try {
+            controller.enqueue(encoder.encode(text));
+          } catch {
+            leave();
+          }
+        };
+        listener = {
+          job,
+          send: (event) => write(`data: ${JSON.stringify(event)}\n\n`),
+        };
+        this.#join(queue, listener);
+        write(": connected\n\n");
+        // A comment now and then keeps proxies from closing an idle stream.
+        ping = setInterval(() => write(": ping\n\n"), 15_000);
+        signal.addEventListener("abort", () => {
+          leave();
+          try {
+            controller.close();
+          } catch {
+            // Closed already.
+          }
+        }, { once: true });
+      },
+      cancel: leave,
+    });
+    return new Response(body, {
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-store",
+        "x-accel-buffering": "no",
+      },
+    });
+  }
+
+  #join(queue: Queue, listener: Listener): void {
+    let feed = this.#feeds.get(queue.name);
+    if (feed === undefined) {
+      feed = { listeners: new Set(), stop: new AbortController() };
+      this.#feeds.set(queue.name, feed);
+      const { listeners, stop } = feed;
+      (async () => {
+        const reader = queue.events({ signal: stop.signal }).getReader();
+        try {
+          while (true) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            for (const l of listeners) {
+              if (l.job === undefined || l.job === value.jobId) l.send(value);
+            }
+          }
+        } catch {
+          // Stopped, or the queue closed.
+        } finally {
+          reader.releaseLock();
+        }
+      })();
+    }
+    feed.listeners.add(listener);
+  }
+
+  #leave(name: string, listener: Listener): void {
+    const feed = this.#feeds.get(name);
+    if (feed === undefined) return;
+    feed.listeners.delete(listener);
+    if (feed.listeners.size === 0) {
+      feed.stop.abort();
+      this.#feeds.delete(name);
+    }
+  }
+
+  /** Stops every follower. */
+  close(): void {
+    for (const feed of this.#feeds.values()) feed.stop.abort();
+    this.#feeds.clear();
+  }
+}
+
+/** A queue's last hour, in minutes: completions and failures per minute, oldest first. */
+export interface HourSeries {
+  completed: number[];
+  failed: number[];
+  /** The first minute the events cover (0 if the whole hour): the stream is capped. */
+  from: number;
+}
+
+const MINUTES = 60;
+
+/**
+ * Counts a queue's completions and failures (dead and retrying) per minute over the last
+ * hour, from its events stream: at most 10 steps of 1,000 entries, newest first. The stream
+ * is capped (about 10,000 events by default), so on a busy queue it covers less than an
+ * hour; `from` says where the data starts.
+ */
+export async function hourSeries(client: Redis, keys: Keys, now: number): Promise<HourSeries> {
+  const completed = new Array<number>(MINUTES).fill(0);
+  const failed = new Array<number>(MINUTES).fill(0);
+  const start = now - MINUTES * 60_000;
+  let end = "+", oldest = now, full = false;
+  for (let step = 0; step < 10; step++) {
+    const entries = await client.xrevrange(keys.events, end, String(start), "COUNT", 1_000);
+    for (const [id, flat] of entries) {
+      const at = Number(id.split("-")[0]);
+      oldest = Math.min(oldest, at);
+      const minute = Math.min(MINUTES - 1, Math.floor((at - start) / 60_000));
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const type = flat[i]!.slice(0, flat[i]!.indexOf(" "));
+        if (type !== "completed" && type !== "dead" && type !== "retrying") continue;
+        // The value is a JSON array of ids: count them by their separators.
+        const n = flat[i + 1]! === "[]" ? 0 : flat[i + 1]!.split('","').length;
+        (type === "completed" ? completed : failed)[minute]! += n;
+      }
+    }
+    if (entries.length < 1_000) break;
+    end = `(${entries.at(-1)![0]}`;
+    full = step === 9;
+  }
+  // If the stream was trimmed inside the hour, the minutes before its oldest entry are unknown.
+  const [first] = await client.xrange(keys.events, "-", "+", "COUNT", 1);
+  const trimmed = full || (first !== undefined && Number(first[0].split("-")[0]) > start &&
+    await client.xlen(keys.events) >= 1_000);
+  const from = trimmed ? Math.max(0, Math.floor((oldest - start) / 60_000)) : 0;
+  return { completed, failed, from };
+}

@@ -1,0 +1,420 @@
+/**
+ * The sluice web dashboard: a request handler to mount in `Deno.serve`, Hono or Oak, or to run
+ * on its own (`deno run -A jsr:@sluice/sluice/dashboard --redis URL --port 8080`).
+ *
+ * Pages are rendered on the server from the admin API, with a little vanilla JS: live updates
+ * come over Server-Sent Events from `queue.events()` (one follower per queue, whatever the
+ * number of open tabs), and actions are POSTs with a CSRF check. With a `token`, every request
+ * needs it: `Authorization: Bearer <token>`, or the HttpOnly, SameSite=Strict cookie the login
+ * page sets. Every value from Redis is HTML-escaped, and pages carry a Content Security Policy
+ * that runs only their own script.
+ *
+ * @example Mount it in Deno.serve
+ * ```ts
+ * import { dashboard } from "@sluice/sluice/dashboard";
+ * import { startRedis } from "@sluice/sluice/testing";
+ * await using redis = await startRedis();
+ * await using handler = dashboard({ redis: redis.url, basePath: "/admin/queues" });
+ * const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, handler);
+ * const res = await fetch(`http://127.0.0.1:${server.addr.port}/admin/queues/`);
+ * console.log(res.status); // 200
+ * await res.body?.cancel();
+ * await server.shutdown();
+ * ```
+ *
+ * @module
+ */
+import { Queue } from "../queue.ts";
+import { describeQueue, listQueues } from "../queues.ts";
+import { checkName, queueKeys } from "../keys.ts";
+import { LIST_STATES, type ListState } from "../admin.ts";
+import { checkRedisConfig, DEFAULT_REDIS, type RedisConfig, share } from "../redis/connect.ts";
+import { show } from "../_options.ts";
+import { type Html, page } from "./_html.ts";
+import { hourSeries, LiveHub } from "./_live.ts";
+import * as pages from "./pages.ts";
+
+/** Options of {@linkcode dashboard}. */
+export interface DashboardOptions {
+  /** Where Redis is, as for `Queue`. @default {"redis://127.0.0.1:6379"} */
+  redis?: RedisConfig;
+  /** The path the dashboard is mounted under, such as `/admin/queues`. @default {""} */
+  basePath?: string;
+  /** The key prefix of the queues shown. @default {"sluice"} */
+  prefix?: string;
+  /** The consumer group counts are seen by. @default {"sluice"} */
+  group?: string;
+  /**
+   * A secret every request must carry: `Authorization: Bearer <token>`, or the cookie the
+   * login page sets. @default {undefined} (no check: bind to 127.0.0.1 only)
+   */
+  token?: string;
+  /** Shows everything and changes nothing: no action buttons, and POSTs get 403. */
+  readOnly?: boolean;
+}
+
+/** The dashboard's request handler; close it to release its connections. */
+export type DashboardHandler = ((request: Request) => Promise<Response>) & AsyncDisposable & {
+  /** Closes the queues and live streams it opened. */
+  close(): Promise<void>;
+};
+
+type Params = Record<string, string>;
+type Route = [
+  method: string,
+  pattern: URLPattern,
+  run: (req: Request, p: Params, url: URL) => Promise<Response>,
+];
+
+const COOKIE = "sluice_dashboard";
+
+function randomHex(bytes: number): string {
+  return [...crypto.getRandomValues(new Uint8Array(bytes))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Compares two strings in time that does not depend on where they differ. */
+function same(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+async function hmacHex(key: string, text: string): Promise<string> {
+  const k = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(key),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const sig = await crypto.subtle.sign("HMAC", k, new TextEncoder().encode(text));
+  return [...new Uint8Array(sig)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function cookieOf(req: Request, name: string): string | undefined {
+  for (const part of (req.headers.get("cookie") ?? "").split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return v.join("=");
+  }
+  return undefined;
+}
+
+/**
+ * Makes the dashboard's request handler.
+ *
+ * @param options Where Redis is, the base path, the prefix, a token, read-only mode.
+ * @returns The handler, with `close()`.
+ * @throws {TypeError} If an option is invalid.
+ */
+export function dashboard(options: DashboardOptions = {}): DashboardHandler {
+  const action = "Cannot create the dashboard";
+  const {
+    redis = DEFAULT_REDIS,
+    basePath = "",
+    prefix = "sluice",
+    group = "sluice",
+    token,
+    readOnly = false,
+  } = options;
+  checkRedisConfig(action, redis);
+  checkName("prefix", prefix, action);
+  checkName("group", group, action);
+  if (typeof basePath !== "string" || (basePath !== "" && !/^\/[^?#]*[^/]$/.test(basePath))) {
+    throw new TypeError(
+      `${action}: basePath must be "" or a path like "/admin/queues" (no trailing slash), got ${
+        show(basePath)
+      }`,
+    );
+  }
+  if (token !== undefined && (typeof token !== "string" || token === "")) {
+    throw new TypeError(`${action}: token must be a non-empty string, got ${show(token)}`);
+  }
+  if (typeof readOnly !== "boolean") {
+    throw new TypeError(`${action}: readOnly must be a boolean, got ${show(readOnly)}`);
+  }
+  const shared = share(redis);
+  const queues = new Map<string, Queue>();
+  const hub = new LiveHub();
+  const closing = new AbortController();
+  const csrf = randomHex(32);
+  const cookie = token === undefined ? undefined : hmacHex(token, "sluice dashboard cookie");
+
+  const queueOf = (name: string): Queue => {
+    let queue = queues.get(name);
+    if (queue === undefined) {
+      queue = new Queue(name, { redis, prefix, group, logger: "text" });
+      queues.set(name, queue);
+    }
+    return queue;
+  };
+  const view = (): pages.View => ({ base: basePath, readOnly, now: Date.now() });
+  const htmlResponse = (body: Html, status = 200, headers: HeadersInit = {}) => {
+    const nonce = randomHex(16);
+    return new Response(
+      body.text.replace('<script type="module">', `<script type="module" nonce="${nonce}">`),
+      {
+        status,
+        headers: {
+          "content-type": "text/html; charset=utf-8",
+          "cache-control": "no-store",
+          "content-security-policy":
+            `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+          "x-content-type-options": "nosniff",
+          "referrer-policy": "same-origin",
+          ...headers,
+        },
+      },
+    );
+  };
+  const full = (
+    title: string,
+    body: Html,
+    extra: { events?: string; queue?: string } = {},
+    status = 200,
+  ) => htmlResponse(page({ title, base: basePath, csrf, body, ...extra }), status);
+  const text = (body: string, status = 200) =>
+    new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+  const queuePath = (name: string) => `${basePath}/queues/${encodeURIComponent(name)}`;
+
+  const routes: Route[] = [];
+  const get = (path: string, run: Route[2]) =>
+    routes.push(["GET", new URLPattern({ pathname: basePath + path }), run]);
+  const post = (path: string, run: Route[2]) =>
+    routes.push(["POST", new URLPattern({ pathname: basePath + path }), run]);
+
+  get("/", async () => {
+    const found = await listQueues(redis, { prefix, group });
+    const now = Date.now();
+    const series = await Promise.all(
+      found.map((s) => hourSeries(shared.command, queueKeys(s.name, prefix), now)),
+    );
+    return full("Queues", pages.queuesPage(view(), found, series));
+  });
+  get("/queues/:q", async (_req, p) => {
+    const queue = queueOf(p.q!);
+    const summary = await describeQueue(shared.command, queue.name, prefix, group);
+    const series = await hourSeries(shared.command, queue.keys, Date.now());
+    return full(queue.name, pages.queuePage(view(), summary, series), {
+      events: `${queuePath(queue.name)}/events`,
+      queue: queue.name,
+    });
+  });
+  get("/queues/:q/counts", async (_req, p) => {
+    const summary = await describeQueue(shared.command, queueOf(p.q!).name, prefix, group);
+    return htmlResponse(pages.countsFragment(view(), summary));
+  });
+  // The stream ends when the client goes away (Deno cancels the body) or the handler closes.
+  get("/queues/:q/events", (_req, p, url) => {
+    const job = url.searchParams.get("job") ?? undefined;
+    return Promise.resolve(hub.stream(queueOf(p.q!), job, closing.signal));
+  });
+  get("/queues/:q/jobs/:state", async (_req, p, url) => {
+    const queue = queueOf(p.q!);
+    const st = p.state as ListState;
+    if (!LIST_STATES.includes(st)) return text(`No state ${st}.`, 404);
+    const filter: { task?: string; group?: string } = {};
+    const task = url.searchParams.get("task"), grp = url.searchParams.get("group");
+    if (task) filter.task = task;
+    if (grp) filter.group = grp;
+    const cursor = url.searchParams.get("cursor");
+    const result = await queue.jobs(st, { ...filter, ...(cursor ? { cursor } : {}) });
+    return full(
+      `${queue.name}: ${st}`,
+      pages.jobsPage(view(), queue.name, st, result.jobs, result.cursor, filter),
+      {
+        events: `${queuePath(queue.name)}/events`,
+        queue: queue.name,
+      },
+    );
+  });
+  get("/queues/:q/find", async (_req, p, url) => {
+    const queue = queueOf(p.q!);
+    const id = (url.searchParams.get("id") ?? "").trim();
+    const found = id === "" ? [] : await queue.find(id);
+    if (found.length === 1 && found[0]!.id === id) {
+      return Response.redirect(
+        new URL(`${queuePath(queue.name)}/job/${encodeURIComponent(id)}`, url),
+        303,
+      );
+    }
+    return full(`Find ${id}`, pages.findPage(view(), queue.name, id, found), { queue: queue.name });
+  });
+  get("/queues/:q/job/:id", async (_req, p, url) => {
+    const queue = queueOf(p.q!);
+    const details = await queue.jobDetails(p.id!);
+    if (details === undefined) {
+      return full(
+        "Not found",
+        pages.findPage(view(), queue.name, p.id!, []),
+        { queue: queue.name },
+        404,
+      );
+    }
+    if (url.searchParams.has("fragment")) {
+      return htmlResponse(pages.jobFragment(view(), queue.name, details));
+    }
+    return full(`Job ${p.id}`, pages.jobPage(view(), queue.name, details), {
+      events: `${queuePath(queue.name)}/events?job=${encodeURIComponent(p.id!)}`,
+      queue: queue.name,
+    });
+  });
+  get("/queues/:q/workers", async (_req, p) => {
+    const queue = queueOf(p.q!);
+    return full(
+      `${queue.name}: workers`,
+      pages.workersPage(view(), queue.name, await queue.workers()),
+      { queue: queue.name },
+    );
+  });
+  get("/queues/:q/schedules", async (_req, p) => {
+    const queue = queueOf(p.q!);
+    return full(
+      `${queue.name}: schedules`,
+      pages.schedulesPage(view(), queue.name, await queue.schedules.list()),
+      { queue: queue.name },
+    );
+  });
+  get("/queues/:q/groups", async (_req, p) => {
+    const queue = queueOf(p.q!);
+    return full(
+      `${queue.name}: groups`,
+      pages.groupsPage(view(), queue.name, await queue.groups.list()),
+      { queue: queue.name },
+    );
+  });
+  post("/queues/:q/:act(pause|resume)", async (_req, p) => {
+    const queue = queueOf(p.q!);
+    const changed = p.act === "pause" ? await queue.pause() : await queue.resume();
+    return text(
+      changed ? `Queue ${queue.name} ${p.act}d.` : `Queue ${queue.name} was ${p.act}d already.`,
+    );
+  });
+  post("/queues/:q/job/:id/retry", async (_req, p) => {
+    const n = await queueOf(p.q!).retry("dead", { id: p.id! });
+    return n > 0 ? text(`Job ${p.id} replayed.`) : text(`Job ${p.id} is not a dead letter.`, 409);
+  });
+  post("/queues/:q/job/:id/cancel", async (_req, p) => {
+    const outcome = await queueOf(p.q!).job(p.id!).cancel();
+    return text(
+      outcome.cancelled
+        ? `Job ${p.id} cancelled.`
+        : `Job ${p.id} was ${outcome.state}: nothing done.`,
+      outcome.cancelled ? 200 : 409,
+    );
+  });
+  post("/queues/:q/dead/retry", async (_req, p, url) => {
+    const task = url.searchParams.get("task"), grp = url.searchParams.get("group");
+    const n = await queueOf(p.q!).retry("dead", {
+      ...(task ? { task } : {}),
+      ...(grp ? { group: grp } : {}),
+    });
+    return text(`${n} dead letter(s) replayed.`);
+  });
+  post("/queues/:q/dead/:deadId/delete", async (_req, p) => {
+    if (!/^\d+-\d+$/.test(p.deadId!)) return text("Not a dead letter id.", 400);
+    const n = await queueOf(p.q!).dead.purge([p.deadId!]);
+    return text(n > 0 ? "Dead letter deleted." : "No such dead letter.", n > 0 ? 200 : 404);
+  });
+  post("/queues/:q/schedules/:id/:act(pause|resume|run)", async (_req, p) => {
+    const schedules = queueOf(p.q!).schedules;
+    if (p.act === "run") {
+      const id = await schedules.trigger(p.id!);
+      return id === null
+        ? text(`No schedule ${p.id}.`, 404)
+        : text(`Schedule ${p.id} ran: job ${id}.`);
+    }
+    const found = p.act === "pause" ? await schedules.pause(p.id!) : await schedules.resume(p.id!);
+    return found ? text(`Schedule ${p.id} ${p.act}d.`) : text(`No schedule ${p.id}.`, 404);
+  });
+  post("/queues/:q/groups/:g/:act(pause|resume)", async (_req, p) => {
+    const groups = queueOf(p.q!).groups;
+    if (p.act === "pause") await groups.pause(p.g!);
+    else await groups.resume(p.g!);
+    return text(`Group ${p.g} ${p.act}d.`);
+  });
+
+  const signedIn = async (req: Request): Promise<boolean> => {
+    if (token === undefined) return true;
+    const auth = req.headers.get("authorization") ?? "";
+    if (auth.startsWith("Bearer ") && same(auth.slice(7), token)) return true;
+    const value = cookieOf(req, COOKIE);
+    return value !== undefined && same(value, await cookie!);
+  };
+
+  const login = async (req: Request, url: URL): Promise<Response> => {
+    if (req.method === "GET") {
+      return full("Sign in", pages.loginPage(view(), false), {}, token ? 200 : 404);
+    }
+    const form = await req.formData().catch(() => undefined);
+    const given = form?.get("token");
+    if (token === undefined || typeof given !== "string" || !same(given, token)) {
+      return full("Sign in", pages.loginPage(view(), true), {}, 401);
+    }
+    const path = basePath === "" ? "/" : basePath;
+    return new Response(null, {
+      status: 303,
+      headers: {
+        location: new URL(`${basePath}/`, url).pathname,
+        "set-cookie": `${COOKIE}=${await cookie!}; HttpOnly; SameSite=Strict; Path=${path}${
+          url.protocol === "https:" ? "; Secure" : ""
+        }`,
+      },
+    });
+  };
+
+  const handle = async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    if (url.pathname === basePath && basePath !== "") {
+      return Response.redirect(new URL(`${basePath}/`, url), 308);
+    }
+    if (url.pathname === `${basePath}/login`) return await login(req, url);
+    if (!await signedIn(req)) {
+      if ((req.headers.get("accept") ?? "").includes("text/html")) {
+        return full("Sign in", pages.loginPage(view(), false), {}, 401);
+      }
+      return text("Unauthorized: send Authorization: Bearer <token>.", 401);
+    }
+    if (req.method === "POST") {
+      if (readOnly) return text("The dashboard is read-only.", 403);
+      const origin = req.headers.get("origin");
+      if (origin !== null && origin !== url.origin) {
+        return text("Cross-origin request refused.", 403);
+      }
+      // Actions read no body: a form's body is read here, for its _csrf field.
+      const given = req.headers.get("x-csrf-token") ??
+        (await req.formData().catch(() => undefined))?.get("_csrf");
+      if (typeof given !== "string" || !same(given, csrf)) {
+        return text("Missing or wrong CSRF token.", 403);
+      }
+    }
+    for (const [method, pattern, run] of routes) {
+      const match = pattern.exec(url);
+      if (match === null) continue;
+      if (method !== req.method) continue;
+      const params: Params = {};
+      for (const [k, v] of Object.entries(match.pathname.groups)) {
+        if (v !== undefined) params[k] = decodeURIComponent(v);
+      }
+      try {
+        return await run(req, params, url);
+      } catch (err) {
+        const bad = err instanceof TypeError || err instanceof RangeError;
+        return text(`${bad ? "Bad request" : "Error"}: ${(err as Error).message}`, bad ? 400 : 500);
+      }
+    }
+    return text("Not found.", 404);
+  };
+
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    closing.abort();
+    hub.close();
+    await Promise.all([...queues.values()].map((q) => q.close()));
+    await shared.release();
+  };
+  return Object.assign(handle, { close, [Symbol.asyncDispose]: close });
+}

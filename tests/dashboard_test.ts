@@ -1,0 +1,218 @@
+/**
+ * The web dashboard: its pages and security over real HTTP (token, login cookie, CSRF,
+ * read-only, escaping), and in a real headless Chromium (Debian's, driven by puppeteer-core):
+ * find a job by id, retry a dead letter by clicking, and see it complete over SSE without a
+ * reload. Screenshots go to docs/.
+ */
+import assert from "node:assert/strict";
+import puppeteer from "puppeteer-core";
+import { Queue, task, Worker } from "../mod.ts";
+import { dashboard, serveDashboard } from "../src/dashboard/main.ts";
+import { startRedis } from "../src/testing.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+
+/** A dashboard served on a free port until disposed. */
+async function served(options: Parameters<typeof serveDashboard>[0]) {
+  const stop = new AbortController();
+  const server = await serveDashboard({ ...options, port: 0, signal: stop.signal });
+  return {
+    url: server.url,
+    async [Symbol.asyncDispose]() {
+      stop.abort();
+      await server.finished;
+    },
+  };
+}
+
+/** Fails `attempts` times, then returns "ok": a job that dies on its only attempt. */
+function flaky() {
+  let calls = 0;
+  return task("flaky", () => {
+    if (++calls === 1) throw new Error("first call fails");
+    return "ok";
+  }, { retry: { attempts: 1 } });
+}
+
+Deno.test("dashboard over HTTP: token, login cookie, CSRF, read-only and escaping", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("mail", { redis: redis.url });
+  await queue.enqueue("welcome", { html: "<script>alert(1)</script>" }, { id: "xss" });
+  await using app = await served({ redis: redis.url, token: "s3cret-token" });
+  const get = (path: string, headers: HeadersInit = {}) =>
+    fetch(new URL(path, app.url), { headers, redirect: "manual" });
+
+  // No token: 401, the login page for a browser, text for a script.
+  const browser = await get("queues/mail", { accept: "text/html" });
+  assert.equal(browser.status, 401);
+  assert.match(await browser.text(), /Sign in/);
+  const script = await get("queues/mail");
+  assert.equal(script.status, 401);
+  assert.match(await script.text(), /Authorization: Bearer/);
+  const wrong = await get("queues/mail", { authorization: "Bearer nope" });
+  assert.equal(wrong.status, 401);
+  await wrong.body?.cancel();
+
+  // The bearer token works; the payload renders as text.
+  const auth = { authorization: "Bearer s3cret-token" };
+  const job = await get("queues/mail/job/xss", auth);
+  assert.equal(job.status, 200);
+  const body = await job.text();
+  assert.ok(!body.includes("<script>alert(1)</script>"), "the payload is not markup");
+  assert.match(body, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
+  assert.match(job.headers.get("content-security-policy") ?? "", /script-src 'nonce-/);
+  const csrf = /name="csrf" content="([0-9a-f]+)"/.exec(body)![1]!;
+
+  // The login form sets an HttpOnly, SameSite=Strict cookie that works in place of the token.
+  const login = await fetch(new URL("login", app.url), {
+    method: "POST",
+    body: new URLSearchParams({ token: "s3cret-token" }),
+    redirect: "manual",
+  });
+  assert.equal(login.status, 303);
+  const setCookie = login.headers.get("set-cookie") ?? "";
+  assert.match(setCookie, /HttpOnly/);
+  assert.match(setCookie, /SameSite=Strict/);
+  assert.ok(!setCookie.includes("s3cret-token"), "the cookie is not the token");
+  const cookie = setCookie.split(";")[0]!;
+  const viaCookie = await get("queues/mail/jobs/waiting", { cookie });
+  assert.equal(viaCookie.status, 200);
+  assert.match(await viaCookie.text(), /xss/);
+  const badLogin = await fetch(new URL("login", app.url), {
+    method: "POST",
+    body: new URLSearchParams({ token: "guess" }),
+  });
+  assert.equal(badLogin.status, 401);
+  await badLogin.body?.cancel();
+
+  // Actions are POSTs with the CSRF token, and from this origin only.
+  const post = (path: string, headers: HeadersInit) =>
+    fetch(new URL(path, app.url), { method: "POST", headers: { ...auth, ...headers } });
+  const noCsrf = await post("queues/mail/pause", {});
+  assert.equal(noCsrf.status, 403);
+  await noCsrf.body?.cancel();
+  const foreign = await post("queues/mail/pause", {
+    "x-csrf-token": csrf,
+    origin: "https://evil.example",
+  });
+  assert.equal(foreign.status, 403);
+  await foreign.body?.cancel();
+  assert.equal(await queue.isPaused(), false);
+  const ok = await post("queues/mail/pause", { "x-csrf-token": csrf });
+  assert.equal(ok.status, 200);
+  assert.equal(await ok.text(), "Queue mail paused.");
+  assert.equal(await queue.isPaused(), true);
+
+  // Every page answers.
+  for (
+    const path of [
+      "",
+      "queues/mail",
+      "queues/mail/workers",
+      "queues/mail/schedules",
+      "queues/mail/groups",
+      "queues/mail/jobs/dead",
+      "queues/mail/find?id=xs",
+    ]
+  ) {
+    const res = await get(path, auth);
+    assert.equal(res.status, 200, path);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("dashboard: read-only mode shows no actions and refuses POSTs; options are checked", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.enqueue("t", 1, { id: "j1" });
+  await using app = await served({ redis: redis.url, readOnly: true });
+  const page = await (await fetch(new URL("queues/q/job/j1", app.url))).text();
+  assert.ok(!page.includes("<button data-post"), "no action buttons");
+  assert.ok(!page.includes(">Cancel</button>"));
+  const csrf = /name="csrf" content="([0-9a-f]+)"/.exec(page)![1]!;
+  const res = await fetch(new URL("queues/q/job/j1/cancel", app.url), {
+    method: "POST",
+    headers: { "x-csrf-token": csrf },
+  });
+  assert.equal(res.status, 403);
+  await res.body?.cancel();
+  assert.equal((await queue.job("j1").info())?.state, "waiting");
+  assert.throws(() => dashboard({ basePath: "admin" }), /basePath must be "" or a path/);
+  assert.throws(() => dashboard({ token: "" }), /token must be a non-empty string/);
+  assert.throws(() => dashboard({ readOnly: "yes" as unknown as boolean }), /readOnly must be/);
+  await assert.rejects(serveDashboard({ port: 70_000 }), /port must be 0 to 65535/);
+});
+
+Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by clicking, see it complete over SSE", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("mail", { redis: redis.url });
+  await queue.enqueueMany("welcome", [1, 2, 3].map((n) => ({ data: { n }, id: `w-${n}` })));
+  await queue.enqueue("flaky", { html: "<script>alert(1)</script>" }, { id: "flaky-1" });
+  await using worker = new Worker("mail", [flaky(), task("welcome", () => "sent")], {
+    redis: redis.url,
+    handleSignals: false,
+  });
+  const dead = Promise.withResolvers<void>();
+  worker.addEventListener("dead", () => dead.resolve());
+  const run = worker.run();
+  await dead.promise;
+  await using app = await served({ redis: redis.url, token: "t0ken-for-the-browser" });
+
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1100, height: 700 });
+    const alerts: string[] = [];
+    page.on("dialog", async (dialog) => {
+      if (dialog.type() === "alert") alerts.push(dialog.message());
+      await dialog.accept();
+    });
+    // Without the token: the login page, then in.
+    const first = await page.goto(new URL("queues/mail", app.url).href);
+    assert.equal(first?.status(), 401);
+    await page.type("input[name=token]", "t0ken-for-the-browser");
+    await Promise.all([page.waitForNavigation(), page.click("form button")]);
+    await page.goto(new URL("queues/mail", app.url).href);
+    assert.match(await page.$eval("h1", (el) => el.textContent ?? ""), /Queue mail/);
+    await page.screenshot({ path: "docs/dashboard-queue.png" });
+
+    // Find by id.
+    await page.type("input[name=id]", "flaky-1");
+    await Promise.all([page.waitForNavigation(), page.click("form[action$='/find'] button")]);
+    assert.match(page.url(), /\/queues\/mail\/job\/flaky-1$/);
+    assert.equal(await page.$eval("#job-state", (el) => el.textContent), "dead");
+    // The payload shows as text, and no script of it ran.
+    assert.match(
+      await page.$eval("#job-data", (el) => el.textContent ?? ""),
+      /<script>alert\(1\)<\/script>/,
+    );
+    assert.deepEqual(alerts, []);
+    await page.screenshot({ path: "docs/dashboard-job.png", fullPage: true });
+
+    // Retry by clicking; the state turns completed over SSE, with no reload.
+    const marker = await page.evaluate(() =>
+      (globalThis as unknown as { marker: number }).marker = Math.random()
+    );
+    await page.click("button[data-post$='/retry']");
+    await page.waitForFunction(
+      'document.querySelector("#job-state")?.textContent === "completed"',
+      { timeout: 20_000 },
+    );
+    assert.equal(
+      await page.evaluate(() => (globalThis as unknown as { marker: number }).marker),
+      marker,
+      "the same page: no reload",
+    );
+    assert.match(await page.$eval("#job-result", (el) => el.textContent ?? ""), /"ok"/);
+    assert.deepEqual(alerts, []);
+  } finally {
+    await browser.close();
+    await worker.stop();
+    await run;
+  }
+  assert.equal((await queue.job("flaky-1").info())?.state, "completed");
+});
