@@ -29,6 +29,8 @@ import { ValidationError } from "../errors.ts";
 import type { ScriptClient } from "../scripts/mod.ts";
 import type { Command, Context, OptionSpec } from "./_command.ts";
 import { type Io, paint, processIo, UsageError } from "./_io.ts";
+
+export type { Io } from "./_io.ts";
 import { QUEUE_COMMANDS } from "./queues.ts";
 import { JOB_COMMANDS } from "./jobs.ts";
 import { ACTION_COMMANDS } from "./actions.ts";
