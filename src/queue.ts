@@ -549,7 +549,7 @@ export class Queue implements AsyncDisposable {
 
   /**
    * Replays the dead letters there now (those that match the filter), oldest first, with
-   * their attempts reset, in batches of 500. A letter replayed here and then dead again is
+   * their attempts reset, in batches of 100. A letter replayed here and then dead again is
    * not replayed twice.
    *
    * @param state `"dead"`: the state retried.
@@ -581,7 +581,7 @@ export class Queue implements AsyncDisposable {
    * Drains the queue: every waiting job (in a stream and not read yet, or in a group's line)
    * and every delayed job or retry ends as cancelled, as `cancel()` would end it (its record,
    * its `result()` waiters, its webhook and its event). Jobs workers hold run on, and dead
-   * letters stay. It works in batches of 500, each all or nothing; jobs enqueued while it
+   * letters stay. It works in batches of 100, each all or nothing; jobs enqueued while it
    * runs may be drained or not.
    *
    * @param options `signal` to stop between batches; `onProgress` with the count so far.
