@@ -32,7 +32,15 @@ import {
 /** The states `queue.jobs()` lists. */
 export type ListState = "waiting" | "active" | "delayed" | "completed" | "dead" | "cancelled";
 
-/** Every {@linkcode ListState}, in a job's order of life. */
+/**
+ * Every {@linkcode ListState}, in a job's order of life.
+ *
+ * @example
+ * ```ts
+ * import { LIST_STATES } from "@sluice/sluice";
+ * console.log(LIST_STATES.join(" ")); // "waiting active delayed completed dead cancelled"
+ * ```
+ */
 export const LIST_STATES: readonly ListState[] = [
   "waiting",
   "active",

@@ -89,6 +89,17 @@ Deno.test("CLI: enqueue, queues, stats, jobs, job, cancel and pause with --json 
   const cancel = await cli(url, "cancel", "mail", "w1", "--json");
   assert.deepEqual(cancel.json, { cancelled: true, state: "waiting" });
   assert.equal((await cli(url, "cancel", "mail", "w1", "--json")).json !== undefined, true);
+  await using queue = new Queue("mail", { redis: url });
+  await queue.schedules.upsert("daily", { every: 86_400_000, task: "digest", data: null });
+  const [schedules, workers] = await Promise.all([
+    cli(url, "schedules", "mail", "--json"),
+    cli(url, "workers", "mail", "--json"),
+  ]);
+  assert.deepEqual((schedules.json as { id: string; task: string }[]).map((s) => [s.id, s.task]), [
+    ["daily", "digest"],
+  ]);
+  assert.deepEqual(workers.json, []);
+  assert.match((await cli(url, "schedules", "mail")).stdout, /^SCHEDULE\s+TASK\s+EVERY/);
   const pause = await cli(url, "pause", "mail", "--json");
   assert.deepEqual(pause.json, { changed: true, paused: true });
   assert.equal((await cli(url, "stats", "mail")).stdout.includes("paused"), true);

@@ -216,3 +216,77 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
   }
   assert.equal((await queue.job("flaky-1").info())?.state, "completed");
 });
+
+Deno.test("dashboard actions over HTTP: schedules, groups and dead letters", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("ops", { redis: redis.url });
+  await queue.schedules.upsert("nightly", { every: 3_600_000, task: "report", data: { a: 1 } });
+  await queue.groups.set("acme", { concurrency: 1 });
+  await queue.enqueue("t", 1, { group: "acme", id: "g1" });
+  await using app = await served({ redis: redis.url });
+  const home = await (await fetch(new URL("queues/ops", app.url))).text();
+  assert.match(home, /Rate over the last 5 minutes: [\d.]+ completed and [\d.]+ failed per minute/);
+  const csrf = /name="csrf" content="([0-9a-f]+)"/.exec(home)![1]!;
+  const post = async (path: string) => {
+    const res = await fetch(new URL(path, app.url), {
+      method: "POST",
+      headers: { "x-csrf-token": csrf },
+    });
+    return [res.status, await res.text()] as const;
+  };
+
+  assert.match(
+    (await post("queues/ops/schedules/nightly/run"))[1],
+    /Schedule nightly ran: job nightly@trigger:/,
+  );
+  assert.equal((await queue.jobs("waiting", { task: "report" })).jobs.length, 1);
+  assert.deepEqual(await post("queues/ops/schedules/nightly/pause"), [
+    200,
+    "Schedule nightly paused.",
+  ]);
+  assert.equal((await queue.schedules.list())[0]?.paused, true);
+  assert.equal((await post("queues/ops/schedules/nope/resume"))[0], 404);
+  const schedules = await (await fetch(new URL("queues/ops/schedules", app.url))).text();
+  assert.match(schedules, /nightly/);
+  assert.match(schedules, />Resume</);
+
+  assert.deepEqual(await post("queues/ops/groups/acme/pause"), [200, "Group acme paused."]);
+  assert.equal((await queue.groups.list()).find((g) => g.group === "acme")?.paused, true);
+  const groups = await (await fetch(new URL("queues/ops/groups", app.url))).text();
+  assert.match(groups, /acme/);
+
+  // Two dead letters: delete one, retry the rest with a filter.
+  const bad = task("bad", () => {
+    throw new Error("no");
+  }, { retry: { attempts: 1 } });
+  await using dl = new Queue("dl", { redis: redis.url });
+  await dl.enqueueMany("bad", [{ data: 1, id: "b1" }, { data: 2, id: "b2" }]);
+  await using worker = new Worker("dl", [bad], { redis: redis.url, handleSignals: false });
+  let dead = 0;
+  const both = Promise.withResolvers<void>();
+  worker.addEventListener("dead", () => ++dead === 2 && both.resolve());
+  const run = worker.run();
+  await both.promise;
+  await worker.stop();
+  await run;
+  const letters = await dl.jobs("dead");
+  const b1 = letters.jobs.find((j) => j.id === "b1")!;
+  const page = await (await fetch(new URL("queues/dl/jobs/dead", app.url))).text();
+  assert.match(page, /Retry all shown by the filter/);
+  assert.deepEqual(await post(`queues/dl/dead/${b1.deadId}/delete`), [
+    200,
+    "Dead letter deleted.",
+  ]);
+  assert.deepEqual(await post("queues/dl/dead/retry?task=other"), [
+    200,
+    "0 dead letter(s) replayed.",
+  ]);
+  assert.deepEqual(await post("queues/dl/dead/retry?task=bad"), [
+    200,
+    "1 dead letter(s) replayed.",
+  ]);
+  assert.equal(await dl.dead.count(), 0);
+  assert.equal((await dl.job("b2").info())?.state, "waiting");
+  assert.equal((await post("queues/dl/job/b2/retry"))[0], 409, "not a dead letter");
+  assert.deepEqual(await post("queues/dl/job/b2/cancel"), [200, "Job b2 cancelled."]);
+});

@@ -60,6 +60,12 @@ const REACH_MS = 3_000;
 /**
  * Runs one CLI command.
  *
+ * @example
+ * ```ts
+ * import { main } from "@sluice/sluice/cli";
+ * console.log(await main(["stats"])); // 2: a usage error (stats takes a queue name)
+ * ```
+ *
  * @param argv The arguments, as `Deno.args`.
  * @param io Where output goes (the process's terminal by default).
  * @returns The exit code: 0 success, 1 operational error, 2 usage error.

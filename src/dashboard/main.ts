@@ -52,6 +52,18 @@ export interface DashboardServer {
 /**
  * Serves the dashboard until `signal` aborts.
  *
+ * @example
+ * ```ts
+ * import { serveDashboard } from "@sluice/sluice/dashboard";
+ * import { startRedis } from "@sluice/sluice/testing";
+ * await using redis = await startRedis();
+ * const stop = new AbortController();
+ * const server = await serveDashboard({ redis: redis.url, port: 0, readOnly: true, signal: stop.signal });
+ * console.log(server.url.startsWith("http://127.0.0.1:")); // true
+ * stop.abort();
+ * await server.finished;
+ * ```
+ *
  * @throws {TypeError} If an option is invalid.
  * @throws {RangeError} If the port is out of range.
  */
@@ -84,7 +96,16 @@ export async function serveDashboard(
   return { url: `http://${host}:${addr.port}${rest.basePath ?? ""}/`, finished };
 }
 
-/** The command line: flags to options. */
+/**
+ * The command line's flags as options of {@linkcode serveDashboard}.
+ *
+ * @example
+ * ```ts
+ * import { dashboardOptions } from "@sluice/sluice/dashboard";
+ * const options = dashboardOptions(["--port", "9000", "--read-only"]);
+ * console.log(options.port, options.readOnly, options.hostname); // 9000 true "127.0.0.1"
+ * ```
+ */
 export function dashboardOptions(args: string[]): ServeDashboardOptions {
   const { values } = parseArgs({
     args,

@@ -104,6 +104,21 @@ function cookieOf(req: Request, name: string): string | undefined {
 /**
  * Makes the dashboard's request handler.
  *
+ * @example Behind a token
+ * ```ts
+ * import { dashboard } from "@sluice/sluice/dashboard";
+ * import { startRedis } from "@sluice/sluice/testing";
+ * await using redis = await startRedis();
+ * await using handler = dashboard({ redis: redis.url, token: "a long secret" });
+ * const refused = await handler(new Request("http://localhost/"));
+ * const allowed = await handler(
+ *   new Request("http://localhost/", { headers: { authorization: "Bearer a long secret" } }),
+ * );
+ * console.log(refused.status, allowed.status); // 401 200
+ * await refused.body?.cancel();
+ * await allowed.body?.cancel();
+ * ```
+ *
  * @param options Where Redis is, the base path, the prefix, a token, read-only mode.
  * @returns The handler, with `close()`.
  * @throws {TypeError} If an option is invalid.

@@ -106,6 +106,11 @@ export function queuesPage(v: View, queues: QueueSummary[], series: HourSeries[]
   `;
 }
 
+/** The mean per minute over the last 5 minutes of a series, to one decimal. */
+function perMinute(values: readonly number[]): string {
+  return (sum(values.slice(-5)) / 5).toFixed(1);
+}
+
 function sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
@@ -125,27 +130,29 @@ export function countsFragment(v: View, s: QueueSummary): Html {
 
 /** One queue's page: counts (live), the last hour, pause and resume. */
 export function queuePage(v: View, s: QueueSummary, series: HourSeries): Html {
-  return html`<h1>Queue ${s.name}</h1>
-<div id="counts" data-live="${q(v, s.name)}/counts">${countsFragment(v, s)}</div>
-<div class="bar">${
-    s.stats.paused
+  return html`
+    <h1>Queue ${s.name}</h1>
+    <div id="counts" data-live="${q(v, s.name)}/counts">${countsFragment(v, s)}</div>
+    <div class="bar">${s.stats.paused
       ? action(v, `${q(v, s.name)}/resume`, "Resume", { reload: true })
-      : action(v, `${q(v, s.name)}/pause`, "Pause", { reload: true })
-  }</div>
-<p>Browse: ${
-    LIST_STATES.flatMap((st, i) => [
+      : action(v, `${q(v, s.name)}/pause`, "Pause", { reload: true })}</div>
+    <p>Browse: ${LIST_STATES.flatMap((st, i) => [
       i
         ? html`
           ·
         `
         : "",
       html`<a href="${q(v, s.name)}/jobs/${st}">${st}</a>`,
-    ])
-  }</p>
-<h2>Last hour</h2><p>completed ${sparkline(series.completed, "#16a34a", series.from)} ${
-    sum(series.completed)
-  } &nbsp; failed ${sparkline(series.failed, "#dc2626", series.from)} ${sum(series.failed)}</p>
-<h2>Find a job</h2>${searchForm(v, s.name)}`;
+    ])}</p>
+    <h2>Last hour</h2><p>completed ${sparkline(series.completed, "#16a34a", series.from)} ${sum(
+      series.completed,
+    )} &nbsp; failed ${sparkline(series.failed, "#dc2626", series.from)} ${sum(series.failed)}</p>
+    <p
+      id="rates">Rate over the last 5 minutes: ${perMinute(
+        series.completed,
+      )} completed and ${perMinute(series.failed)} failed per minute.</p>
+    <h2>Find a job</h2>${searchForm(v, s.name)}
+  `;
 }
 
 function searchForm(v: View, name: string, value = ""): Html {
