@@ -89,7 +89,12 @@ function nodeOf(client: Redis, match: string): Redis {
   const tag = /\{([^}]+)\}/.exec(match)?.[1] ?? match;
   const node = cluster.slots[slotOf(tag)]?.[0];
   const found = cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === node);
-  return found ?? cluster.nodes("master")[0]!;
+  if (found === undefined) {
+    throw new Error(
+      `Cannot scan the keys of {${tag}}: no master of the cluster serves its slot ${slotOf(tag)}`,
+    );
+  }
+  return found;
 }
 
 /** Redis Cluster's slot of a hash tag: CRC16 (XMODEM) mod 16384. */

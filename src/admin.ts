@@ -228,19 +228,20 @@ async function readWaiting(
     }
   }
   // The groups' lines: jobs waiting for their group's room.
-  let scan = at?.startsWith("line:") ? at.slice(5) : "0";
-  if (!/^\d+$/.test(scan)) badCursor(action, at!);
+  let [scan, skip] = scanCursor(action, at?.startsWith("line:") ? at.slice(5) : undefined);
   do {
     const [next, flat] = await client.hscanBuffer(ctx.keys.groupJobs, scan, "COUNT", ENTRY_STEP);
-    scan = String(next);
+    let seen = 0;
     for (let i = 0; i + 1 < flat.length; i += 2) {
       const fields = lineFields(flat[i + 1]!);
       if (fields === undefined) continue;
       const job = summary("waiting", fieldsToRecord(fields));
-      if (keep(job)) jobs.push(job);
+      if (!keep(job) || ++seen <= skip) continue;
+      if (jobs.push(job) >= limit) return { jobs, next: `line:${scan}:${seen}` };
     }
-  } while (scan !== "0" && jobs.length < limit);
-  return { jobs, next: scan === "0" ? undefined : `line:${scan}` };
+    [scan, skip] = [String(next), 0];
+  } while (scan !== "0");
+  return { jobs, next: undefined };
 }
 
 async function readActive(
@@ -302,27 +303,23 @@ async function readDelayed(
 ): Promise<{ jobs: JobSummary[]; next: string | undefined }> {
   const client = ctx.client();
   const { delayed, payloads } = ctx.keys;
-  // Cursor: "<score>:<how many of that score were listed>", stable while jobs come and go.
-  let score = "-inf", skip = 0;
+  // Cursor: "<score>:<member>", the last job listed. The next page starts after its rank, in
+  // O(log n); if it left the zset meanwhile, at the first job due at its time or later.
+  let rank = 0;
   if (at !== undefined) {
-    const [s = "", k = ""] = at.split(":");
-    score = s;
-    skip = Number(k);
-    if (!/^\d+$/.test(s) || !Number.isInteger(skip) || skip < 0) badCursor(action, at);
+    const cut = at.indexOf(":");
+    const score = at.slice(0, cut), member = at.slice(cut + 1);
+    if (cut < 1 || !/^\d+$/.test(score)) badCursor(action, at);
+    const found = await client.zrank(delayed, member);
+    rank = found !== null ? found + 1 : await rankAfter(client, delayed, score, member);
   }
   const jobs: JobSummary[] = [];
   while (true) {
-    const flat = await client.zrangebyscore(
-      delayed,
-      score,
-      "+inf",
-      "WITHSCORES",
-      "LIMIT",
-      skip,
-      want(keep, limit, jobs.length),
-    );
+    const n = want(keep, limit, jobs.length);
+    const flat = await client.zrange(delayed, rank, rank + n - 1, "WITHSCORES");
     if (flat.length === 0) return { jobs, next: undefined };
     const ids = flat.filter((_, i) => i % 2 === 0);
+    rank += ids.length;
     const bodies = await client.hmget(payloads, ...ids);
     for (let i = 0; i < ids.length; i++) {
       const due = flat[2 * i + 1]!;
@@ -335,11 +332,37 @@ async function readDelayed(
       }
       const job = summary("delayed", f);
       job.dueAt = Number(due);
-      skip = due === score ? skip + 1 : 1;
-      score = due;
-      if (keep(job) && jobs.push(job) >= limit) return { jobs, next: `${score}:${skip}` };
+      if (keep(job) && jobs.push(job) >= limit) return { jobs, next: `${due}:${ids[i]}` };
     }
   }
+}
+
+/**
+ * The rank a listing resumes at after `member` (due at `score`) left the zset: past every job
+ * due earlier, and past those due at the same time whose ids sort before it (Redis orders them
+ * by their bytes), counted in steps of ENTRY_STEP.
+ */
+async function rankAfter(
+  client: Redis,
+  key: string,
+  score: string,
+  member: string,
+): Promise<number> {
+  let rank = await client.zcount(key, "-inf", `(${score}`);
+  const mine = new TextEncoder().encode(member);
+  for (let offset = 0;; offset += ENTRY_STEP) {
+    const same = await client.zrangebyscore(key, score, score, "LIMIT", offset, ENTRY_STEP);
+    for (const other of same) {
+      if (compareBytes(new TextEncoder().encode(other), mine) > 0) return rank;
+      rank++;
+    }
+    if (same.length < ENTRY_STEP) return rank;
+  }
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return a.length - b.length;
 }
 
 async function readDead(
@@ -386,20 +409,32 @@ async function readRecords(
   action: string,
   state: "completed" | "cancelled",
 ): Promise<{ jobs: JobSummary[]; next: string | undefined }> {
-  if (at !== undefined && !/^\d+$/.test(at)) badCursor(action, at);
   const client = ctx.client();
   const jobs: JobSummary[] = [];
-  let scan = at ?? "0";
+  let [scan, skip] = scanCursor(action, at);
   do {
     const [next, keys] = await scanStep(client, scan, `${ctx.keys.jobPrefix}*`);
-    scan = next;
+    let seen = 0;
     for (const [key, r] of await readRecordFields(client, keys)) {
       if (r.state !== state) continue;
       const job = recordSummary(key.slice(ctx.keys.jobPrefix.length), state, r);
-      if (keep(job)) jobs.push(job);
+      if (!keep(job) || ++seen <= skip) continue;
+      if (jobs.push(job) >= limit) return { jobs, next: `${scan}:${seen}` };
     }
-  } while (scan !== "0" && jobs.length < limit);
-  return { jobs, next: scan === "0" ? undefined : scan };
+    [scan, skip] = [next, 0];
+  } while (scan !== "0");
+  return { jobs, next: undefined };
+}
+
+/**
+ * A SCAN-based listing's cursor: "<scan cursor>:<how many of that step's jobs were listed>".
+ * A page that ends inside a step starts the next one at the same step, past what it listed.
+ */
+function scanCursor(action: string, at: string | undefined): [string, number] {
+  if (at === undefined) return ["0", 0];
+  const match = /^(\d+):(\d+)$/.exec(at);
+  if (match === null) badCursor(action, at);
+  return [match[1]!, Number(match[2])];
 }
 
 async function readRecordFields(

@@ -37,7 +37,7 @@ export interface RetryFilter extends BulkOptions {
   task?: string;
   /** Only letters of this group. @default {undefined} */
   group?: string;
-  /** Only the letter of this job id. @default {undefined} */
+  /** Only the newest letter of this job id. @default {undefined} */
   id?: string;
 }
 
@@ -100,6 +100,29 @@ export async function retryDead(ctx: AdminContext, filter: RetryFilter = {}): Pr
   }
   const client = ctx.client();
   const lanes = await recordedLanes(client, ctx.keys);
+  const replay = (letters: { deadId: string; id: string }[]) =>
+    client.sluiceReplay(replayArgs({ keys: ctx.keys, events: ctx.events ?? 0, lanes }, letters));
+  if (id !== undefined) {
+    // One job: its newest letter only (an id reused after its record expired may have older
+    // letters, which stay).
+    let end = "+";
+    while (true) {
+      signal?.throwIfAborted();
+      const entries = await client.xrevrange(ctx.keys.dead, end, "-", "COUNT", BATCH);
+      for (const [deadId, flat] of entries) {
+        const f = fieldsToRecord(flat);
+        if (f.id !== id) continue;
+        if (task !== undefined && f.task !== task || group !== undefined && f.group !== group) {
+          return 0;
+        }
+        const n = await replay([{ deadId, id }]);
+        onProgress?.(n);
+        return n;
+      }
+      if (entries.length < BATCH) return 0;
+      end = `(${entries.at(-1)![0]}`;
+    }
+  }
   const [last] = await client.xrevrange(ctx.keys.dead, "+", "-", "COUNT", 1);
   if (last === undefined) return 0;
   let from = "-", replayed = 0;
@@ -112,13 +135,10 @@ export async function retryDead(ctx: AdminContext, filter: RetryFilter = {}): Pr
       const f = fieldsToRecord(flat);
       if (task !== undefined && f.task !== task) continue;
       if (group !== undefined && f.group !== group) continue;
-      if (id !== undefined && f.id !== id) continue;
       letters.push({ deadId, id: f.id ?? "" });
     }
     if (letters.length > 0) {
-      replayed += await client.sluiceReplay(
-        replayArgs({ keys: ctx.keys, events: ctx.events ?? 0, lanes }, letters),
-      );
+      replayed += await replay(letters);
       onProgress?.(replayed);
     }
     from = `(${entries.at(-1)![0]}`;
@@ -143,7 +163,16 @@ export async function drain(ctx: AdminContext, options: BulkOptions = {}): Promi
     else counts.waiting += n;
     onProgress?.(counts.waiting + counts.delayed);
   };
-  // The groups' lines first: then a grouped entry drained from the stream moves none in.
+  // The delayed zset first, so a job that falls due meanwhile lands in a line or a stream that
+  // is drained next; as many as it held at the start, so retries coming in cannot keep it going.
+  let left = await client.zcard(ctx.keys.delayed);
+  while (left > 0) {
+    const ids = await client.zrange(ctx.keys.delayed, 0, Math.min(left, BATCH) - 1);
+    if (ids.length === 0) break;
+    await send("delayed", ctx.keys.stream, ids.map((id) => ({ id })));
+    left -= ids.length;
+  }
+  // The groups' lines next: then a grouped entry drained from the stream moves none in.
   let scan = "0";
   do {
     const [next, flat] = await client.hscanBuffer(ctx.keys.groupJobs, scan, "COUNT", BATCH);
@@ -159,7 +188,8 @@ export async function drain(ctx: AdminContext, options: BulkOptions = {}): Promi
     }
     await send("line", ctx.keys.stream, jobs);
   } while (scan !== "0");
-  // Each stream up to its last entry now, from past the group's last delivered entry.
+  // Each stream up to its last entry now, from past the group's last delivered entry. The
+  // script keeps webhook deliveries (of jobs that ended, this drain's own included).
   const lanes = await recordedLanes(client, ctx.keys);
   for (const lane of lanes.streams) {
     const [end] = await client.xrevrange(lane, "+", "-", "COUNT", 1);
@@ -175,14 +205,6 @@ export async function drain(ctx: AdminContext, options: BulkOptions = {}): Promi
       );
       from = `(${entries.at(-1)![0]}`;
     }
-  }
-  // The delayed zset: as many as it held at the start, so retries coming in cannot keep it going.
-  let left = await client.zcard(ctx.keys.delayed);
-  while (left > 0) {
-    const ids = await client.zrange(ctx.keys.delayed, 0, Math.min(left, BATCH) - 1);
-    if (ids.length === 0) break;
-    await send("delayed", ctx.keys.stream, ids.map((id) => ({ id })));
-    left -= ids.length;
   }
   return counts;
 }

@@ -13,7 +13,8 @@ import { ENTRY_STEP, lineFields, recordedLanes, scanStep, STEP } from "./_scan.t
 
 /**
  * Finds jobs by id, or by id prefix (`queue.find`): the status of each, as `info()` gives it.
- * An exact id is one read; a prefix walks the job records with SCAN.
+ * An id that is known gives that job alone, in one read; otherwise the job records whose ids
+ * start with it are walked with SCAN, up to `limit` found.
  *
  * @throws {TypeError} If the id is not a non-empty string.
  * @throws {RangeError} If limit is out of range.
@@ -32,7 +33,8 @@ export async function findJobs(
   const { limit = 20 } = options;
   checkInt(action, "limit", limit, 1, STEP);
   const exact = await new JobHandle(ctx, idOrPrefix).info();
-  const found = exact === undefined ? [] : [exact];
+  if (exact !== undefined) return [exact];
+  const found: JobStatus[] = [];
   const client = ctx.client();
   const prefix = ctx.keys.jobPrefix;
   const match = `${prefix}${idOrPrefix.replace(/[*?[\]\\]/g, "\\$&")}*`;
@@ -42,7 +44,7 @@ export async function findJobs(
     scan = next;
     for (const key of keys) {
       const id = key.slice(prefix.length);
-      if (id === idOrPrefix || found.length >= limit) continue;
+      if (found.length >= limit) break;
       const status = await new JobHandle(ctx, id).info();
       if (status !== undefined && !found.some((s) => s.id === id)) found.push(status);
     }
@@ -80,7 +82,7 @@ const LOOK_BACK = 10_000;
 /**
  * One job's status, payload, result or error, and timeline (`queue.jobDetails`). It reads the
  * record, the job's entry or payload, and looks through the last 10,000 events and dead
- * letters in steps of 1,000.
+ * letters in steps of 200.
  *
  * @returns Undefined if the id is unknown.
  */
@@ -106,9 +108,11 @@ export async function jobDetails(ctx: AdminContext, id: string): Promise<JobDeta
       // Not JSON: no data to show.
     }
   } else if (place !== null && status.group !== undefined && status.state === "waiting") {
+    // Places start over when a line empties: the item there may be another job's.
     const item = await client.hgetBuffer(keys.groupJobs, `${place}:${status.group}`);
     const flat = item === null ? undefined : lineFields(item);
-    if (flat !== undefined) fields = fieldsToRecord(flat);
+    const f = flat === undefined ? undefined : fieldsToRecord(flat);
+    if (f?.id === id) fields = f;
   }
   if (fields === undefined && (status.state === "waiting" || status.state === "active")) {
     const at = status.group === undefined ? entry : await client.hget(keys.groupSlots, `j:${id}`);
@@ -133,11 +137,13 @@ export async function jobDetails(ctx: AdminContext, id: string): Promise<JobDeta
   if (status.enqueuedAt !== undefined) {
     details.timeline.push({ type: "enqueued", at: status.enqueuedAt });
   }
-  const quoted = JSON.stringify(id);
+  // As the scripts' cjson writes it (it escapes "/"), and as JSON.stringify does.
+  const quoted = JSON.stringify(id), escaped = quoted.replaceAll("/", "\\/");
   const steps: TimelineStep[] = [];
   await lookBack(client, keys.events, (entryId, flat) => {
     for (let i = 0; i + 1 < flat.length; i += 2) {
-      if (!flat[i + 1]!.includes(quoted)) continue;
+      const ids = flat[i + 1]!;
+      if (!ids.includes(quoted) && !ids.includes(escaped)) continue;
       const [type = "", , ...rest] = flat[i]!.split(" ");
       const step: TimelineStep = { type, at: Number(entryId.split("-")[0]) };
       if (rest.length > 0) step.detail = rest.join(" ");

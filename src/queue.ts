@@ -472,8 +472,9 @@ export class Queue implements AsyncDisposable {
    *
    * @param state Which jobs.
    * @param options `cursor` (the previous page's), `limit` (1 to 1,000, default 50), and
-   * filters `task` and `group`. Listings read with SCAN (`completed`, `cancelled`, and waiting
-   * jobs in groups' lines) may give a few more than `limit`, and in no set order.
+   * filters `task` and `group` (give the same ones with each page's cursor). Listings read
+   * with SCAN (`completed`, `cancelled`, and waiting jobs in groups' lines) come in no set
+   * order, and may repeat or miss a job whose record changes while you page, as SCAN may.
    * @returns The page, and the cursor of the next one (undefined at the end).
    * @throws {TypeError} If the state, cursor or a filter is invalid, or the queue is closed.
    * @throws {RangeError} If limit is out of range.
@@ -497,12 +498,13 @@ export class Queue implements AsyncDisposable {
 
   /**
    * Finds jobs by id or by id prefix: the status of each, as {@linkcode JobHandle.info} gives
-   * it. An exact id is found at once; a prefix walks the job records with SCAN (bounded
-   * steps), so it finds jobs whose records are kept.
+   * it. An id that is known gives that job alone, in one read; otherwise the job records whose
+   * ids start with it are walked with SCAN (bounded steps), so it finds jobs whose records are
+   * kept.
    *
    * @param idOrPrefix A job id, or the start of some.
    * @param options `limit`: the most jobs returned, 1 to 1,000 (default 20).
-   * @returns The jobs found, the exact id first.
+   * @returns The job with that id, or those whose ids start with it.
    * @throws {TypeError} If the id is not a non-empty string, or the queue is closed.
    * @throws {RangeError} If limit is out of range.
    *

@@ -26,6 +26,7 @@ async function all(
   let cursor: string | undefined, pages = 0;
   do {
     const page = await queue.jobs(state, { ...options, ...(cursor ? { cursor } : {}) });
+    assert.ok(page.jobs.length <= (options.limit ?? 50), `a page of ${state} holds at most limit`);
     jobs.push(...page.jobs);
     cursor = page.cursor;
     pages++;
@@ -336,4 +337,38 @@ Deno.test("jobDetails() gives data, result or error, and a timeline from the eve
   assert.deepEqual(bad?.timeline.map((s) => s.type), ["enqueued", "waiting", "active", "dead"]);
   assert.equal(bad?.timeline.at(-1)?.detail, "failed");
   assert.equal(await queue.jobDetails("nope"), undefined);
+});
+
+Deno.test("paging is exact: one job a page through records, lines and the delayed zset, even at one due time", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.enqueueMany("ok", Array.from({ length: 30 }, (_, i) => ({ data: i, id: `ok-${i}` })));
+  await settle(redis.url, "q", 30);
+  const done = await all(queue, "completed", { limit: 1 });
+  assert.equal(done.pages, 31);
+  assert.equal(new Set(ids(done.jobs)).size, 30, "no job twice");
+  // 20 jobs due at the same ms, and one removed between pages.
+  const at = Date.now() + 3_600_000;
+  await queue.enqueueMany(
+    "d",
+    Array.from({ length: 20 }, (_, i) => ({ data: i, id: `d-${i}`, at })),
+  );
+  const seen: string[] = [];
+  let page = await queue.jobs("delayed", { limit: 3 });
+  seen.push(...page.jobs.map((j) => j.id));
+  await queue.job(page.jobs.at(-1)!.id).cancel();
+  while (page.cursor) {
+    page = await queue.jobs("delayed", { limit: 3, cursor: page.cursor });
+    seen.push(...page.jobs.map((j) => j.id));
+  }
+  assert.equal(seen.length, 20);
+  assert.equal(new Set(seen).size, 20);
+  await queue.groups.set("t", { concurrency: 1 });
+  await queue.enqueueMany(
+    "g",
+    Array.from({ length: 12 }, (_, i) => ({ data: i, id: `g-${i}`, group: "t" })),
+  );
+  const grouped = await all(queue, "waiting", { limit: 1, group: "t" });
+  assert.equal(grouped.jobs.length, 12);
+  assert.equal(new Set(ids(grouped.jobs)).size, 12);
 });

@@ -10,6 +10,7 @@
  * cap ('' for none), the record key prefix, then per job of the batch:
  * - 'stream': its entry id in the lane. Only entries past the group's last delivered id go:
  *   those no consumer has read. A pending entry is never past it, so a job read meanwhile stays.
+ *   Webhook deliveries (task `sluice.webhook`) stay too: they report jobs that have ended.
  * - 'delayed': its job id, removed from the delayed zset if it is still there.
  * - 'line': "<place> <group>", for a grouped job waiting in its group's line (the record key
  *   names the job id, which the item at that place must match).
@@ -72,7 +73,7 @@ for i = 7, #ARGV do
   if mode == 'stream' then
     local entry = ARGV[i]
     local f = after(entry, last) and fields_of(lane, entry)
-    if f and (field(f, 'id') or '') == id then
+    if f and (field(f, 'id') or '') == id and field(f, 'task') ~= 'sluice.webhook' then
       redis.call('XDEL', lane, entry)
       if lane == stream then g_free(stream, entry) end
       ends(rec, f)
