@@ -9,6 +9,7 @@ import { checkName, NAME, queueKeys } from "./keys.ts";
 import { checkRedisConfig, DEFAULT_REDIS, type RedisConfig, share } from "./redis/connect.ts";
 import { liveWorkers, type QueueStats, stats, type WorkerInfo } from "./stats.ts";
 import { recordedLanes, STEP } from "./_scan.ts";
+import { Queue, type QueueOptions } from "./queue.ts";
 
 /** One queue, as `listQueues` finds it. */
 export interface QueueSummary {
@@ -100,4 +101,20 @@ export async function describeQueue(
     liveWorkers(client, keys),
   ]);
   return { name, stats: counts, workers, priorities: [...lanes.names] };
+}
+
+/**
+ * A queue handle for the admin tools: with the priorities recorded for the queue in Redis, so
+ * that cancel, info and enqueue see every priority's stream whatever this process was told.
+ */
+export async function openQueue(
+  client: Redis,
+  name: string,
+  options: QueueOptions & { prefix: string },
+): Promise<Queue> {
+  const lanes = await recordedLanes(client, queueKeys(name, options.prefix));
+  return new Queue(name, {
+    ...options,
+    ...(lanes.names.length > 0 ? { priorities: lanes.names } : {}),
+  });
 }

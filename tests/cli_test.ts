@@ -258,3 +258,42 @@ Deno.test("CLI: destructive commands ask on a terminal, and show a progress bar 
   assert.match(done, /Drained 2000 waiting and 0 delayed job\(s\)/);
   assert.equal((await queue.stats()).waiting, 0);
 });
+
+Deno.test("CLI: a queue with priorities is handled with the priorities recorded in Redis", async () => {
+  await using redis = await startRedis();
+  const url = redis.url;
+  await using queue = new Queue("p", { redis: url, priorities: ["bulk", "urgent"] });
+  await queue.enqueue("t", 1, { id: "first" }); // records the list
+  const plain = await cli(url, "enqueue", "p", "t", "2", "--id", "plain", "--json");
+  assert.equal(plain.code, 0, plain.stderr);
+  const urgent = await cli(
+    url,
+    "enqueue",
+    "p",
+    "t",
+    "3",
+    "--id",
+    "u1",
+    "--priority",
+    "urgent",
+    "--json",
+  );
+  assert.equal(urgent.code, 0, urgent.stderr);
+  const page = (await cli(url, "jobs", "p", "waiting", "--json")).json as {
+    jobs: { id: string; priority: string }[];
+  };
+  assert.deepEqual(page.jobs.map((j) => [j.id, j.priority]), [
+    ["u1", "urgent"],
+    ["first", "bulk"],
+    ["plain", "bulk"],
+  ]);
+  // A job in the higher priority's stream is cancelled there, and the others stay.
+  assert.deepEqual((await cli(url, "cancel", "p", "u1", "--json")).json, {
+    cancelled: true,
+    state: "waiting",
+  });
+  assert.equal((await queue.stats()).waiting, 2);
+  const bad = await cli(url, "enqueue", "p", "t", "4", "--priority", "nope");
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /priority/);
+});

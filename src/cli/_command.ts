@@ -53,6 +53,11 @@ export interface Command {
   summary: string;
   /** How many positional arguments it takes. */
   args: [min: number, max: number];
+  /**
+   * True if it stops cleanly when `signal` aborts (Ctrl-C). Other commands keep Ctrl-C's
+   * default: the process ends at once.
+   */
+  interruptible?: boolean;
   options?: Record<string, OptionSpec>;
   run(ctx: Context): Promise<Output>;
 }

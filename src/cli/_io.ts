@@ -22,8 +22,10 @@ export interface Io {
   readonly errTty: boolean;
   /** True if colour is on: stdout is a terminal and NO_COLOR is unset or empty. */
   readonly color: boolean;
-  /** Asks a yes/no question on the terminal. */
-  confirm(question: string): boolean;
+  /** True if stdin is a terminal: someone can answer a question. */
+  readonly interactive: boolean;
+  /** Asks a yes/no question on stderr and reads the answer from stdin: true for y or yes. */
+  ask(question: string): Promise<boolean>;
 }
 
 const encoder = new TextEncoder();
@@ -38,8 +40,28 @@ export function processIo(): Io {
     tty,
     errTty: Deno.stderr.isTerminal(),
     color: tty && (noColor === undefined || noColor === ""),
-    confirm: (question) => confirm(question),
+    interactive: Deno.stdin.isTerminal(),
+    ask: async (question) => {
+      Deno.stderr.writeSync(encoder.encode(`${question} [y/N] `));
+      const buffer = new Uint8Array(256);
+      const n = await Deno.stdin.read(buffer);
+      const answer = new TextDecoder().decode(buffer.subarray(0, n ?? 0)).trim().toLowerCase();
+      return answer === "y" || answer === "yes";
+    },
   };
+}
+
+/**
+ * Text from Redis made safe for a terminal: control characters (escape sequences that could
+ * move the cursor or retitle the window) become "?", except newlines and tabs, and the colour
+ * codes `paint` adds.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    // deno-lint-ignore no-control-regex
+    /\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]/g,
+    (m) => m.length > 1 ? m : "?",
+  );
 }
 
 const CODES = {
@@ -80,12 +102,12 @@ export function stateColor(state: string): keyof typeof CODES {
 
 /** Visible width: escape sequences take none. */
 function width(text: string): number {
-  // deno-lint-ignore no-control-regex
   return text.replace(/\x1b\[[0-9;]*m/g, "").length;
 }
 
 /** Rows as aligned columns under a header. */
 export function table(io: Io, header: string[], rows: string[][]): string {
+  rows = rows.map((row) => row.map((c) => printable(c).replace(/[\n\t]/g, " ")));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => width(r[i] ?? ""))));
   const line = (cells: string[]) =>
     cells.map((c, i) => i === cells.length - 1 ? c : c + " ".repeat(widths[i]! - width(c)))
@@ -144,6 +166,7 @@ export function span(ms: number): string {
 /** An epoch time for people: its ISO form, and how long ago or ahead. */
 export function when(at: number | undefined, now = Date.now()): string {
   if (at === undefined) return "";
+  if (!Number.isFinite(at)) return "?";
   const d = at - now;
   return `${new Date(at).toISOString()} (${d >= 0 ? `in ${span(d)}` : `${span(-d)} ago`})`;
 }

@@ -6,15 +6,13 @@
  * @module
  */
 import type { CleanState } from "../bulk.ts";
-import { Queue } from "../queue.ts";
-import { recordedLanes } from "../_scan.ts";
 import { type Command, type Context, text } from "./_command.ts";
 import { duration, Progress, UsageError } from "./_io.ts";
 
-/** True to go on: --yes, no terminal to ask on, or a yes. */
-function approved(ctx: Context, question: string): boolean {
-  if (ctx.yes || !ctx.io.tty) return true;
-  return ctx.io.confirm(question);
+/** True to go on: --yes, nobody at a terminal to ask (stdin is not one), or a yes. */
+async function approved(ctx: Context, question: string): Promise<boolean> {
+  if (ctx.yes || !ctx.io.interactive) return true;
+  return await ctx.io.ask(question);
 }
 
 const DECLINED = { json: { error: "not confirmed" }, text: "Nothing done.\n", code: 1 };
@@ -27,14 +25,19 @@ async function withProgress<T>(
   work: (onProgress: (done: number) => void) => Promise<T>,
 ): Promise<T> {
   const progress = new Progress(ctx.io, label, total);
+  let done = 0;
   try {
-    return await work((done) => progress.update(done));
+    return await work((n) => progress.update(done = n));
+  } catch (err) {
+    if (!ctx.signal.aborted) throw err;
+    throw new Error(`${label} interrupted after ${done} done; run it again to finish`);
   } finally {
     progress.end();
   }
 }
 
 const RETRY: Command = {
+  interruptible: true,
   name: "retry",
   usage: "<queue> [<id>]",
   summary: "replay one dead letter by job id, or with --dead all of them (filtered)",
@@ -68,7 +71,7 @@ const RETRY: Command = {
     const total = await queue.dead.count();
     const which = [task && `task ${task}`, group && `group ${group}`].filter(Boolean).join(", ");
     if (
-      !approved(
+      !await approved(
         ctx,
         `Replay ${
           which ? `the dead letters of ${which}` : `all ${total} dead letters`
@@ -111,6 +114,7 @@ const CANCEL: Command = {
 };
 
 const DRAIN: Command = {
+  interruptible: true,
   name: "drain",
   usage: "<queue>",
   summary: "cancel every waiting and delayed job (running jobs and dead letters stay)",
@@ -119,7 +123,7 @@ const DRAIN: Command = {
     const queue = await ctx.queue(ctx.args[0]!);
     const s = await queue.stats();
     if (
-      !approved(
+      !await approved(
         ctx,
         `Drain queue ${queue.name}: cancel ${s.waiting} waiting and ${s.delayed} delayed jobs?`,
       )
@@ -140,6 +144,7 @@ const DRAIN: Command = {
 };
 
 const CLEAN: Command = {
+  interruptible: true,
   name: "clean",
   usage: "<queue> <completed|cancelled|dead>",
   summary: "delete finished records or dead letters older than --older-than",
@@ -158,7 +163,7 @@ const CLEAN: Command = {
     if (age === undefined) throw new UsageError("--older-than is required (0 for all)");
     const olderThan = duration("older-than", age);
     const queue = await ctx.queue(name);
-    if (!approved(ctx, `Delete ${state} jobs of queue ${name} older than ${age}?`)) {
+    if (!await approved(ctx, `Delete ${state} jobs of queue ${name} older than ${age}?`)) {
       return DECLINED;
     }
     const deleted = await withProgress(
@@ -173,6 +178,7 @@ const CLEAN: Command = {
 };
 
 const OBLITERATE: Command = {
+  interruptible: true,
   name: "obliterate",
   usage: "<queue>",
   summary: "delete every key of a queue (refused while workers are live, unless --force)",
@@ -180,7 +186,9 @@ const OBLITERATE: Command = {
   options: { force: { type: "boolean", help: "even while live workers are attached" } },
   async run(ctx) {
     const queue = await ctx.queue(ctx.args[0]!);
-    if (!approved(ctx, `Obliterate queue ${queue.name}: delete every job and setting it has?`)) {
+    if (
+      !await approved(ctx, `Obliterate queue ${queue.name}: delete every job and setting it has?`)
+    ) {
       return DECLINED;
     }
     const deleted = await withProgress(
@@ -216,21 +224,6 @@ function pauseCommand(name: "pause" | "resume"): Command {
   };
 }
 
-/** A queue handle that knows the queue's recorded priorities, for enqueues with one. */
-async function queueWithPriorities(ctx: Context, name: string): Promise<Queue> {
-  const plain = await ctx.queue(name);
-  const lanes = await recordedLanes(await ctx.client(), plain.keys);
-  if (lanes.names.length === 0) return plain;
-  const queue = new Queue(name, {
-    redis: ctx.url,
-    prefix: ctx.prefix,
-    group: ctx.group,
-    priorities: lanes.names,
-  });
-  await plain.close();
-  return queue;
-}
-
 const ENQUEUE: Command = {
   name: "enqueue",
   usage: "<queue> <task> <json>",
@@ -250,25 +243,19 @@ const ENQUEUE: Command = {
       throw new UsageError(`the data must be JSON: ${(err as Error).message}`);
     }
     const delay = text(ctx, "delay"), priority = text(ctx, "priority"), id = text(ctx, "id");
-    const queue = priority === undefined
-      ? await ctx.queue(name)
-      : await queueWithPriorities(ctx, name);
-    try {
-      const handle = await queue.enqueue(task, data, {
-        ...(delay !== undefined ? { delay: duration("delay", delay) } : {}),
-        ...(priority !== undefined ? { priority } : {}),
-        ...(id !== undefined ? { id } : {}),
-      });
-      const out = { id: handle.id, duplicate: handle.duplicate, dueAt: handle.dueAt ?? null };
-      return {
-        json: out,
-        text: handle.duplicate
-          ? `Job ${handle.id} exists already: nothing enqueued.\n`
-          : `Enqueued job ${handle.id}.\n`,
-      };
-    } finally {
-      if (priority !== undefined) await queue.close();
-    }
+    const queue = await ctx.queue(name);
+    const handle = await queue.enqueue(task, data, {
+      ...(delay !== undefined ? { delay: duration("delay", delay) } : {}),
+      ...(priority !== undefined ? { priority } : {}),
+      ...(id !== undefined ? { id } : {}),
+    });
+    const out = { id: handle.id, duplicate: handle.duplicate, dueAt: handle.dueAt ?? null };
+    return {
+      json: out,
+      text: handle.duplicate
+        ? `Job ${handle.id} exists already: nothing enqueued.\n`
+        : `Enqueued job ${handle.id}.\n`,
+    };
   },
 };
 

@@ -9,6 +9,7 @@ import { integer } from "./_io.ts";
 
 /** The `dashboard` command. */
 export const DASHBOARD: Command = {
+  interruptible: true,
   name: "dashboard",
   usage: "",
   summary: "serve the web dashboard (default http://127.0.0.1:8080/) until Ctrl-C",

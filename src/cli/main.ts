@@ -23,12 +23,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { Queue } from "../queue.ts";
+import type { Queue } from "../queue.ts";
+import { openQueue } from "../queues.ts";
 import { share, type SharedRedis } from "../redis/connect.ts";
 import { ValidationError } from "../errors.ts";
 import type { ScriptClient } from "../scripts/mod.ts";
 import type { Command, Context, OptionSpec } from "./_command.ts";
-import { type Io, paint, processIo, UsageError } from "./_io.ts";
+import { type Io, paint, printable, processIo, UsageError } from "./_io.ts";
 
 export type { Io } from "./_io.ts";
 import { QUEUE_COMMANDS } from "./queues.ts";
@@ -118,8 +119,12 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   let shared: SharedRedis | undefined;
   let reached: Promise<ScriptClient> | undefined;
   const interrupt = new AbortController();
-  const onSignal = () => interrupt.abort(new Error("interrupted"));
-  Deno.addSignalListener("SIGINT", onSignal);
+  // Ctrl-C stops an interruptible command cleanly; a second one ends the process at once.
+  const onSignal = () => {
+    if (interrupt.signal.aborted) Deno.exit(130);
+    interrupt.abort(new Error("interrupted"));
+  };
+  if (command.interruptible) Deno.addSignalListener("SIGINT", onSignal);
   const ctx: Context = {
     args,
     values,
@@ -132,8 +137,12 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
     signal: interrupt.signal,
     client: () => reached ??= reach(shared ??= share(url), url),
     queue: async (queueName) => {
-      await ctx.client();
-      const queue = new Queue(queueName, { redis: url, prefix, group, logger: "text" });
+      const queue = await openQueue(await ctx.client(), queueName, {
+        redis: url,
+        prefix,
+        group,
+        logger: "text",
+      });
       queues.push(queue);
       return queue;
     },
@@ -141,18 +150,20 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   try {
     const output = await command.run(ctx);
     if (json && output.json !== undefined) io.out(JSON.stringify(output.json, null, 2) + "\n");
-    else if (!json) io.out(output.text);
+    else if (!json) io.out(printable(output.text));
     return output.code ?? 0;
   } catch (err) {
-    const usageError = err instanceof UsageError || err instanceof TypeError ||
-      err instanceof RangeError || err instanceof ValidationError;
+    // sluice's own checks of what it was given say "Cannot <action>: <why>"; other errors of
+    // these classes are faults, not usage errors.
+    const usageError = err instanceof UsageError || err instanceof ValidationError ||
+      (err instanceof TypeError || err instanceof RangeError) && err.message.startsWith("Cannot ");
     const message = err instanceof Error ? err.message : String(err);
     if (json) io.out(JSON.stringify({ error: message }) + "\n");
-    io.err(`${paint(io, "red", "error")}: ${message}\n`);
+    io.err(`${paint(io, "red", "error")}: ${printable(message)}\n`);
     if (err instanceof UsageError) io.err(`\n${usage(io, command)}`);
     return usageError ? 2 : 1;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
+    if (command.interruptible) Deno.removeSignalListener("SIGINT", onSignal);
     await Promise.all(queues.map((q) => q.close()));
     await shared?.release();
   }

@@ -75,6 +75,7 @@ export function frameText(io: Io, f: WatchFrame): string {
 }
 
 export const WATCH: Command = {
+  interruptible: true,
   name: "watch",
   usage: "<queue>",
   summary: "a live view of a queue: counts, rates, workers, and drain progress",
