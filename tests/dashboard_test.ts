@@ -55,7 +55,7 @@ Deno.test("dashboard over HTTP: token, login cookie, CSRF, read-only and escapin
 
   // The bearer token works; the payload renders as text.
   const auth = { authorization: "Bearer s3cret-token" };
-  const job = await get("queues/mail/job/xss", auth);
+  const job = await get("queues/mail/job?id=xss", auth);
   assert.equal(job.status, 200);
   const body = await job.text();
   assert.ok(!body.includes("<script>alert(1)</script>"), "the payload is not markup");
@@ -85,9 +85,10 @@ Deno.test("dashboard over HTTP: token, login cookie, CSRF, read-only and escapin
   assert.equal(badLogin.status, 401);
   await badLogin.body?.cancel();
 
-  // Actions are POSTs with the CSRF token, and from this origin only.
+  // A browser's actions (signed in with the cookie) carry the CSRF token, from this origin
+  // only; a script's bearer token needs none (see the next test).
   const post = (path: string, headers: HeadersInit) =>
-    fetch(new URL(path, app.url), { method: "POST", headers: { ...auth, ...headers } });
+    fetch(new URL(path, app.url), { method: "POST", headers: { cookie, ...headers } });
   const noCsrf = await post("queues/mail/pause", {});
   assert.equal(noCsrf.status, 403);
   await noCsrf.body?.cancel();
@@ -126,11 +127,11 @@ Deno.test("dashboard: read-only mode shows no actions and refuses POSTs; options
   await using queue = new Queue("q", { redis: redis.url });
   await queue.enqueue("t", 1, { id: "j1" });
   await using app = await served({ redis: redis.url, readOnly: true });
-  const page = await (await fetch(new URL("queues/q/job/j1", app.url))).text();
+  const page = await (await fetch(new URL("queues/q/job?id=j1", app.url))).text();
   assert.ok(!page.includes("<button data-post"), "no action buttons");
   assert.ok(!page.includes(">Cancel</button>"));
   const csrf = /name="csrf" content="([0-9a-f]+)"/.exec(page)![1]!;
-  const res = await fetch(new URL("queues/q/job/j1/cancel", app.url), {
+  const res = await fetch(new URL("queues/q/job/cancel?id=j1", app.url), {
     method: "POST",
     headers: { "x-csrf-token": csrf },
   });
@@ -183,7 +184,7 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
     // Find by id.
     await page.type("input[name=id]", "flaky-1");
     await Promise.all([page.waitForNavigation(), page.click("form[action$='/find'] button")]);
-    assert.match(page.url(), /\/queues\/mail\/job\/flaky-1$/);
+    assert.match(page.url(), /\/queues\/mail\/job\?id=flaky-1$/);
     assert.equal(await page.$eval("#job-state", (el) => el.textContent), "dead");
     // The payload shows as text, and no script of it ran.
     assert.match(
@@ -197,7 +198,7 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
     const marker = await page.evaluate(() =>
       (globalThis as unknown as { marker: number }).marker = Math.random()
     );
-    await page.click("button[data-post$='/retry']");
+    await page.click("button[data-post*='/job/retry']");
     await page.waitForFunction(
       'document.querySelector("#job-state")?.textContent === "completed"',
       { timeout: 20_000 },
@@ -236,21 +237,21 @@ Deno.test("dashboard actions over HTTP: schedules, groups and dead letters", asy
   };
 
   assert.match(
-    (await post("queues/ops/schedules/nightly/run"))[1],
+    (await post("queues/ops/schedule/run?id=nightly"))[1],
     /Schedule nightly ran: job nightly@trigger:/,
   );
   assert.equal((await queue.jobs("waiting", { task: "report" })).jobs.length, 1);
-  assert.deepEqual(await post("queues/ops/schedules/nightly/pause"), [
+  assert.deepEqual(await post("queues/ops/schedule/pause?id=nightly"), [
     200,
     "Schedule nightly paused.",
   ]);
   assert.equal((await queue.schedules.list())[0]?.paused, true);
-  assert.equal((await post("queues/ops/schedules/nope/resume"))[0], 404);
+  assert.equal((await post("queues/ops/schedule/resume?id=nope"))[0], 404);
   const schedules = await (await fetch(new URL("queues/ops/schedules", app.url))).text();
   assert.match(schedules, /nightly/);
   assert.match(schedules, />Resume</);
 
-  assert.deepEqual(await post("queues/ops/groups/acme/pause"), [200, "Group acme paused."]);
+  assert.deepEqual(await post("queues/ops/group/pause?group=acme"), [200, "Group acme paused."]);
   assert.equal((await queue.groups.list()).find((g) => g.group === "acme")?.paused, true);
   const groups = await (await fetch(new URL("queues/ops/groups", app.url))).text();
   assert.match(groups, /acme/);
@@ -273,7 +274,7 @@ Deno.test("dashboard actions over HTTP: schedules, groups and dead letters", asy
   const b1 = letters.jobs.find((j) => j.id === "b1")!;
   const page = await (await fetch(new URL("queues/dl/jobs/dead", app.url))).text();
   assert.match(page, /Retry all shown by the filter/);
-  assert.deepEqual(await post(`queues/dl/dead/${b1.deadId}/delete`), [
+  assert.deepEqual(await post(`queues/dl/dead/delete?deadId=${b1.deadId}`), [
     200,
     "Dead letter deleted.",
   ]);
@@ -287,6 +288,60 @@ Deno.test("dashboard actions over HTTP: schedules, groups and dead letters", asy
   ]);
   assert.equal(await dl.dead.count(), 0);
   assert.equal((await dl.job("b2").info())?.state, "waiting");
-  assert.equal((await post("queues/dl/job/b2/retry"))[0], 409, "not a dead letter");
-  assert.deepEqual(await post("queues/dl/job/b2/cancel"), [200, "Job b2 cancelled."]);
+  assert.equal((await post("queues/dl/job/retry?id=b2"))[0], 409, "not a dead letter");
+  assert.deepEqual(await post("queues/dl/job/cancel?id=b2"), [200, "Job b2 cancelled."]);
+});
+
+Deno.test("dashboard: only this machine's names without a token; bearer scripts need no CSRF token; ids never name another route", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.schedules.upsert("..", { every: 3_600_000, task: "t", data: null });
+  await using open = dashboard({ redis: redis.url });
+  const rebound = await open(new Request("http://attacker.example:8080/queues/q"));
+  assert.equal(rebound.status, 403);
+  assert.match(await rebound.text(), /Host attacker.example is not this machine/);
+  const local = await open(new Request("http://localhost:8080/queues/q/schedules"));
+  assert.equal(local.status, 200);
+  const page = await local.text();
+  const csrf = /name="csrf" content="([0-9a-f]+)"/.exec(page)![1]!;
+  // The pause button of schedule ".." pauses that schedule, not the queue.
+  const button = /data-post="([^"]*schedule\/pause[^"]*)"/.exec(page)![1]!.replaceAll("&amp;", "&");
+  assert.ok(button.includes("id=.."), button);
+  const paused = await open(
+    new Request(new URL(button, "http://localhost:8080"), {
+      method: "POST",
+      headers: { "x-csrf-token": csrf },
+    }),
+  );
+  assert.equal(await paused.text(), "Schedule .. paused.");
+  assert.equal(await queue.isPaused(), false);
+  assert.equal((await queue.schedules.list())[0]?.paused, true);
+  await assert.rejects(serveDashboard({ hostname: "0.0.0.0", port: 0 }), /needs a token/);
+
+  await using guarded = dashboard({ redis: redis.url, token: "t0ken" });
+  const bearer = await guarded(
+    new Request("http://example.com/queues/q/pause", {
+      method: "POST",
+      headers: { authorization: "Bearer t0ken" },
+    }),
+  );
+  assert.equal(await bearer.text(), "Queue q paused.");
+  const login = await guarded(
+    new Request("http://example.com/", { headers: { accept: "text/html" } }),
+  );
+  assert.equal(login.status, 401);
+  assert.ok(
+    !/name="csrf" content="[0-9a-f]+"/.test(await login.text()),
+    "no CSRF token before signing in",
+  );
+  await using readOnly = dashboard({ redis: redis.url, token: "t0ken", readOnly: true });
+  const refused = await readOnly(
+    new Request("http://example.com/queues/q/resume", {
+      method: "POST",
+      headers: { authorization: "Bearer t0ken" },
+    }),
+  );
+  assert.equal(refused.status, 403);
+  await refused.body?.cancel();
+  assert.equal(await queue.isPaused(), true);
 });

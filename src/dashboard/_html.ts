@@ -118,7 +118,7 @@ input, select { font: inherit; padding: 3px 6px; }
 
 /**
  * The client script: live updates over Server-Sent Events (each element with `data-live`
- * names the fragment URL it reloads from when an event arrives, at most once a second), and
+ * names the fragment URL it reloads from when events arrive, 250 ms after the first), and
  * buttons that POST without leaving the page (`data-post`).
  */
 const SCRIPT = `

@@ -31,8 +31,10 @@ export class LiveHub {
     const encoder = new TextEncoder();
     let listener: Listener | undefined;
     let ping: ReturnType<typeof setInterval> | undefined;
+    let onAbort: (() => void) | undefined;
     const leave = () => {
       clearInterval(ping);
+      if (onAbort) signal.removeEventListener("abort", onAbort);
       if (listener) this.#leave(queue.name, listener);
       listener = undefined;
     };
@@ -53,14 +55,15 @@ export class LiveHub {
         write(": connected\n\n");
         // A comment now and then keeps proxies from closing an idle stream.
         ping = setInterval(() => write(": ping\n\n"), 15_000);
-        signal.addEventListener("abort", () => {
+        onAbort = () => {
           leave();
           try {
             controller.close();
           } catch {
             // Closed already.
           }
-        }, { once: true });
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
       },
       cancel: leave,
     });

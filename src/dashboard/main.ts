@@ -74,6 +74,11 @@ export async function serveDashboard(
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new RangeError(`Cannot serve the dashboard: port must be 0 to 65535, got ${port}`);
   }
+  if (rest.token === undefined && !/^(localhost|127(\.\d{1,3}){3}|::1)$/.test(hostname)) {
+    throw new TypeError(
+      `Cannot serve the dashboard on ${hostname}: beyond this machine it needs a token (--token or SLUICE_DASHBOARD_TOKEN)`,
+    );
+  }
   const handler = dashboard(rest);
   const listening = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve(

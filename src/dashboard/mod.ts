@@ -24,8 +24,9 @@
  *
  * @module
  */
-import { Queue } from "../queue.ts";
-import { describeQueue, listQueues } from "../queues.ts";
+import type { Queue } from "../queue.ts";
+import { describeQueue, listQueues, openQueue } from "../queues.ts";
+import { recordedLanes } from "../_scan.ts";
 import { checkName, queueKeys } from "../keys.ts";
 import { LIST_STATES, type ListState } from "../admin.ts";
 import { checkRedisConfig, DEFAULT_REDIS, type RedisConfig, share } from "../redis/connect.ts";
@@ -67,6 +68,12 @@ type Route = [
 ];
 
 const COOKIE = "sluice_dashboard";
+
+/** Names of this machine, as a request's Host names them. */
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/** The most queue handles the dashboard keeps open. */
+const MAX_QUEUES = 1_000;
 
 function randomHex(bytes: number): string {
   return [...crypto.getRandomValues(new Uint8Array(bytes))]
@@ -150,17 +157,31 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     throw new TypeError(`${action}: readOnly must be a boolean, got ${show(readOnly)}`);
   }
   const shared = share(redis);
-  const queues = new Map<string, Queue>();
+  /** Queue handles by name, oldest first, with the priority list they were made with. */
+  const queues = new Map<string, { queue: Queue; record: string }>();
+  /** Closes of handles dropped from `queues`, awaited by close(). */
+  const retired: Promise<void>[] = [];
   const hub = new LiveHub();
   const closing = new AbortController();
   const csrf = randomHex(32);
   const cookie = token === undefined ? undefined : hmacHex(token, "sluice dashboard cookie");
 
-  const queueOf = (name: string): Queue => {
-    let queue = queues.get(name);
-    if (queue === undefined) {
-      queue = new Queue(name, { redis, prefix, group, logger: "text" });
-      queues.set(name, queue);
+  /**
+   * A handle on queue `name`, with the priorities recorded for it in Redis (read each time:
+   * a queue may get its list after the dashboard first saw it). At most MAX_QUEUES are kept.
+   */
+  const queueOf = async (name: string): Promise<Queue> => {
+    const record = (await recordedLanes(shared.command, queueKeys(name, prefix))).record;
+    const known = queues.get(name);
+    if (known !== undefined && known.record === record) return known.queue;
+    const queue = await openQueue(shared.command, name, { redis, prefix, group, logger: "text" });
+    queues.delete(name);
+    queues.set(name, { queue, record });
+    if (known !== undefined) retired.push(known.queue.close());
+    if (queues.size > MAX_QUEUES) {
+      const [oldest, entry] = queues.entries().next().value!;
+      queues.delete(oldest);
+      retired.push(entry.queue.close());
     }
     return queue;
   };
@@ -183,15 +204,31 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
       },
     );
   };
+  /** A whole page; `csrf: false` for pages shown before signing in, which carry no token. */
   const full = (
     title: string,
     body: Html,
-    extra: { events?: string; queue?: string } = {},
+    extra: { events?: string; queue?: string; csrf?: false } = {},
     status = 200,
-  ) => htmlResponse(page({ title, base: basePath, csrf, body, ...extra }), status);
+  ) => {
+    const { csrf: withToken, ...rest } = extra;
+    return htmlResponse(
+      page({ title, base: basePath, csrf: withToken === false ? "" : csrf, body, ...rest }),
+      status,
+    );
+  };
   const text = (body: string, status = 200) =>
-    new Response(body, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+    new Response(body, {
+      status,
+      headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" },
+    });
   const queuePath = (name: string) => `${basePath}/queues/${encodeURIComponent(name)}`;
+  /** A required query parameter (ids travel in the query: see pages.ts `under`). */
+  const param = (url: URL, name: string): string => {
+    const value = url.searchParams.get(name);
+    if (value === null || value === "") throw new TypeError(`Cannot act: give ${name}`);
+    return value;
+  };
 
   const routes: Route[] = [];
   const get = (path: string, run: Route[2]) =>
@@ -208,7 +245,7 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     return full("Queues", pages.queuesPage(view(), found, series));
   });
   get("/queues/:q", async (_req, p) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     const summary = await describeQueue(shared.command, queue.name, prefix, group);
     const series = await hourSeries(shared.command, queue.keys, Date.now());
     return full(queue.name, pages.queuePage(view(), summary, series), {
@@ -217,16 +254,16 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     });
   });
   get("/queues/:q/counts", async (_req, p) => {
-    const summary = await describeQueue(shared.command, queueOf(p.q!).name, prefix, group);
+    const summary = await describeQueue(shared.command, (await queueOf(p.q!)).name, prefix, group);
     return htmlResponse(pages.countsFragment(view(), summary));
   });
   // The stream ends when the client goes away (Deno cancels the body) or the handler closes.
-  get("/queues/:q/events", (_req, p, url) => {
+  get("/queues/:q/events", async (_req, p, url) => {
     const job = url.searchParams.get("job") ?? undefined;
-    return Promise.resolve(hub.stream(queueOf(p.q!), job, closing.signal));
+    return hub.stream(await queueOf(p.q!), job, closing.signal);
   });
   get("/queues/:q/jobs/:state", async (_req, p, url) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     const st = p.state as ListState;
     if (!LIST_STATES.includes(st)) return text(`No state ${st}.`, 404);
     const filter: { task?: string; group?: string } = {};
@@ -238,45 +275,38 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     return full(
       `${queue.name}: ${st}`,
       pages.jobsPage(view(), queue.name, st, result.jobs, result.cursor, filter),
-      {
-        events: `${queuePath(queue.name)}/events`,
-        queue: queue.name,
-      },
+      { events: `${queuePath(queue.name)}/events`, queue: queue.name },
     );
   });
   get("/queues/:q/find", async (_req, p, url) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     const id = (url.searchParams.get("id") ?? "").trim();
     const found = id === "" ? [] : await queue.find(id);
     if (found.length === 1 && found[0]!.id === id) {
-      return Response.redirect(
-        new URL(`${queuePath(queue.name)}/job/${encodeURIComponent(id)}`, url),
-        303,
-      );
+      const to = `${queuePath(queue.name)}/job?${new URLSearchParams({ id })}`;
+      return Response.redirect(new URL(to, url), 303);
     }
     return full(`Find ${id}`, pages.findPage(view(), queue.name, id, found), { queue: queue.name });
   });
-  get("/queues/:q/job/:id", async (_req, p, url) => {
-    const queue = queueOf(p.q!);
-    const details = await queue.jobDetails(p.id!);
+  get("/queues/:q/job", async (_req, p, url) => {
+    const queue = await queueOf(p.q!);
+    const id = param(url, "id");
+    const details = await queue.jobDetails(id);
     if (details === undefined) {
-      return full(
-        "Not found",
-        pages.findPage(view(), queue.name, p.id!, []),
-        { queue: queue.name },
-        404,
-      );
+      return full("Not found", pages.findPage(view(), queue.name, id, []), {
+        queue: queue.name,
+      }, 404);
     }
     if (url.searchParams.has("fragment")) {
       return htmlResponse(pages.jobFragment(view(), queue.name, details));
     }
-    return full(`Job ${p.id}`, pages.jobPage(view(), queue.name, details), {
-      events: `${queuePath(queue.name)}/events?job=${encodeURIComponent(p.id!)}`,
+    return full(`Job ${id}`, pages.jobPage(view(), queue.name, details), {
+      events: `${queuePath(queue.name)}/events?${new URLSearchParams({ job: id })}`,
       queue: queue.name,
     });
   });
   get("/queues/:q/workers", async (_req, p) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     return full(
       `${queue.name}: workers`,
       pages.workersPage(view(), queue.name, await queue.workers()),
@@ -284,7 +314,7 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     );
   });
   get("/queues/:q/schedules", async (_req, p) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     return full(
       `${queue.name}: schedules`,
       pages.schedulesPage(view(), queue.name, await queue.schedules.list()),
@@ -292,7 +322,7 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     );
   });
   get("/queues/:q/groups", async (_req, p) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     return full(
       `${queue.name}: groups`,
       pages.groupsPage(view(), queue.name, await queue.groups.list()),
@@ -300,72 +330,76 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     );
   });
   post("/queues/:q/:act(pause|resume)", async (_req, p) => {
-    const queue = queueOf(p.q!);
+    const queue = await queueOf(p.q!);
     const changed = p.act === "pause" ? await queue.pause() : await queue.resume();
     return text(
       changed ? `Queue ${queue.name} ${p.act}d.` : `Queue ${queue.name} was ${p.act}d already.`,
     );
   });
-  post("/queues/:q/job/:id/retry", async (_req, p) => {
-    const n = await queueOf(p.q!).retry("dead", { id: p.id! });
-    return n > 0 ? text(`Job ${p.id} replayed.`) : text(`Job ${p.id} is not a dead letter.`, 409);
+  post("/queues/:q/job/retry", async (_req, p, url) => {
+    const id = param(url, "id");
+    const n = await (await queueOf(p.q!)).retry("dead", { id });
+    return n > 0 ? text(`Job ${id} replayed.`) : text(`Job ${id} is not a dead letter.`, 409);
   });
-  post("/queues/:q/job/:id/cancel", async (_req, p) => {
-    const outcome = await queueOf(p.q!).job(p.id!).cancel();
+  post("/queues/:q/job/cancel", async (_req, p, url) => {
+    const id = param(url, "id");
+    const outcome = await (await queueOf(p.q!)).job(id).cancel();
     return text(
-      outcome.cancelled
-        ? `Job ${p.id} cancelled.`
-        : `Job ${p.id} was ${outcome.state}: nothing done.`,
+      outcome.cancelled ? `Job ${id} cancelled.` : `Job ${id} was ${outcome.state}: nothing done.`,
       outcome.cancelled ? 200 : 409,
     );
   });
   post("/queues/:q/dead/retry", async (_req, p, url) => {
     const task = url.searchParams.get("task"), grp = url.searchParams.get("group");
-    const n = await queueOf(p.q!).retry("dead", {
+    const n = await (await queueOf(p.q!)).retry("dead", {
       ...(task ? { task } : {}),
       ...(grp ? { group: grp } : {}),
     });
     return text(`${n} dead letter(s) replayed.`);
   });
-  post("/queues/:q/dead/:deadId/delete", async (_req, p) => {
-    if (!/^\d+-\d+$/.test(p.deadId!)) return text("Not a dead letter id.", 400);
-    const n = await queueOf(p.q!).dead.purge([p.deadId!]);
+  post("/queues/:q/dead/delete", async (_req, p, url) => {
+    const deadId = param(url, "deadId");
+    if (!/^\d+-\d+$/.test(deadId)) return text("Not a dead letter id.", 400);
+    const n = await (await queueOf(p.q!)).dead.purge([deadId]);
     return text(n > 0 ? "Dead letter deleted." : "No such dead letter.", n > 0 ? 200 : 404);
   });
-  post("/queues/:q/schedules/:id/:act(pause|resume|run)", async (_req, p) => {
-    const schedules = queueOf(p.q!).schedules;
+  post("/queues/:q/schedule/:act(pause|resume|run)", async (_req, p, url) => {
+    const id = param(url, "id");
+    const schedules = (await queueOf(p.q!)).schedules;
     if (p.act === "run") {
-      const id = await schedules.trigger(p.id!);
-      return id === null
-        ? text(`No schedule ${p.id}.`, 404)
-        : text(`Schedule ${p.id} ran: job ${id}.`);
+      const job = await schedules.trigger(id);
+      return job === null
+        ? text(`No schedule ${id}.`, 404)
+        : text(`Schedule ${id} ran: job ${job}.`);
     }
-    const found = p.act === "pause" ? await schedules.pause(p.id!) : await schedules.resume(p.id!);
-    return found ? text(`Schedule ${p.id} ${p.act}d.`) : text(`No schedule ${p.id}.`, 404);
+    const found = p.act === "pause" ? await schedules.pause(id) : await schedules.resume(id);
+    return found ? text(`Schedule ${id} ${p.act}d.`) : text(`No schedule ${id}.`, 404);
   });
-  post("/queues/:q/groups/:g/:act(pause|resume)", async (_req, p) => {
-    const groups = queueOf(p.q!).groups;
-    if (p.act === "pause") await groups.pause(p.g!);
-    else await groups.resume(p.g!);
-    return text(`Group ${p.g} ${p.act}d.`);
+  post("/queues/:q/group/:act(pause|resume)", async (_req, p, url) => {
+    const name = param(url, "group");
+    const groups = (await queueOf(p.q!)).groups;
+    if (p.act === "pause") await groups.pause(name);
+    else await groups.resume(name);
+    return text(`Group ${name} ${p.act}d.`);
   });
 
-  const signedIn = async (req: Request): Promise<boolean> => {
-    if (token === undefined) return true;
+  /** How the request is signed in: its bearer token, the login cookie, or no token is set. */
+  const signedIn = async (req: Request): Promise<"bearer" | "cookie" | "open" | undefined> => {
+    if (token === undefined) return "open";
     const auth = req.headers.get("authorization") ?? "";
-    if (auth.startsWith("Bearer ") && same(auth.slice(7), token)) return true;
+    if (auth.startsWith("Bearer ") && same(auth.slice(7), token)) return "bearer";
     const value = cookieOf(req, COOKIE);
-    return value !== undefined && same(value, await cookie!);
+    return value !== undefined && same(value, await cookie!) ? "cookie" : undefined;
   };
 
   const login = async (req: Request, url: URL): Promise<Response> => {
     if (req.method === "GET") {
-      return full("Sign in", pages.loginPage(view(), false), {}, token ? 200 : 404);
+      return full("Sign in", pages.loginPage(view(), false), { csrf: false }, token ? 200 : 404);
     }
     const form = await req.formData().catch(() => undefined);
     const given = form?.get("token");
     if (token === undefined || typeof given !== "string" || !same(given, token)) {
-      return full("Sign in", pages.loginPage(view(), true), {}, 401);
+      return full("Sign in", pages.loginPage(view(), true), { csrf: false }, 401);
     }
     const path = basePath === "" ? "/" : basePath;
     return new Response(null, {
@@ -384,15 +418,26 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     if (url.pathname === basePath && basePath !== "") {
       return Response.redirect(new URL(`${basePath}/`, url), 308);
     }
+    // With no token, only this machine may use the dashboard: a page on another site whose
+    // name was rebound to 127.0.0.1 (DNS rebinding) sends its own name as Host.
+    if (token === undefined && !LOOPBACK.test(url.hostname)) {
+      return text(
+        `Refused: Host ${url.hostname} is not this machine; give the dashboard a token to serve it beyond 127.0.0.1.`,
+        403,
+      );
+    }
     if (url.pathname === `${basePath}/login`) return await login(req, url);
-    if (!await signedIn(req)) {
+    const how = await signedIn(req);
+    if (how === undefined) {
       if ((req.headers.get("accept") ?? "").includes("text/html")) {
-        return full("Sign in", pages.loginPage(view(), false), {}, 401);
+        return full("Sign in", pages.loginPage(view(), false), { csrf: false }, 401);
       }
       return text("Unauthorized: send Authorization: Bearer <token>.", 401);
     }
-    if (req.method === "POST") {
-      if (readOnly) return text("The dashboard is read-only.", 403);
+    if (req.method === "POST" && readOnly) return text("The dashboard is read-only.", 403);
+    // A script sending the token in its Authorization header needs no CSRF token: a browser
+    // never adds that header to a request another site makes.
+    if (req.method === "POST" && how !== "bearer") {
       const origin = req.headers.get("origin");
       if (origin !== null && origin !== url.origin) {
         return text("Cross-origin request refused.", 403);
@@ -415,7 +460,8 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
       try {
         return await run(req, params, url);
       } catch (err) {
-        const bad = err instanceof TypeError || err instanceof RangeError;
+        const bad = (err instanceof TypeError || err instanceof RangeError) &&
+          (err as Error).message.startsWith("Cannot ");
         return text(`${bad ? "Bad request" : "Error"}: ${(err as Error).message}`, bad ? 400 : 500);
       }
     }
@@ -428,7 +474,8 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     closed = true;
     closing.abort();
     hub.close();
-    await Promise.all([...queues.values()].map((q) => q.close()));
+    await Promise.all([...queues.values()].map((q) => q.queue.close()));
+    await Promise.all(retired);
     await shared.release();
   };
   return Object.assign(handle, { close, [Symbol.asyncDispose]: close });

@@ -30,7 +30,7 @@ function ago(ms: number): string {
 }
 
 function time(at: number | undefined, now: number): Html {
-  if (at === undefined) return html``;
+  if (at === undefined || !Number.isFinite(at)) return html``;
   const d = at - now;
   return html`<span title="${new Date(at).toISOString()}">${
     d >= 0 ? `in ${ago(d)}` : `${ago(-d)} ago`
@@ -58,6 +58,14 @@ function action(
 }
 
 const q = (v: View, name: string) => `${v.base}/queues/${encodeURIComponent(name)}`;
+
+/**
+ * A path under a queue with ids in the query string: an id such as ".." in the path would be
+ * resolved as a dot-segment, and name another route.
+ */
+function under(v: View, name: string, path: string, query: Record<string, string>): string {
+  return `${q(v, name)}/${path}?${new URLSearchParams(query)}`;
+}
 
 /** The home page: every queue, with sparklines of the last hour. */
 export function queuesPage(v: View, queues: QueueSummary[], series: HourSeries[]): Html {
@@ -184,9 +192,7 @@ export function jobsPage(
     return p.toString();
   };
   const rows = jobs.map((j) =>
-    html`<tr><td><a href="${q(v, name)}/job/${
-      encodeURIComponent(j.id)
-    }"><code>${j.id}</code></a></td>
+    html`<tr><td><a href="${under(v, name, "job", { id: j.id })}"><code>${j.id}</code></a></td>
 <td>${j.task}</td><td>${j.group ?? ""}</td><td class="num">${j.attempt ?? ""}</td><td>${
       st === "delayed"
         ? time(j.dueAt, v.now)
@@ -200,11 +206,9 @@ export function jobsPage(
     }</td>${
       st === "dead" && !v.readOnly
         ? html`<td>${
-          action(v, `${q(v, name)}/job/${encodeURIComponent(j.id)}/retry`, "Retry", {
-            reload: true,
-          })
+          action(v, under(v, name, "job/retry", { id: j.id }), "Retry", { reload: true })
         } ${
-          action(v, `${q(v, name)}/dead/${j.deadId}/delete`, "Delete", {
+          action(v, under(v, name, "dead/delete", { deadId: j.deadId ?? "" }), "Delete", {
             danger: true,
             confirm: `Delete the dead letter of job ${j.id}?`,
             reload: true,
@@ -279,7 +283,7 @@ export function jobFragment(v: View, name: string, d: JobDetails): Html {
     ["reason", s.reason],
     ["progress", s.progress === undefined ? undefined : JSON.stringify(s.progress)],
   ];
-  const path = `${q(v, name)}/job/${encodeURIComponent(s.id)}`;
+  const path = (act: string) => under(v, name, `job/${act}`, { id: s.id });
   return html`
     <table>
       <tbody>${rows.filter(([, val]) => val !== undefined && String(val) !== "").map(([k, val]) =>
@@ -292,10 +296,10 @@ export function jobFragment(v: View, name: string, d: JobDetails): Html {
       )}</tbody>
     </table>
     <div class="bar">${s.state === "dead"
-      ? action(v, `${path}/retry`, "Retry")
+      ? action(v, path("retry"), "Retry")
       : ""}${s.state === "waiting" || s.state === "delayed" || s.state === "active" ||
         s.state === "retrying"
-      ? action(v, `${path}/cancel`, "Cancel", { danger: true, confirm: `Cancel job ${s.id}?` })
+      ? action(v, path("cancel"), "Cancel", { danger: true, confirm: `Cancel job ${s.id}?` })
       : ""}</div>
     ${d.data === undefined ? "" : html`
       <h2>Data</h2>
@@ -326,7 +330,7 @@ export function jobFragment(v: View, name: string, d: JobDetails): Html {
 /** One job's page. */
 export function jobPage(v: View, name: string, d: JobDetails): Html {
   return html`<h1>Job <code>${d.status.id}</code></h1>
-<div id="job" data-live="${q(v, name)}/job/${encodeURIComponent(d.status.id)}?fragment=1">${
+<div id="job" data-live="${under(v, name, "job", { id: d.status.id, fragment: "1" })}">${
     jobFragment(v, name, d)
   }</div>`;
 }
@@ -346,8 +350,7 @@ export function findPage(v: View, name: string, id: string, found: JobDetails["s
         <tbody>${found.map((s) =>
           html`
             <tr>
-              <td><a href="${q(v, name)}/job/${encodeURIComponent(s.id)}"><code>${s
-                .id}</code></a></td>
+              <td><a href="${under(v, name, "job", { id: s.id })}"><code>${s.id}</code></a></td>
               <td>${state(s.state)}</td>
               <td>${s.task ?? ""}</td>
             </tr>
@@ -400,7 +403,7 @@ export function workersPage(v: View, name: string, workers: WorkerInfo[]): Html 
 
 /** Schedules with pause, resume and run now. */
 export function schedulesPage(v: View, name: string, list: ScheduleInfo[]): Html {
-  const path = (id: string) => `${q(v, name)}/schedules/${encodeURIComponent(id)}`;
+  const path = (id: string, act: string) => under(v, name, `schedule/${act}`, { id });
   return html`<h1>${name}: schedules</h1>${
     list.length === 0 ? html`<p class="muted">No schedules.</p>` : html`
       <table>
@@ -425,10 +428,10 @@ export function schedulesPage(v: View, name: string, list: ScheduleInfo[]): Html
               <td>${time(s.last?.getTime(), v.now)}</td>
               <td>${state(s.paused ? "paused" : "active")}</td>
               <td>${s.paused
-                ? action(v, `${path(s.id)}/resume`, "Resume", { reload: true })
-                : action(v, `${path(s.id)}/pause`, "Pause", { reload: true })} ${action(
+                ? action(v, path(s.id, "resume"), "Resume", { reload: true })
+                : action(v, path(s.id, "pause"), "Pause", { reload: true })} ${action(
                   v,
-                  `${path(s.id)}/run`,
+                  path(s.id, "run"),
                   "Run now",
                 )}</td>
             </tr>
@@ -441,7 +444,7 @@ export function schedulesPage(v: View, name: string, list: ScheduleInfo[]): Html
 
 /** Groups with their counts, limits, pause and resume. */
 export function groupsPage(v: View, name: string, groups: GroupInfo[]): Html {
-  const path = (g: string) => `${q(v, name)}/groups/${encodeURIComponent(g)}`;
+  const path = (g: string, act: string) => under(v, name, `group/${act}`, { group: g });
   return html`<h1>${name}: groups</h1>${
     groups.length === 0 ? html`<p class="muted">No groups with jobs.</p>` : html`
       <table>
@@ -464,8 +467,8 @@ export function groupsPage(v: View, name: string, groups: GroupInfo[]): Html {
               <td class="num">${g.concurrency ?? "∞"}</td>
               <td>${state(g.paused ? "paused" : g.rateLimited ? "rate-limited" : "running")}</td>
               <td>${g.paused
-                ? action(v, `${path(g.group)}/resume`, "Resume", { reload: true })
-                : action(v, `${path(g.group)}/pause`, "Pause", { reload: true })}</td>
+                ? action(v, path(g.group, "resume"), "Resume", { reload: true })
+                : action(v, path(g.group, "pause"), "Pause", { reload: true })}</td>
             </tr>
           `
         )}</tbody>
