@@ -633,6 +633,9 @@ export class Queue implements AsyncDisposable {
   /**
    * Deletes every key of the queue: jobs in every state, records, dead letters, schedules,
    * settings and events. It refuses while live workers are attached, unless `force` is set.
+   * Keys go 500 at a time; one cut off partway leaves some of the queue's keys, which can
+   * disagree with each other (a group's count without its slots): run it again to finish
+   * before using the queue.
    *
    * @param options `force`, `signal`, `onProgress` (keys deleted so far).
    * @returns How many keys were deleted.

@@ -2,7 +2,7 @@
  * The web dashboard: its pages and security over real HTTP (token, login cookie, CSRF,
  * read-only, escaping), and in a real headless Chromium (Debian's, driven by puppeteer-core):
  * find a job by id, retry a dead letter by clicking, and see it complete over SSE without a
- * reload. Screenshots go to docs/.
+ * reload. It saves screenshots of the pages it visits.
  */
 import assert from "node:assert/strict";
 import puppeteer from "puppeteer-core";
@@ -159,6 +159,8 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
   await dead.promise;
   await using app = await served({ redis: redis.url, token: "t0ken-for-the-browser" });
 
+  // Screenshots go to a temporary directory (scripts/screenshots.ts makes the README's).
+  const shots = await Deno.makeTempDir({ prefix: "sluice-dashboard-" });
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -179,7 +181,7 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
     await Promise.all([page.waitForNavigation(), page.click("form button")]);
     await page.goto(new URL("queues/mail", app.url).href);
     assert.match(await page.$eval("h1", (el) => el.textContent ?? ""), /Queue mail/);
-    await page.screenshot({ path: "docs/dashboard-queue.png" });
+    await page.screenshot({ path: `${shots}/queue.png` });
 
     // Find by id.
     await page.type("input[name=id]", "flaky-1");
@@ -192,7 +194,7 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
       /<script>alert\(1\)<\/script>/,
     );
     assert.deepEqual(alerts, []);
-    await page.screenshot({ path: "docs/dashboard-job.png", fullPage: true });
+    await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
 
     // Retry by clicking; the state turns completed over SSE, with no reload.
     const marker = await page.evaluate(() =>
@@ -216,6 +218,12 @@ Deno.test("dashboard in Chromium: find a job by id, retry a dead letter by click
     await run;
   }
   assert.equal((await queue.job("flaky-1").info())?.state, "completed");
+  for (const name of ["queue.png", "job.png"]) {
+    const png = await Deno.readFile(`${shots}/${name}`);
+    assert.deepEqual([...png.subarray(1, 4)], [80, 78, 71], `${name} is a PNG`);
+    assert.ok(png.length > 5_000, `${name} has content`);
+  }
+  await Deno.remove(shots, { recursive: true });
 });
 
 Deno.test("dashboard actions over HTTP: schedules, groups and dead letters", async () => {
