@@ -152,6 +152,21 @@ export async function jobDetails(ctx: AdminContext, id: string): Promise<JobDeta
     return false;
   });
   details.timeline.push(...steps.reverse());
+  // The events stream is capped: steps it no longer holds come from the record.
+  const has = (type: string) => steps.some((step) => step.type === type);
+  if (status.startedAt !== undefined && !has("active")) {
+    details.timeline.push({ type: "active", at: status.startedAt });
+  }
+  const final = status.state;
+  if (
+    status.finishedAt !== undefined && !has(final) &&
+    (final === "completed" || final === "dead" || final === "cancelled")
+  ) {
+    const step: TimelineStep = { type: final, at: status.finishedAt };
+    if (status.reason !== undefined) step.detail = status.reason;
+    details.timeline.push(step);
+  }
+  details.timeline.sort((a, b) => a.at - b.at);
   return details;
 }
 

@@ -372,3 +372,14 @@ Deno.test("paging is exact: one job a page through records, lines and the delaye
   assert.equal(grouped.jobs.length, 12);
   assert.equal(new Set(ids(grouped.jobs)).size, 12);
 });
+
+Deno.test("jobDetails() falls back on the record for steps the events stream no longer holds", async () => {
+  await using redis = await startRedis();
+  await using raw = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.enqueue("ok", 1, { id: "ok-1" });
+  await settle(redis.url, "q", 1);
+  assert.equal(await raw.del(queue.keys.events), 1, "as if trimmed away");
+  const details = await queue.jobDetails("ok-1");
+  assert.deepEqual(details?.timeline.map((s) => s.type), ["enqueued", "active", "completed"]);
+});

@@ -71,14 +71,22 @@ export function sparkline(values: readonly number[], color: string, from = 0): H
   const step = width / values.length;
   const bars = values.map((v, i) => {
     const h = v === 0 ? 0 : Math.max(1, Math.round(v / max * height));
-    const fill = i < from ? "#e5e7eb" : color;
+    const fill = i < from ? "#9ca3af" : color;
     return `<rect x="${(i * step).toFixed(1)}" y="${height - h}" width="${
       Math.max(1, step - 0.5).toFixed(1)
     }" height="${h}" fill="${fill}"/>`;
   }).join("");
   const total = values.reduce((a, b) => a + b, 0);
+  // The minutes the capped events stream no longer covers: a grey band, not zeros.
+  const unknown = from > 0
+    ? `<rect x="0" y="0" width="${
+      (from * step).toFixed(1)
+    }" height="${height}" fill="#e5e7eb"><title>no events kept from before then</title></rect>`
+    : "";
   return raw(
-    `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${total} in the last hour"><rect x="0" y="${
+    `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${total} in the last ${
+      values.length - from
+    } minutes">${unknown}<rect x="0" y="${
       height - 1
     }" width="${width}" height="1" fill="#e5e7eb"/>${bars}</svg>`,
   );

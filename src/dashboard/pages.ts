@@ -101,11 +101,13 @@ export function queuesPage(v: View, queues: QueueSummary[], series: HourSeries[]
             <td class="num">${s.stats.delayed}</td>
             <td class="num">${s.stats.dead}</td>
             <td class="num">${s.workers.length}</td>
-            <td>${sparkline(series[i]!.completed, "#16a34a", series[i]!.from)} ${sum(
+            <td>${sparkline(series[i]!.completed, "#16a34a", series[i]!.from)} ${total(
               series[i]!.completed,
+              series[i]!.from,
             )}</td>
-            <td>${sparkline(series[i]!.failed, "#dc2626", series[i]!.from)} ${sum(
+            <td>${sparkline(series[i]!.failed, "#dc2626", series[i]!.from)} ${total(
               series[i]!.failed,
+              series[i]!.from,
             )}</td>
           </tr>
         `
@@ -115,8 +117,15 @@ export function queuesPage(v: View, queues: QueueSummary[], series: HourSeries[]
 }
 
 /** The mean per minute over the last 5 minutes of a series, to one decimal. */
-function perMinute(values: readonly number[]): string {
-  return (sum(values.slice(-5)) / 5).toFixed(1);
+function perMinute(values: readonly number[], from: number): string {
+  const minutes = Math.max(1, Math.min(5, values.length - from));
+  return (sum(values.slice(-minutes)) / minutes).toFixed(1);
+}
+
+/** A series' total, and over how long when the events cover less than the hour. */
+function total(values: readonly number[], from: number): string {
+  const n = sum(values);
+  return from > 0 ? `${n} in the last ${values.length - from} min` : String(n);
 }
 
 function sum(values: readonly number[]): number {
@@ -152,13 +161,18 @@ export function queuePage(v: View, s: QueueSummary, series: HourSeries): Html {
         : "",
       html`<a href="${q(v, s.name)}/jobs/${st}">${st}</a>`,
     ])}</p>
-    <h2>Last hour</h2><p>completed ${sparkline(series.completed, "#16a34a", series.from)} ${sum(
+    <h2>Last hour</h2><p>completed ${sparkline(series.completed, "#16a34a", series.from)} ${total(
       series.completed,
-    )} &nbsp; failed ${sparkline(series.failed, "#dc2626", series.from)} ${sum(series.failed)}</p>
+      series.from,
+    )} &nbsp; failed ${sparkline(series.failed, "#dc2626", series.from)} ${total(
+      series.failed,
+      series.from,
+    )}</p>
     <p
       id="rates">Rate over the last 5 minutes: ${perMinute(
         series.completed,
-      )} completed and ${perMinute(series.failed)} failed per minute.</p>
+        series.from,
+      )} completed and ${perMinute(series.failed, series.from)} failed per minute.</p>
     <h2>Find a job</h2>${searchForm(v, s.name)}
   `;
 }
