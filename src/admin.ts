@@ -228,18 +228,20 @@ async function readWaiting(
     }
   }
   // The groups' lines: jobs waiting for their group's room.
-  let [scan, skip] = scanCursor(action, at?.startsWith("line:") ? at.slice(5) : undefined);
+  let [scan, past] = scanCursor(action, at?.startsWith("line:") ? at.slice(5) : undefined);
   do {
     const [next, flat] = await client.hscanBuffer(ctx.keys.groupJobs, scan, "COUNT", ENTRY_STEP);
-    let seen = 0;
+    const step: JobSummary[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2) {
       const fields = lineFields(flat[i + 1]!);
       if (fields === undefined) continue;
       const job = summary("waiting", fieldsToRecord(fields));
-      if (!keep(job) || ++seen <= skip) continue;
-      if (jobs.push(job) >= limit) return { jobs, next: `line:${scan}:${seen}` };
+      if (keep(job)) step.push(job);
     }
-    [scan, skip] = [String(next), 0];
+    const end = pageOfStep(step, past, limit - jobs.length);
+    jobs.push(...end.jobs);
+    if (end.last !== undefined) return { jobs, next: `line:${scan}:${end.last}` };
+    [scan, past] = [String(next), undefined];
   } while (scan !== "0");
   return { jobs, next: undefined };
 }
@@ -305,21 +307,21 @@ async function readDelayed(
   const { delayed, payloads } = ctx.keys;
   // Cursor: "<score>:<member>", the last job listed. The next page starts after its rank, in
   // O(log n); if it left the zset meanwhile, at the first job due at its time or later.
-  let rank = 0;
+  let last: [score: string, member: string] | undefined;
   if (at !== undefined) {
     const cut = at.indexOf(":");
-    const score = at.slice(0, cut), member = at.slice(cut + 1);
-    if (cut < 1 || !/^\d+$/.test(score)) badCursor(action, at);
-    const found = await client.zrank(delayed, member);
-    rank = found !== null ? found + 1 : await rankAfter(client, delayed, score, member);
+    last = [at.slice(0, cut), at.slice(cut + 1)];
+    if (cut < 1 || !/^\d+$/.test(last[0])) badCursor(action, at);
   }
   const jobs: JobSummary[] = [];
   while (true) {
+    // Each step resumes after the last job seen, found again: ranks shift as jobs fall due.
+    const rank = last === undefined ? 0 : await rankPast(client, delayed, ...last);
     const n = want(keep, limit, jobs.length);
     const flat = await client.zrange(delayed, rank, rank + n - 1, "WITHSCORES");
     if (flat.length === 0) return { jobs, next: undefined };
     const ids = flat.filter((_, i) => i % 2 === 0);
-    rank += ids.length;
+    last = [flat.at(-1)!, ids.at(-1)!];
     const bodies = await client.hmget(payloads, ...ids);
     for (let i = 0; i < ids.length; i++) {
       const due = flat[2 * i + 1]!;
@@ -335,6 +337,21 @@ async function readDelayed(
       if (keep(job) && jobs.push(job) >= limit) return { jobs, next: `${due}:${ids[i]}` };
     }
   }
+}
+
+/**
+ * The rank just past `member`, due at `score`: its rank + 1 if it is still there at that
+ * score, else (it left, or came back due at another time) see {@linkcode rankAfter}.
+ */
+async function rankPast(
+  client: Redis,
+  key: string,
+  score: string,
+  member: string,
+): Promise<number> {
+  const [rank, now] = await Promise.all([client.zrank(key, member), client.zscore(key, member)]);
+  if (rank !== null && now !== null && Number(now) === Number(score)) return rank + 1;
+  return await rankAfter(client, key, score, member);
 }
 
 /**
@@ -411,30 +428,49 @@ async function readRecords(
 ): Promise<{ jobs: JobSummary[]; next: string | undefined }> {
   const client = ctx.client();
   const jobs: JobSummary[] = [];
-  let [scan, skip] = scanCursor(action, at);
+  let [scan, after] = scanCursor(action, at);
   do {
     const [next, keys] = await scanStep(client, scan, `${ctx.keys.jobPrefix}*`);
-    let seen = 0;
+    const step: JobSummary[] = [];
     for (const [key, r] of await readRecordFields(client, keys)) {
       if (r.state !== state) continue;
       const job = recordSummary(key.slice(ctx.keys.jobPrefix.length), state, r);
-      if (!keep(job) || ++seen <= skip) continue;
-      if (jobs.push(job) >= limit) return { jobs, next: `${scan}:${seen}` };
+      if (keep(job)) step.push(job);
     }
-    [scan, skip] = [next, 0];
+    const end = pageOfStep(step, after, limit - jobs.length);
+    jobs.push(...end.jobs);
+    if (end.last !== undefined) return { jobs, next: `${scan}:${end.last}` };
+    [scan, after] = [next, undefined];
   } while (scan !== "0");
   return { jobs, next: undefined };
 }
 
 /**
- * A SCAN-based listing's cursor: "<scan cursor>:<how many of that step's jobs were listed>".
- * A page that ends inside a step starts the next one at the same step, past what it listed.
+ * One SCAN step's jobs, by id, past `after` (the last id listed from this step): up to `room`
+ * of them, and the last id listed if the page ends inside the step. Skipping by id, not by
+ * count, keeps a job that left the step from hiding another.
  */
-function scanCursor(action: string, at: string | undefined): [string, number] {
-  if (at === undefined) return ["0", 0];
-  const match = /^(\d+):(\d+)$/.exec(at);
+function pageOfStep(
+  step: JobSummary[],
+  after: string | undefined,
+  room: number,
+): { jobs: JobSummary[]; last: string | undefined } {
+  const rest = step.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    .filter((job) => after === undefined || job.id > after);
+  if (rest.length <= room) return { jobs: rest, last: undefined };
+  const jobs = rest.slice(0, room);
+  return { jobs, last: jobs.at(-1)!.id };
+}
+
+/**
+ * A SCAN-based listing's cursor: "<scan cursor>:<the last id listed from that step>". A page
+ * that ends inside a step starts the next one at the same step, past that id.
+ */
+function scanCursor(action: string, at: string | undefined): [string, string | undefined] {
+  if (at === undefined) return ["0", undefined];
+  const match = /^(\d+):(.+)$/s.exec(at);
   if (match === null) badCursor(action, at);
-  return [match[1]!, Number(match[2])];
+  return [match[1]!, match[2]!];
 }
 
 async function readRecordFields(

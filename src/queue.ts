@@ -474,7 +474,8 @@ export class Queue implements AsyncDisposable {
    * @param options `cursor` (the previous page's), `limit` (1 to 1,000, default 50), and
    * filters `task` and `group` (give the same ones with each page's cursor). Listings read
    * with SCAN (`completed`, `cancelled`, and waiting jobs in groups' lines) come in no set
-   * order, and may repeat or miss a job whose record changes while you page, as SCAN may.
+   * order; a job whose record is written while you page may be listed twice or not at all, as
+   * SCAN allows.
    * @returns The page, and the cursor of the next one (undefined at the end).
    * @throws {TypeError} If the state, cursor or a filter is invalid, or the queue is closed.
    * @throws {RangeError} If limit is out of range.

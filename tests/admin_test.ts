@@ -188,8 +188,22 @@ Deno.test("drain() ends waiting and delayed jobs as cancelled; held jobs, dead l
   await queue.enqueueMany("d", [1, 2, 3].map((n) => ({ data: n, id: `d-${n}`, delay: 60_000 })));
   await queue.groups.set("t1", { concurrency: 1 });
   await queue.enqueueMany("g", [1, 2, 3].map((n) => ({ data: n, id: `g-${n}`, group: "t1" })));
-  // An entry written by hand, with no record.
+  // An entry written by hand, with no record; a webhook delivery waiting to be tried again.
   await raw.xadd(queue.keys.stream, "*", "v", "1", "id", "raw-1", "task", "w", "data", "0");
+  const hook = [
+    "v",
+    "1",
+    "id",
+    "webhook:x",
+    "task",
+    "sluice.webhook",
+    "data",
+    "{}",
+    "attempt",
+    "2",
+  ];
+  await raw.zadd(queue.keys.delayed, Date.now() + 60_000, "webhook:x");
+  await raw.hset(queue.keys.payloads, "webhook:x", JSON.stringify(hook));
   const waiter = assert.rejects(queue.job("w-5").result(), CancelledError);
   const events = queue.events({ signal: controller.signal, since: "$" }).getReader();
   const progress: number[] = [];
@@ -200,7 +214,8 @@ Deno.test("drain() ends waiting and delayed jobs as cancelled; held jobs, dead l
   assert.equal((await queue.job("d-2").info())?.state, "cancelled");
   assert.equal((await queue.job("g-3").info())?.state, "cancelled");
   const stats = await queue.stats();
-  assert.deepEqual([stats.waiting, stats.delayed, stats.active, stats.dead], [0, 0, 2, 1]);
+  assert.deepEqual([stats.waiting, stats.delayed, stats.active, stats.dead], [0, 1, 2, 1]);
+  assert.notEqual(await raw.zscore(queue.keys.delayed, "webhook:x"), null, "the delivery stays");
   assert.deepEqual((await queue.groups.list()).filter((g) => g.waiting > 0), []);
   // The held jobs finish as usual.
   for (const job of held) await job.ack(null);
@@ -341,12 +356,25 @@ Deno.test("jobDetails() gives data, result or error, and a timeline from the eve
 
 Deno.test("paging is exact: one job a page through records, lines and the delayed zset, even at one due time", async () => {
   await using redis = await startRedis();
+  await using raw = inspect(redis.url);
   await using queue = new Queue("q", { redis: redis.url });
   await queue.enqueueMany("ok", Array.from({ length: 30 }, (_, i) => ({ data: i, id: `ok-${i}` })));
   await settle(redis.url, "q", 30);
   const done = await all(queue, "completed", { limit: 1 });
-  assert.equal(done.pages, 31);
+  assert.equal(done.pages, 30, "a page of one each, the last ending the walk");
   assert.equal(new Set(ids(done.jobs)).size, 30, "no job twice");
+  // A job listed on one page and gone before the next hides no other.
+  assert.equal(await queue.clean("completed", { olderThan: 0 }), 30);
+  await queue.enqueueMany("ok", Array.from({ length: 30 }, (_, i) => ({ data: i, id: `re-${i}` })));
+  await settle(redis.url, "q", 30);
+  let records = await queue.jobs("completed", { limit: 4 });
+  const listed = records.jobs.map((j) => j.id);
+  await raw.del(queue.keys.job(listed[1]!));
+  while (records.cursor) {
+    records = await queue.jobs("completed", { limit: 4, cursor: records.cursor });
+    listed.push(...records.jobs.map((j) => j.id));
+  }
+  assert.equal(new Set(listed).size, 30);
   // 20 jobs due at the same ms, and one removed between pages.
   const at = Date.now() + 3_600_000;
   await queue.enqueueMany(

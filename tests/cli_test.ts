@@ -157,6 +157,7 @@ Deno.test("CLI: retry, drain, clean and obliterate report counts; usage errors e
     [["stats", "q", "--bogus"], /Unknown option '--bogus'/],
     [["frobnicate"], /unknown command "frobnicate"/],
     [["stats", "bad{name}"], /queue name must be/],
+    [["watch", "q", "--interval", "5ms"], /--interval must be from 100ms to 1h/],
   ];
   for (const [args, message] of usage) {
     const run = await cli(url, ...args);

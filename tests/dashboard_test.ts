@@ -325,6 +325,12 @@ Deno.test("dashboard: only this machine's names without a token; bearer scripts 
   assert.equal(await queue.isPaused(), false);
   assert.equal((await queue.schedules.list())[0]?.paused, true);
   await assert.rejects(serveDashboard({ hostname: "0.0.0.0", port: 0 }), /needs a token/);
+  const badEscape = await open(new Request("http://localhost/queues/%E0"));
+  assert.equal(badEscape.status, 400);
+  await badEscape.body?.cancel();
+  const dots = await open(new Request("http://localhost/queues/q/job?id=..", { headers: {} }));
+  assert.equal(dots.status, 404, "a job id of dots is looked up, not resolved as a path");
+  await dots.body?.cancel();
 
   await using guarded = dashboard({ redis: redis.url, token: "t0ken" });
   const bearer = await guarded(

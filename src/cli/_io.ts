@@ -52,6 +52,21 @@ export function processIo(): Io {
 }
 
 /**
+ * A value from Redis as plain text, before it is painted: every control character (escape
+ * sequences included) but newlines and tabs becomes "?".
+ *
+ * @example
+ * ```ts
+ * import { plain } from "./_io.ts";
+ * console.log(plain("a\x1b[8mb")); // "a?[8mb"
+ * ```
+ */
+export function plain(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, "?");
+}
+
+/**
  * Text from Redis made safe for a terminal: control characters (escape sequences that could
  * move the cursor or retitle the window) become "?", except newlines and tabs, and the colour
  * codes `paint` adds.
@@ -102,6 +117,7 @@ export function stateColor(state: string): keyof typeof CODES {
 
 /** Visible width: escape sequences take none. */
 function width(text: string): number {
+  // deno-lint-ignore no-control-regex
   return text.replace(/\x1b\[[0-9;]*m/g, "").length;
 }
 

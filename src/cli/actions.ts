@@ -12,7 +12,15 @@ import { duration, Progress, UsageError } from "./_io.ts";
 /** True to go on: --yes, nobody at a terminal to ask (stdin is not one), or a yes. */
 async function approved(ctx: Context, question: string): Promise<boolean> {
   if (ctx.yes || !ctx.io.interactive) return true;
-  return await ctx.io.ask(question);
+  // Ctrl-C at the question is a no.
+  const { promise: interrupted, resolve } = Promise.withResolvers<boolean>();
+  const no = () => resolve(false);
+  ctx.signal.addEventListener("abort", no, { once: true });
+  try {
+    return await Promise.race([ctx.io.ask(question), interrupted]);
+  } finally {
+    ctx.signal.removeEventListener("abort", no);
+  }
 }
 
 const DECLINED = { json: { error: "not confirmed" }, text: "Nothing done.\n", code: 1 };

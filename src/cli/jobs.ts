@@ -6,7 +6,17 @@
 import { LIST_STATES, type ListState } from "../admin.ts";
 import type { JobDetails } from "../inspect.ts";
 import { type Command, text } from "./_command.ts";
-import { integer, type Io, paint, span, stateColor, table, UsageError, when } from "./_io.ts";
+import {
+  integer,
+  type Io,
+  paint,
+  plain,
+  span,
+  stateColor,
+  table,
+  UsageError,
+  when,
+} from "./_io.ts";
 
 /** A payload cut to fit one line of a table. */
 function brief(data: string | undefined, size = 40): string {
@@ -57,7 +67,7 @@ const JOBS: Command = {
         : j.state === "active"
         ? j.worker ?? ""
         : brief(j.data);
-      return [j.id, j.task, j.group ?? "", String(j.attempt ?? ""), at, extra];
+      return [j.id, j.task, j.group ?? "", String(j.attempt ?? ""), at, extra].map(plain);
     });
     const head = ["ID", "TASK", "GROUP", "ATTEMPT", "WHEN", state === "dead" ? "WHY" : "DATA"];
     if (state === "active") head[5] = "WORKER";
@@ -71,8 +81,20 @@ const JOBS: Command = {
   },
 };
 
+/** Every string inside a value as plain text (see `plain`). */
+function plainDeep(value: unknown): unknown {
+  if (typeof value === "string") return plain(value);
+  if (Array.isArray(value)) return value.map(plainDeep);
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plainDeep(v)]));
+  }
+  return value;
+}
+
 /** One job's details, for a terminal. */
-export function detailsText(io: Io, d: JobDetails): string {
+export function detailsText(io: Io, details: JobDetails): string {
+  // Every value from Redis as plain text first: only this function's own colours get through.
+  const d = plainDeep(details) as JobDetails;
   const s = d.status;
   const lines: [string, string][] = [
     ["state", paint(io, stateColor(s.state), s.state)],

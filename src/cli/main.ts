@@ -55,6 +55,12 @@ const COMMON: Record<string, OptionSpec> = {
   help: { type: "boolean", short: "h", help: "show help" },
 };
 
+/**
+ * How sluice's checks of its input word their errors ("Cannot <action>: <why>"), unlike the
+ * runtime's own TypeErrors ("Cannot read properties of undefined").
+ */
+const OWN_CHECK = /^Cannot [^:(]+: /;
+
 /** How long the CLI waits for Redis to answer before it gives up (ms). */
 const REACH_MS = 3_000;
 
@@ -156,7 +162,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
     // sluice's own checks of what it was given say "Cannot <action>: <why>"; other errors of
     // these classes are faults, not usage errors.
     const usageError = err instanceof UsageError || err instanceof ValidationError ||
-      (err instanceof TypeError || err instanceof RangeError) && err.message.startsWith("Cannot ");
+      (err instanceof TypeError || err instanceof RangeError) && OWN_CHECK.test(err.message);
     const message = err instanceof Error ? err.message : String(err);
     if (json) io.out(JSON.stringify({ error: message }) + "\n");
     io.err(`${paint(io, "red", "error")}: ${printable(message)}\n`);

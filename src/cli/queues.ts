@@ -6,7 +6,7 @@
 import { describeQueue, listQueues, type QueueSummary } from "../queues.ts";
 import type { WorkerInfo } from "../stats.ts";
 import type { Command, Context } from "./_command.ts";
-import { type Io, paint, span, table, when } from "./_io.ts";
+import { type Io, paint, plain, span, table, when } from "./_io.ts";
 
 const QUEUES: Command = {
   name: "queues",
@@ -76,16 +76,18 @@ export function workersTable(io: Io, workers: WorkerInfo[], now = Date.now()): s
   return table(
     io,
     ["WORKER", "HOST", "PID", "RUNNING", "CONCURRENCY", "PROCESSED", "FAILED", "UP"],
-    workers.map((w) => [
-      w.id,
-      w.host ?? "",
-      String(w.pid ?? ""),
-      String(w.running ?? ""),
-      String(w.concurrency ?? ""),
-      String(w.processed ?? ""),
-      String(w.failed ?? ""),
-      w.startedAt ? span(now - w.startedAt) : "",
-    ]),
+    workers.map((w) =>
+      [
+        w.id,
+        w.host ?? "",
+        String(w.pid ?? ""),
+        String(w.running ?? ""),
+        String(w.concurrency ?? ""),
+        String(w.processed ?? ""),
+        String(w.failed ?? ""),
+        w.startedAt ? span(now - w.startedAt) : "",
+      ].map(plain)
+    ),
   );
 }
 

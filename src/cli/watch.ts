@@ -10,7 +10,7 @@ import { delay } from "../async.ts";
 import type { QueueEvent } from "../events.ts";
 import { describeQueue, type QueueSummary } from "../queues.ts";
 import { type Command, type Context, text } from "./_command.ts";
-import { bar, duration, integer, type Io, paint, span } from "./_io.ts";
+import { bar, duration, integer, type Io, paint, span, UsageError } from "./_io.ts";
 import { workersTable } from "./queues.ts";
 
 /** Rates are averaged over this window (ms). */
@@ -89,7 +89,7 @@ export const WATCH: Command = {
     const every = text(ctx, "interval");
     const interval = every === undefined ? 1_000 : duration("interval", every);
     if (interval < 100 || interval > 3_600_000) {
-      throw new RangeError(`--interval must be from 100ms to 1h, got ${JSON.stringify(every)}`);
+      throw new UsageError(`--interval must be from 100ms to 1h, got ${JSON.stringify(every)}`);
     }
     const framesText = text(ctx, "frames");
     const frames = framesText === undefined ? Infinity : integer("frames", framesText, 1, 1e9);

@@ -10,22 +10,30 @@ import type { QueueEvent } from "../events.ts";
 import type { Keys } from "../keys.ts";
 import type { Queue } from "../queue.ts";
 
-/** A tab listening to a queue: gets each event's JSON, or only one job's. */
+/** A tab listening to a queue: gets each event's JSON, or only one job's; `end` closes it. */
 interface Listener {
   job: string | undefined;
   send(event: QueueEvent): void;
+  end(): void;
+}
+
+/** One follower of a queue handle's events, and the tabs it feeds. */
+interface Feed {
+  listeners: Set<Listener>;
+  stop: AbortController;
 }
 
 /**
- * One `queue.events()` follower per queue with listeners, whatever the number of tabs; it
- * stops when the last tab closes.
+ * One `queue.events()` follower per queue handle with listeners, whatever the number of tabs;
+ * it stops when the last tab closes. If the follower ends on its own (its handle was closed),
+ * its tabs' streams end too, and their EventSource reconnects to a live handle.
  */
 export class LiveHub {
-  #feeds = new Map<string, { listeners: Set<Listener>; stop: AbortController }>();
+  #feeds = new Map<Queue, Feed>();
 
   /**
    * An SSE response of a queue's events (only job `job`'s, if given). It ends when the
-   * client goes away or `signal` aborts.
+   * client goes away, the follower ends, or `signal` aborts.
    */
   stream(queue: Queue, job: string | undefined, signal: AbortSignal): Response {
     const encoder = new TextEncoder();
@@ -35,7 +43,7 @@ export class LiveHub {
     const leave = () => {
       clearInterval(ping);
       if (onAbort) signal.removeEventListener("abort", onAbort);
-      if (listener) this.#leave(queue.name, listener);
+      if (listener) this.#leave(queue, listener);
       listener = undefined;
     };
     const body = new ReadableStream<Uint8Array>({
@@ -47,15 +55,7 @@ export class LiveHub {
             leave();
           }
         };
-        listener = {
-          job,
-          send: (event) => write(`data: ${JSON.stringify(event)}\n\n`),
-        };
-        this.#join(queue, listener);
-        write(": connected\n\n");
-        // A comment now and then keeps proxies from closing an idle stream.
-        ping = setInterval(() => write(": ping\n\n"), 15_000);
-        onAbort = () => {
+        const end = () => {
           leave();
           try {
             controller.close();
@@ -63,7 +63,13 @@ export class LiveHub {
             // Closed already.
           }
         };
+        listener = { job, send: (event) => write(`data: ${JSON.stringify(event)}\n\n`), end };
+        write(": connected\n\n");
+        // A comment now and then keeps proxies from closing an idle stream.
+        ping = setInterval(() => write(": ping\n\n"), 15_000);
+        onAbort = end;
         signal.addEventListener("abort", onAbort, { once: true });
+        this.#join(queue, listener);
       },
       cancel: leave,
     });
@@ -77,38 +83,42 @@ export class LiveHub {
   }
 
   #join(queue: Queue, listener: Listener): void {
-    let feed = this.#feeds.get(queue.name);
-    if (feed === undefined) {
-      feed = { listeners: new Set(), stop: new AbortController() };
-      this.#feeds.set(queue.name, feed);
-      const { listeners, stop } = feed;
+    const feed = this.#feeds.get(queue);
+    if (feed !== undefined) {
+      feed.listeners.add(listener);
+    } else {
+      const made: Feed = { listeners: new Set([listener]), stop: new AbortController() };
+      this.#feeds.set(queue, made);
       (async () => {
-        const reader = queue.events({ signal: stop.signal }).getReader();
         try {
-          while (true) {
-            const { value, done } = await reader.read();
-            if (done) return;
-            for (const l of listeners) {
-              if (l.job === undefined || l.job === value.jobId) l.send(value);
+          const reader = queue.events({ signal: made.stop.signal }).getReader();
+          try {
+            while (true) {
+              const { value, done } = await reader.read();
+              if (done) return;
+              for (const l of made.listeners) {
+                if (l.job === undefined || l.job === value.jobId) l.send(value);
+              }
             }
+          } finally {
+            reader.releaseLock();
           }
         } catch {
-          // Stopped, or the queue closed.
+          // Stopped, or the handle was closed.
         } finally {
-          reader.releaseLock();
+          if (this.#feeds.get(queue) === made) this.#feeds.delete(queue);
+          for (const l of [...made.listeners]) l.end();
         }
       })();
     }
-    feed.listeners.add(listener);
   }
 
-  #leave(name: string, listener: Listener): void {
-    const feed = this.#feeds.get(name);
-    if (feed === undefined) return;
-    feed.listeners.delete(listener);
+  #leave(queue: Queue, listener: Listener): void {
+    const feed = this.#feeds.get(queue);
+    if (feed === undefined || !feed.listeners.delete(listener)) return;
     if (feed.listeners.size === 0) {
       feed.stop.abort();
-      this.#feeds.delete(name);
+      this.#feeds.delete(queue);
     }
   }
 

@@ -24,8 +24,8 @@
  *
  * @module
  */
-import type { Queue } from "../queue.ts";
-import { describeQueue, listQueues, openQueue } from "../queues.ts";
+import { Queue } from "../queue.ts";
+import { describeQueue, listQueues } from "../queues.ts";
 import { recordedLanes } from "../_scan.ts";
 import { checkName, queueKeys } from "../keys.ts";
 import { LIST_STATES, type ListState } from "../admin.ts";
@@ -160,7 +160,7 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
   /** Queue handles by name, oldest first, with the priority list they were made with. */
   const queues = new Map<string, { queue: Queue; record: string }>();
   /** Closes of handles dropped from `queues`, awaited by close(). */
-  const retired: Promise<void>[] = [];
+  const retired = new Set<Promise<void>>();
   const hub = new LiveHub();
   const closing = new AbortController();
   const csrf = randomHex(32);
@@ -171,19 +171,37 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
    * a queue may get its list after the dashboard first saw it). At most MAX_QUEUES are kept.
    */
   const queueOf = async (name: string): Promise<Queue> => {
-    const record = (await recordedLanes(shared.command, queueKeys(name, prefix))).record;
+    if (/^\.+$/.test(name)) {
+      throw new TypeError(`Cannot show queue ${name}: a URL path cannot carry a name of dots`);
+    }
+    const lanes = await recordedLanes(shared.command, queueKeys(name, prefix));
+    // No await from here on: requests for the same queue at once share one handle.
     const known = queues.get(name);
-    if (known !== undefined && known.record === record) return known.queue;
-    const queue = await openQueue(shared.command, name, { redis, prefix, group, logger: "text" });
-    queues.delete(name);
-    queues.set(name, { queue, record });
-    if (known !== undefined) retired.push(known.queue.close());
+    queues.delete(name); // kept most recently used last
+    if (known !== undefined && known.record === lanes.record) {
+      queues.set(name, known);
+      return known.queue;
+    }
+    const queue = new Queue(name, {
+      redis,
+      prefix,
+      group,
+      logger: "text",
+      ...(lanes.names.length > 0 ? { priorities: [...lanes.names] } : {}),
+    });
+    queues.set(name, { queue, record: lanes.record });
+    if (known !== undefined) retire(known.queue);
     if (queues.size > MAX_QUEUES) {
       const [oldest, entry] = queues.entries().next().value!;
       queues.delete(oldest);
-      retired.push(entry.queue.close());
+      retire(entry.queue);
     }
     return queue;
+  };
+  /** Closes a handle dropped from `queues`; close() waits for those still closing. */
+  const retire = (queue: Queue) => {
+    const closing = queue.close().finally(() => retired.delete(closing));
+    retired.add(closing);
   };
   const view = (): pages.View => ({ base: basePath, readOnly, now: Date.now() });
   const htmlResponse = (body: Html, status = 200, headers: HeadersInit = {}) => {
@@ -453,15 +471,17 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
       const match = pattern.exec(url);
       if (match === null) continue;
       if (method !== req.method) continue;
-      const params: Params = {};
-      for (const [k, v] of Object.entries(match.pathname.groups)) {
-        if (v !== undefined) params[k] = decodeURIComponent(v);
-      }
       try {
+        const params: Params = {};
+        for (const [k, v] of Object.entries(match.pathname.groups)) {
+          if (v !== undefined) params[k] = decodeURIComponent(v);
+        }
         return await run(req, params, url);
       } catch (err) {
-        const bad = (err instanceof TypeError || err instanceof RangeError) &&
-          (err as Error).message.startsWith("Cannot ");
+        // sluice's own input checks say "Cannot <action>: <why>"; a bad %-escape is a URIError.
+        const bad = err instanceof URIError ||
+          (err instanceof TypeError || err instanceof RangeError) &&
+            /^Cannot [^:(]+: /.test(err.message);
         return text(`${bad ? "Bad request" : "Error"}: ${(err as Error).message}`, bad ? 400 : 500);
       }
     }
@@ -475,7 +495,7 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
     closing.abort();
     hub.close();
     await Promise.all([...queues.values()].map((q) => q.queue.close()));
-    await Promise.all(retired);
+    await Promise.all([...retired]);
     await shared.release();
   };
   return Object.assign(handle, { close, [Symbol.asyncDispose]: close });

@@ -94,7 +94,9 @@ export function queuesPage(v: View, queues: QueueSummary[], series: HourSeries[]
       <tbody>${queues.map((s, i) =>
         html`
           <tr>
-            <td><a href="${q(v, s.name)}">${s.name}</a></td>
+            <td>${/^\.+$/.test(s.name)
+              ? s.name
+              : html`<a href="${q(v, s.name)}">${s.name}</a>`}</td>
             <td>${state(s.stats.paused ? "paused" : "running")}</td>
             <td class="num">${s.stats.waiting}</td>
             <td class="num">${s.stats.active}</td>

@@ -11,7 +11,8 @@
  * - 'stream': its entry id in the lane. Only entries past the group's last delivered id go:
  *   those no consumer has read. A pending entry is never past it, so a job read meanwhile stays.
  *   Webhook deliveries (task `sluice.webhook`) stay too: they report jobs that have ended.
- * - 'delayed': its job id, removed from the delayed zset if it is still there.
+ * - 'delayed': its job id, removed from the delayed zset if it is still there (webhook
+ *   deliveries waiting to be tried again stay).
  * - 'line': "<place> <group>", for a grouped job waiting in its group's line (the record key
  *   names the job id, which the item at that place must match).
  * Reply: how many jobs were drained.
@@ -79,10 +80,12 @@ for i = 7, #ARGV do
       ends(rec, f)
     end
   elseif mode == 'delayed' then
-    if redis.call('ZREM', delayed, id) == 1 then
-      local ok, f = pcall(cjson.decode, redis.call('HGET', payloads, id) or '')
+    local ok, f = pcall(cjson.decode, redis.call('HGET', payloads, id) or '')
+    if not ok or type(f) ~= 'table' then f = {'id', id} end
+    -- A webhook delivery waiting to be tried again reports a job that ended: it stays.
+    if field(f, 'task') ~= 'sluice.webhook' and redis.call('ZREM', delayed, id) == 1 then
       redis.call('HDEL', payloads, id)
-      ends(rec, ok and type(f) == 'table' and f or {'id', id})
+      ends(rec, f)
     end
   else
     local place, g = string.match(ARGV[i], '^(%d+) (.*)$')
