@@ -9,6 +9,8 @@ import puppeteer from "puppeteer-core";
 import { Queue, task, Worker } from "../mod.ts";
 import { dashboard, serveDashboard } from "../src/dashboard/main.ts";
 import { startRedis } from "../src/testing.ts";
+import { hourSeries } from "../src/dashboard/_live.ts";
+import { inspect } from "./_helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 
@@ -358,4 +360,35 @@ Deno.test("dashboard: only this machine's names without a token; bearer scripts 
   assert.equal(refused.status, 403);
   await refused.body?.cancel();
   assert.equal(await queue.isPaused(), true);
+});
+
+Deno.test("dashboard sparklines count the last hour's ends from the events, and mark what the events do not cover", async () => {
+  await using redis = await startRedis();
+  await using raw = inspect(redis.url);
+  await using queue = new Queue("s", { redis: redis.url });
+  await queue.enqueueMany("ok", [1, 2, 3].map((n) => ({ data: n })));
+  await queue.enqueue("bad", 1);
+  await using worker = new Worker("s", [
+    task("ok", () => "fine"),
+    task("bad", () => {
+      throw new Error("no");
+    }, { retry: { attempts: 1 } }),
+  ], { redis: redis.url, handleSignals: false });
+  let ended = 0;
+  const all = Promise.withResolvers<void>();
+  const count = () => ++ended === 4 && all.resolve();
+  worker.addEventListener("completed", count);
+  worker.addEventListener("dead", count);
+  const run = worker.run();
+  await all.promise;
+  await worker.stop();
+  await run;
+  const series = await hourSeries(raw, queue.keys, Date.now() + 1_000);
+  assert.equal(series.completed.reduce((a, b) => a + b, 0), 3);
+  assert.equal(series.failed.reduce((a, b) => a + b, 0), 1);
+  assert.equal(series.from, 59, "a queue a minute old: the hour before it is unknown");
+  await using app = await served({ redis: redis.url });
+  const home = await (await fetch(app.url)).text();
+  assert.match(home, /3 in 1 min/);
+  assert.match(home, /no events kept from before then/);
 });

@@ -133,7 +133,10 @@ export class LiveHub {
 export interface HourSeries {
   completed: number[];
   failed: number[];
-  /** The first minute the events cover (0 if the whole hour): the stream is capped. */
+  /**
+   * The first minute the events cover (0 if the whole hour): the stream is capped, and a
+   * queue may be younger than the hour.
+   */
   from: number;
 }
 
@@ -168,10 +171,11 @@ export async function hourSeries(client: Redis, keys: Keys, now: number): Promis
     end = `(${entries.at(-1)![0]}`;
     full = step === 9;
   }
-  // If the stream was trimmed inside the hour, the minutes before its oldest entry are unknown.
+  // The minutes before the stream's oldest entry are unknown: it was trimmed (capped), or the
+  // queue is younger than the hour. So are those before the last step read, if 10 did not
+  // reach the hour's start.
   const [first] = await client.xrange(keys.events, "-", "+", "COUNT", 1);
-  const trimmed = full || (first !== undefined && Number(first[0].split("-")[0]) > start &&
-    await client.xlen(keys.events) >= 1_000);
-  const from = trimmed ? Math.max(0, Math.floor((oldest - start) / 60_000)) : 0;
+  const known = full ? oldest : first === undefined ? start : Number(first[0].split("-")[0]);
+  const from = Math.min(MINUTES - 1, Math.max(0, Math.floor((known - start) / 60_000)));
   return { completed, failed, from };
 }

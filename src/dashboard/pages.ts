@@ -127,7 +127,7 @@ function perMinute(values: readonly number[], from: number): string {
 /** A series' total, and over how long when the events cover less than the hour. */
 function total(values: readonly number[], from: number): string {
   const n = sum(values);
-  return from > 0 ? `${n} in the last ${values.length - from} min` : String(n);
+  return from > 0 ? `${n} in ${values.length - from} min` : String(n);
 }
 
 function sum(values: readonly number[]): number {
