@@ -114,6 +114,12 @@ export interface Keys {
    * ids of the jobs it happened to.
    */
   readonly events: string;
+  /**
+   * Jobs completed and failed per minute, over the last 64 minutes (scripts/_prelude.ts
+   * `tally`): a hash of `m<slot>` (the minute, epoch ms / 60,000), `c<slot>` and `f<slot>`,
+   * slot = minute % 64. Written by settles with events on; the dashboard's sparklines read it.
+   */
+  readonly minutes: string;
   /** The key of one job's record: a hash of its state, timestamps, result or error. */
   job(id: string): string;
   /** The prefix of every job record's key: scripts read a job id off its record's key. */
@@ -177,6 +183,7 @@ export function queueKeys(name: string, prefix: string): Keys {
     groupLines: `${base}:glines`,
     groupSlots: `${base}:gslots`,
     events: `${base}:events`,
+    minutes: `${base}:minutes`,
     job: (id) => `${base}:job:${id}`,
     jobPrefix: `${base}:job:`,
   };

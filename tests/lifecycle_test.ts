@@ -361,10 +361,20 @@ Deno.test("after 100k jobs with keepResult 0, Redis holds no per-job keys and th
   const keys = (await db.keys("*")).sort();
   assert.deepEqual(
     keys,
-    [queue.keys.events, queue.keys.stream],
+    [queue.keys.events, queue.keys.minutes, queue.keys.stream],
     `left: ${keys.slice(0, 5).join(", ")}`,
   );
-  assert.equal(await db.dbsize(), 2, "the (empty) stream, which holds the group, and the events");
+  assert.equal(
+    await db.dbsize(),
+    3,
+    "the (empty) stream, which holds the group, the events and the per-minute counts",
+  );
+  // The per-minute counts hold a ring of at most 64 minutes: 3 fields each.
+  assert.ok(await db.hlen(queue.keys.minutes) <= 3 * 64);
+  const ring = await db.hgetall(queue.keys.minutes);
+  const counted = Object.entries(ring).filter(([k]) => k.startsWith("c"))
+    .reduce((sum, [, v]) => sum + Number(v), 0);
+  assert.equal(counted, n, "every completion counted once");
   // The events stream is capped near 10,000 events, of the 300,000 written (approximately:
   // each entry trims to cap / its own count of entries).
   let events = 0;

@@ -143,14 +143,29 @@ export interface HourSeries {
 const MINUTES = 60;
 
 /**
- * Counts a queue's completions and failures (dead and retrying) per minute over the last
- * hour, from its events stream: at most 10 steps of 1,000 entries, newest first. The stream
- * is capped (about 10,000 events by default), so on a busy queue it covers less than an
- * hour; `from` says where the data starts.
+ * Counts a queue's completions and failures (retried or dead) per minute over the last hour:
+ * from the per-minute counts settles keep (`keys.minutes`), or, for a queue that has none (no
+ * settle with events on since this version), from its events stream: at most 10 steps of
+ * 1,000 entries, newest first. The stream is capped (about 10,000 events by default), so on a
+ * busy queue it covers less than an hour; `from` says where the data starts.
  */
 export async function hourSeries(client: Redis, keys: Keys, now: number): Promise<HourSeries> {
   const completed = new Array<number>(MINUTES).fill(0);
   const failed = new Array<number>(MINUTES).fill(0);
+  // The per-minute counts settles keep (a ring of 64 minutes), when there are any.
+  const ring = await client.hgetall(keys.minutes);
+  const minute = Math.floor(now / 60_000);
+  let counted = false;
+  for (let slot = 0; slot < 64; slot++) {
+    const stamp = ring[`m${slot}`];
+    if (stamp === undefined) continue;
+    counted = true;
+    const at = MINUTES - 1 - (minute - Number(stamp));
+    if (at < 0 || at >= MINUTES) continue;
+    completed[at]! += Number(ring[`c${slot}`] ?? 0);
+    failed[at]! += Number(ring[`f${slot}`] ?? 0);
+  }
+  if (counted) return { completed, failed, from: 0 };
   const start = now - MINUTES * 60_000;
   let end = "+", oldest = now, full = false;
   for (let step = 0; step < 10; step++) {

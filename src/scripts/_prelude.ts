@@ -222,6 +222,21 @@ local function hook(target, f, state, detail, now)
     EV_N = EV_N + 1
   end
 end
+-- Counts, in hash \`key\`, the jobs that completed and failed (retried or dead) in the minute
+-- of \`now\`: a ring of 64 minutes, fields m<slot> (the minute, ms / 60000), c<slot> and
+-- f<slot>, slot = minute % 64. Two or three calls per script run, whatever its size; the
+-- dashboard's sparklines read it (the events stream is capped, so it cannot tell an hour).
+local function tally(key, now, done, failed)
+  if done + failed == 0 then return end
+  local m = math.floor(now / 60000)
+  local slot = tostring(m % 64)
+  if redis.call('HGET', key, 'm' .. slot) ~= tostring(m) then
+    redis.call('HSET', key, 'm' .. slot, tostring(m), 'c' .. slot, done, 'f' .. slot, failed)
+    return
+  end
+  if done > 0 then redis.call('HINCRBY', key, 'c' .. slot, done) end
+  if failed > 0 then redis.call('HINCRBY', key, 'f' .. slot, failed) end
+end
 -- The task of a job's record (field job is "<enq> <task>"), for an event.
 local function rec_task(rec)
   local r = redis.call('HMGET', rec, 'job', 'task')

@@ -4,7 +4,7 @@
  *
  * KEYS: stream, dead, delayed, payloads, waiters, events, the four group keys if ARGV's 12th
  * value is 'g' (see _gate.ts), then the record key of each operation that has one (every
- * operation but `bury`), in order.
+ * operation but `bury`), in order, then with events on the per-minute counts (see `tally`).
  * ARGV: group, wake channel, done channel prefix, keep ms (0: keep no record), live ms (record
  * TTL while a job is pending), max dead (0: unbounded), consumer, record key prefix, the batch's
  * lowest and highest entry ids, the stream's priority name ('' for the lowest: written in
@@ -272,6 +272,7 @@ local function trim(stream, group, acked, newest)
   end
 end
 local k, o, nd = G and 11 or 7, 0, 0 -- the next record key; how many codes and acked ids so far
+local n_done, n_failed = 0, 0 -- jobs completed, and failed (retried or dead), for tally()
 for i = 18, #ARGV, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if task_of then EV_TASK = task_of[(i - 13) / 5] else EV_TASK = tasks end
@@ -296,6 +297,7 @@ for i = 18, #ARGV, 5 do
     -- Acked together after the loop: one XACK per batch.
     nd = nd + 1
     done_ids[nd] = entry
+    if op ~= 'cancel' then n_done = n_done + 1 end
     if EV and op == 'ack' and acked_n == 0 then
       ev('completed ' .. EV_TASK, string.sub(rec, skip))
     end
@@ -353,6 +355,9 @@ for i = 18, #ARGV, 5 do
       return redis.error_reply(tostring(code.err or code))
     else
       out[o] = code
+      if code == 1 and (op == 'retry' or op == 'dead' or op == 'bury') then
+        n_failed = n_failed + 1
+      end
     end
   end
 end
@@ -369,6 +374,7 @@ end
 g_flush()
 if EV then ev_batch('completed ' .. tasks, acked, acked_n, lost) end
 ev_flush()
+if EV then tally(KEYS[#KEYS], now, n_done, n_failed) end
 announce()
 return out
 `;
@@ -405,6 +411,7 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     if (entryBefore(entryId, low)) low = entryId;
     else if (entryBefore(high, entryId)) high = entryId;
   }
+  if (events) args.push(keys.minutes);
   args[0] = String(args.length - 1);
   args.push(
     q.group,
