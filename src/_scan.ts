@@ -46,12 +46,6 @@ export async function lastDelivered(client: Redis, stream: string, group: string
   return String(info?.["last-delivered-id"] ?? "0-0");
 }
 
-/** True if entry id a comes after entry id b. */
-export function later(a: string, b: string): boolean {
-  const [am = 0, as = 0] = a.split("-").map(Number), [bm = 0, bs = 0] = b.split("-").map(Number);
-  return am > bm || am === bm && as > bs;
-}
-
 /**
  * Walks the keys matching `match` (a pattern within one queue's hash tag) with SCAN, calling
  * `each` with every step's keys.

@@ -19,15 +19,8 @@ import { fieldsToRecord } from "./codec.ts";
 import type { HandleContext } from "./handle.ts";
 import type { Lanes } from "./priority.ts";
 import { checkInt, show } from "./_options.ts";
-import {
-  ENTRY_STEP,
-  lastDelivered,
-  later,
-  lineFields,
-  recordedLanes,
-  scanStep,
-  STEP,
-} from "./_scan.ts";
+import { entryBefore } from "./scripts/settle.ts";
+import { ENTRY_STEP, lastDelivered, lineFields, recordedLanes, scanStep, STEP } from "./_scan.ts";
 
 /** The states `queue.jobs()` lists. */
 export type ListState = "waiting" | "active" | "delayed" | "completed" | "dead" | "cancelled";
@@ -208,7 +201,7 @@ async function readWaiting(
     for (; lane < lanes.streams.length; lane++, after = undefined) {
       const stream = lanes.streams[lane]!;
       const last = await lastDelivered(client, stream, ctx.group);
-      let from = after !== undefined && later(after, last) ? after : last;
+      let from = after !== undefined && entryBefore(last, after) ? after : last;
       while (true) {
         const entries = await client.xrange(
           stream,

@@ -15,6 +15,7 @@ import type { AdminContext } from "./admin.ts";
 import { lastDelivered, lineFields, recordedLanes, scanKeys } from "./_scan.ts";
 import { fieldsToRecord } from "./codec.ts";
 import { checkInt, show } from "./_options.ts";
+import { redisNow } from "./stats.ts";
 import { replayArgs } from "./scripts/replay.ts";
 import { cleanArgs, drainArgs, type DrainMode } from "./scripts/drain.ts";
 
@@ -73,12 +74,6 @@ function check(action: string, options: BulkOptions): void {
     throw new TypeError(`${action}: onProgress must be a function, got ${show(onProgress)}`);
   }
   signal?.throwIfAborted();
-}
-
-/** Redis's clock, ms. */
-async function redisNow(ctx: AdminContext): Promise<number> {
-  const [seconds, micros] = await ctx.client().time();
-  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
 }
 
 /**
@@ -231,7 +226,7 @@ export async function clean(
   const { olderThan, signal, onProgress } = options;
   checkInt(action, "olderThan", olderThan, 0, Number.MAX_SAFE_INTEGER);
   const client = ctx.client();
-  const cutoff = await redisNow(ctx) - olderThan;
+  const cutoff = await redisNow(ctx.client()) - olderThan;
   let deleted = 0;
   if (state === "dead") {
     // Dead letters' entry ids are their time of death (Redis's clock).
@@ -279,7 +274,7 @@ export async function obliterate(
     throw new TypeError(`${action}: force must be a boolean, got ${show(force)}`);
   }
   const client = ctx.client();
-  const live = await client.zcount(ctx.keys.workers, await redisNow(ctx), "+inf");
+  const live = await client.zcount(ctx.keys.workers, await redisNow(ctx.client()), "+inf");
   if (live > 0 && !force) {
     throw new SluiceError(
       `${action}: ${live} live worker${live === 1 ? " is" : "s are"} attached; stop ${

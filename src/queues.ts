@@ -113,8 +113,14 @@ export async function openQueue(
   options: QueueOptions & { prefix: string },
 ): Promise<Queue> {
   const lanes = await recordedLanes(client, queueKeys(name, options.prefix));
-  return new Queue(name, {
-    ...options,
-    ...(lanes.names.length > 0 ? { priorities: lanes.names } : {}),
-  });
+  return queueFor(name, lanes.names, options);
+}
+
+/** A queue handle with these recorded priorities (none: one priority). */
+export function queueFor(
+  name: string,
+  priorities: readonly string[],
+  options: QueueOptions,
+): Queue {
+  return new Queue(name, { ...options, ...(priorities.length > 0 ? { priorities } : {}) });
 }

@@ -25,6 +25,7 @@
  *
  * @module
  */
+import { redisNow } from "./stats.ts";
 import { Cron } from "croner";
 import { encodeData, encodeFields, uuidv7 } from "./codec.ts";
 import { toError, ValidationError } from "./errors.ts";
@@ -430,12 +431,6 @@ function parseState(raw: string): RunState {
   } catch {
     return {};
   }
-}
-
-/** Redis TIME in ms: ticks are judged on Redis's clock. */
-async function redisNow(client: ScriptClient): Promise<number> {
-  const [sec, usec] = await client.time();
-  return Number(sec) * 1_000 + Math.floor(Number(usec) / 1_000);
 }
 
 /**

@@ -40,6 +40,12 @@ export interface QueueStats {
   paused: boolean;
 }
 
+/** Redis's clock (TIME) in ms: what heartbeats, ticks and cutoffs are judged on. */
+export async function redisNow(client: Redis): Promise<number> {
+  const [seconds, micros] = await client.time();
+  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+}
+
 /** The most workers `liveWorkers` lists. */
 const MAX_WORKERS = 10_000;
 
@@ -93,8 +99,7 @@ export async function stats(
   const { delayed, dead, workers, paused } = keys;
   const { streams, names, labels } = lanes;
   // Heartbeats are scored on Redis's clock: count live ones against it too.
-  const [seconds, micros] = await client.time();
-  const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+  const now = await redisNow(client);
   // Every stream's reads go out together: as many round trips as with one stream.
   const [delayedCount, deadCount, live, pausedFlag, ...counts] = await Promise.all([
     client.zcard(delayed),
@@ -217,8 +222,7 @@ export interface WorkerInfo {
  * ```
  */
 export async function liveWorkers(client: Redis, keys: Keys): Promise<WorkerInfo[]> {
-  const [seconds, micros] = await client.time();
-  const now = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+  const now = await redisNow(client);
   // One MULTI, so that a worker stopping meanwhile is either listed with its record or not.
   const replies = await client.multi()
     .zrangebyscore(keys.workers, now, "+inf", "WITHSCORES", "LIMIT", 0, MAX_WORKERS)

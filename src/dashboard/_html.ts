@@ -57,11 +57,6 @@ export function raw(text: string): Html {
   return new Html(text);
 }
 
-/** A JSON value for a `<script type="application/json">` block, safe against `</script>`. */
-export function jsonBlock(value: unknown): Html {
-  return raw(JSON.stringify(value).replace(/</g, "\\u003c"));
-}
-
 /**
  * An SVG sparkline of `values`, bars from oldest to newest; `from` is the first bucket the
  * data covers (earlier ones are drawn pale: no data).

@@ -24,8 +24,8 @@
  *
  * @module
  */
-import { Queue } from "../queue.ts";
-import { describeQueue, listQueues } from "../queues.ts";
+import type { Queue } from "../queue.ts";
+import { describeQueue, listQueues, queueFor } from "../queues.ts";
 import { recordedLanes } from "../_scan.ts";
 import { checkName, queueKeys } from "../keys.ts";
 import { LIST_STATES, type ListState } from "../admin.ts";
@@ -182,13 +182,7 @@ export function dashboard(options: DashboardOptions = {}): DashboardHandler {
       queues.set(name, known);
       return known.queue;
     }
-    const queue = new Queue(name, {
-      redis,
-      prefix,
-      group,
-      logger: "text",
-      ...(lanes.names.length > 0 ? { priorities: [...lanes.names] } : {}),
-    });
+    const queue = queueFor(name, lanes.names, { redis, prefix, group, logger: "text" });
     queues.set(name, { queue, record: lanes.record });
     if (known !== undefined) retire(known.queue);
     if (queues.size > MAX_QUEUES) {

@@ -492,7 +492,7 @@ function tasksOf(ops: readonly SettleOp[]): string {
 }
 
 /** Stream entry ids compare as two numbers of any size: as digit strings, length first. */
-function entryBefore(a: string, b: string): boolean {
+export function entryBefore(a: string, b: string): boolean {
   const cutA = a.indexOf("-"), cutB = b.indexOf("-");
   if (cutA !== cutB) return cutA < cutB;
   // Both parts of the same lengths (the usual case): the strings compare as the numbers do.
