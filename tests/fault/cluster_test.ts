@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { type Durability, Queue } from "../../mod.ts";
 import { delay } from "../../src/async.ts";
 import { startCluster } from "../../src/testing.ts";
-import { waitForRedis, WorkerProcess } from "../_helpers.ts";
+import { inspect, waitForRedis, WorkerProcess } from "../_helpers.ts";
 import { attempt, masterOf } from "../_cluster.ts";
 import { deliveredTwiceAsNew, Ledger, work } from "./_ledger.ts";
 
@@ -73,6 +73,13 @@ async function failover(durability: Durability | undefined) {
     // command well before a replica takes over) would reject with a connection error.
     const awaited = await queue.enqueueMany("work", work(20, 50, "r"));
     ledger.add(awaited.map((h) => h.id));
+    // These jobs are not at risk: the replica has them before the kill. Replication keeps
+    // order, so once it has a later write of the owner's (WAIT), it has them too.
+    {
+      await using direct = inspect(cluster.nodes.find((n) => n.port === owner.port)!.url);
+      await direct.set("{q}:replicated", "1");
+      assert.ok(await direct.wait(1, 10_000) >= 1, "a replica caught up before the kill");
+    }
     const waiting = Promise.allSettled(
       awaited.map((h) => h.result({ signal: AbortSignal.timeout(30_000) })),
     );
