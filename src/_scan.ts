@@ -102,13 +102,22 @@ export function slotOf(tag: string): number {
   return crc % 16384;
 }
 
+/** The fields whose values a line item in the short form holds, in order (see scripts/_gate.ts). */
+const SHORT_FIELDS = ["v", "id", "task", "data", "attempt", "enq", "group"];
+
 /**
  * A waiting job's fields as its group's line stores them (see scripts/_gate.ts): MessagePack
- * strings one after another, or, as earlier versions wrote them, a JSON array.
+ * strings one after another, names and values (the full form), or the integer 1 and then the
+ * values of SHORT_FIELDS (the short form); or, as earlier versions wrote them, a JSON array.
  *
  * @returns The flat field list, or undefined if the item cannot be read.
  */
 export function lineFields(item: Uint8Array): string[] | undefined {
+  if (item[0] === 0x01) {
+    const values = msgpackStrings(item, 1);
+    if (values?.length !== SHORT_FIELDS.length) return undefined;
+    return SHORT_FIELDS.flatMap((name, i) => [name, values[i]!]);
+  }
   if (item[0] === 0x5b) {
     try {
       const parsed = JSON.parse(new TextDecoder().decode(item));
@@ -117,10 +126,15 @@ export function lineFields(item: Uint8Array): string[] | undefined {
       return undefined;
     }
   }
+  return msgpackStrings(item, 0);
+}
+
+/** The MessagePack strings of `item` from byte `start` on, or undefined if it holds another type. */
+function msgpackStrings(item: Uint8Array, start: number): string[] | undefined {
   const out: string[] = [];
   const view = new DataView(item.buffer, item.byteOffset, item.byteLength);
   const text = new TextDecoder();
-  let i = 0;
+  let i = start;
   while (i < item.length) {
     const b = item[i]!;
     let len: number, head: number;

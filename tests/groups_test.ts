@@ -5,6 +5,7 @@
  * Redis Cluster, and every option edge.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { type AnyTask, Queue, task, type TaskContext, ValidationError, Worker } from "../mod.ts";
 import { startCluster, startRedis } from "../src/testing.ts";
 import { busiest, inspect, runUntil } from "./_helpers.ts";
@@ -570,6 +571,100 @@ Deno.test("lines written by the previous version (text states, JSON jobs) are re
   assert.equal(done.length, 3);
   // One at a time, in line order: the state and the waiting jobs were read as written.
   assert.deepEqual(seen, [0, 1, 2]);
+  await assertDrained(redis.url);
+});
+
+Deno.test("a line holds jobs in the short form or the full one, as each fits; both are listed, cancelled and run in order", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.groups.set("mix", { concurrency: 1 });
+  await using db = inspect(redis.url);
+  const ids: string[] = [];
+  ids.push(await queue.enqueue("t", 0, { group: "mix" }).then((j) => j.id)); // runs first
+  // Short: just the fields every job has, and its group. Full: with a timeout of its own.
+  ids.push(await queue.enqueue("t", 1, { group: "mix" }).then((j) => j.id));
+  ids.push(await queue.enqueue("t", 2, { group: "mix", timeout: 5_000 }).then((j) => j.id));
+  ids.push(await queue.enqueue("t", 3, { group: "mix" }).then((j) => j.id));
+  // What a version before the short form left: every name and value, MessagePack strings.
+  const pack = (...texts: string[]) =>
+    Buffer.concat(texts.map((t) => {
+      const bytes = Buffer.from(t);
+      return Buffer.concat([Buffer.from([0xd9, bytes.length]), bytes]);
+    }));
+  const old = ["v", "1", "id", "old-4", "task", "t", "data", "4", "attempt", "1", "enq"]
+    .concat([String(Date.now()), "group", "mix"]);
+  const state = await db.hgetBuffer(queue.keys.groupLines, "mix");
+  const [r, h, t, n] = [1, 9, 17, 25].map((at) => Number(state!.readBigInt64LE(at)));
+  assert.deepEqual([r, h, t, n], [1, 0, 3, 3]);
+  await db.hset(queue.keys.groupJobs, "4:mix", pack(...old));
+  const next = Buffer.from(state!);
+  next.writeBigInt64LE(4n, 17);
+  next.writeBigInt64LE(4n, 25);
+  await db.hset(queue.keys.groupLines, "mix", next);
+  ids.push("old-4");
+  const forms = await Promise.all(
+    ["1:mix", "2:mix", "3:mix", "4:mix"].map((f) => db.hgetBuffer(queue.keys.groupJobs, f)),
+  );
+  assert.deepEqual(forms.map((b) => b![0]), [0x01, 0xa1, 0x01, 0xd9]);
+  // Listed with their data, whatever the form (the first from the stream, the rest from the line).
+  const page = await queue.jobs("waiting", { group: "mix" });
+  const byId = (a: string[], b: string[]) => a[0]! < b[0]! ? -1 : 1;
+  assert.deepEqual(
+    page.jobs.map((j) => [j.id, j.data as string]).sort(byId),
+    ids.map((id, i) => [id, String(i)]).sort(byId),
+  );
+  // A short one and a full one cancelled while they wait: the rest run, in line order.
+  assert.deepEqual(await queue.job(ids[1]!).cancel(), { cancelled: true, state: "waiting" });
+  assert.deepEqual(await queue.job(ids[2]!).cancel(), { cancelled: true, state: "waiting" });
+  const seen: number[] = [];
+  const worker = new Worker("q", [task("t", (x: number) => void seen.push(x))], {
+    redis: redis.url,
+    handleSignals: false,
+  });
+  await runUntil(worker, 3);
+  assert.deepEqual(seen, [0, 3, 4]);
+  await assertDrained(redis.url);
+});
+
+Deno.test("a grouped entry written straight to the stream holds no room, and its ack gives none back", async () => {
+  await using redis = await startRedis();
+  await using queue = new Queue("q", { redis: redis.url });
+  await queue.groups.set("g", { concurrency: 1 });
+  await queue.enqueue("t", "held", { group: "g" }); // holds the group's one slot
+  await queue.enqueue("t", "next", { group: "g" }); // waits in its line
+  // Another language's producer, with a plain XADD of wire format 1: the job bypasses the gate.
+  await using db = inspect(redis.url);
+  const enq = String(Date.now());
+  const hand = [
+    "v",
+    "1",
+    "id",
+    "by-hand",
+    "task",
+    "t",
+    "data",
+    '"hand"',
+    "attempt",
+    "1",
+    "enq",
+    enq,
+  ];
+  await db.xadd(queue.keys.stream, "*", ...hand, "group", "g");
+  const release = Promise.withResolvers<void>();
+  const afterHand = Promise.withResolvers<[number, number]>();
+  const t = task("t", async (what: string) => {
+    if (what === "held") await release.promise;
+  });
+  const worker = new Worker("q", [t], { redis: redis.url, concurrency: 4, handleSignals: false });
+  worker.addEventListener("completed", (e) => {
+    if (e.detail.job.data !== "hand") return;
+    queue.groups.list().then(([g]) => afterHand.resolve([g!.running, g!.waiting]));
+  });
+  const done = runUntil(worker, 3);
+  // The hand-written job ran and was acked while "held" still runs: the line has not moved.
+  assert.deepEqual(await afterHand.promise, [1, 1]);
+  release.resolve();
+  assert.equal((await done).length, 3);
   await assertDrained(redis.url);
 });
 

@@ -64,6 +64,8 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     ...["release", "10-10", "2", "", ""],
     ...["cancel", "11-0", "2", "", " 2 c"],
     ...["dead", "12-0", "2", "bad", "failed"],
+    // With the group keys, each operation's group follows ('' for none).
+    ...["", "", "", "", "", ""],
   ]);
 });
 

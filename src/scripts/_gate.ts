@@ -70,18 +70,16 @@ local function g_cap(g)
   g_caps[g] = cap
   return cap
 end
--- What the script changed and has not written yet: per hash, field -> value (false: deleted),
--- and the fields in the order they were first changed.
+-- What the script changed and has not written yet: per hash, field -> value (false: deleted).
+-- A change is a plain assignment to these tables, no call.
 local g_lines, g_items, g_slots = {}, {}, {}
-local g_changed = {{}, {}, {}}
-local function g_set(store, order, f, v)
-  if store[f] == nil then order[#order + 1] = f end
-  store[f] = v
-end
+-- The library functions a settle calls per job, as upvalues: each global lookup saved counts.
+local G_CALL, G_BYTE, G_PACK, G_UNPACK = redis.call, string.byte, struct.pack, struct.unpack
+local G_MP_UNPACK, G_FMT = cmsgpack.unpack, string.format
 -- Reads field f of a gate hash through what the script changed: its value, or nil.
 local function g_read(store, key, f)
   local v = store[f]
-  if v == nil then return redis.call('HGET', key, f) end
+  if v == nil then return G_CALL('HGET', key, f) end
   return v or nil
 end
 -- Writes what the script changed to the gate's hashes, in a few large calls. With \`pad\`, the
@@ -89,10 +87,9 @@ end
 -- hash table, never as a listpack, whose lookups scan every field (a listpack of 100 groups
 -- made each lookup cost about 2.5 times a hash table's).
 local G_PAD = string.rep(' ', 64)
-local function g_write(key, store, order, pad)
+local function g_write(key, store, pad)
   local set, del = {}, {}
-  for _, f in ipairs(order) do
-    local v = store[f]
+  for f, v in pairs(store) do
     if v then
       set[#set + 1] = f
       set[#set + 1] = v
@@ -106,11 +103,10 @@ local function g_write(key, store, order, pad)
 end
 local function g_flush()
   if not G then return end
-  g_write(G[2], g_items, g_changed[1])
-  g_write(G[3], g_lines, g_changed[2], true)
-  g_write(G[4], g_slots, g_changed[3])
+  g_write(G[2], g_items)
+  g_write(G[3], g_lines, true)
+  g_write(G[4], g_slots)
   g_items, g_lines, g_slots = {}, {}, {}
-  g_changed = {{}, {}, {}}
 end
 local function g_done()
   if not G_LAZY then g_flush() end
@@ -122,8 +118,8 @@ end
 local function g_get(g)
   local v = g_read(g_lines, G[3], g)
   if not v then return 0, 0, 0, 0 end
-  if string.byte(v) == 255 then
-    local r, h, t, n = struct.unpack('<xi8i8i8i8', v)
+  if G_BYTE(v) == 255 then
+    local r, h, t, n = G_UNPACK('<xi8i8i8i8', v)
     return r, h, t, n
   end
   local r, h, t, n = string.match(v, '^(%d+) (%d+) (%d+) (%d+)')
@@ -134,38 +130,64 @@ end
 local function g_put(g, r, h, t, n)
   if n <= 0 then h, t, n = 0, 0, 0 end
   if r <= 0 and n == 0 then
-    g_set(g_lines, g_changed[2], g, false)
+    g_lines[g] = false
   else
-    g_set(g_lines, g_changed[2], g, struct.pack('<Bi8i8i8i8', 255, math.max(r, 0), h, t, n))
+    g_lines[g] = G_PACK('<Bi8i8i8i8', 255, r > 0 and r or 0, h, t, n)
   end
 end
 -- Adds a job of g to the stream with its slot (the caller counts it): returns the entry id.
 local function g_add(stream, g, f)
   local id = field(f, 'id') or ''
   local entry = redis.call('XADD', stream, '*', unpack(f))
-  g_set(g_slots, g_changed[3], 'e:' .. entry, g .. '\\n' .. id)
-  g_set(g_slots, g_changed[3], 'j:' .. id, entry)
+  g_slots['e:' .. entry] = g .. '\\n' .. id
+  g_slots['j:' .. id] = entry
   return entry
 end
--- A waiting job's fields as stored in the line: MessagePack, one value per field (decoding
--- costs half of JSON's). Lines written before were JSON arrays, which start with '['.
+-- A waiting job's fields as stored in the line, MessagePack, in one of two forms:
+-- - short: the integer 1, then the values of v, id, task, data, attempt, enq and group, for a
+--   job with just these fields in this order (every job sluice enqueues unsigned, with no
+--   retry, timeout or trace of its own): its names are not stored, and moving it in creates 8
+--   Lua strings, not 18;
+-- - full: one value per field, names and values, for any other job.
+-- Lines written before were JSON arrays, which start with '['.
 local function g_pack(f)
+  if #f == 14 and f[1] == 'v' and f[3] == 'id' and f[5] == 'task' and f[7] == 'data'
+      and f[9] == 'attempt' and f[11] == 'enq' and f[13] == 'group' then
+    return cmsgpack.pack(1, f[2], f[4], f[6], f[8], f[10], f[12], f[14])
+  end
   return cmsgpack.pack(unpack(f))
 end
 local function g_unpack(item)
-  if string.byte(item) == 91 then return cjson.decode(item) end
+  local b = string.byte(item)
+  if b == 91 then return cjson.decode(item) end
+  if b == 1 then
+    local _, v, id, task, data, attempt, enq, g = cmsgpack.unpack(item)
+    return {'v', v, 'id', id, 'task', task, 'data', data, 'attempt', attempt, 'enq', enq,
+      'group', g}
+  end
   return {cmsgpack.unpack(item)}
 end
+-- As g_add, for a job as its line keeps it: one in the short form goes in without a table.
+local function g_add_item(stream, g, item)
+  if G_BYTE(item) ~= 1 then return g_add(stream, g, g_unpack(item)) end
+  local _, v, id, task, data, attempt, enq, group = G_MP_UNPACK(item)
+  local entry = G_CALL('XADD', stream, '*', 'v', v, 'id', id, 'task', task, 'data', data,
+    'attempt', attempt, 'enq', enq, 'group', group)
+  g_slots['e:' .. entry] = g .. '\\n' .. id
+  g_slots['j:' .. id] = entry
+  return entry
+end
 -- Takes the next job of g's line after place h (up to t), skipping places a cancel emptied:
--- its fields (or nil), and the place taken.
+-- the item as its line keeps it (or nil), and the place taken.
 local function g_take(g, h, t)
   while h < t do
     h = h + 1
-    local place = h .. ':' .. g
+    -- Formatted as an integer: a number concatenated is formatted as a float, at twice the cost.
+    local place = G_FMT('%d:%s', h, g)
     local item = g_read(g_items, G[2], place)
     if item then
-      g_set(g_items, g_changed[1], place, false)
-      return g_unpack(item), h
+      g_items[place] = false
+      return item, h
     end
   end
   return nil, h
@@ -177,12 +199,12 @@ local function g_fill(stream, g, most)
   local r, h, t, n = g_get(g)
   local moved = 0
   while moved < most and r < cap and n > 0 do
-    local f
-    f, h = g_take(g, h, t)
-    if not f then
+    local item
+    item, h = g_take(g, h, t)
+    if not item then
       n = 0
     else
-      g_add(stream, g, f)
+      g_add_item(stream, g, item)
       r, n, moved = r + 1, n - 1, moved + 1
     end
   end
@@ -199,7 +221,7 @@ local function g_unwait(g, place, id)
   if not item then return false end
   local f = g_unpack(item)
   if field(f, 'id') ~= id then return false end
-  g_set(g_items, g_changed[1], place .. ':' .. g, false)
+  g_items[place .. ':' .. g] = false
   local r, h, t, n = g_get(g)
   g_put(g, r, h, t, n - 1)
   g_done()
@@ -207,14 +229,23 @@ local function g_unwait(g, place, id)
 end
 -- Entry \`entry\` left the stream: if it was a grouped job's, its group gets the room back and
 -- its next waiting job moves in. Returns the group, or nil.
-local function g_free(stream, entry)
+-- With \`known\` group and \`id\` (the settle's, read by the worker off the entry itself), an
+-- entry whose slot this script has not touched is looked up by deleting it: one HDEL says
+-- whether it held one, and nothing is read back.
+local function g_free(stream, entry, known, id)
   local slot = 'e:' .. entry
-  local v = g_read(g_slots, G[4], slot)
-  if not v then return nil end
-  local cut = string.find(v, '\\n', 1, true)
-  local g, id = string.sub(v, 1, cut - 1), string.sub(v, cut + 1)
-  g_set(g_slots, g_changed[3], slot, false)
-  g_set(g_slots, g_changed[3], 'j:' .. id, false)
+  local g
+  if known and g_slots[slot] == nil then
+    if G_CALL('HDEL', G[4], slot) == 0 then return nil end
+    g = known
+  else
+    local v = g_read(g_slots, G[4], slot)
+    if not v then return nil end
+    local cut = string.find(v, '\\n', 1, true)
+    g, id = string.sub(v, 1, cut - 1), string.sub(v, cut + 1)
+    g_slots[slot] = false
+  end
+  g_slots['j:' .. id] = false
   local r, h, t, n = g_get(g)
   r = r - 1
   -- A concurrency lowered meanwhile, or a pause, leaves the room unused; one raised (or a
@@ -224,10 +255,10 @@ local function g_free(stream, entry)
     local cap, moved = g_cap(g), 0
     while n > 0 and r < cap and moved < G_STEP do
       moved = moved + 1
-      local f
-      f, h = g_take(g, h, t)
-      if f then
-        g_add(stream, g, f)
+      local item
+      item, h = g_take(g, h, t)
+      if item then
+        g_add_item(stream, g, item)
         r, n = r + 1, n - 1
       else
         n = 0
@@ -243,9 +274,9 @@ local function g_moved(old, new)
   local v = g_read(g_slots, G[4], 'e:' .. old)
   if not v then return end
   local cut = string.find(v, '\\n', 1, true)
-  g_set(g_slots, g_changed[3], 'e:' .. old, false)
-  g_set(g_slots, g_changed[3], 'e:' .. new, v)
-  g_set(g_slots, g_changed[3], 'j:' .. string.sub(v, cut + 1), new)
+  g_slots['e:' .. old] = false
+  g_slots['e:' .. new] = v
+  g_slots['j:' .. string.sub(v, cut + 1)] = new
   g_done()
 end
 -- A grouped job, due now, goes to the stream if its group has room and nobody waits before it,
@@ -262,7 +293,7 @@ local function g_admit(stream, g, f)
     return entry, nil
   end
   t = t + 1
-  g_set(g_items, g_changed[1], t .. ':' .. g, g_pack(f))
+  g_items[G_FMT('%d:%s', t, g)] = g_pack(f)
   g_put(g, r, h, t, n + 1)
   -- Room and a line at once (a concurrency raised while the line grew): the line moves first.
   if r < g_cap(g) then g_fill(stream, g, math.min(g_cap(g) - r, G_STEP)) end

@@ -29,6 +29,9 @@
  *   dead     a = error text, b = reason
  *   bury     as dead, for an entry with no trusted job id: no record is touched and no outcome
  *            is published
+ * With the group keys, one more value per operation follows them all, in the same order: the
+ * group the worker read off the entry ('' for none), so that an ack finds the entry's group
+ * without reading its slot (the slot is still deleted, and only a slot that was there counts).
  * The wake and done channels are pub/sub channels, not keys: they stay in ARGV.
  * Reply: one code per operation (`SettleCode`): 1 done, 0 lease lost (nothing changed), 2 done
  * but the entry had been trimmed away, 3 refused by Redis for memory (nothing changed; try
@@ -166,6 +169,13 @@ drop, later = {}, {}
 -- (a long-running job in the middle), it falls back to one XPENDING per job.
 local mine = nil
 local ops = (#ARGV - 17) / 5
+-- With the group keys, each operation's group follows the operations, one value each ('' for
+-- none): the gate then finds a settled entry's group without reading its slot.
+local groups_at = nil
+if G then
+  ops = (#ARGV - 17) / 6
+  groups_at = 17 + 5 * ops
+end
 if ops > 0 then
   local most = 4 * ops + 16
   local ok, p = pcall(redis.call, 'XPENDING', stream, group, low, high, most + 1, consumer)
@@ -273,7 +283,7 @@ local function trim(stream, group, acked, newest)
 end
 local k, o, nd = G and 11 or 7, 0, 0 -- the next record key; how many codes and acked ids so far
 local n_done, n_failed = 0, 0 -- jobs completed, and failed (retried or dead), for tally()
-for i = 18, #ARGV, 5 do
+for i = 18, 17 + 5 * ops, 5 do
   local op, entry, deliveries, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if task_of then EV_TASK = task_of[(i - 13) / 5] else EV_TASK = tasks end
   -- The channel that announces this job's outcome (none while nobody listens).
@@ -328,7 +338,10 @@ for i = 18, #ARGV, 5 do
       local state = op == 'cancel' and 'cancelled' or 'completed'
       finish(rec, keep, now, outcome, state, a, '', op ~= 'ack', 'run', b)
     end
-    if G then g_free(stream, entry) end
+    if G then
+      local g = ARGV[groups_at + (i - 13) / 5]
+      if g ~= '' then g_free(stream, entry, g, string.sub(rec, skip)) else g_free(stream, entry) end
+    end
     out[o] = 1
   elseif (op == 'retry' or op == 'release' or op == 'defer') and
       redis.call('HGET', rec, 'state') == 'cancelling' then
@@ -475,6 +488,7 @@ export function settleArgs(q: ScriptQueue, consumer: string, ops: readonly Settl
     if ((op.job as Delivery).webhook !== undefined) hooks += hooks === "" ? entryId : ` ${entryId}`;
   }
   args[hooksAt] = hooks;
+  if (grouped) { for (const op of ops) args.push((op.job as Delivery).group ?? ""); }
   if (acked !== undefined && acked.length > 0) {
     args[hooksAt + 2] = JSON.stringify(acked);
     args[hooksAt + 3] = String(acked.length);
