@@ -20,7 +20,7 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
   const q = { keys, group: "g", keepResult: 5, maxDead: 7 };
   const job = (entryId: string, id: string) => ({ entryId, deliveries: 2, id, attempt: 1 });
   const args = settleArgs(q, "c", [
-    { op: "ack", job: job("10-5", "a"), result: '"r"', startedAt: "9" },
+    { op: "ack", job: { ...job("10-5", "a"), group: "acme" }, result: '"r"', startedAt: "9" },
     { op: "dead", job: { entryId: "9-0", deliveries: 1, id: undefined }, error: "e", reason: "x" },
     { op: "retry", job: job("100-0", "b"), delay: 30, error: "boom" },
     { op: "release", job: job("10-10", "c") },
@@ -65,7 +65,7 @@ Deno.test("settleArgs() names a record per operation but for an entry with no jo
     ...["cancel", "11-0", "2", "", " 2 c"],
     ...["dead", "12-0", "2", "bad", "failed"],
     // With the group keys, each operation's group follows ('' for none).
-    ...["", "", "", "", "", ""],
+    ...["acme", "", "", "", "", ""],
   ]);
 });
 
