@@ -294,7 +294,8 @@ for i = 18, 17 + 5 * ops, 5 do
     k = k + 1
   end
   local ours
-  if mine then ours = mine[entry] == tonumber(deliveries)
+  -- Most deliveries are first ones: "1" is read without tonumber's strtod.
+  if mine then ours = mine[entry] == (deliveries == '1' and 1 or tonumber(deliveries))
   else ours = owned(stream, group, entry, consumer, deliveries) end
   o = o + 1
   if not ours then
