@@ -179,6 +179,14 @@ function summary(state: ListState, f: Record<string, string>, lanes?: Lanes): Jo
 
 const ENTRY = /^\d+-\d+$/;
 
+/** A stream cursor "<lane>:<entry id>": the lane's index and the last entry listed. */
+function laneCursor(action: string, at: string): { lane: number; entry: string } {
+  const cut = at.indexOf(":");
+  const lane = Number(at.slice(0, cut)), entry = at.slice(cut + 1);
+  if (!Number.isInteger(lane) || lane < 0 || !ENTRY.test(entry)) badCursor(action, at);
+  return { lane, entry };
+}
+
 async function readWaiting(
   ctx: AdminContext,
   at: string | undefined,
@@ -192,10 +200,7 @@ async function readWaiting(
   // Cursor: "<lane>:<entry id>" in the streams, then "line:<hscan cursor>" in the lines.
   let lane = 0, after: string | undefined;
   if (at !== undefined && !at.startsWith("line:")) {
-    const cut = at.indexOf(":");
-    lane = Number(at.slice(0, cut));
-    after = at.slice(cut + 1);
-    if (!Number.isInteger(lane) || lane < 0 || !ENTRY.test(after)) badCursor(action, at);
+    ({ lane, entry: after } = laneCursor(action, at));
   }
   if (at === undefined || !at.startsWith("line:")) {
     for (; lane < lanes.streams.length; lane++, after = undefined) {
@@ -251,12 +256,9 @@ async function readActive(
   const jobs: JobSummary[] = [];
   let lane = 0, from = "-";
   if (at !== undefined) {
-    const cut = at.indexOf(":");
-    lane = Number(at.slice(0, cut));
-    from = `(${at.slice(cut + 1)}`;
-    if (!Number.isInteger(lane) || lane < 0 || !ENTRY.test(at.slice(cut + 1))) {
-      badCursor(action, at);
-    }
+    const cursor = laneCursor(action, at);
+    lane = cursor.lane;
+    from = `(${cursor.entry}`;
   }
   for (; lane < lanes.streams.length; lane++, from = "-") {
     const stream = lanes.streams[lane]!;

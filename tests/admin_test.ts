@@ -299,6 +299,8 @@ Deno.test("admin API: bad input gets an error naming the action, the rule and th
     [() => queue.jobs("waiting", { task: "" }), /task must be a non-empty string, got ""/],
     [() => queue.jobs("dead", { cursor: "waiting:0:1-1" }), /is not a cursor of this state/],
     [() => queue.jobs("dead", { cursor: "dead:xyz" }), /the cursor "xyz" is damaged/],
+    [() => queue.jobs("waiting", { cursor: "waiting:-1:1-1" }), /the cursor "-1:1-1" is damaged/],
+    [() => queue.jobs("active", { cursor: "active:0:nope" }), /the cursor "0:nope" is damaged/],
     [() => queue.find(""), /Cannot find jobs: the id or prefix must be a non-empty string/],
     [() => queue.retry("waiting" as "dead"), /only "dead" jobs can be retried, got "waiting"/],
     [() => queue.retry("dead", { task: 3 as unknown as string }), /task must be .*got 3/],
