@@ -68,7 +68,10 @@ export interface JobDetails {
   status: JobStatus;
   /** Its payload, as JSON text, while Redis still holds it (not after it completed). */
   data?: string;
-  /** Its result, as JSON text, once completed (while the record is kept). */
+  /**
+   * Its result, as JSON text, once completed (while the record is kept); undefined if its
+   * handler returned nothing.
+   */
   result?: string;
   /** Its dead letter's entry id, if it is in the last 10,000 dead letters. */
   deadId?: string;
@@ -97,7 +100,8 @@ export async function jobDetails(ctx: AdminContext, id: string): Promise<JobDeta
   const client = ctx.client(), keys = ctx.keys;
   const details: JobDetails = { status, timeline: [] };
   const [entry, place, result] = await client.hmget(keys.job(id), "entry", "place", "result");
-  if (typeof result === "string" && status.state === "completed") details.result = result;
+  // A handler that returned nothing leaves no field result (earlier versions wrote it empty).
+  if (result && status.state === "completed") details.result = result;
   let fields: Record<string, string> | undefined;
   if (status.state === "delayed" || status.state === "retrying") {
     const payload = await client.hget(keys.payloads, id);

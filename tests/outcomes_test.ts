@@ -111,6 +111,29 @@ Deno.test("an ack keeps a retried job's record clean of its last error, and a fi
   assert.equal(acked, hdel, "first attempts end with no HDEL");
 });
 
+Deno.test("a kept record of a handler that returned nothing holds no result field, and expires keepResult after its end", async () => {
+  await using redis = await startRedis();
+  await using db = inspect(redis.url);
+  await using queue = new Queue("q", { redis: redis.url });
+  const maybe = task("maybe", (n: number) => n > 0 ? { n } : undefined);
+  const [none, some] = await queue.enqueueMany(maybe, [{ data: 0 }, { data: 2 }]);
+  const keep = 3_600_000;
+  const before = Number((await db.time())[0]) * 1000;
+  await drain(redis.url, maybe, 2, keep);
+  const after = (Number((await db.time())[0]) + 1) * 1000;
+  assert.equal(await db.hexists(queue.keys.job(none!.id), "result"), 0);
+  assert.equal(await db.hget(queue.keys.job(some!.id), "result"), '{"n":2}');
+  assert.equal(await none!.result(), undefined);
+  assert.deepEqual(await some!.result(), { n: 2 });
+  assert.equal((await queue.jobDetails(none!.id))?.result, undefined);
+  assert.equal((await queue.jobDetails(some!.id))?.result, '{"n":2}');
+  assert.equal((await none!.info())?.state, "completed");
+  for (const h of [none!, some!]) {
+    const at = await db.pexpiretime(queue.keys.job(h.id));
+    assert.ok(at >= before + keep && at <= after + keep, `expires keepResult after its end: ${at}`);
+  }
+});
+
 Deno.test("an enqueue of ids the producer made looks for one earlier record per call; given ids still dedup", async () => {
   await using redis = await startRedis();
   await using db = inspect(redis.url);

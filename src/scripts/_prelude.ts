@@ -141,7 +141,7 @@ local later = nil
 local silent = false
 -- Numbers handed to redis.call are formatted on every call (about 0.3 µs each): finish() formats
 -- keep and now once per script run instead.
-local keep_n, keep_s, now_n, now_s = nil, nil, nil, nil
+local keep_n, now_n, now_s, until_s = nil, nil, nil, nil
 -- Events (see events.ts): while EV is a table, scripts collect the events of their call in it
 -- (ev()), and ev_flush() writes them as one entry of the events stream, capped at about
 -- EV_MAX events. Events that share their head "<type> <task>[ <detail>]" share a field: its
@@ -252,8 +252,11 @@ local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
     ev(head, string.sub(rec, EV_SKIP))
   end
   local kept = false
-  if keep ~= keep_n then keep_n, keep_s = keep, tostring(keep) end
-  if now ~= now_n then now_n, now_s = now, tostring(now) end
+  if keep ~= keep_n or now ~= now_n then
+    keep_n, now_n, now_s = keep, now, tostring(now)
+    -- PEXPIREAT: Redis rewrites a PEXPIRE to it, with a new argument, for propagation.
+    until_s = string.format('%d', now + keep)
+  end
   now = now_s
   if keep > 0 then
     -- At maxmemory (noeviction) Redis refuses the HSET: the job still ends, without its
@@ -265,7 +268,7 @@ local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
       kept = pcall(redis.call, 'HSET', rec, 'state', state, 'finished', now, 'error', body,
         'reason', reason, ...)
     end
-    if kept then redis.call('PEXPIRE', rec, keep_s) end
+    if kept then redis.call('PEXPIREAT', rec, until_s) end
   end
   if not kept and drop then
     drop[#drop + 1] = rec

@@ -161,7 +161,9 @@ end
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
 -- published.
 silent = redis.call('ZCOUNT', KEYS[5], now, '+inf') == 0 and not patterns()
-local now_s, keep_s = tostring(now), ARGV[4]
+-- A kept record expires at now + keep: PEXPIREAT at one time formatted once, since Redis
+-- rewrites each PEXPIRE to a PEXPIREAT, with a new argument, for propagation.
+local now_s, until_s = tostring(now), keep > 0 and string.format('%d', now + keep) or ''
 local done_ids = {}
 drop, later = {}, {}
 -- Fencing: one XPENDING for the whole batch, over the consumer's own deliveries between the
@@ -324,12 +326,18 @@ for i = 18, 17 + 5 * ops, 5 do
         later[n + 1], later[n + 2], later[n + 3], later[n + 4] = outcome, 'completed', '', a
       end
     elseif op == 'ack' then
-      local r = redis.pcall('HSET', rec, 'state', 'completed', 'finished', now_s, 'result', a,
-        'run', b)
+      -- No field result for a handler that returned nothing: a first attempt's record has
+      -- none yet, and a missing result reads as an empty one (one listpack insert less).
+      local r
+      if a == '' then
+        r = redis.pcall('HSET', rec, 'state', 'completed', 'finished', now_s, 'run', b)
+      else
+        r = redis.pcall('HSET', rec, 'state', 'completed', 'finished', now_s, 'result', a, 'run', b)
+      end
       if type(r) == 'table' then
         drop[#drop + 1] = rec
       else
-        redis.call('PEXPIRE', rec, keep_s)
+        redis.call('PEXPIREAT', rec, until_s)
       end
       if outcome then
         local n = #later
