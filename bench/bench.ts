@@ -371,23 +371,30 @@ async function settledMemory(): Promise<number> {
   return low;
 }
 
-/** One reading of a memory worker's `Deno.memoryUsage()`, after `done` jobs. */
+/**
+ * One reading of a memory worker's `Deno.memoryUsage()`, after `done` jobs; with `rest`, taken
+ * that many seconds after the last job, idle.
+ */
 interface MemoryReading {
   done: number;
   rss: number;
   heapUsed: number;
   heapTotal: number;
   external: number;
+  rest?: number;
 }
 
 /**
  * A worker's memory as a user would see it: a worker in its own process (bench/_memory_worker.ts,
  * concurrency 32, default options, so records are kept) runs MEMORY_JOBS no-op jobs that this
  * process enqueues, 20k at a time and at most two chunks ahead. Kept: its memory once idle
- * (after its first job) and every 200k jobs. With `floor`, the process runs a bare
- * XREADGROUP + XACK loop on the same jobs instead: what any Deno + ioredis consumer holds.
+ * (after its first job) and every 200k jobs, and at rest after the last (see the worker's doc).
+ * With `floor`, the process runs a bare XREADGROUP + XACK loop on the same jobs instead: what any
+ * Deno + ioredis consumer holds.
  */
-async function workerMemory(floor = false): Promise<MemoryReading[]> {
+async function workerMemory(
+  floor = false,
+): Promise<{ readings: MemoryReading[]; rest: MemoryReading }> {
   const name = fresh();
   await using queue = new Queue(name, { redis: url });
   const chunk = 20_000;
@@ -433,16 +440,23 @@ async function workerMemory(floor = false): Promise<MemoryReading[]> {
   await lines;
   if (!status.success) throw new Error("bench: the memory worker failed");
   await dropQueue(queue);
-  return readings.filter((r) => r.done === 1 || r.done % 200_000 === 0 || r.done === MEMORY_JOBS);
+  const rest = readings.find((r) => r.rest !== undefined);
+  if (rest === undefined) throw new Error("bench: the memory worker gave no reading at rest");
+  return {
+    readings: readings.filter((r) =>
+      r.rest === undefined && (r.done === 1 || r.done % 200_000 === 0 || r.done === MEMORY_JOBS)
+    ),
+    rest,
+  };
 }
 
 async function memory() {
   const redisBefore = await settledMemory();
-  const worker = await workerMemory();
+  const { readings: worker, rest: workerRest } = await workerMemory();
   // Every key of the queue is deleted, the job records kept by default too.
   const redisAfter = await settledMemory();
-  const floor = await workerMemory(true);
-  return { jobs: MEMORY_JOBS, worker, floor, redisBefore, redisAfter };
+  const { readings: floor, rest: floorRest } = await workerMemory(true);
+  return { jobs: MEMORY_JOBS, worker, floor, workerRest, floorRest, redisBefore, redisAfter };
 }
 
 type Cpu = { worker: number; redis: number };
@@ -702,6 +716,11 @@ const report = {
     /** RSS after all the jobs over RSS idle (the issue's bar: <= 2). */
     workerRssRatio: ratio(mem.worker.at(-1)!.rss, mem.worker[0]!.rss),
     floorRssRatio: ratio(mem.floor.at(-1)!.rss, mem.floor[0]!.rss),
+    /** RSS at rest, idle after the last job (see bench/_memory_worker.ts), over RSS idle. */
+    workerRestRssRatio: ratio(mem.workerRest.rss, mem.worker[0]!.rss),
+    workerRestSeconds: mem.workerRest.rest,
+    floorRestRssRatio: ratio(mem.floorRest.rss, mem.floor[0]!.rss),
+    floorRestSeconds: mem.floorRest.rest,
     redisGrowth: ratio(mem.redisAfter - mem.redisBefore, mem.redisBefore),
   },
 };
@@ -899,6 +918,14 @@ if (values.json) {
     `floor loop RSS:          ${rss(mem.floor).join(", ")} (bare XREADGROUP + XACK: ${
       times(report.memory.floorRssRatio)
     } idle)`,
+  );
+  const rested = (r: MemoryReading) => `${mb(r.rss)} ${r.rest} s after the last job`;
+  console.log(
+    `RSS at rest:             worker ${rested(mem.workerRest)} (${
+      times(report.memory.workerRestRssRatio)
+    } idle); floor loop ${rested(mem.floorRest)} (${
+      times(report.memory.floorRestRssRatio)
+    }); idle, read every second until under 1.5x idle or 60 s`,
   );
   console.log(
     `Redis used_memory:       ${mb(mem.redisBefore)} before, ${
