@@ -151,7 +151,8 @@ export class Executor<Context> {
     let ctx: RunContext<Context> | undefined;
     let span: Span | undefined;
     try {
-      if (job.signal.reason instanceof CancelledError) {
+      // The signal is made only if someone asks for it (a handler, mostly): not read here.
+      if (Job[internal].cancelled(job)) {
         // Cancelled while it waited for a slot: never run.
         await this.#settle(job, () => job.ack());
         this.#events.emit("cancelled", { job });
@@ -238,7 +239,7 @@ export class Executor<Context> {
         } catch (err) {
           await this.#settleAgain(job, () => job.ack(result), err);
         }
-        if (job.signal.reason instanceof CancelledError) this.#events.emit("cancelled", { job });
+        if (Job[internal].cancelled(job)) this.#events.emit("cancelled", { job });
         else this.#events.emit("completed", { job, result });
       } else if (outcome === "timeout") {
         const error = new TimeoutError(`Job ${job.id} (${job.task}) timed out after ${timeout} ms`);

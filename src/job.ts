@@ -78,6 +78,8 @@ export interface JobHooks {
   traced(job: Job, traceId: string): void;
   /** When its handler started (epoch ms), if it has. */
   startedAt(job: Job): number | undefined;
+  /** True if the job was cancelled: its signal's reason, read without making the signal. */
+  cancelled(job: Job): boolean;
 }
 
 /** Options a producer gave one job, overriding the task's. */
@@ -163,6 +165,7 @@ export class Job<Data = unknown> implements JobInfo {
     progress: async (job, json) => await job.#lessor.progress(job.id, json) === 1,
     traced: (job, traceId) => job.#traceId = traceId,
     startedAt: (job) => job.#startedAt,
+    cancelled: (job) => job.#reason instanceof CancelledError,
   };
 
   /**

@@ -443,6 +443,47 @@ Deno.test("jobs cancelled while their reads are in flight all end cancelled", as
   await run;
 });
 
+Deno.test("a job cancelled while it waits for a slot never runs, and one cancelled while it runs ends cancelled even if its handler returns", async () => {
+  await using redis = await startRedis();
+  const ran: string[] = [];
+  const started = Promise.withResolvers<void>(), release = Promise.withResolvers<void>();
+  // Ignores its signal: returns normally once released.
+  const hold = task("hold", async (id: string) => {
+    ran.push(id);
+    if (id === "running") {
+      started.resolve();
+      await release.promise;
+    }
+    return id;
+  });
+  await using queue = new Queue("q", { redis: redis.url });
+  await using worker = new Worker(
+    "q",
+    [hold],
+    workerOptions(redis.url, { concurrency: 1, prefetch: 4 }),
+  );
+  const ends: string[] = [];
+  for (const type of ["completed", "cancelled"] as const) {
+    worker.addEventListener(type, (e) => ends.push(`${e.detail.job.id} ${type}`));
+  }
+  // Both read at once: the second waits in the worker for the one slot.
+  const running = await queue.enqueue(hold, "running", { id: "running" });
+  const queued = await queue.enqueue(hold, "queued", { id: "queued" });
+  const run = worker.run();
+  await started.promise;
+  assert.equal((await queued.info())?.state, "active", "delivered, waiting for the slot");
+  assert.equal((await queued.cancel()).cancelled, true);
+  assert.equal((await running.cancel()).cancelled, true);
+  release.resolve();
+  await assert.rejects(queued.result(), CancelledError);
+  await assert.rejects(running.result(), CancelledError);
+  assert.deepEqual(ran, ["running"], "the queued job never ran");
+  await waitForRedis(() => Promise.resolve(ends.length === 2), "both ends reported");
+  assert.deepEqual(ends.sort(), ["queued cancelled", "running cancelled"]);
+  await worker.stop();
+  await run;
+});
+
 Deno.test("two result() calls on one job both resolve", async () => {
   await using redis = await startRedis();
   await using queue = new Queue("q", { redis: redis.url });
