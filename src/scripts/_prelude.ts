@@ -140,7 +140,7 @@ local later = nil
 -- When true, finish() announces nothing: nobody awaits a result (see announce()).
 local silent = false
 -- Numbers handed to redis.call are formatted on every call (about 0.3 µs each): finish() formats
--- keep and now once per script run instead.
+-- now, and the time a kept record expires, once per script run instead.
 local keep_n, now_n, now_s, until_s = nil, nil, nil, nil
 -- Events (see events.ts): while EV is a table, scripts collect the events of their call in it
 -- (ev()), and ev_flush() writes them as one entry of the events stream, capped at about
