@@ -139,7 +139,7 @@ local drop = nil -- when a table, finish() collects records to delete instead of
 local later = nil
 -- When true, finish() announces nothing: nobody awaits a result (see announce()).
 local silent = false
--- Numbers handed to redis.call are formatted on every call (about 0.3 µs each): finish() formats
+-- Numbers handed to redis.call are formatted on every call (about 0.3 µs each): stamp() formats
 -- now, and the time a kept record expires, once per script run instead.
 local keep_n, now_n, now_s, until_s = nil, nil, nil, nil
 -- Events (see events.ts): while EV is a table, scripts collect the events of their call in it
@@ -242,6 +242,14 @@ local function rec_task(rec)
   local r = redis.call('HMGET', rec, 'job', 'task')
   return r[1] and string.match(r[1], ' (.*)$') or r[2] or '?'
 end
+-- Formats now, and the time a record kept \`keep\` ms expires, into now_s and until_s, once
+-- per (keep, now). PEXPIREAT: Redis rewrites a PEXPIRE to it, with a new argument, to propagate.
+local function stamp(keep, now)
+  if keep ~= keep_n or now ~= now_n then
+    keep_n, now_n, now_s = keep, now, tostring(now)
+    until_s = string.format('%d', now + keep)
+  end
+end
 local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
   if EV then
     -- '?': the caller does not know the task (an entry that could not be decoded).
@@ -252,11 +260,7 @@ local function finish(rec, keep, now, channel, state, body, reason, clean, ...)
     ev(head, string.sub(rec, EV_SKIP))
   end
   local kept = false
-  if keep ~= keep_n or now ~= now_n then
-    keep_n, now_n, now_s = keep, now, tostring(now)
-    -- PEXPIREAT: Redis rewrites a PEXPIRE to it, with a new argument, for propagation.
-    until_s = string.format('%d', now + keep)
-  end
+  stamp(keep, now)
   now = now_s
   if keep > 0 then
     -- At maxmemory (noeviction) Redis refuses the HSET: the job still ends, without its

@@ -161,9 +161,8 @@ end
 -- pattern subscription exists on the server), nobody can hear an outcome, and none is built or
 -- published.
 silent = redis.call('ZCOUNT', KEYS[5], now, '+inf') == 0 and not patterns()
--- A kept record expires at now + keep: PEXPIREAT at one time formatted once, since Redis
--- rewrites each PEXPIRE to a PEXPIREAT, with a new argument, for propagation.
-local now_s, until_s = tostring(now), keep > 0 and string.format('%d', now + keep) or ''
+-- now_s, and until_s, the time a record kept now expires, for the acks below and finish().
+stamp(keep, now)
 local done_ids = {}
 drop, later = {}, {}
 -- Fencing: one XPENDING for the whole batch, over the consumer's own deliveries between the
