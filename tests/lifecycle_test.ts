@@ -447,10 +447,12 @@ Deno.test("a job cancelled while it waits for a slot never runs, and one cancell
   await using redis = await startRedis();
   const ran: string[] = [];
   const started = Promise.withResolvers<void>(), release = Promise.withResolvers<void>();
-  // Ignores its signal: returns normally once released.
-  const hold = task("hold", async (id: string) => {
+  const aborted = Promise.withResolvers<void>();
+  // Ignores its signal (the test only watches it): returns normally once released.
+  const hold = task("hold", async (id: string, ctx) => {
     ran.push(id);
     if (id === "running") {
+      ctx.signal.addEventListener("abort", () => aborted.resolve(), { once: true });
       started.resolve();
       await release.promise;
     }
@@ -474,6 +476,9 @@ Deno.test("a job cancelled while it waits for a slot never runs, and one cancell
   assert.equal((await queued.info())?.state, "active", "delivered, waiting for the slot");
   assert.equal((await queued.cancel()).cancelled, true);
   assert.equal((await running.cancel()).cancelled, true);
+  // The worker heard both cancels (in order, on one channel) before the handler returns: a
+  // running job that completes before its cancel is heard ends completed, by design.
+  await aborted.promise;
   release.resolve();
   await assert.rejects(queued.result(), CancelledError);
   await assert.rejects(running.result(), CancelledError);
